@@ -1,0 +1,56 @@
+//! One error type for the whole engine: every failure a user can cause (bad file,
+//! bad argument, no adapter) becomes a readable message instead of a panic.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SiftError {
+    #[error("no usable GPU adapter: {0}")]
+    NoAdapter(String),
+    #[error("GPU error: {0}")]
+    Gpu(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid model file: {message}")]
+    BadFile { path: PathBuf, message: String },
+    #[error("unsupported tensor type {ty} in tensor {tensor}")]
+    UnsupportedTensorType { ty: String, tensor: String },
+    #[error("unsupported model architecture '{0}' (supported: llama)")]
+    UnsupportedArchitecture(String),
+    #[error("model is missing tensor '{0}'")]
+    MissingTensor(String),
+    #[error("tensor '{name}' has shape {got:?}, expected {expected:?}")]
+    ShapeMismatch {
+        name: String,
+        got: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    #[error("default model: {0}")]
+    DefaultModel(String),
+}
+
+pub type Result<T> = std::result::Result<T, SiftError>;
+
+impl SiftError {
+    pub fn bad_file(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        SiftError::BadFile {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        SiftError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Adapter selection and device creation. We ask the device for exactly the limits
+//! and optional features the adapter really has, so the same code runs on a
+//! discrete GPU, an integrated one, and Mesa lavapipe (software Vulkan).
+
+use crate::error::{Result, SiftError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// How the user asked for an adapter (`--adapter NAME`, `--backend vulkan`).
+#[derive(Clone, Debug, Default)]
+pub struct AdapterRequest {
+    /// Case-insensitive substring of the adapter name.
+    pub name: Option<String>,
+    /// Backend name: vulkan, metal, dx12, gl.
+    pub backend: Option<String>,
+}
+
+/// One line of `sift adapters`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub software: bool,
+    pub driver: String,
+    pub max_storage_binding_mib: u64,
+    pub shader_f16: bool,
+    pub subgroup: bool,
+    pub timestamp_query: bool,
+}
+
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    pub(crate) kernels: Mutex<HashMap<&'static str, Arc<super::Kernel>>>,
+}
+
+fn parse_backends(name: Option<&str>) -> Result<wgpu::Backends> {
+    Ok(match name.map(|s| s.to_ascii_lowercase()) {
+        None => wgpu::Backends::PRIMARY | wgpu::Backends::GL,
+        Some(s) => match s.as_str() {
+            "vulkan" | "vk" => wgpu::Backends::VULKAN,
+            "metal" => wgpu::Backends::METAL,
+            "dx12" | "d3d12" => wgpu::Backends::DX12,
+            "gl" | "opengl" | "gles" => wgpu::Backends::GL,
+            other => {
+                return Err(SiftError::InvalidInput(format!(
+                    "unknown backend '{other}' (use vulkan, metal, dx12 or gl)"
+                )))
+            }
+        },
+    })
+}
+
+fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle())
+}
+
+fn is_software(info: &wgpu::AdapterInfo) -> bool {
+    info.device_type == wgpu::DeviceType::Cpu
+        || info.name.to_ascii_lowercase().contains("llvmpipe")
+        || info.name.to_ascii_lowercase().contains("swiftshader")
+}
+
+pub fn describe_adapter(adapter: &wgpu::Adapter) -> AdapterSummary {
+    let info = adapter.get_info();
+    let f = adapter.features();
+    AdapterSummary {
+        software: is_software(&info),
+        name: info.name.clone(),
+        backend: format!("{:?}", info.backend).to_lowercase(),
+        device_type: format!("{:?}", info.device_type),
+        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+        max_storage_binding_mib: adapter.limits().max_storage_buffer_binding_size as u64 >> 20,
+        shader_f16: f.contains(wgpu::Features::SHADER_F16),
+        subgroup: f.contains(wgpu::Features::SUBGROUP),
+        timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
+    }
+}
+
+fn enumerate(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+    pollster::block_on(instance().enumerate_adapters(backends))
+        .into_iter()
+        // Compute shaders need storage buffers; a GL adapter without them is useless here.
+        .filter(|a| a.limits().max_storage_buffers_per_shader_stage >= 8)
+        .collect()
+}
+
+/// Every adapter usable for compute, best first.
+pub fn list_adapters(backend: Option<&str>) -> Result<Vec<AdapterSummary>> {
+    let mut adapters = enumerate(parse_backends(backend)?);
+    adapters.sort_by_key(|a| rank(&a.get_info()));
+    Ok(adapters.iter().map(describe_adapter).collect())
+}
+
+fn rank(info: &wgpu::AdapterInfo) -> u8 {
+    match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+const NO_ADAPTER_HELP: &str = "install a Vulkan driver; on a machine without a GPU, \
+     Mesa's software driver works: `sudo apt-get install mesa-vulkan-drivers`";
+
+impl GpuContext {
+    /// Picks an adapter (hardware before software) and opens a device on it.
+    pub fn new(request: &AdapterRequest) -> Result<Arc<GpuContext>> {
+        let mut adapters = enumerate(parse_backends(request.backend.as_deref())?);
+        if adapters.is_empty() {
+            return Err(SiftError::NoAdapter(NO_ADAPTER_HELP.into()));
+        }
+        adapters.sort_by_key(|a| rank(&a.get_info()));
+        let adapter = match &request.name {
+            None => adapters.remove(0),
+            Some(want) => {
+                let want_lc = want.to_lowercase();
+                let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+                let pos = names
+                    .iter()
+                    .position(|n| n.to_lowercase().contains(&want_lc))
+                    .ok_or_else(|| {
+                        SiftError::NoAdapter(format!(
+                            "no adapter name contains '{want}'; available: {}",
+                            names.join(", ")
+                        ))
+                    })?;
+                adapters.remove(pos)
+            }
+        };
+        Self::from_adapter(adapter)
+    }
+
+    pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Arc<GpuContext>> {
+        let info = adapter.get_info();
+        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
+        let features = adapter.features() & wanted;
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("sift"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| SiftError::Gpu(format!("cannot open device on '{}': {e}", info.name)))?;
+        log::info!("adapter: {} ({:?}, {:?})", info.name, info.backend, info.device_type);
+        Ok(Arc::new(GpuContext {
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            kernels: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn is_software(&self) -> bool {
+        is_software(&self.info)
+    }
+
+    /// Largest storage binding in bytes; tensors above it are split by rows.
+    pub fn max_binding_bytes(&self) -> u64 {
+        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {}{})",
+            self.info.name,
+            self.info.backend,
+            format!("{:?}", self.info.device_type).to_lowercase(),
+            if self.is_software() { ", software" } else { "" }
+        )
+    }
+
+    /// Waits for all submitted work.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| SiftError::Gpu(format!("device poll failed: {e}")))
+    }
+}

@@ -1,0 +1,93 @@
+//! One launcher per WGSL kernel in `shaders/`: its parameter struct, its
+//! bind-group layout (through [`Kernel::get`]), its grid, and a test against a
+//! plain Rust reference on random inputs.
+//!
+//! Every kernel reads the per-forward [`Step`] uniform (how many tokens, at which
+//! position), so bind groups are built once per model and a forward pass only
+//! writes 16 bytes before recording its dispatches.
+
+pub mod attention;
+pub mod embedding;
+pub mod linear;
+pub mod rmsnorm;
+pub mod rope;
+pub mod swiglu;
+
+use crate::gpu::{GpuContext, Kernel};
+use std::sync::Arc;
+
+/// Per-forward values shared by every kernel: token count and first position.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Step {
+    pub n_tokens: u32,
+    pub pos0: u32,
+    pub _pad: [u32; 2],
+}
+
+impl Step {
+    pub fn new(n_tokens: usize, pos0: usize) -> Self {
+        Step {
+            n_tokens: n_tokens as u32,
+            pos0: pos0 as u32,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// Workgroup grid as a function of the number of tokens in this forward.
+pub type Grid = Box<dyn Fn(u32) -> [u32; 3] + Send + Sync>;
+
+/// A kernel bound to its buffers, ready to record for any token count.
+pub struct Call {
+    pub kernel: Arc<Kernel>,
+    pub group: wgpu::BindGroup,
+    pub grid: Grid,
+}
+
+impl Call {
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32) {
+        self.kernel.dispatch(pass, &self.group, (self.grid)(n_tokens));
+    }
+}
+
+/// Spreads `groups` workgroups over x and y so neither exceeds the 65535 limit.
+pub fn spread(groups: u32) -> [u32; 2] {
+    const MAX: u32 = 65535;
+    if groups <= MAX {
+        [groups, 1]
+    } else {
+        [MAX, groups.div_ceil(MAX)]
+    }
+}
+
+/// Records a list of calls in one compute pass and submits it.
+pub fn run_calls(ctx: &GpuContext, calls: &[&Call], n_tokens: u32) {
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        for c in calls {
+            c.record(&mut pass, n_tokens);
+        }
+    }
+    ctx.queue.submit([enc.finish()]);
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use rand::{Rng, SeedableRng};
+
+    pub fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    }
+
+    /// Max |a - b| / (1 + |b|): absolute near zero, relative for large values.
+    pub fn max_err(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
+            .fold(0.0, f32::max)
+    }
+}

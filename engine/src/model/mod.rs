@@ -1,0 +1,44 @@
+//! The transformer: its hyper-parameters (`config`), its weights as f32
+//! (`weights`), the plain-Rust reference forward (`cpu`) and the WGSL forward
+//! (`gpu`). `load` opens a GGUF file or a Hugging Face directory.
+
+pub mod config;
+pub mod cpu;
+pub mod gpu;
+pub mod weights;
+
+pub use config::{Architecture, Config};
+pub use cpu::CpuModel;
+pub use gpu::{GpuModel, Logits};
+pub use weights::{LayerWeights, Weights};
+
+use crate::error::{Result, SiftError};
+use crate::loader::{gguf::GgufFile, hf::HfDir};
+use crate::tokenizer::Tokenizer;
+use std::path::Path;
+
+/// Everything read from a model file, on the CPU.
+pub struct LoadedModel {
+    pub config: Config,
+    pub weights: Weights,
+    pub tokenizer: Tokenizer,
+}
+
+/// Opens a `.gguf` file or a Hugging Face directory.
+pub fn load(path: &Path) -> Result<LoadedModel> {
+    if path.is_dir() {
+        let dir = HfDir::open(path)?;
+        let config = Config::from_hf(&dir.config, path)?;
+        let weights = Weights::load(&dir, &config)?;
+        let tokenizer = Tokenizer::from_hf_dir(path)?;
+        Ok(LoadedModel { config, weights, tokenizer })
+    } else if path.exists() {
+        let file = GgufFile::open(path)?;
+        let config = Config::from_gguf(&file)?;
+        let weights = Weights::load(&file, &config)?;
+        let tokenizer = Tokenizer::from_gguf(&file)?;
+        Ok(LoadedModel { config, weights, tokenizer })
+    } else {
+        Err(SiftError::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory")))
+    }
+}

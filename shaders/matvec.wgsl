@@ -1,0 +1,58 @@
+// y[t, col0 + o] (+)= sum_k x[t, k] * W[o, k] for a few tokens (decode).
+// W is row-major [n, k] packed as f16 pairs, so one row is k/2 u32 words.
+// A workgroup computes ROWS output rows for one token: each thread takes a
+// strided slice of k, then the workgroup reduces in shared memory.
+// When y_row_from_pos is set, token t writes row pos0 + t (KV cache writes).
+
+struct Params {
+    k: u32, n: u32, y_stride: u32, y_col0: u32,
+    accumulate: u32, y_row_from_pos: u32, _a: u32, _b: u32,
+}
+struct Step { n_tokens: u32, pos0: u32, _a: u32, _b: u32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<uniform> step: Step;
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> w: array<vec2<u32>>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+const WG: u32 = 64u;
+const ROWS: u32 = 4u;
+var<workgroup> partial: array<array<f32, WG>, ROWS>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = wg.z;
+    let row0 = (wg.x + wg.y * nwg.x) * ROWS;
+    if (t >= step.n_tokens || row0 >= p.n) { return; }
+    let k4 = p.k / 4u;
+    let xbase = t * k4;
+    var acc = array<f32, ROWS>(0.0, 0.0, 0.0, 0.0);
+    for (var i = lid.x; i < k4; i += WG) {
+        let xv = x[xbase + i];
+        for (var r = 0u; r < ROWS; r++) {
+            let row = min(row0 + r, p.n - 1u);
+            let packed = w[row * k4 + i];
+            let lo = unpack2x16float(packed.x);
+            let hi = unpack2x16float(packed.y);
+            acc[r] += dot(xv, vec4<f32>(lo, hi));
+        }
+    }
+    for (var r = 0u; r < ROWS; r++) { partial[r][lid.x] = acc[r]; }
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (lid.x < s) {
+            for (var r = 0u; r < ROWS; r++) { partial[r][lid.x] += partial[r][lid.x + s]; }
+        }
+        workgroupBarrier();
+    }
+    if (lid.x < ROWS && row0 + lid.x < p.n) {
+        var out_row = t;
+        if (p.y_row_from_pos != 0u) { out_row = step.pos0 + t; }
+        let idx = out_row * p.y_stride + p.y_col0 + row0 + lid.x;
+        var v = partial[lid.x][0];
+        if (p.accumulate != 0u) { v += y[idx]; }
+        y[idx] = v;
+    }
+}
