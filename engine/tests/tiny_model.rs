@@ -1,0 +1,91 @@
+//! The GPU forward against the CPU reference on a tiny random Llama, loaded
+//! from disk the way users load models: an HF directory (F32 safetensors, NeoX
+//! RoPE) and GGUF files with Q8_0 and Q4_1 matrices (interleaved RoPE).
+
+use sift_engine::kernels::rope::RopeStyle;
+use sift_engine::loader::quant::GgmlType;
+use sift_engine::model::{self, CpuModel, GpuModel, Logits};
+use sift_engine::testing::{gguf_bytes, gpu, random_weights, tiny_config, write_hf_dir};
+use std::path::PathBuf;
+
+fn temp(name: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("sift-tiny-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    p
+}
+
+/// Largest |gpu - cpu| relative to the logits' spread.
+fn rel_err(gpu: &[f32], cpu: &[f32]) -> f32 {
+    let scale = cpu.iter().fold(0.0f32, |a, v| a.max(v.abs())).max(1.0);
+    gpu.iter().zip(cpu).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max) / scale
+}
+
+// Same f16-rounded weights on both sides; the only differences are f32
+// summation order and exp/rsqrt ulps, ~1e-6 of the logit range. 1e-4 would
+// still flag a single wrong element in any kernel.
+const TOL: f32 = 1e-4;
+
+fn check(path: &std::path::Path) {
+    let mut loaded = model::load(path).expect("tiny model loads");
+    loaded.weights.round_matrices_to_f16();
+    let c = &loaded.config;
+    let mut gpu_model = GpuModel::new(gpu(), c, &loaded.weights, 256).unwrap();
+    let mut cpu = CpuModel::new(c, &loaded.weights, 256);
+    let prompt: Vec<u32> = (0..24).map(|i| (i * 37 + 5) as u32 % c.vocab_size as u32).collect();
+    let g = gpu_model.forward(&prompt, Logits::All).unwrap();
+    let r = cpu.forward(&prompt);
+    assert!(rel_err(&g, &r) < TOL, "{}: prefill {}", path.display(), rel_err(&g, &r));
+    let mut next = sift_engine::sampling::argmax(&r[r.len() - c.vocab_size..]);
+    for step in 0..24 {
+        let g = gpu_model.forward(&[next], Logits::Last).unwrap();
+        let r = cpu.forward(&[next]);
+        assert!(rel_err(&g, &r) < TOL, "{}: decode step {step}: {}", path.display(), rel_err(&g, &r));
+        next = sift_engine::sampling::argmax(&r);
+    }
+    assert_eq!(gpu_model.position(), 48);
+}
+
+#[test]
+fn hf_safetensors_model_matches_cpu_reference() {
+    let c = tiny_config(RopeStyle::Neox);
+    let dir = temp("hf");
+    write_hf_dir(&dir, &c, &random_weights(&c, 1, false)).unwrap();
+    check(&dir);
+}
+
+#[test]
+fn gguf_q8_0_and_q4_1_models_match_cpu_reference() {
+    let c = tiny_config(RopeStyle::Interleaved);
+    for (ty, tied) in [(GgmlType::Q8_0, true), (GgmlType::Q4_1, false)] {
+        let path = temp(&format!("{ty:?}.gguf"));
+        std::fs::write(&path, gguf_bytes(&c, &random_weights(&c, 2, tied), ty)).unwrap();
+        check(&path);
+    }
+}
+
+#[test]
+fn long_prefill_crosses_batch_chunks() {
+    let c = tiny_config(RopeStyle::Neox);
+    let mut w = random_weights(&c, 3, true);
+    w.round_matrices_to_f16();
+    let mut gpu_model = GpuModel::new(gpu(), &c, &w, 256).unwrap();
+    assert!(gpu_model.max_batch < 200, "test needs a prompt longer than one batch");
+    let prompt: Vec<u32> = (0..200).map(|i| (i * 13 + 1) as u32 % c.vocab_size as u32).collect();
+    let g = gpu_model.forward(&prompt, Logits::All).unwrap();
+    let r = CpuModel::new(&c, &w, 256).forward(&prompt);
+    assert!(rel_err(&g, &r) < TOL, "{}", rel_err(&g, &r));
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let c = tiny_config(RopeStyle::Neox);
+    let w = random_weights(&c, 4, true);
+    let mut m = GpuModel::new(gpu(), &c, &w, 32).unwrap();
+    let e = m.forward(&[], Logits::Last).unwrap_err().to_string();
+    assert!(e.contains("empty"), "{e}");
+    let e = m.forward(&[c.vocab_size as u32], Logits::Last).unwrap_err().to_string();
+    assert!(e.contains("outside the vocabulary"), "{e}");
+    let e = m.forward(&[1; 33], Logits::Last).unwrap_err().to_string();
+    assert!(e.contains("do not fit the context"), "{e}");
+    assert_eq!(m.position(), 0, "a refused forward must not advance the cache");
+}
