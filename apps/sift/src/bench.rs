@@ -1,0 +1,129 @@
+//! `sift bench`: prefill and decode tokens/s of a model on the chosen adapter,
+//! and llama.cpp's on the same GGUF and the same token ids when
+//! `llama-cpp-python` is importable, as ratios measured in one run.
+
+use crate::common::{load, ModelArgs};
+use anyhow::{Context, Result};
+use serde_json::json;
+use sift_engine::model::Logits;
+use sift_engine::sampling::argmax;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt length for the prefill measurement.
+    #[arg(long, default_value_t = 512)]
+    pub prefill_tokens: usize,
+    /// Decode steps to time.
+    #[arg(long, default_value_t = 64)]
+    pub decode_tokens: usize,
+    /// Threads for llama.cpp (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Skip the llama.cpp comparison.
+    #[arg(long)]
+    pub no_llama_cpp: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+const BENCH_TEXT: &str = include_str!("../../../assets/bench_prompt.txt");
+
+pub fn run(args: Args) -> Result<()> {
+    let ctx = args.prefill_tokens.max(16 + args.decode_tokens) + 1;
+    let mut m = load(&args.model, ctx)?;
+    let mut tokens = m.tokenizer.encode(BENCH_TEXT)?;
+    while tokens.len() < args.prefill_tokens {
+        tokens.extend_from_within(..);
+    }
+    tokens.truncate(args.prefill_tokens);
+    let decode_prompt = tokens[..16.min(tokens.len())].to_vec();
+
+    // Warm-up: the driver compiles pipelines on first use.
+    m.model.reset();
+    m.model.forward(&decode_prompt, Logits::Last)?;
+    m.model.reset();
+    let t = Instant::now();
+    m.model.forward(&tokens, Logits::Last)?;
+    let prefill_s = t.elapsed().as_secs_f64();
+
+    m.model.reset();
+    let mut logits = m.model.forward(&decode_prompt, Logits::Last)?;
+    let t = Instant::now();
+    for _ in 0..args.decode_tokens {
+        logits = m.model.forward(&[argmax(&logits)], Logits::Last)?;
+    }
+    let decode_s = t.elapsed().as_secs_f64();
+
+    let ours = json!({
+        "prefill_tokens_per_second": tokens.len() as f64 / prefill_s,
+        "decode_tokens_per_second": args.decode_tokens as f64 / decode_s,
+    });
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let is_gguf = m.path.extension().is_some_and(|e| e == "gguf");
+    let llama = if args.no_llama_cpp || !is_gguf {
+        None
+    } else {
+        match llama_cpp(&m.path, threads, &tokens, &decode_prompt, args.decode_tokens) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                eprintln!("sift: llama.cpp comparison skipped: {e:#}");
+                None
+            }
+        }
+    };
+    let ratio = |key: &str| llama.as_ref().map(|l| ours[key].as_f64().unwrap() / l[key].as_f64().unwrap());
+    let report = json!({
+        "model": m.path.display().to_string(),
+        "adapter": m.model.ctx.describe(),
+        "software_adapter": m.model.ctx.is_software(),
+        "prefill_tokens": tokens.len(),
+        "decode_tokens": args.decode_tokens,
+        "sift": ours,
+        "llama_cpp": llama,
+        "prefill_ratio": ratio("prefill_tokens_per_second"),
+        "decode_ratio": ratio("decode_tokens_per_second"),
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("adapter: {}", report["adapter"].as_str().unwrap());
+    println!("{:<24} {:>16} {:>16} {:>10}", "", "sift tok/s", "llama.cpp tok/s", "ratio");
+    for (name, key) in [("prefill", "prefill_tokens_per_second"), ("decode", "decode_tokens_per_second")] {
+        let l = llama.as_ref().map(|l| format!("{:.1}", l[key].as_f64().unwrap())).unwrap_or("-".into());
+        let r = ratio(key).map(|r| format!("{r:.2}x")).unwrap_or("-".into());
+        let label = if name == "prefill" { format!("prefill ({} tokens)", tokens.len()) } else { format!("decode ({} steps)", args.decode_tokens) };
+        println!("{:<24} {:>16.1} {:>16} {:>10}", label, ours[key].as_f64().unwrap(), l, r);
+    }
+    if let Some(l) = &llama {
+        println!("llama.cpp: {} CPU threads", l["threads"]);
+    }
+    Ok(())
+}
+
+fn llama_cpp(model: &std::path::Path, threads: usize, prefill: &[u32], decode_prompt: &[u32], steps: usize) -> Result<serde_json::Value> {
+    let input = json!({
+        "model": model, "threads": threads, "prefill_tokens": prefill,
+        "decode_prompt": decode_prompt, "decode_steps": steps,
+    });
+    let mut child = Command::new("python3")
+        .args(["-c", include_str!("llama_cpp_bench.py")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running python3")?;
+    child.stdin.take().unwrap().write_all(input.to_string().as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        anyhow::bail!("llama-cpp-python not usable ({})", err.lines().last().unwrap_or("no output"));
+    }
+    Ok(serde_json::from_slice(&out.stdout).context("llama.cpp bench output")?)
+}

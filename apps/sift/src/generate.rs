@@ -1,0 +1,69 @@
+//! `sift generate`: stream a completion, then report speeds.
+
+use crate::common::{load, ModelArgs};
+use anyhow::Result;
+use sift_engine::generate::{generate, GenerateOptions};
+use sift_engine::sampling::SamplingParams;
+use std::io::Write;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The prompt (default: "Once upon a time").
+    pub prompt: Option<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Tokens to generate.
+    #[arg(short = 'n', long, default_value_t = 64)]
+    pub tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temp: f32,
+    /// Keep only the k most likely tokens (0: all).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches p.
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Wrap the prompt in the model's chat format (instruct models).
+    #[arg(long)]
+    pub chat: bool,
+    /// KV-cache size in tokens.
+    #[arg(long, default_value_t = 2048)]
+    pub ctx: usize,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if !(args.top_p > 0.0 && args.top_p <= 1.0) || args.temp < 0.0 {
+        anyhow::bail!("--top-p must be in (0, 1] and --temp at least 0");
+    }
+    let mut m = load(&args.model, args.ctx)?;
+    let prompt = args.prompt.unwrap_or_else(|| "Once upon a time".into());
+    let text = if args.chat { m.tokenizer.chat_prompt(&prompt)? } else { prompt.clone() };
+    let ids = m.tokenizer.encode(&text)?;
+    let opts = GenerateOptions {
+        max_tokens: args.tokens,
+        sampling: SamplingParams { temperature: args.temp, top_k: args.top_k, top_p: args.top_p, seed: args.seed },
+        stop_at_eos: true,
+    };
+    if !args.chat {
+        print!("{prompt}");
+    }
+    let mut stdout = std::io::stdout();
+    let (_, stats) = generate(&mut m.model, &m.tokenizer, &ids, &opts, |_, piece| {
+        print!("{piece}");
+        let _ = stdout.flush();
+        true
+    })?;
+    println!();
+    eprintln!(
+        "prefill: {} tokens, {:.1} tokens/s | decode: {} tokens, {:.1} tokens/s | finished: {}",
+        stats.prompt_tokens,
+        stats.prefill_tokens_per_second(),
+        stats.generated_tokens,
+        stats.decode_tokens_per_second(),
+        stats.finish_reason
+    );
+    Ok(())
+}

@@ -1,0 +1,54 @@
+//! `sift perplexity FILE`: the perplexity protocol of DESIGN.md.
+
+use crate::common::{load, ModelArgs};
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A UTF-8 text file, e.g. ../shared/data/wikitext2-test.txt.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Window length in tokens.
+    #[arg(long, default_value_t = 512)]
+    pub ctx: usize,
+    /// Score only the first N windows.
+    #[arg(long)]
+    pub max_windows: Option<usize>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let text = std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    if text.trim().is_empty() {
+        anyhow::bail!("{}: the file is empty", args.file.display());
+    }
+    let mut m = load(&args.model, args.ctx)?;
+    if args.ctx > m.model.max_ctx {
+        anyhow::bail!("--ctx {} exceeds the model's context of {}", args.ctx, m.model.max_ctx);
+    }
+    // Tokenize without BOS, whatever the model's default.
+    let mut tokenizer = m.tokenizer;
+    tokenizer.add_bos = false;
+    let tokens = tokenizer.encode(&text)?;
+    let pb = ProgressBar::new(0);
+    pb.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} windows ({elapsed}, eta {eta})").unwrap());
+    let r = sift_engine::perplexity::perplexity(&mut m.model, &tokens, args.ctx, args.max_windows, |done, total| {
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+    })?;
+    pb.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "perplexity {:.4} over {} scored tokens ({} windows of {}, mean NLL {:.4})",
+            r.perplexity, r.scored_tokens, r.windows, r.ctx, r.mean_nll
+        );
+    }
+    Ok(())
+}
