@@ -1,6 +1,8 @@
 //! Linear layers `y = x W^T` with W stored as f16 pairs, row-major [n, k], and
 //! split by rows when larger than one storage binding. Few tokens (decode) go to
-//! `shaders/matvec.wgsl`, many (prefill) to the tiled `shaders/matmul.wgsl`.
+//! a matrix-vector kernel — `shaders/matvec.wgsl` (a workgroup reduces each row)
+//! on GPUs, `shaders/matvec_rows.wgsl` (one invocation per row) on CPU adapters
+//! — and many tokens (prefill) to the tiled `shaders/matmul.wgsl`.
 
 use super::spread;
 use crate::gpu::{split_rows, storage_buffer, uniform_buffer, Binding, GpuContext, Kernel};
@@ -9,7 +11,14 @@ use std::sync::Arc;
 
 /// Up to this many tokens the GEMV kernel is faster than the tiled one.
 pub const MATVEC_MAX_TOKENS: u32 = 4;
-const MATVEC_ROWS: u32 = 4;
+/// Rows per workgroup of the matrix-vector kernel in use.
+fn matvec_rows(row_per_invocation: bool) -> u32 {
+    if row_per_invocation {
+        16 * 4
+    } else {
+        4
+    }
+}
 const MATMUL_TILE: u32 = 64;
 
 pub struct MatrixChunk {
@@ -32,7 +41,7 @@ impl Matrix {
     /// Like [`Matrix::upload`] with an explicit binding limit (tests force splits).
     pub fn upload_with_limit(ctx: &GpuContext, name: &str, data: &[f32], rows: usize, cols: usize, max_bytes: u64) -> Matrix {
         assert_eq!(data.len(), rows * cols, "matrix {name}: data does not match {rows}x{cols}");
-        assert!(cols % 4 == 0, "matrix {name}: column count {cols} must be a multiple of 4");
+        assert!(cols % 8 == 0, "matrix {name}: column count {cols} must be a multiple of 8");
         let chunks = split_rows(rows, cols as u64 * 2, max_bytes)
             .into_iter()
             .map(|r| {
@@ -83,21 +92,50 @@ struct ChunkCall {
 /// A linear layer bound to its input and output buffers.
 pub struct LinearCall {
     matvec: Arc<Kernel>,
+    matvec_rows: u32,
     matmul: Arc<Kernel>,
     chunks: Vec<ChunkCall>,
 }
 
-fn kernels(ctx: &GpuContext) -> (Arc<Kernel>, Arc<Kernel>) {
+/// Which matrix-vector kernel: by default one invocation per row on software
+/// adapters, a cooperative workgroup per 4 rows on GPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatvecKind {
+    Auto,
+    Cooperative,
+    RowPerInvocation,
+}
+
+fn kernels(ctx: &GpuContext, kind: MatvecKind) -> (Arc<Kernel>, bool, Arc<Kernel>) {
     let layout = [Binding::Uniform, Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadWrite];
-    (
-        Kernel::get(ctx, "matvec", include_str!("../../../shaders/matvec.wgsl"), &layout),
-        Kernel::get(ctx, "matmul", include_str!("../../../shaders/matmul.wgsl"), &layout),
-    )
+    let rows = match kind {
+        MatvecKind::Auto => ctx.is_software(),
+        MatvecKind::Cooperative => false,
+        MatvecKind::RowPerInvocation => true,
+    };
+    let matvec = if rows {
+        Kernel::get(ctx, "matvec_rows", include_str!("../../../shaders/matvec_rows.wgsl"), &layout)
+    } else {
+        Kernel::get(ctx, "matvec", include_str!("../../../shaders/matvec.wgsl"), &layout)
+    };
+    (matvec, rows, Kernel::get(ctx, "matmul", include_str!("../../../shaders/matmul.wgsl"), &layout))
 }
 
 impl LinearCall {
     pub fn new(ctx: &GpuContext, w: &Matrix, step: &wgpu::Buffer, x: &wgpu::Buffer, y: &wgpu::Buffer, opts: LinearOptions) -> LinearCall {
-        let (matvec, matmul) = kernels(ctx);
+        Self::with_kind(ctx, w, step, x, y, opts, MatvecKind::Auto)
+    }
+
+    pub fn with_kind(
+        ctx: &GpuContext,
+        w: &Matrix,
+        step: &wgpu::Buffer,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        opts: LinearOptions,
+        kind: MatvecKind,
+    ) -> LinearCall {
+        let (matvec, row_per_invocation, matmul) = kernels(ctx, kind);
         let chunks = w
             .chunks
             .iter()
@@ -123,13 +161,13 @@ impl LinearCall {
                 }
             })
             .collect();
-        LinearCall { matvec, matmul, chunks }
+        LinearCall { matvec, matvec_rows: matvec_rows(row_per_invocation), matmul, chunks }
     }
 
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32) {
         for c in &self.chunks {
             if n_tokens <= MATVEC_MAX_TOKENS {
-                let [x, y] = spread(c.rows.div_ceil(MATVEC_ROWS));
+                let [x, y] = spread(c.rows.div_ceil(self.matvec_rows));
                 self.matvec.dispatch(pass, &c.matvec, [x, y, n_tokens]);
             } else {
                 let groups = [c.rows.div_ceil(MATMUL_TILE), n_tokens.div_ceil(MATMUL_TILE), 1];
@@ -160,6 +198,18 @@ mod tests {
     use crate::kernels::{test_util::*, Step};
 
     fn run(n_tokens: usize, n: usize, k: usize, max_bytes: u64, opts: LinearOptions, pos0: usize) -> (Vec<f32>, Vec<f32>) {
+        run_kind(n_tokens, n, k, max_bytes, opts, pos0, MatvecKind::Auto)
+    }
+
+    fn run_kind(
+        n_tokens: usize,
+        n: usize,
+        k: usize,
+        max_bytes: u64,
+        opts: LinearOptions,
+        pos0: usize,
+        kind: MatvecKind,
+    ) -> (Vec<f32>, Vec<f32>) {
         let ctx = crate::testing::gpu();
         let x = random(n_tokens * k, 10 + n_tokens as u64);
         let w = crate::testing::round_f16(&random(n * k, 20 + n as u64));
@@ -168,7 +218,7 @@ mod tests {
         let step = uniform_buffer(&ctx, "step", &Step::new(n_tokens, pos0));
         let xb = storage_buffer(&ctx, "x", &x);
         let yb = storage_buffer(&ctx, "y", &y0);
-        let call = LinearCall::new(&ctx, &m, &step, &xb, &yb, opts);
+        let call = LinearCall::with_kind(&ctx, &m, &step, &xb, &yb, opts, kind);
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
@@ -193,10 +243,15 @@ mod tests {
     const TOL: f32 = 1e-4;
 
     #[test]
-    fn matvec_matches_reference() {
-        for &(t, n, k) in &[(1, 37, 64), (1, 576, 576), (3, 130, 1536), (4, 5, 8)] {
-            let (got, want) = run(t, n, k, u64::MAX, LinearOptions::default(), 0);
-            assert!(max_err(&got, &want) < TOL, "t={t} n={n} k={k}: {}", max_err(&got, &want));
+    fn matvec_kernels_match_reference() {
+        for kind in [MatvecKind::Cooperative, MatvecKind::RowPerInvocation] {
+            for &(t, n, k) in &[(1, 37, 64), (1, 576, 576), (3, 130, 1536), (4, 5, 8), (1, 70, 24), (2, 3, 16)] {
+                let (got, want) = run_kind(t, n, k, u64::MAX, LinearOptions::default(), 0, kind);
+                assert!(max_err(&got, &want) < TOL, "{kind:?} t={t} n={n} k={k}: {}", max_err(&got, &want));
+            }
+            let opts = LinearOptions { accumulate: true, y_row_from_pos: true };
+            let (got, want) = run_kind(2, 100, 32, 13 * 32 * 2, opts, 6, kind);
+            assert!(max_err(&got, &want) < TOL, "{kind:?} split: {}", max_err(&got, &want));
         }
     }
 

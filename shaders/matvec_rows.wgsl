@@ -1,0 +1,53 @@
+// y[t, col0 + o] (+)= sum_k x[t, k] * W[o, k] with each invocation computing
+// ROWS whole output rows, no shared memory and no barriers. This suits
+// CPU-backed adapters (lavapipe), where a workgroup is a loop over SIMD lanes
+// and a barrier is a costly context switch: loading 8 weights at once and
+// reusing each x load for ROWS rows is what brings it near memory bandwidth.
+// GPUs use the cooperative matvec.wgsl instead. k must be a multiple of 8.
+// Same parameters and layout as matvec.wgsl.
+
+struct Params {
+    k: u32, n: u32, y_stride: u32, y_col0: u32,
+    accumulate: u32, y_row_from_pos: u32, _a: u32, _b: u32,
+}
+struct Step { n_tokens: u32, pos0: u32, _a: u32, _b: u32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<uniform> step: Step;
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+const ROWS: u32 = 4u;
+
+fn dot8(x0: vec4<f32>, x1: vec4<f32>, packed: vec4<u32>) -> f32 {
+    return dot(x0, vec4<f32>(unpack2x16float(packed.x), unpack2x16float(packed.y)))
+         + dot(x1, vec4<f32>(unpack2x16float(packed.z), unpack2x16float(packed.w)));
+}
+
+@compute @workgroup_size(16)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row0 = (gid.x + gid.y * nwg.x * 16u) * ROWS;
+    let t = gid.z;
+    if (t >= step.n_tokens || row0 >= p.n) { return; }
+    let k8 = p.k / 8u;
+    let xbase = t * k8 * 2u;
+    // Rows past the end repeat the last row; their results are not stored.
+    var base: array<u32, ROWS>;
+    for (var r = 0u; r < ROWS; r++) { base[r] = min(row0 + r, p.n - 1u) * k8; }
+    var acc: array<f32, ROWS>;
+    for (var i = 0u; i < k8; i++) {
+        let x0 = x[xbase + 2u * i];
+        let x1 = x[xbase + 2u * i + 1u];
+        for (var r = 0u; r < ROWS; r++) { acc[r] += dot8(x0, x1, w[base[r] + i]); }
+    }
+    var out_row = t;
+    if (p.y_row_from_pos != 0u) { out_row = step.pos0 + t; }
+    for (var r = 0u; r < ROWS; r++) {
+        if (row0 + r >= p.n) { break; }
+        let idx = out_row * p.y_stride + p.y_col0 + row0 + r;
+        var v = acc[r];
+        if (p.accumulate != 0u) { v += y[idx]; }
+        y[idx] = v;
+    }
+}
