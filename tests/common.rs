@@ -1,1 +1,43 @@
+//! Shared pieces of the end-to-end tests: the default model loaded once, the
+//! llama.cpp golden fixtures, and the path of the shared evaluation data.
 
+use sift_engine::model::{self, GpuModel};
+use sift_engine::tokenizer::Tokenizer;
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+
+pub struct RealModel {
+    pub model: GpuModel,
+    pub tokenizer: Tokenizer,
+}
+
+/// The default model (SmolLM2-135M-Instruct Q4_1), fetched and uploaded once per test binary.
+pub fn real_model() -> &'static Mutex<RealModel> {
+    static MODEL: OnceLock<Mutex<RealModel>> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let path = sift_engine::default_model::path().expect("default model (run .ci/run or `sift generate` once)");
+        let loaded = model::load(&path).expect("default model loads");
+        let model = GpuModel::new(sift_engine::testing::gpu(), &loaded.config, &loaded.weights, 1024).unwrap();
+        Mutex::new(RealModel { model, tokenizer: loaded.tokenizer })
+    })
+}
+
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+pub fn golden() -> serde_json::Value {
+    let text = std::fs::read_to_string(fixtures_dir().join("smollm2_golden.json")).expect("golden fixture");
+    serde_json::from_str(&text).unwrap()
+}
+
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+/// `../shared/data` beside the repository (override with SIFT_DATA).
+pub fn data_dir() -> PathBuf {
+    std::env::var_os("SIFT_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
+}

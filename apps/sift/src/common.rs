@@ -17,6 +17,12 @@ pub struct AdapterArgs {
     /// Restrict to one backend: vulkan, metal, dx12 or gl.
     #[arg(long, global = true)]
     pub backend: Option<String>,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub adapter: AdapterArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -79,8 +85,8 @@ pub fn load(args: &ModelArgs, ctx: usize) -> Result<Loaded> {
     Ok(Loaded { model, tokenizer: loaded.tokenizer, path })
 }
 
-pub fn list_adapters(args: AdapterArgs) -> Result<()> {
-    let adapters = engine_list(args.backend.as_deref())?;
+pub fn list_adapters(args: ListArgs) -> Result<()> {
+    let adapters = engine_list(args.adapter.backend.as_deref())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&adapters)?);
         return Ok(());

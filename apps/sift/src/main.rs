@@ -25,7 +25,7 @@ enum Command {
     /// Perplexity of a text file (non-overlapping windows, no BOS).
     Perplexity(perplexity::Args),
     /// List the GPU adapters Sift can use.
-    Adapters(common::AdapterArgs),
+    Adapters(common::ListArgs),
     /// Prefill and decode speed of a model, beside llama.cpp's when it is installed.
     Bench(bench::Args),
 }
@@ -41,5 +41,14 @@ fn main() {
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

@@ -1,0 +1,82 @@
+//! The `sift` binary as a user runs it: on a tiny model written by the test,
+//! and with bad input that must end in a clear message and exit code 1.
+
+use sift_engine::kernels::rope::RopeStyle;
+use sift_engine::loader::quant::GgmlType;
+use sift_engine::testing::{gguf_bytes, random_weights, tiny_config};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn sift(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sift")).args(args).env("XDG_RUNTIME_DIR", std::env::temp_dir()).output().unwrap()
+}
+
+fn tiny_model() -> PathBuf {
+    let path = std::env::temp_dir().join(format!("sift-cli-{}.gguf", std::process::id()));
+    let c = tiny_config(RopeStyle::Interleaved);
+    std::fs::write(&path, gguf_bytes(&c, &random_weights(&c, 7, true), GgmlType::Q8_0)).unwrap();
+    path
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn adapters_lists_at_least_one() {
+    let o = sift(&["adapters", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(!list.as_array().unwrap().is_empty());
+    assert!(list[0]["name"].as_str().is_some());
+}
+
+#[test]
+fn generate_streams_and_reports_speed() {
+    let model = tiny_model();
+    let o = sift(&["generate", "hello", "-m", model.to_str().unwrap(), "-n", "6", "--temp", "0.8", "--seed", "3"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("hello"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("prefill:") && err.contains("decode: 6 tokens"), "{err}");
+}
+
+#[test]
+fn perplexity_json_on_a_text_file() {
+    let model = tiny_model();
+    let file = std::env::temp_dir().join(format!("sift-cli-{}.txt", std::process::id()));
+    std::fs::write(&file, "the quick brown fox jumps over the lazy dog ".repeat(20)).unwrap();
+    let o = sift(&["perplexity", file.to_str().unwrap(), "-m", model.to_str().unwrap(), "--ctx", "64", "--max-windows", "2", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["scored_tokens"], 2 * 63);
+    assert!(r["perplexity"].as_f64().unwrap() > 1.0);
+}
+
+#[test]
+fn bad_input_is_a_clear_error_not_a_panic() {
+    let model = tiny_model();
+    let m = model.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["generate", "-m", "/nonexistent/model.gguf"], "no such file"),
+        (vec!["generate", "-m", "/etc/hostname"], "invalid model file"),
+        (vec!["generate", "x", "-m", m, "--top-p", "0"], "--top-p"),
+        (vec!["perplexity", "/nonexistent.txt", "-m", m], "nonexistent.txt"),
+        (vec!["generate", "-m", m, "--adapter", "no-such-gpu"], "no adapter name contains"),
+    ];
+    for (args, want) in cases {
+        let o = sift(&args);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {t}");
+        assert!(t.contains(want), "{args:?}: {t}");
+        assert!(!t.contains("panicked"), "{args:?}: {t}");
+    }
+    // A prompt longer than the context.
+    let long = "a ".repeat(300);
+    let o = sift(&["generate", &long, "-m", m, "--ctx", "64"]);
+    assert!(text(&o).contains("do not fit the context"), "{}", text(&o));
+    let empty = std::env::temp_dir().join(format!("sift-empty-{}.txt", std::process::id()));
+    std::fs::write(&empty, "").unwrap();
+    let o = sift(&["perplexity", empty.to_str().unwrap(), "-m", m]);
+    assert!(text(&o).contains("empty"), "{}", text(&o));
+}
