@@ -1,8 +1,9 @@
 //! Linear layers `y = x W^T` with W stored as f16 pairs, row-major [n, k], and
 //! split by rows when larger than one storage binding. Few tokens (decode) go to
-//! a matrix-vector kernel — `shaders/matvec.wgsl` (a workgroup reduces each row)
-//! on GPUs, `shaders/matvec_rows.wgsl` (one invocation per row) on CPU adapters
-//! — and many tokens (prefill) to the tiled `shaders/matmul.wgsl`.
+//! a matrix-vector kernel, many (prefill) to a matrix-matrix one. GPUs get
+//! `matvec.wgsl` (a workgroup reduces each row) and the shared-memory tiled
+//! `matmul.wgsl`; CPU adapters (lavapipe) get `matvec_rows.wgsl` and
+//! `matmul_rows.wgsl`, register-blocked with no barriers.
 
 use super::spread;
 use crate::gpu::{split_rows, storage_buffer, uniform_buffer, Binding, GpuContext, Kernel};
@@ -11,14 +12,6 @@ use std::sync::Arc;
 
 /// Up to this many tokens the GEMV kernel is faster than the tiled one.
 pub const MATVEC_MAX_TOKENS: u32 = 4;
-/// Rows per workgroup of the matrix-vector kernel in use.
-fn matvec_rows(row_per_invocation: bool) -> u32 {
-    if row_per_invocation {
-        16 * 4
-    } else {
-        4
-    }
-}
 const MATMUL_TILE: u32 = 64;
 
 pub struct MatrixChunk {
@@ -91,14 +84,13 @@ struct ChunkCall {
 
 /// A linear layer bound to its input and output buffers.
 pub struct LinearCall {
-    matvec: Arc<Kernel>,
-    matvec_rows: u32,
-    matmul: Arc<Kernel>,
+    matvec: Variant,
+    matmul: Variant,
     chunks: Vec<ChunkCall>,
 }
 
-/// Which matrix-vector kernel: by default one invocation per row on software
-/// adapters, a cooperative workgroup per 4 rows on GPUs.
+/// Which kernel family: by default register-blocked kernels without barriers
+/// on software adapters, cooperative shared-memory kernels on GPUs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatvecKind {
     Auto,
@@ -106,19 +98,44 @@ pub enum MatvecKind {
     RowPerInvocation,
 }
 
-fn kernels(ctx: &GpuContext, kind: MatvecKind) -> (Arc<Kernel>, bool, Arc<Kernel>) {
+/// A kernel with the output rows and tokens one workgroup covers.
+struct Variant {
+    kernel: Arc<Kernel>,
+    rows: u32,
+    tokens: u32,
+}
+
+impl Variant {
+    fn grid(&self, rows: u32, n_tokens: u32) -> [u32; 3] {
+        let row_groups = rows.div_ceil(self.rows);
+        if self.tokens == 1 {
+            let [x, y] = spread(row_groups);
+            [x, y, n_tokens]
+        } else {
+            [row_groups, n_tokens.div_ceil(self.tokens), 1]
+        }
+    }
+}
+
+fn kernels(ctx: &GpuContext, kind: MatvecKind) -> (Variant, Variant) {
     let layout = [Binding::Uniform, Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadWrite];
-    let rows = match kind {
+    let get = |name, src, rows, tokens| Variant { kernel: Kernel::get(ctx, name, src, &layout), rows, tokens };
+    let software = match kind {
         MatvecKind::Auto => ctx.is_software(),
         MatvecKind::Cooperative => false,
         MatvecKind::RowPerInvocation => true,
     };
-    let matvec = if rows {
-        Kernel::get(ctx, "matvec_rows", include_str!("../../../shaders/matvec_rows.wgsl"), &layout)
+    if software {
+        (
+            get("matvec_rows", include_str!("../../../shaders/matvec_rows.wgsl"), 16 * 4, 1),
+            get("matmul_rows", include_str!("../../../shaders/matmul_rows.wgsl"), 16 * 4, 8),
+        )
     } else {
-        Kernel::get(ctx, "matvec", include_str!("../../../shaders/matvec.wgsl"), &layout)
-    };
-    (matvec, rows, Kernel::get(ctx, "matmul", include_str!("../../../shaders/matmul.wgsl"), &layout))
+        (
+            get("matvec", include_str!("../../../shaders/matvec.wgsl"), 4, 1),
+            get("matmul", include_str!("../../../shaders/matmul.wgsl"), MATMUL_TILE, MATMUL_TILE),
+        )
+    }
 }
 
 impl LinearCall {
@@ -135,7 +152,7 @@ impl LinearCall {
         opts: LinearOptions,
         kind: MatvecKind,
     ) -> LinearCall {
-        let (matvec, row_per_invocation, matmul) = kernels(ctx, kind);
+        let (matvec, matmul) = kernels(ctx, kind);
         let chunks = w
             .chunks
             .iter()
@@ -156,22 +173,20 @@ impl LinearCall {
                 let buffers = [&params, step, x, &c.buffer, y];
                 ChunkCall {
                     rows: c.rows.len() as u32,
-                    matvec: matvec.bind(ctx, &buffers),
-                    matmul: matmul.bind(ctx, &buffers),
+                    matvec: matvec.kernel.bind(ctx, &buffers),
+                    matmul: matmul.kernel.bind(ctx, &buffers),
                 }
             })
             .collect();
-        LinearCall { matvec, matvec_rows: matvec_rows(row_per_invocation), matmul, chunks }
+        LinearCall { matvec, matmul, chunks }
     }
 
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32) {
         for c in &self.chunks {
             if n_tokens <= MATVEC_MAX_TOKENS {
-                let [x, y] = spread(c.rows.div_ceil(self.matvec_rows));
-                self.matvec.dispatch(pass, &c.matvec, [x, y, n_tokens]);
+                self.matvec.kernel.dispatch(pass, &c.matvec, self.matvec.grid(c.rows, n_tokens));
             } else {
-                let groups = [c.rows.div_ceil(MATMUL_TILE), n_tokens.div_ceil(MATMUL_TILE), 1];
-                self.matmul.dispatch(pass, &c.matmul, groups);
+                self.matmul.kernel.dispatch(pass, &c.matmul, self.matmul.grid(c.rows, n_tokens));
             }
         }
     }
@@ -256,10 +271,15 @@ mod tests {
     }
 
     #[test]
-    fn matmul_matches_reference_with_ragged_tiles() {
-        for &(t, n, k) in &[(5, 37, 24), (70, 130, 72), (129, 64, 576)] {
-            let (got, want) = run(t, n, k, u64::MAX, LinearOptions::default(), 0);
-            assert!(max_err(&got, &want) < TOL, "t={t} n={n} k={k}: {}", max_err(&got, &want));
+    fn matmul_kernels_match_reference_with_ragged_tiles() {
+        for kind in [MatvecKind::Cooperative, MatvecKind::RowPerInvocation] {
+            for &(t, n, k) in &[(5, 37, 24), (70, 130, 72), (129, 64, 576), (13, 3, 8)] {
+                let (got, want) = run_kind(t, n, k, u64::MAX, LinearOptions::default(), 0, kind);
+                assert!(max_err(&got, &want) < TOL, "{kind:?} t={t} n={n} k={k}: {}", max_err(&got, &want));
+            }
+            let opts = LinearOptions { accumulate: true, y_row_from_pos: true };
+            let (got, want) = run_kind(11, 100, 32, 13 * 32 * 2, opts, 6, kind);
+            assert!(max_err(&got, &want) < TOL, "{kind:?} split: {}", max_err(&got, &want));
         }
     }
 

@@ -1,0 +1,61 @@
+// Prefill y[t, col0 + o] (+)= sum_k x[t, k] * W[o, k] for CPU-backed adapters:
+// each invocation computes a block of ROWS output rows x TOKS tokens in
+// registers, so every weight load serves TOKS tokens and every x load ROWS
+// rows, with no shared memory and no barriers (see matvec_rows.wgsl for why).
+// GPUs use the tiled matmul.wgsl instead. k must be a multiple of 8.
+// Same parameters and layout as matvec.wgsl.
+
+struct Params {
+    k: u32, n: u32, y_stride: u32, y_col0: u32,
+    accumulate: u32, y_row_from_pos: u32, _a: u32, _b: u32,
+}
+struct Step { n_tokens: u32, pos0: u32, _a: u32, _b: u32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<uniform> step: Step;
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+const ROWS: u32 = 4u;
+const TOKS: u32 = 8u;
+
+@compute @workgroup_size(16)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let row0 = gid.x * ROWS;
+    let t0 = gid.y * TOKS;
+    if (row0 >= p.n || t0 >= step.n_tokens) { return; }
+    let k8 = p.k / 8u;
+    // Rows and tokens past the end repeat the last one; they are not stored.
+    var wbase: array<u32, ROWS>;
+    for (var r = 0u; r < ROWS; r++) { wbase[r] = min(row0 + r, p.n - 1u) * k8; }
+    var xbase: array<u32, TOKS>;
+    for (var j = 0u; j < TOKS; j++) { xbase[j] = min(t0 + j, step.n_tokens - 1u) * k8 * 2u; }
+    var acc: array<array<f32, TOKS>, ROWS>;
+    for (var i = 0u; i < k8; i++) {
+        var wv: array<array<vec4<f32>, 2>, ROWS>;
+        for (var r = 0u; r < ROWS; r++) {
+            let packed = w[wbase[r] + i];
+            wv[r][0] = vec4<f32>(unpack2x16float(packed.x), unpack2x16float(packed.y));
+            wv[r][1] = vec4<f32>(unpack2x16float(packed.z), unpack2x16float(packed.w));
+        }
+        for (var j = 0u; j < TOKS; j++) {
+            let x0 = x[xbase[j] + 2u * i];
+            let x1 = x[xbase[j] + 2u * i + 1u];
+            for (var r = 0u; r < ROWS; r++) { acc[r][j] += dot(x0, wv[r][0]) + dot(x1, wv[r][1]); }
+        }
+    }
+    for (var j = 0u; j < TOKS; j++) {
+        let t = t0 + j;
+        if (t >= step.n_tokens) { break; }
+        var out_row = t;
+        if (p.y_row_from_pos != 0u) { out_row = step.pos0 + t; }
+        for (var r = 0u; r < ROWS; r++) {
+            if (row0 + r >= p.n) { break; }
+            let idx = out_row * p.y_stride + p.y_col0 + row0 + r;
+            var v = acc[r][j];
+            if (p.accumulate != 0u) { v += y[idx]; }
+            y[idx] = v;
+        }
+    }
+}
