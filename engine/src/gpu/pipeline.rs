@@ -20,7 +20,7 @@ pub struct Kernel {
 impl Kernel {
     /// Compiles once per context; later calls return the cached kernel.
     pub fn get(ctx: &GpuContext, name: &'static str, source: &str, bindings: &[Binding]) -> Arc<Kernel> {
-        let mut cache = ctx.kernels.lock().expect("kernel cache poisoned");
+        let mut cache = ctx.kernels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(k) = cache.get(name) {
             return k.clone();
         }

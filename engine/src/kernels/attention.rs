@@ -1,7 +1,10 @@
-//! Causal grouped-query attention over the KV cache (`shaders/attention.wgsl`):
-//! one workgroup per (query head, token), online softmax over key tiles.
+//! Causal grouped-query attention over the KV cache: `attention.wgsl` (one
+//! workgroup per query head and token, online softmax over key tiles) for
+//! decode and on GPUs; `attention_rows.wgsl` (one invocation per head and token,
+//! no barriers) for prefill on CPU adapters.
 
 use super::Call;
+use crate::kernels::linear::{MatvecKind, MATVEC_MAX_TOKENS};
 use crate::gpu::{uniform_buffer, Binding, GpuContext, Kernel};
 
 #[repr(C)]
@@ -22,14 +25,41 @@ pub struct AttentionShape {
     pub head_dim: usize,
 }
 
-pub fn call(ctx: &GpuContext, s: AttentionShape, step: &wgpu::Buffer, q: &wgpu::Buffer, k: &wgpu::Buffer, v: &wgpu::Buffer, out: &wgpu::Buffer) -> Call {
+/// Attention bound to its buffers, choosing its kernel by token count.
+pub struct AttentionCall {
+    cooperative: Call,
+    /// Prefill kernel for CPU adapters.
+    rows: Option<Call>,
+}
+
+impl AttentionCall {
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32) {
+        match &self.rows {
+            Some(rows) if n_tokens > MATVEC_MAX_TOKENS => rows.record(pass, n_tokens),
+            _ => self.cooperative.record(pass, n_tokens),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn call(ctx: &GpuContext, s: AttentionShape, step: &wgpu::Buffer, q: &wgpu::Buffer, k: &wgpu::Buffer, v: &wgpu::Buffer, out: &wgpu::Buffer) -> AttentionCall {
+    call_with_kind(ctx, s, step, q, k, v, out, MatvecKind::Auto)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn call_with_kind(
+    ctx: &GpuContext,
+    s: AttentionShape,
+    step: &wgpu::Buffer,
+    q: &wgpu::Buffer,
+    k: &wgpu::Buffer,
+    v: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    kind: MatvecKind,
+) -> AttentionCall {
     assert!(s.head_dim <= MAX_HEAD_DIM && s.n_heads % s.n_kv_heads == 0);
-    let kernel = Kernel::get(
-        ctx,
-        "attention",
-        include_str!("../../../shaders/attention.wgsl"),
-        &[Binding::Uniform, Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadWrite],
-    );
+    let layout = [Binding::Uniform, Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadWrite];
+    let kernel = Kernel::get(ctx, "attention", include_str!("../../../shaders/attention.wgsl"), &layout);
     let params = uniform_buffer(
         ctx,
         "attention params",
@@ -41,10 +71,27 @@ pub fn call(ctx: &GpuContext, s: AttentionShape, step: &wgpu::Buffer, q: &wgpu::
         },
     );
     let heads = s.n_heads as u32;
-    Call {
-        group: kernel.bind(ctx, &[&params, step, q, k, v, out]),
-        kernel,
-        grid: Box::new(move |n| [heads, n, 1]),
+    let buffers = [&params, step, q, k, v, out];
+    let software = match kind {
+        MatvecKind::Auto => ctx.is_software(),
+        MatvecKind::Cooperative => false,
+        MatvecKind::RowPerInvocation => true,
+    };
+    let rows = software.then(|| {
+        let kernel = Kernel::get(ctx, "attention_rows", include_str!("../../../shaders/attention_rows.wgsl"), &layout);
+        Call {
+            group: kernel.bind(ctx, &buffers),
+            kernel,
+            grid: Box::new(move |n| [n.div_ceil(8), heads, 1]),
+        }
+    });
+    AttentionCall {
+        cooperative: Call {
+            group: kernel.bind(ctx, &buffers),
+            kernel,
+            grid: Box::new(move |n| [heads, n, 1]),
+        },
+        rows,
     }
 }
 
@@ -83,25 +130,31 @@ pub fn reference(s: AttentionShape, q: &[f32], k: &[f32], v: &[f32], pos0: usize
 mod tests {
     use super::*;
     use crate::gpu::{read_buffer_f32, storage_buffer, zeroed_buffer};
-    use crate::kernels::{run_calls, test_util::*, Step};
+    use crate::kernels::{test_util::*, Step};
 
     #[test]
     fn attention_matches_reference_prefill_and_decode() {
         let ctx = crate::testing::gpu();
         // head_dim 80 (> 64, not a power of two) and 150 keys (several tiles, ragged).
         let s = AttentionShape { n_heads: 6, n_kv_heads: 2, head_dim: 80 };
-        for &(t, pos0) in &[(20usize, 0usize), (1, 149), (5, 70)] {
+        for (kind, &(t, pos0)) in [MatvecKind::Cooperative, MatvecKind::RowPerInvocation]
+            .iter()
+            .flat_map(|k| [(20usize, 0usize), (1, 149), (5, 70), (13, 3)].iter().map(move |c| (*k, c)))
+        {
             let q: Vec<f32> = random(t * s.n_heads * s.head_dim, 11).iter().map(|v| v * 3.0).collect();
             let k = random((pos0 + t) * s.n_kv_heads * s.head_dim, 12);
             let v = random((pos0 + t) * s.n_kv_heads * s.head_dim, 13);
             let step = uniform_buffer(&ctx, "step", &Step::new(t, pos0));
             let (qb, kb, vb) = (storage_buffer(&ctx, "q", &q), storage_buffer(&ctx, "k", &k), storage_buffer(&ctx, "v", &v));
             let out = zeroed_buffer(&ctx, "out", (q.len() * 4) as u64);
-            run_calls(&ctx, &[&call(&ctx, s, &step, &qb, &kb, &vb, &out)], t as u32);
+            let att = call_with_kind(&ctx, s, &step, &qb, &kb, &vb, &out, kind);
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            att.record(&mut enc.begin_compute_pass(&Default::default()), t as u32);
+            ctx.queue.submit([enc.finish()]);
             let got = read_buffer_f32(&ctx, &out, 0, q.len()).unwrap();
             // Online vs two-pass softmax differ by rounding only: 1e-5.
             let err = max_err(&got, &reference(s, &q, &k, &v, pos0));
-            assert!(err < 1e-5, "t={t} pos0={pos0}: {err}");
+            assert!(err < 1e-5, "{kind:?} t={t} pos0={pos0}: {err}");
         }
     }
 }

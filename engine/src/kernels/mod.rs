@@ -91,3 +91,28 @@ pub(crate) mod test_util {
             .fold(0.0, f32::max)
     }
 }
+
+#[cfg(test)]
+mod shader_validation {
+    /// Every WGSL file in `shaders/` parses and validates with naga, so a broken
+    /// shader fails here with a readable message rather than at pipeline creation.
+    #[test]
+    fn every_shader_validates_with_naga() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shaders");
+        let mut count = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "wgsl") {
+                continue;
+            }
+            let src = std::fs::read_to_string(&path).unwrap();
+            let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
+            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+            assert!(src.contains("fn main"), "{}: kernels use the entry point `main`", path.display());
+            count += 1;
+        }
+        assert!(count >= 10, "found only {count} shaders");
+    }
+}

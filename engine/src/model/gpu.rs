@@ -25,7 +25,7 @@ struct LayerCalls {
     v: LinearCall,
     rope_q: Call,
     rope_k: Call,
-    attention: Call,
+    attention: attention::AttentionCall,
     o: LinearCall,
     ffn_norm: Call,
     gate: LinearCall,

@@ -1,0 +1,57 @@
+// Causal grouped-query attention for prefill on CPU-backed adapters: one
+// invocation per (token, head), a workgroup holds 8 consecutive tokens of one
+// head, and each invocation runs an online softmax over its keys with q and
+// the output accumulator in registers. No shared memory, no barriers, and
+// every key/value load is uniform across the workgroup (same head, same key),
+// which a CPU driver turns into one broadcast load. GPUs (and decode) use the
+// cooperative attention.wgsl. Same parameters and layout as attention.wgsl.
+
+struct Params { n_heads: u32, n_kv_heads: u32, head_dim: u32, scale: f32 }
+struct Step { n_tokens: u32, pos0: u32, _a: u32, _b: u32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<uniform> step: Step;
+@group(0) @binding(2) var<storage, read> q: array<f32>;
+@group(0) @binding(3) var<storage, read> k: array<f32>;
+@group(0) @binding(4) var<storage, read> v: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+
+const WG: u32 = 8u;
+const MAX_HEAD_DIM: u32 = 256u;
+
+@compute @workgroup_size(8)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let h = wg.y;
+    let t0 = wg.x * WG;
+    if (h >= p.n_heads || t0 >= step.n_tokens) { return; }
+    let t = t0 + lid.x;
+    let in_range = t < step.n_tokens;
+    let hd = p.head_dim;
+    let kvh = h / (p.n_heads / p.n_kv_heads);
+    let kv_stride = p.n_kv_heads * hd;
+    let tq = min(t, step.n_tokens - 1u);
+    let q_base = (tq * p.n_heads + h) * hd;
+    var qr: array<f32, MAX_HEAD_DIM>;
+    var acc: array<f32, MAX_HEAD_DIM>;
+    for (var d = 0u; d < hd; d++) { qr[d] = q[q_base + d] * p.scale; }
+    let n_keys = step.pos0 + tq + 1u;
+    // Keys up to the block's last token; later keys are masked per invocation.
+    let block_keys = step.pos0 + min(t0 + WG, step.n_tokens);
+    var m = -3.0e38;
+    var l = 0.0;
+    for (var j = 0u; j < block_keys; j++) {
+        let kb = j * kv_stride + kvh * hd;
+        var s = 0.0;
+        for (var d = 0u; d < hd; d++) { s += qr[d] * k[kb + d]; }
+        let visible = j < n_keys;
+        let m_new = select(m, max(m, s), visible);
+        let correction = exp(m - m_new);
+        let e = select(0.0, exp(s - m_new), visible);
+        l = l * correction + e;
+        for (var d = 0u; d < hd; d++) { acc[d] = acc[d] * correction + e * v[kb + d]; }
+        m = m_new;
+    }
+    if (!in_range) { return; }
+    let o_base = (t * p.n_heads + h) * hd;
+    for (var d = 0u; d < hd; d++) { out[o_base + d] = acc[d] / l; }
+}
