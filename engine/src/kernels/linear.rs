@@ -5,7 +5,7 @@
 //! `matmul.wgsl`; CPU adapters (lavapipe) get `matvec_rows.wgsl` and
 //! `matmul_rows.wgsl`, register-blocked with no barriers.
 
-use super::spread;
+use super::{spread, KernelFamily};
 use crate::gpu::{split_rows, storage_buffer, uniform_buffer, Binding, GpuContext, Kernel};
 use std::ops::Range;
 use std::sync::Arc;
@@ -89,15 +89,6 @@ pub struct LinearCall {
     chunks: Vec<ChunkCall>,
 }
 
-/// Which kernel family: by default register-blocked kernels without barriers
-/// on software adapters, cooperative shared-memory kernels on GPUs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MatvecKind {
-    Auto,
-    Cooperative,
-    RowPerInvocation,
-}
-
 /// A kernel with the output rows and tokens one workgroup covers.
 struct Variant {
     kernel: Arc<Kernel>,
@@ -117,15 +108,10 @@ impl Variant {
     }
 }
 
-fn kernels(ctx: &GpuContext, kind: MatvecKind) -> (Variant, Variant) {
+fn kernels(ctx: &GpuContext, kind: KernelFamily) -> (Variant, Variant) {
     let layout = [Binding::Uniform, Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadWrite];
     let get = |name, src, rows, tokens| Variant { kernel: Kernel::get(ctx, name, src, &layout), rows, tokens };
-    let software = match kind {
-        MatvecKind::Auto => ctx.is_software(),
-        MatvecKind::Cooperative => false,
-        MatvecKind::RowPerInvocation => true,
-    };
-    if software {
+    if kind.is_cpu_style(ctx) {
         (
             get("matvec_rows", include_str!("../../../shaders/matvec_rows.wgsl"), 16 * 4, 1),
             get("matmul_rows", include_str!("../../../shaders/matmul_rows.wgsl"), 16 * 4, 8),
@@ -140,7 +126,7 @@ fn kernels(ctx: &GpuContext, kind: MatvecKind) -> (Variant, Variant) {
 
 impl LinearCall {
     pub fn new(ctx: &GpuContext, w: &Matrix, step: &wgpu::Buffer, x: &wgpu::Buffer, y: &wgpu::Buffer, opts: LinearOptions) -> LinearCall {
-        Self::with_kind(ctx, w, step, x, y, opts, MatvecKind::Auto)
+        Self::with_kind(ctx, w, step, x, y, opts, KernelFamily::Auto)
     }
 
     pub fn with_kind(
@@ -150,7 +136,7 @@ impl LinearCall {
         x: &wgpu::Buffer,
         y: &wgpu::Buffer,
         opts: LinearOptions,
-        kind: MatvecKind,
+        kind: KernelFamily,
     ) -> LinearCall {
         let (matvec, matmul) = kernels(ctx, kind);
         let chunks = w
@@ -213,7 +199,7 @@ mod tests {
     use crate::kernels::{test_util::*, Step};
 
     fn run(n_tokens: usize, n: usize, k: usize, max_bytes: u64, opts: LinearOptions, pos0: usize) -> (Vec<f32>, Vec<f32>) {
-        run_kind(n_tokens, n, k, max_bytes, opts, pos0, MatvecKind::Auto)
+        run_kind(n_tokens, n, k, max_bytes, opts, pos0, KernelFamily::Auto)
     }
 
     fn run_kind(
@@ -223,7 +209,7 @@ mod tests {
         max_bytes: u64,
         opts: LinearOptions,
         pos0: usize,
-        kind: MatvecKind,
+        kind: KernelFamily,
     ) -> (Vec<f32>, Vec<f32>) {
         let ctx = crate::testing::gpu();
         let x = random(n_tokens * k, 10 + n_tokens as u64);
@@ -259,7 +245,7 @@ mod tests {
 
     #[test]
     fn matvec_kernels_match_reference() {
-        for kind in [MatvecKind::Cooperative, MatvecKind::RowPerInvocation] {
+        for kind in [KernelFamily::Cooperative, KernelFamily::RowPerInvocation] {
             for &(t, n, k) in &[(1, 37, 64), (1, 576, 576), (3, 130, 1536), (4, 5, 8), (1, 70, 24), (2, 3, 16)] {
                 let (got, want) = run_kind(t, n, k, u64::MAX, LinearOptions::default(), 0, kind);
                 assert!(max_err(&got, &want) < TOL, "{kind:?} t={t} n={n} k={k}: {}", max_err(&got, &want));
@@ -272,7 +258,7 @@ mod tests {
 
     #[test]
     fn matmul_kernels_match_reference_with_ragged_tiles() {
-        for kind in [MatvecKind::Cooperative, MatvecKind::RowPerInvocation] {
+        for kind in [KernelFamily::Cooperative, KernelFamily::RowPerInvocation] {
             for &(t, n, k) in &[(5, 37, 24), (70, 130, 72), (129, 64, 576), (13, 3, 8)] {
                 let (got, want) = run_kind(t, n, k, u64::MAX, LinearOptions::default(), 0, kind);
                 assert!(max_err(&got, &want) < TOL, "{kind:?} t={t} n={n} k={k}: {}", max_err(&got, &want));

@@ -35,6 +35,28 @@ impl Step {
     }
 }
 
+/// Which family of kernels runs the heavy operations (linear layers, attention).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelFamily {
+    /// CPU-style on software adapters, cooperative on GPUs.
+    Auto,
+    /// Workgroups cooperate through shared memory and barriers: GPUs.
+    Cooperative,
+    /// Each invocation computes a register block on its own, no barriers: CPU
+    /// adapters such as lavapipe, where a barrier is a costly context switch.
+    RowPerInvocation,
+}
+
+impl KernelFamily {
+    pub fn is_cpu_style(self, ctx: &GpuContext) -> bool {
+        match self {
+            KernelFamily::Auto => ctx.is_software(),
+            KernelFamily::Cooperative => false,
+            KernelFamily::RowPerInvocation => true,
+        }
+    }
+}
+
 /// Workgroup grid as a function of the number of tokens in this forward.
 pub type Grid = Box<dyn Fn(u32) -> [u32; 3] + Send + Sync>;
 

@@ -25,7 +25,7 @@ struct LayerCalls {
     v: LinearCall,
     rope_q: Call,
     rope_k: Call,
-    attention: attention::AttentionCall,
+    attention: Call,
     o: LinearCall,
     ffn_norm: Call,
     gate: LinearCall,
