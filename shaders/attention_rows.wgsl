@@ -5,6 +5,11 @@
 // every key/value load is uniform across the workgroup (same head, same key),
 // which a CPU driver turns into one broadcast load. GPUs (and decode) use the
 // cooperative attention.wgsl. Same parameters and layout as attention.wgsl.
+//
+// lavapipe stops any invocation after 65535 loop iterations in total (all
+// loops together), so the inner loops step 8 dims at a time: one key costs
+// 1 + head_dim / 4 iterations, and the launcher falls back to attention.wgsl
+// when the key count would exceed the budget (see MAX_LOOP_ITERATIONS).
 
 struct Params { n_heads: u32, n_kv_heads: u32, head_dim: u32, scale: f32 }
 struct Step { n_tokens: u32, pos0: u32, _a: u32, _b: u32 }
@@ -12,12 +17,12 @@ struct Step { n_tokens: u32, pos0: u32, _a: u32, _b: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> step: Step;
 @group(0) @binding(2) var<storage, read> q: array<f32>;
-@group(0) @binding(3) var<storage, read> k: array<f32>;
-@group(0) @binding(4) var<storage, read> v: array<f32>;
+@group(0) @binding(3) var<storage, read> k: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> v: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
 const WG: u32 = 8u;
-const MAX_HEAD_DIM: u32 = 256u;
+const MAX_HEAD_DIM4: u32 = 64u;
 
 @compute @workgroup_size(8)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -26,32 +31,46 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     if (h >= p.n_heads || t0 >= step.n_tokens) { return; }
     let t = t0 + lid.x;
     let in_range = t < step.n_tokens;
-    let hd = p.head_dim;
+    let hd4 = p.head_dim / 4u;
     let kvh = h / (p.n_heads / p.n_kv_heads);
-    let kv_stride = p.n_kv_heads * hd;
+    let kv_stride4 = p.n_kv_heads * hd4;
     let tq = min(t, step.n_tokens - 1u);
-    let q_base = (tq * p.n_heads + h) * hd;
-    var qr: array<f32, MAX_HEAD_DIM>;
-    var acc: array<f32, MAX_HEAD_DIM>;
-    for (var d = 0u; d < hd; d++) { qr[d] = q[q_base + d] * p.scale; }
+    let q_base = (tq * p.n_heads + h) * p.head_dim;
+    var qr: array<vec4<f32>, MAX_HEAD_DIM4>;
+    var acc: array<vec4<f32>, MAX_HEAD_DIM4>;
+    for (var c = 0u; c < hd4; c++) {
+        let b = q_base + 4u * c;
+        qr[c] = vec4<f32>(q[b], q[b + 1u], q[b + 2u], q[b + 3u]) * p.scale;
+    }
     let n_keys = step.pos0 + tq + 1u;
     // Keys up to the block's last token; later keys are masked per invocation.
     let block_keys = step.pos0 + min(t0 + WG, step.n_tokens);
     var m = -3.0e38;
     var l = 0.0;
     for (var j = 0u; j < block_keys; j++) {
-        let kb = j * kv_stride + kvh * hd;
+        let kb = j * kv_stride4 + kvh * hd4;
         var s = 0.0;
-        for (var d = 0u; d < hd; d++) { s += qr[d] * k[kb + d]; }
+        for (var c = 0u; c < hd4; c += 2u) {
+            s += dot(qr[c], k[kb + c]) + dot(qr[c + 1u], k[kb + c + 1u]);
+        }
         let visible = j < n_keys;
         let m_new = select(m, max(m, s), visible);
         let correction = exp(m - m_new);
         let e = select(0.0, exp(s - m_new), visible);
         l = l * correction + e;
-        for (var d = 0u; d < hd; d++) { acc[d] = acc[d] * correction + e * v[kb + d]; }
+        for (var c = 0u; c < hd4; c += 2u) {
+            acc[c] = acc[c] * correction + e * v[kb + c];
+            acc[c + 1u] = acc[c + 1u] * correction + e * v[kb + c + 1u];
+        }
         m = m_new;
     }
     if (!in_range) { return; }
-    let o_base = (t * p.n_heads + h) * hd;
-    for (var d = 0u; d < hd; d++) { out[o_base + d] = acc[d] / l; }
+    let o_base = (t * p.n_heads + h) * p.head_dim;
+    for (var c = 0u; c < hd4; c++) {
+        let o = acc[c] / l;
+        out[o_base + 4u * c] = o.x;
+        out[o_base + 4u * c + 1u] = o.y;
+        out[o_base + 4u * c + 2u] = o.z;
+        out[o_base + 4u * c + 3u] = o.w;
+    }
 }

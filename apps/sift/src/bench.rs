@@ -60,6 +60,12 @@ pub fn run(args: Args) -> Result<()> {
     }
     let decode_s = t.elapsed().as_secs_f64();
 
+    // Per-kernel GPU time of one decode step and one prefill batch.
+    let decode_profile = m.model.profile(&[argmax(&logits)])?;
+    m.model.reset();
+    let batch = tokens.len().min(m.model.max_batch);
+    let prefill_profile = m.model.profile(&tokens[..batch])?;
+
     let ours = json!({
         "prefill_tokens_per_second": tokens.len() as f64 / prefill_s,
         "decode_tokens_per_second": args.decode_tokens as f64 / decode_s,
@@ -88,6 +94,9 @@ pub fn run(args: Args) -> Result<()> {
         "llama_cpp": llama,
         "prefill_ratio": ratio("prefill_tokens_per_second"),
         "decode_ratio": ratio("decode_tokens_per_second"),
+        "decode_kernel_seconds": decode_profile.as_ref().map(|p| profile_json(p)),
+        "prefill_kernel_seconds": prefill_profile.as_ref().map(|p| profile_json(p)),
+        "prefill_profile_tokens": batch,
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -104,7 +113,30 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(l) = &llama {
         println!("llama.cpp: {} CPU threads", l["threads"]);
     }
+    match (&decode_profile, &prefill_profile) {
+        (Some(d), Some(p)) => print_profile(d, p, batch),
+        _ => println!("(no per-kernel times: this adapter has no timestamp queries)"),
+    }
     Ok(())
+}
+
+fn profile_json(p: &[(&str, f64)]) -> serde_json::Value {
+    p.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>().into()
+}
+
+/// A table of GPU time per kernel role, largest decode share first.
+fn print_profile(decode: &[(&str, f64)], prefill: &[(&str, f64)], batch: usize) {
+    let total = |p: &[(&str, f64)]| p.iter().map(|(_, s)| s).sum::<f64>();
+    let (dt, pt) = (total(decode), total(prefill));
+    let mut rows: Vec<_> = decode.to_vec();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!("\nGPU time per kernel (timestamp queries)");
+    println!("{:<12} {:>14} {:>7} {:>22} {:>7}", "kernel", "decode step ms", "share", format!("prefill {batch} tok ms"), "share");
+    for (name, secs) in rows {
+        let p = prefill.iter().find(|(n, _)| *n == name).map_or(0.0, |(_, s)| *s);
+        println!("{:<12} {:>14.2} {:>6.1}% {:>22.1} {:>6.1}%", name, secs * 1e3, 100.0 * secs / dt, p * 1e3, 100.0 * p / pt);
+    }
+    println!("{:<12} {:>14.2} {:>7} {:>22.1}", "total", dt * 1e3, "", pt * 1e3);
 }
 
 fn llama_cpp(model: &std::path::Path, threads: usize, prefill: &[u32], decode_prompt: &[u32], steps: usize) -> Result<serde_json::Value> {

@@ -3,7 +3,7 @@
 //! CPU adapters `attention_rows.wgsl` (one invocation per head and token, no
 //! barriers; measured faster on lavapipe for prefill and decode alike).
 
-use super::Call;
+use super::{Call, Dispatch};
 use crate::kernels::KernelFamily;
 use crate::gpu::{uniform_buffer, Binding, GpuContext, Kernel};
 
@@ -25,8 +25,35 @@ pub struct AttentionShape {
     pub head_dim: usize,
 }
 
+/// lavapipe ends an invocation after this many loop iterations, all loops
+/// together (gallivm's loop limiter); kernels must stay below it.
+pub const MAX_LOOP_ITERATIONS: usize = 65535;
+
+/// Keys `attention_rows.wgsl` can visit within the loop budget, with margin
+/// for the loops outside the key loop.
+pub fn rows_max_keys(head_dim: usize) -> usize {
+    (MAX_LOOP_ITERATIONS - 2 * head_dim) / (1 + head_dim / 4)
+}
+
+/// Attention bound to its buffers; on CPU adapters it takes the barrier-free
+/// kernel while the key count fits that kernel's loop budget.
+pub struct AttentionCall {
+    cooperative: Call,
+    rows: Option<(Call, usize)>,
+}
+
+impl AttentionCall {
+    /// Dispatch for `n_tokens` queries after `pos0` cached positions.
+    pub fn plan<'a>(&'a self, label: &'static str, n_tokens: u32, pos0: usize, out: &mut Vec<Dispatch<'a>>) {
+        match &self.rows {
+            Some((rows, max_keys)) if pos0 + n_tokens as usize <= *max_keys => rows.plan(label, n_tokens, out),
+            _ => self.cooperative.plan(label, n_tokens, out),
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
-pub fn call(ctx: &GpuContext, s: AttentionShape, step: &wgpu::Buffer, q: &wgpu::Buffer, k: &wgpu::Buffer, v: &wgpu::Buffer, out: &wgpu::Buffer) -> Call {
+pub fn call(ctx: &GpuContext, s: AttentionShape, step: &wgpu::Buffer, q: &wgpu::Buffer, k: &wgpu::Buffer, v: &wgpu::Buffer, out: &wgpu::Buffer) -> AttentionCall {
     call_with_kind(ctx, s, step, q, k, v, out, KernelFamily::Auto)
 }
 
@@ -40,7 +67,7 @@ pub fn call_with_kind(
     v: &wgpu::Buffer,
     out: &wgpu::Buffer,
     kind: KernelFamily,
-) -> Call {
+) -> AttentionCall {
     assert!(s.head_dim <= MAX_HEAD_DIM && s.n_heads % s.n_kv_heads == 0);
     let layout = [Binding::Uniform, Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadWrite];
     let params = uniform_buffer(
@@ -55,20 +82,23 @@ pub fn call_with_kind(
     );
     let heads = s.n_heads as u32;
     let buffers = [&params, step, q, k, v, out];
-    if kind.is_cpu_style(ctx) {
+    let rows = kind.is_cpu_style(ctx).then(|| {
         let kernel = Kernel::get(ctx, "attention_rows", include_str!("../../../shaders/attention_rows.wgsl"), &layout);
-        Call {
+        let call = Call {
             group: kernel.bind(ctx, &buffers),
             kernel,
             grid: Box::new(move |n| [n.div_ceil(8), heads, 1]),
-        }
-    } else {
-        let kernel = Kernel::get(ctx, "attention", include_str!("../../../shaders/attention.wgsl"), &layout);
-        Call {
+        };
+        (call, rows_max_keys(s.head_dim))
+    });
+    let kernel = Kernel::get(ctx, "attention", include_str!("../../../shaders/attention.wgsl"), &layout);
+    AttentionCall {
+        cooperative: Call {
             group: kernel.bind(ctx, &buffers),
             kernel,
             grid: Box::new(move |n| [heads, n, 1]),
-        }
+        },
+        rows,
     }
 }
 
@@ -113,10 +143,12 @@ mod tests {
     fn attention_matches_reference_prefill_and_decode() {
         let ctx = crate::testing::gpu();
         // head_dim 80 (> 64, not a power of two) and 150 keys (several tiles, ragged).
-        let s = AttentionShape { n_heads: 6, n_kv_heads: 2, head_dim: 80 };
-        for (kind, &(t, pos0)) in [KernelFamily::Cooperative, KernelFamily::RowPerInvocation]
+        let odd = AttentionShape { n_heads: 6, n_kv_heads: 2, head_dim: 80 };
+        let smollm = AttentionShape { n_heads: 9, n_kv_heads: 3, head_dim: 64 };
+        let cases = [(odd, 20usize, 0usize), (odd, 1, 149), (odd, 5, 70), (odd, 13, 3), (smollm, 128, 384), (smollm, 1, 511), (smollm, 3, 2100), (smollm, 2, 4000)];
+        for (kind, &(s, t, pos0)) in [KernelFamily::Cooperative, KernelFamily::RowPerInvocation]
             .iter()
-            .flat_map(|k| [(20usize, 0usize), (1, 149), (5, 70), (13, 3)].iter().map(move |c| (*k, c)))
+            .flat_map(|k| cases.iter().map(move |c| (*k, c)))
         {
             let q: Vec<f32> = random(t * s.n_heads * s.head_dim, 11).iter().map(|v| v * 3.0).collect();
             let k = random((pos0 + t) * s.n_kv_heads * s.head_dim, 12);
@@ -125,8 +157,10 @@ mod tests {
             let (qb, kb, vb) = (storage_buffer(&ctx, "q", &q), storage_buffer(&ctx, "k", &k), storage_buffer(&ctx, "v", &v));
             let out = zeroed_buffer(&ctx, "out", (q.len() * 4) as u64);
             let att = call_with_kind(&ctx, s, &step, &qb, &kb, &vb, &out, kind);
+            let mut plan = Vec::new();
+            att.plan("attention", t as u32, pos0, &mut plan);
             let mut enc = ctx.device.create_command_encoder(&Default::default());
-            att.record(&mut enc.begin_compute_pass(&Default::default()), t as u32);
+            plan.iter().for_each(|d| d.record(&mut enc.begin_compute_pass(&Default::default())));
             ctx.queue.submit([enc.finish()]);
             let got = read_buffer_f32(&ctx, &out, 0, q.len()).unwrap();
             // Online vs two-pass softmax differ by rounding only: 1e-5.

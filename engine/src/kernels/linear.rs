@@ -5,7 +5,7 @@
 //! `matmul.wgsl`; CPU adapters (lavapipe) get `matvec_rows.wgsl` and
 //! `matmul_rows.wgsl`, register-blocked with no barriers.
 
-use super::{spread, KernelFamily};
+use super::{spread, Dispatch, KernelFamily};
 use crate::gpu::{split_rows, storage_buffer, uniform_buffer, Binding, GpuContext, Kernel};
 use std::ops::Range;
 use std::sync::Arc;
@@ -168,12 +168,15 @@ impl LinearCall {
     }
 
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32) {
+        let mut plan = Vec::new();
+        self.plan("linear", n_tokens, &mut plan);
+        plan.iter().for_each(|d| d.record(pass));
+    }
+
+    pub fn plan<'a>(&'a self, label: &'static str, n_tokens: u32, out: &mut Vec<Dispatch<'a>>) {
         for c in &self.chunks {
-            if n_tokens <= MATVEC_MAX_TOKENS {
-                self.matvec.kernel.dispatch(pass, &c.matvec, self.matvec.grid(c.rows, n_tokens));
-            } else {
-                self.matmul.kernel.dispatch(pass, &c.matmul, self.matmul.grid(c.rows, n_tokens));
-            }
+            let (variant, group) = if n_tokens <= MATVEC_MAX_TOKENS { (&self.matvec, &c.matvec) } else { (&self.matmul, &c.matmul) };
+            out.push(Dispatch { label, kernel: &variant.kernel, group, grid: variant.grid(c.rows, n_tokens) });
         }
     }
 }
@@ -246,7 +249,7 @@ mod tests {
     #[test]
     fn matvec_kernels_match_reference() {
         for kind in [KernelFamily::Cooperative, KernelFamily::RowPerInvocation] {
-            for &(t, n, k) in &[(1, 37, 64), (1, 576, 576), (3, 130, 1536), (4, 5, 8), (1, 70, 24), (2, 3, 16)] {
+            for &(t, n, k) in &[(1, 37, 64), (1, 576, 576), (3, 130, 1536), (4, 5, 8), (1, 70, 24), (2, 3, 16), (1, 8, 8192)] {
                 let (got, want) = run_kind(t, n, k, u64::MAX, LinearOptions::default(), 0, kind);
                 assert!(max_err(&got, &want) < TOL, "{kind:?} t={t} n={n} k={k}: {}", max_err(&got, &want));
             }
@@ -259,7 +262,7 @@ mod tests {
     #[test]
     fn matmul_kernels_match_reference_with_ragged_tiles() {
         for kind in [KernelFamily::Cooperative, KernelFamily::RowPerInvocation] {
-            for &(t, n, k) in &[(5, 37, 24), (70, 130, 72), (129, 64, 576), (13, 3, 8)] {
+            for &(t, n, k) in &[(5, 37, 24), (70, 130, 72), (129, 64, 576), (13, 3, 8), (9, 8, 8192)] {
                 let (got, want) = run_kind(t, n, k, u64::MAX, LinearOptions::default(), 0, kind);
                 assert!(max_err(&got, &want) < TOL, "{kind:?} t={t} n={n} k={k}: {}", max_err(&got, &want));
             }

@@ -50,7 +50,12 @@ pub enum KernelFamily {
 impl KernelFamily {
     pub fn is_cpu_style(self, ctx: &GpuContext) -> bool {
         match self {
-            KernelFamily::Auto => ctx.is_software(),
+            // SIFT_KERNELS=gpu|cpu overrides the choice (comparisons, debugging).
+            KernelFamily::Auto => match std::env::var("SIFT_KERNELS").as_deref() {
+                Ok("gpu") => false,
+                Ok("cpu") => true,
+                _ => ctx.is_software(),
+            },
             KernelFamily::Cooperative => false,
             KernelFamily::RowPerInvocation => true,
         }
@@ -70,6 +75,25 @@ pub struct Call {
 impl Call {
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32) {
         self.kernel.dispatch(pass, &self.group, (self.grid)(n_tokens));
+    }
+
+    pub fn plan<'a>(&'a self, label: &'static str, n_tokens: u32, out: &mut Vec<Dispatch<'a>>) {
+        out.push(Dispatch { label, kernel: &self.kernel, group: &self.group, grid: (self.grid)(n_tokens) });
+    }
+}
+
+/// One recorded dispatch, labelled with its role in the model ("q", "attention"…),
+/// so a forward can run in one pass or, for profiling, one timed pass each.
+pub struct Dispatch<'a> {
+    pub label: &'static str,
+    pub kernel: &'a Kernel,
+    pub group: &'a wgpu::BindGroup,
+    pub grid: [u32; 3],
+}
+
+impl Dispatch<'_> {
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.kernel.dispatch(pass, self.group, self.grid);
     }
 }
 

@@ -6,7 +6,7 @@ use super::{Config, Weights};
 use crate::error::{Result, SiftError};
 use crate::gpu::{read_buffer_f32, storage_buffer, uniform_buffer, zeroed_buffer, GpuContext};
 use crate::kernels::linear::{LinearCall, LinearOptions, Matrix};
-use crate::kernels::{attention, embedding, rmsnorm, rope, swiglu, Call, Step};
+use crate::kernels::{attention, embedding, rmsnorm, rope, swiglu, Call, Dispatch, Step};
 use std::sync::Arc;
 
 /// Which logits a forward returns.
@@ -25,7 +25,7 @@ struct LayerCalls {
     v: LinearCall,
     rope_q: Call,
     rope_k: Call,
-    attention: Call,
+    attention: attention::AttentionCall,
     o: LinearCall,
     ffn_norm: Call,
     gate: LinearCall,
@@ -71,6 +71,13 @@ impl GpuModel {
         let c = config.clone();
         if max_ctx == 0 {
             return Err(SiftError::InvalidInput("context size must be positive".into()));
+        }
+        // lavapipe's loop limiter (see kernels::attention::MAX_LOOP_ITERATIONS)
+        // bounds the cooperative attention kernel to about 9000 keys.
+        if ctx.is_software() && max_ctx > 8192 {
+            return Err(SiftError::InvalidInput(format!(
+                "a context of {max_ctx} tokens exceeds the 8192 supported on software adapters; use a smaller --ctx"
+            )));
         }
         let max_bind = ctx.max_binding_bytes();
         let kv_bytes = (max_ctx * c.kv_dim() * 4) as u64;
@@ -235,47 +242,130 @@ impl GpuModel {
         Ok(out)
     }
 
-    fn run_chunk(&self, tokens: &[u32], logits: Option<Logits>) -> Result<()> {
-        let n = tokens.len() as u32;
+    /// Every dispatch of one forward over `n` tokens, in order, split where
+    /// the last row of the normed activations is copied out for the lm-head.
+    fn plan(&self, n: u32, logits: Option<Logits>) -> (Vec<Dispatch<'_>>, Vec<Dispatch<'_>>) {
+        let mut main = Vec::new();
+        for e in &self.embed {
+            e.plan("embedding", n, &mut main);
+        }
+        for l in &self.layers {
+            l.attn_norm.plan("rmsnorm", n, &mut main);
+            l.q.plan("q", n, &mut main);
+            l.k.plan("k", n, &mut main);
+            l.v.plan("v", n, &mut main);
+            l.rope_q.plan("rope", n, &mut main);
+            l.rope_k.plan("rope", n, &mut main);
+            l.attention.plan("attention", n, self.pos, &mut main);
+            l.o.plan("o", n, &mut main);
+            l.ffn_norm.plan("rmsnorm", n, &mut main);
+            l.gate.plan("gate", n, &mut main);
+            l.up.plan("up", n, &mut main);
+            l.swiglu.plan("swiglu", n, &mut main);
+            l.down.plan("down", n, &mut main);
+        }
+        if logits.is_some() {
+            self.out_norm.plan("rmsnorm", n, &mut main);
+        }
+        let mut tail = Vec::new();
+        match logits {
+            Some(Logits::All) => self.lm_head_all.plan("lm_head", n, &mut main),
+            Some(Logits::Last) => self.lm_head_last.plan("lm_head", 1, &mut tail),
+            None => {}
+        }
+        (main, tail)
+    }
+
+    fn write_step(&self, tokens: &[u32]) {
         let q = &self.ctx.queue;
         q.write_buffer(&self.act.tokens, 0, bytemuck::cast_slice(tokens));
         q.write_buffer(&self.step_all, 0, bytemuck::bytes_of(&Step::new(tokens.len(), self.pos)));
         q.write_buffer(&self.step_one, 0, bytemuck::bytes_of(&Step::new(1, self.pos)));
+    }
+
+    /// Copies the last token's normed row to the lm-head input.
+    fn copy_last_row(&self, enc: &mut wgpu::CommandEncoder, n: u32) {
+        let row = 4 * self.config.dim as u64;
+        enc.copy_buffer_to_buffer(&self.act.xn, (n as u64 - 1) * row, &self.act.x_last, 0, row);
+    }
+
+    fn run_chunk(&self, tokens: &[u32], logits: Option<Logits>) -> Result<()> {
+        let n = tokens.len() as u32;
+        self.write_step(tokens);
+        let (main, tail) = self.plan(n, logits);
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
-            for e in &self.embed {
-                e.record(&mut pass, n);
-            }
-            for l in &self.layers {
-                l.attn_norm.record(&mut pass, n);
-                l.q.record(&mut pass, n);
-                l.k.record(&mut pass, n);
-                l.v.record(&mut pass, n);
-                l.rope_q.record(&mut pass, n);
-                l.rope_k.record(&mut pass, n);
-                l.attention.record(&mut pass, n);
-                l.o.record(&mut pass, n);
-                l.ffn_norm.record(&mut pass, n);
-                l.gate.record(&mut pass, n);
-                l.up.record(&mut pass, n);
-                l.swiglu.record(&mut pass, n);
-                l.down.record(&mut pass, n);
-            }
-            if logits.is_some() {
-                self.out_norm.record(&mut pass, n);
-            }
-            if logits == Some(Logits::All) {
-                self.lm_head_all.record(&mut pass, n);
-            }
+            main.iter().for_each(|d| d.record(&mut pass));
         }
         if logits == Some(Logits::Last) {
-            let row = 4 * self.config.dim as u64;
-            enc.copy_buffer_to_buffer(&self.act.xn, (n as u64 - 1) * row, &self.act.x_last, 0, row);
+            self.copy_last_row(&mut enc, n);
             let mut pass = enc.begin_compute_pass(&Default::default());
-            self.lm_head_last.record(&mut pass, 1);
+            tail.iter().for_each(|d| d.record(&mut pass));
         }
-        q.submit([enc.finish()]);
+        self.ctx.queue.submit([enc.finish()]);
         Ok(())
+    }
+
+    /// GPU time per kernel role (seconds) of one forward over `tokens`
+    /// appended to the sequence, measured with timestamp queries around each
+    /// dispatch. None when the adapter has no timestamp queries.
+    pub fn profile(&mut self, tokens: &[u32]) -> Result<Option<Vec<(&'static str, f64)>>> {
+        if !self.ctx.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
+            return Ok(None);
+        }
+        let n = tokens.len() as u32;
+        if n == 0 || self.pos + tokens.len() > self.max_ctx || tokens.len() > self.max_batch {
+            return Err(SiftError::InvalidInput("profile: tokens must be a non-empty batch that fits the context".into()));
+        }
+        self.write_step(tokens);
+        let (main, tail) = self.plan(n, Some(Logits::Last));
+        let count = (main.len() + tail.len()) as u32;
+        let device = &self.ctx.device;
+        let queries = device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profile"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2 * count,
+        });
+        let resolved = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timestamps"),
+            size: 16 * count as u64,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let mut enc = device.create_command_encoder(&Default::default());
+        let timed = |enc: &mut wgpu::CommandEncoder, i: u32, d: &Dispatch| {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(d.label),
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &queries,
+                    beginning_of_pass_write_index: Some(2 * i),
+                    end_of_pass_write_index: Some(2 * i + 1),
+                }),
+            });
+            d.record(&mut pass);
+        };
+        for (i, d) in main.iter().enumerate() {
+            timed(&mut enc, i as u32, d);
+        }
+        self.copy_last_row(&mut enc, n);
+        for (i, d) in tail.iter().enumerate() {
+            timed(&mut enc, (main.len() + i) as u32, d);
+        }
+        enc.resolve_query_set(&queries, 0..2 * count, &resolved, 0);
+        self.ctx.queue.submit([enc.finish()]);
+        let raw = crate::gpu::read_buffer_u32(&self.ctx, &resolved, 0, 4 * count as usize)?;
+        let period = self.ctx.queue.get_timestamp_period() as f64 * 1e-9;
+        let mut totals: Vec<(&'static str, f64)> = Vec::new();
+        for (i, d) in main.iter().chain(tail.iter()).enumerate() {
+            let ts = |j: usize| raw[2 * j] as u64 | (raw[2 * j + 1] as u64) << 32;
+            let secs = ts(2 * i + 1).saturating_sub(ts(2 * i)) as f64 * period;
+            match totals.iter_mut().find(|(l, _)| *l == d.label) {
+                Some(t) => t.1 += secs,
+                None => totals.push((d.label, secs)),
+            }
+        }
+        self.pos += tokens.len();
+        Ok(Some(totals))
     }
 }
