@@ -3,6 +3,7 @@
 //! RoPE) and GGUF files with Q8_0 and Q4_1 matrices (interleaved RoPE).
 
 use sift_engine::kernels::rope::RopeStyle;
+use sift_engine::kernels::KernelFamily;
 use sift_engine::loader::quant::GgmlType;
 use sift_engine::model::{self, CpuModel, GpuModel, Logits};
 use sift_engine::testing::{gguf_bytes, gpu, random_weights, tiny_config, write_hf_dir};
@@ -26,20 +27,27 @@ fn rel_err(gpu: &[f32], cpu: &[f32]) -> f32 {
 const TOL: f32 = 1e-4;
 
 fn check(path: &std::path::Path) {
+    // Both kernel families: GPUs run the cooperative one, CPU adapters the other.
+    for family in [KernelFamily::Cooperative, KernelFamily::RowPerInvocation] {
+        check_family(path, family);
+    }
+}
+
+fn check_family(path: &std::path::Path, family: KernelFamily) {
     let mut loaded = model::load(path).expect("tiny model loads");
     loaded.weights.round_matrices_to_f16();
     let c = &loaded.config;
-    let mut gpu_model = GpuModel::new(gpu(), c, &loaded.weights, 256).unwrap();
+    let mut gpu_model = GpuModel::with_family(gpu(), c, &loaded.weights, 256, family).unwrap();
     let mut cpu = CpuModel::new(c, &loaded.weights, 256);
     let prompt: Vec<u32> = (0..24).map(|i| (i * 37 + 5) as u32 % c.vocab_size as u32).collect();
     let g = gpu_model.forward(&prompt, Logits::All).unwrap();
     let r = cpu.forward(&prompt);
-    assert!(rel_err(&g, &r) < TOL, "{}: prefill {}", path.display(), rel_err(&g, &r));
+    assert!(rel_err(&g, &r) < TOL, "{} {family:?}: prefill {}", path.display(), rel_err(&g, &r));
     let mut next = sift_engine::sampling::argmax(&r[r.len() - c.vocab_size..]);
     for step in 0..24 {
         let g = gpu_model.forward(&[next], Logits::Last).unwrap();
         let r = cpu.forward(&[next]);
-        assert!(rel_err(&g, &r) < TOL, "{}: decode step {step}: {}", path.display(), rel_err(&g, &r));
+        assert!(rel_err(&g, &r) < TOL, "{} {family:?}: decode step {step}: {}", path.display(), rel_err(&g, &r));
         next = sift_engine::sampling::argmax(&r);
     }
     assert_eq!(gpu_model.position(), 48);
@@ -68,12 +76,14 @@ fn long_prefill_crosses_batch_chunks() {
     let c = tiny_config(RopeStyle::Neox);
     let mut w = random_weights(&c, 3, true);
     w.round_matrices_to_f16();
-    let mut gpu_model = GpuModel::new(gpu(), &c, &w, 256).unwrap();
-    assert!(gpu_model.max_batch < 200, "test needs a prompt longer than one batch");
-    let prompt: Vec<u32> = (0..200).map(|i| (i * 13 + 1) as u32 % c.vocab_size as u32).collect();
-    let g = gpu_model.forward(&prompt, Logits::All).unwrap();
-    let r = CpuModel::new(&c, &w, 256).forward(&prompt);
-    assert!(rel_err(&g, &r) < TOL, "{}", rel_err(&g, &r));
+    for family in [KernelFamily::Cooperative, KernelFamily::RowPerInvocation] {
+        let mut gpu_model = GpuModel::with_family(gpu(), &c, &w, 256, family).unwrap();
+        assert!(gpu_model.max_batch < 200, "test needs a prompt longer than one batch");
+        let prompt: Vec<u32> = (0..200).map(|i| (i * 13 + 1) as u32 % c.vocab_size as u32).collect();
+        let g = gpu_model.forward(&prompt, Logits::All).unwrap();
+        let r = CpuModel::new(&c, &w, 256).forward(&prompt);
+        assert!(rel_err(&g, &r) < TOL, "{family:?}: {}", rel_err(&g, &r));
+    }
 }
 
 #[test]
