@@ -35,7 +35,7 @@ pub struct GpuContext {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
-    pub(crate) kernels: Mutex<HashMap<&'static str, Arc<super::Kernel>>>,
+    pub(crate) kernels: Mutex<HashMap<String, Arc<super::Kernel>>>,
 }
 
 fn parse_backends(name: Option<&str>) -> Result<wgpu::Backends> {

@@ -20,8 +20,15 @@ pub struct Kernel {
 impl Kernel {
     /// Compiles once per context; later calls return the cached kernel.
     pub fn get(ctx: &GpuContext, name: &'static str, source: &str, bindings: &[Binding]) -> Arc<Kernel> {
+        Self::specialized(ctx, name, source, bindings, &[])
+    }
+
+    /// Like [`Kernel::get`] with values for the shader's `override` constants:
+    /// loop bounds known at pipeline creation let the driver unroll them.
+    pub fn specialized(ctx: &GpuContext, name: &'static str, source: &str, bindings: &[Binding], constants: &[(&str, f64)]) -> Arc<Kernel> {
+        let key = constants.iter().fold(name.to_string(), |k, (c, v)| format!("{k} {c}={v}"));
         let mut cache = ctx.kernels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(k) = cache.get(name) {
+        if let Some(k) = cache.get(&key) {
             return k.clone();
         }
         let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
@@ -72,11 +79,11 @@ impl Kernel {
             layout: Some(&pipeline_layout),
             module: &module,
             entry_point: Some("main"),
-            compilation_options: Default::default(),
+            compilation_options: wgpu::PipelineCompilationOptions { constants, ..Default::default() },
             cache: None,
         });
         let kernel = Arc::new(Kernel { name, pipeline, layout });
-        cache.insert(name, kernel.clone());
+        cache.insert(key, kernel.clone());
         kernel
     }
 

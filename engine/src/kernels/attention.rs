@@ -83,7 +83,8 @@ pub fn call_with_kind(
     let heads = s.n_heads as u32;
     let buffers = [&params, step, q, k, v, out];
     let rows = kind.is_cpu_style(ctx).then(|| {
-        let kernel = Kernel::get(ctx, "attention_rows", include_str!("../../../shaders/attention_rows.wgsl"), &layout);
+        let src = include_str!("../../../shaders/attention_rows.wgsl");
+        let kernel = Kernel::specialized(ctx, "attention_rows", src, &layout, &[("HEAD_DIM4", (s.head_dim / 4) as f64)]);
         let call = Call {
             group: kernel.bind(ctx, &buffers),
             kernel,
