@@ -44,10 +44,7 @@ pub fn run(args: Args) -> Result<()> {
     tokens.truncate(args.prefill_tokens);
     let decode_prompt = tokens[..16.min(tokens.len())].to_vec();
 
-    // Warm-up: the driver compiles pipelines on first use.
-    m.model.reset();
-    m.model.forward(&decode_prompt, Logits::Last)?;
-    m.model.reset();
+    // (Pipelines were compiled by the warm-up in `load`.)
     let t = Instant::now();
     m.model.forward(&tokens, Logits::Last)?;
     let prefill_s = t.elapsed().as_secs_f64();

@@ -1,6 +1,6 @@
 //! Options every subcommand shares: which model, which adapter, context size.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use sift_engine::gpu::{list_adapters as engine_list, AdapterRequest, GpuContext};
 use sift_engine::model::{self, GpuModel};
@@ -70,10 +70,12 @@ pub fn load(args: &ModelArgs, ctx: usize) -> Result<Loaded> {
     let path = model_path(args)?;
     let gpu = gpu(&args.adapter)?;
     let pb = spinner(&format!("loading {}", path.display()));
-    let loaded = model::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let loaded = model::load(&path)?;
     let ctx = ctx.min(loaded.config.context_length).max(1);
     pb.set_message(format!("uploading to {}", gpu.describe()));
-    let model = GpuModel::new(gpu, &loaded.config, &loaded.weights, ctx)?;
+    let mut model = GpuModel::new(gpu, &loaded.config, &loaded.weights, ctx)?;
+    pb.set_message("compiling kernels");
+    model.warm_up()?;
     pb.finish_and_clear();
     eprintln!(
         "sift: {} on {} ({} layers, {:.0} MiB of weights, context {ctx})",

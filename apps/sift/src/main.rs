@@ -30,7 +30,19 @@ enum Command {
     Bench(bench::Args),
 }
 
+/// Mesa's drivers complain on stderr when XDG_RUNTIME_DIR is unset (as in
+/// containers and CI); give them a private directory before any thread starts.
+fn quiet_driver_warnings() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        let dir = std::env::temp_dir().join("sift-runtime");
+        if std::fs::create_dir_all(&dir).is_ok() {
+            std::env::set_var("XDG_RUNTIME_DIR", &dir);
+        }
+    }
+}
+
 fn main() {
+    quiet_driver_warnings();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let result = match Cli::parse().command {
         Command::Generate(a) => generate::run(a),

@@ -6,7 +6,7 @@ use super::{Config, Weights};
 use crate::error::{Result, SiftError};
 use crate::gpu::{read_buffer_f32, storage_buffer, uniform_buffer, zeroed_buffer, GpuContext};
 use crate::kernels::linear::{LinearCall, LinearOptions, Matrix};
-use crate::kernels::{attention, embedding, rmsnorm, rope, swiglu, Call, Dispatch, KernelFamily, Step};
+use crate::kernels::{attention, embedding, linear, rmsnorm, rope, swiglu, Call, Dispatch, KernelFamily, Step};
 use std::sync::Arc;
 
 /// Which logits a forward returns.
@@ -191,6 +191,19 @@ impl GpuModel {
             _buffers: buffers,
             _matrices: matrices,
         })
+    }
+
+    /// Runs one decode-sized and one prefill-sized forward so the driver
+    /// compiles every pipeline now (lavapipe compiles on first use) rather than
+    /// inside the first timed generation. Leaves the cache empty.
+    pub fn warm_up(&mut self) -> Result<()> {
+        let n = (linear::MATVEC_MAX_TOKENS as usize + 1).min(self.max_ctx).min(self.max_batch);
+        self.reset();
+        self.forward(&vec![0; n], Logits::Last)?;
+        self.reset();
+        self.forward(&[0], Logits::Last)?;
+        self.reset();
+        Ok(())
     }
 
     /// Tokens in the KV cache.
