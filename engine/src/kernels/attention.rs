@@ -54,11 +54,11 @@ impl AttentionCall {
 
 #[allow(clippy::too_many_arguments)]
 pub fn call(ctx: &GpuContext, s: AttentionShape, step: &wgpu::Buffer, q: &wgpu::Buffer, k: &wgpu::Buffer, v: &wgpu::Buffer, out: &wgpu::Buffer) -> AttentionCall {
-    call_with_kind(ctx, s, step, q, k, v, out, KernelFamily::Auto)
+    call_with_family(ctx, s, step, q, k, v, out, KernelFamily::Auto)
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn call_with_kind(
+pub fn call_with_family(
     ctx: &GpuContext,
     s: AttentionShape,
     step: &wgpu::Buffer,
@@ -157,7 +157,7 @@ mod tests {
             let step = uniform_buffer(&ctx, "step", &Step::new(t, pos0));
             let (qb, kb, vb) = (storage_buffer(&ctx, "q", &q), storage_buffer(&ctx, "k", &k), storage_buffer(&ctx, "v", &v));
             let out = zeroed_buffer(&ctx, "out", (q.len() * 4) as u64);
-            let att = call_with_kind(&ctx, s, &step, &qb, &kb, &vb, &out, kind);
+            let att = call_with_family(&ctx, s, &step, &qb, &kb, &vb, &out, kind);
             let mut plan = Vec::new();
             att.plan("attention", t as u32, pos0, &mut plan);
             let mut enc = ctx.device.create_command_encoder(&Default::default());

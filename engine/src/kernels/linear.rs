@@ -126,10 +126,10 @@ fn kernels(ctx: &GpuContext, kind: KernelFamily) -> (Variant, Variant) {
 
 impl LinearCall {
     pub fn new(ctx: &GpuContext, w: &Matrix, step: &wgpu::Buffer, x: &wgpu::Buffer, y: &wgpu::Buffer, opts: LinearOptions) -> LinearCall {
-        Self::with_kind(ctx, w, step, x, y, opts, KernelFamily::Auto)
+        Self::with_family(ctx, w, step, x, y, opts, KernelFamily::Auto)
     }
 
-    pub fn with_kind(
+    pub fn with_family(
         ctx: &GpuContext,
         w: &Matrix,
         step: &wgpu::Buffer,
@@ -222,7 +222,7 @@ mod tests {
         let step = uniform_buffer(&ctx, "step", &Step::new(n_tokens, pos0));
         let xb = storage_buffer(&ctx, "x", &x);
         let yb = storage_buffer(&ctx, "y", &y0);
-        let call = LinearCall::with_kind(&ctx, &m, &step, &xb, &yb, opts, kind);
+        let call = LinearCall::with_family(&ctx, &m, &step, &xb, &yb, opts, kind);
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());

@@ -147,18 +147,18 @@ impl GpuModel {
             let wd = upload("w_down", &lw.w_down, c.dim, c.ffn_dim);
             layers.push(LayerCalls {
                 attn_norm: rmsnorm::call(&ctx, c.dim, c.rms_eps, &step_all, &act.x, &norm1, &act.xn),
-                q: LinearCall::with_kind(&ctx, &wq, &step_all, &act.xn, &q, plain, family),
-                k: LinearCall::with_kind(&ctx, &wk, &step_all, &act.xn, &k_cache, cache_write, family),
-                v: LinearCall::with_kind(&ctx, &wv, &step_all, &act.xn, &v_cache, cache_write, family),
+                q: LinearCall::with_family(&ctx, &wq, &step_all, &act.xn, &q, plain, family),
+                k: LinearCall::with_family(&ctx, &wk, &step_all, &act.xn, &k_cache, cache_write, family),
+                v: LinearCall::with_family(&ctx, &wv, &step_all, &act.xn, &v_cache, cache_write, family),
                 rope_q: rope::call(&ctx, &rope_shape(c.n_heads), false, &step_all, &rope_table, &q),
                 rope_k: rope::call(&ctx, &rope_shape(c.n_kv_heads), true, &step_all, &rope_table, &k_cache),
-                attention: attention::call_with_kind(&ctx, att_shape, &step_all, &q, &k_cache, &v_cache, &att, family),
-                o: LinearCall::with_kind(&ctx, &wo, &step_all, &att, &act.x, residual, family),
+                attention: attention::call_with_family(&ctx, att_shape, &step_all, &q, &k_cache, &v_cache, &att, family),
+                o: LinearCall::with_family(&ctx, &wo, &step_all, &att, &act.x, residual, family),
                 ffn_norm: rmsnorm::call(&ctx, c.dim, c.rms_eps, &step_all, &act.x, &norm2, &act.xn),
-                gate: LinearCall::with_kind(&ctx, &wg, &step_all, &act.xn, &gate, plain, family),
-                up: LinearCall::with_kind(&ctx, &wu, &step_all, &act.xn, &up, plain, family),
+                gate: LinearCall::with_family(&ctx, &wg, &step_all, &act.xn, &gate, plain, family),
+                up: LinearCall::with_family(&ctx, &wu, &step_all, &act.xn, &up, plain, family),
                 swiglu: swiglu::call(&ctx, c.ffn_dim, &step_all, &gate, &up, &h),
-                down: LinearCall::with_kind(&ctx, &wd, &step_all, &h, &act.x, residual, family),
+                down: LinearCall::with_family(&ctx, &wd, &step_all, &h, &act.x, residual, family),
             });
             buffers.extend([norm1, norm2, k_cache, v_cache]);
             matrices.extend([wq, wk, wv, wo, wg, wu, wd]);
@@ -168,8 +168,8 @@ impl GpuModel {
         buffers.push(out_norm_w);
         let lm_head_own = weights.lm_head.as_ref().map(|w| upload("lm_head", w, c.vocab_size, c.dim));
         let lm_head = lm_head_own.as_ref().unwrap_or(&embed_m);
-        let lm_head_all = LinearCall::with_kind(&ctx, lm_head, &step_all, &act.xn, &act.logits, plain, family);
-        let lm_head_last = LinearCall::with_kind(&ctx, lm_head, &step_one, &act.x_last, &act.logits, plain, family);
+        let lm_head_all = LinearCall::with_family(&ctx, lm_head, &step_all, &act.xn, &act.logits, plain, family);
+        let lm_head_last = LinearCall::with_family(&ctx, lm_head, &step_one, &act.x_last, &act.logits, plain, family);
         matrices.push(embed_m);
         matrices.extend(lm_head_own);
 
