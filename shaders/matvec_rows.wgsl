@@ -18,16 +18,16 @@ struct Step { n_tokens: u32, pos0: u32, _a: u32, _b: u32 }
 @group(0) @binding(3) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
-const ROWS: u32 = 4u;
+const ROWS: u32 = 8u;
 
 fn dot8(x0: vec4<f32>, x1: vec4<f32>, packed: vec4<u32>) -> f32 {
     return dot(x0, vec4<f32>(unpack2x16float(packed.x), unpack2x16float(packed.y)))
          + dot(x1, vec4<f32>(unpack2x16float(packed.z), unpack2x16float(packed.w)));
 }
 
-@compute @workgroup_size(16)
+@compute @workgroup_size(8)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let row0 = (gid.x + gid.y * nwg.x * 16u) * ROWS;
+    let row0 = (gid.x + gid.y * nwg.x * 8u) * ROWS;
     let t = gid.z;
     if (t >= step.n_tokens || row0 >= p.n) { return; }
     let k8 = p.k / 8u;

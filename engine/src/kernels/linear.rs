@@ -113,7 +113,7 @@ fn kernels(ctx: &GpuContext, kind: KernelFamily) -> (Variant, Variant) {
     let get = |name, src, rows, tokens| Variant { kernel: Kernel::get(ctx, name, src, &layout), rows, tokens };
     if kind.is_cpu_style(ctx) {
         (
-            get("matvec_rows", include_str!("../../../shaders/matvec_rows.wgsl"), 16 * 4, 1),
+            get("matvec_rows", include_str!("../../../shaders/matvec_rows.wgsl"), 8 * 8, 1),
             get("matmul_rows", include_str!("../../../shaders/matmul_rows.wgsl"), 16 * 4, 8),
         )
     } else {
