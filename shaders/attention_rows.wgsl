@@ -24,15 +24,25 @@ struct Step { n_tokens: u32, pos0: u32, _a: u32, _b: u32 }
 // head_dim / 4, fixed when the pipeline is created so the inner loops have a
 // constant trip count the driver unrolls (2x faster on lavapipe).
 override HEAD_DIM4: u32 = 16u;
+// Decode (few tokens) lays a workgroup's invocations over heads instead of
+// tokens, so 9 heads fill 2 workgroups rather than 9 mostly idle ones.
+override HEADS_FASTEST: bool = false;
 const WG: u32 = 8u;
 const MAX_HEAD_DIM4: u32 = 64u;
 
 @compute @workgroup_size(8)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let h = wg.y;
-    let t0 = wg.x * WG;
-    if (h >= p.n_heads || t0 >= step.n_tokens) { return; }
-    let t = t0 + lid.x;
+    var h = wg.y;
+    var t = wg.x * WG + lid.x;
+    // Keys up to the block's last token; later keys are masked per invocation.
+    var block_keys = step.pos0 + min(wg.x * WG + WG, step.n_tokens);
+    if (HEADS_FASTEST) {
+        let index = wg.x * WG + lid.x;
+        h = index % p.n_heads;
+        t = index / p.n_heads;
+        block_keys = step.pos0 + step.n_tokens;
+    }
+    if (h >= p.n_heads) { return; }
     let in_range = t < step.n_tokens;
     let hd4 = HEAD_DIM4;
     let kvh = h / (p.n_heads / p.n_kv_heads);
@@ -46,8 +56,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         qr[c] = vec4<f32>(q[b], q[b + 1u], q[b + 2u], q[b + 3u]) * p.scale;
     }
     let n_keys = step.pos0 + tq + 1u;
-    // Keys up to the block's last token; later keys are masked per invocation.
-    let block_keys = step.pos0 + min(t0 + WG, step.n_tokens);
     var m = -3.0e38;
     var l = 0.0;
     for (var j = 0u; j < block_keys; j++) {

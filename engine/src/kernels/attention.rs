@@ -4,6 +4,7 @@
 //! barriers; measured faster on lavapipe for prefill and decode alike).
 
 use super::{Call, Dispatch};
+use crate::kernels::linear::MATVEC_MAX_TOKENS;
 use crate::kernels::KernelFamily;
 use crate::gpu::{uniform_buffer, Binding, GpuContext, Kernel};
 
@@ -39,14 +40,18 @@ pub fn rows_max_keys(head_dim: usize) -> usize {
 /// kernel while the key count fits that kernel's loop budget.
 pub struct AttentionCall {
     cooperative: Call,
-    rows: Option<(Call, usize)>,
+    /// Barrier-free kernels (prefill, decode) and the keys they can handle.
+    rows: Option<(Call, Call, usize)>,
 }
 
 impl AttentionCall {
     /// Dispatch for `n_tokens` queries after `pos0` cached positions.
     pub fn plan<'a>(&'a self, label: &'static str, n_tokens: u32, pos0: usize, out: &mut Vec<Dispatch<'a>>) {
         match &self.rows {
-            Some((rows, max_keys)) if pos0 + n_tokens as usize <= *max_keys => rows.plan(label, n_tokens, out),
+            Some((prefill, decode, max_keys)) if pos0 + n_tokens as usize <= *max_keys => {
+                let call = if n_tokens <= MATVEC_MAX_TOKENS { decode } else { prefill };
+                call.plan(label, n_tokens, out)
+            }
             _ => self.cooperative.plan(label, n_tokens, out),
         }
     }
@@ -84,13 +89,20 @@ pub fn call_with_family(
     let buffers = [&params, step, q, k, v, out];
     let rows = kind.is_cpu_style(ctx).then(|| {
         let src = include_str!("../../../shaders/attention_rows.wgsl");
-        let kernel = Kernel::specialized(ctx, "attention_rows", src, &layout, &[("HEAD_DIM4", (s.head_dim / 4) as f64)]);
-        let call = Call {
-            group: kernel.bind(ctx, &buffers),
-            kernel,
+        let hd4 = (s.head_dim / 4) as f64;
+        let prefill = Kernel::specialized(ctx, "attention_rows", src, &layout, &[("HEAD_DIM4", hd4), ("HEADS_FASTEST", 0.0)]);
+        let decode = Kernel::specialized(ctx, "attention_rows", src, &layout, &[("HEAD_DIM4", hd4), ("HEADS_FASTEST", 1.0)]);
+        let prefill = Call {
+            group: prefill.bind(ctx, &buffers),
+            kernel: prefill,
             grid: Box::new(move |n| [n.div_ceil(8), heads, 1]),
         };
-        (call, rows_max_keys(s.head_dim))
+        let decode = Call {
+            group: decode.bind(ctx, &buffers),
+            kernel: decode,
+            grid: Box::new(move |n| [(n * heads).div_ceil(8), 1, 1]),
+        };
+        (prefill, decode, rows_max_keys(s.head_dim))
     });
     let kernel = Kernel::get(ctx, "attention", include_str!("../../../shaders/attention.wgsl"), &layout);
     AttentionCall {
