@@ -133,10 +133,6 @@ impl Tokenizer {
         self.inner.decode(ids, false).map_err(tok_err)
     }
 
-    pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
-    }
-
     /// Wraps a user message in the model's chat format.
     pub fn chat_prompt(&self, user: &str) -> Result<String> {
         if !self.chatml {

@@ -125,10 +125,6 @@ fn kernels(ctx: &GpuContext, kind: KernelFamily) -> (Variant, Variant) {
 }
 
 impl LinearCall {
-    pub fn new(ctx: &GpuContext, w: &Matrix, step: &wgpu::Buffer, x: &wgpu::Buffer, y: &wgpu::Buffer, opts: LinearOptions) -> LinearCall {
-        Self::with_family(ctx, w, step, x, y, opts, KernelFamily::Auto)
-    }
-
     pub fn with_family(
         ctx: &GpuContext,
         w: &Matrix,
@@ -165,12 +161,6 @@ impl LinearCall {
             })
             .collect();
         LinearCall { matvec, matmul, chunks }
-    }
-
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, n_tokens: u32) {
-        let mut plan = Vec::new();
-        self.plan("linear", n_tokens, &mut plan);
-        plan.iter().for_each(|d| d.record(pass));
     }
 
     pub fn plan<'a>(&'a self, label: &'static str, n_tokens: u32, out: &mut Vec<Dispatch<'a>>) {
@@ -226,7 +216,9 @@ mod tests {
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
-            call.record(&mut pass, n_tokens as u32);
+            let mut plan = Vec::new();
+            call.plan("linear", n_tokens as u32, &mut plan);
+            plan.iter().for_each(|d| d.record(&mut pass));
         }
         ctx.queue.submit([enc.finish()]);
         let got = read_buffer_f32(&ctx, &yb, 0, y0.len()).unwrap();
