@@ -2,7 +2,8 @@
 // each invocation computes a block of ROWS output rows x TOKS tokens in
 // registers, so every weight load serves TOKS tokens and every x load ROWS
 // rows, with no shared memory and no barriers (see matvec_rows.wgsl for why).
-// GPUs use the tiled matmul.wgsl instead. k must be a multiple of 8.
+// GPUs use the tiled matmul.wgsl instead. k must be a multiple of 8. W is in
+// the lane-interleaved layout of matvec_rows.wgsl.
 // Same parameters and layout as matvec.wgsl.
 
 struct Params {
@@ -21,21 +22,25 @@ const ROWS: u32 = 4u;
 const TOKS: u32 = 8u;
 
 @compute @workgroup_size(16)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let row0 = gid.x * ROWS;
-    let t0 = gid.y * TOKS;
-    if (row0 >= p.n || t0 >= step.n_tokens) { return; }
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    // A workgroup covers one block of 64 rows: invocation li takes rows
+    // 8 r + lane for r in [4 (li / 8), 4 (li / 8) + 4), so each SIMD batch of
+    // 8 lanes loads one contiguous run of the lane-interleaved layout.
+    let lane = li % 8u;
+    let r0 = (li / 8u) * ROWS;
+    let block = wg.x;
+    let t0 = wg.y * TOKS;
+    if (block * 64u >= p.n || t0 >= step.n_tokens) { return; }
     let k8 = p.k / 8u;
-    // Rows and tokens past the end repeat the last one; they are not stored.
-    var wbase: array<u32, ROWS>;
-    for (var r = 0u; r < ROWS; r++) { wbase[r] = min(row0 + r, p.n - 1u) * k8; }
+    let wbase = block * 64u * k8;
+    // Tokens past the end repeat the last one, padding rows are zeros; neither is stored.
     var xbase: array<u32, TOKS>;
     for (var j = 0u; j < TOKS; j++) { xbase[j] = min(t0 + j, step.n_tokens - 1u) * k8 * 2u; }
     var acc: array<array<f32, TOKS>, ROWS>;
     for (var i = 0u; i < k8; i++) {
         var wv: array<array<vec4<f32>, 2>, ROWS>;
         for (var r = 0u; r < ROWS; r++) {
-            let packed = w[wbase[r] + i];
+            let packed = w[wbase + ((r0 + r) * k8 + i) * 8u + lane];
             wv[r][0] = vec4<f32>(unpack2x16float(packed.x), unpack2x16float(packed.y));
             wv[r][1] = vec4<f32>(unpack2x16float(packed.z), unpack2x16float(packed.w));
         }
@@ -51,8 +56,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         var out_row = t;
         if (p.y_row_from_pos != 0u) { out_row = step.pos0 + t; }
         for (var r = 0u; r < ROWS; r++) {
-            if (row0 + r >= p.n) { break; }
-            let idx = out_row * p.y_stride + p.y_col0 + row0 + r;
+            let row = block * 64u + (r0 + r) * 8u + lane;
+            if (row >= p.n) { continue; }
+            let idx = out_row * p.y_stride + p.y_col0 + row;
             var v = acc[r][j];
             if (p.accumulate != 0u) { v += y[idx]; }
             y[idx] = v;

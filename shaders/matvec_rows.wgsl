@@ -1,5 +1,7 @@
 // y[t, col0 + o] (+)= sum_k x[t, k] * W[o, k] with each invocation computing
-// ROWS whole output rows, no shared memory and no barriers. This suits
+// ROWS whole output rows, no shared memory and no barriers. W is in the
+// lane-interleaved layout (kernels::linear::Matrix): [block][r][k / 8][lane],
+// so the 8 invocations' loads of one k-slice are contiguous. This suits
 // CPU-backed adapters (lavapipe), where a workgroup is a loop over SIMD lanes
 // and a barrier is a costly context switch: loading 8 weights at once and
 // reusing each x load for ROWS rows is what brings it near memory bandwidth.
@@ -26,26 +28,28 @@ fn dot8(x0: vec4<f32>, x1: vec4<f32>, packed: vec4<u32>) -> f32 {
 }
 
 @compute @workgroup_size(8)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let row0 = (gid.x + gid.y * nwg.x * 8u) * ROWS;
-    let t = gid.z;
-    if (t >= step.n_tokens || row0 >= p.n) { return; }
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32,
+        @builtin(num_workgroups) nwg: vec3<u32>) {
+    // This workgroup's block of 64 rows; invocation `lane` owns rows 8r + lane.
+    let block = wg.x + wg.y * nwg.x;
+    let t = wg.z;
+    if (t >= step.n_tokens || block * 64u >= p.n) { return; }
     let k8 = p.k / 8u;
     let xbase = t * k8 * 2u;
-    // Rows past the end repeat the last row; their results are not stored.
-    var base: array<u32, ROWS>;
-    for (var r = 0u; r < ROWS; r++) { base[r] = min(row0 + r, p.n - 1u) * k8; }
+    let wbase = block * 64u * k8;
+    // Padding rows of the last block are zeros; their results are not stored.
     var acc: array<f32, ROWS>;
     for (var i = 0u; i < k8; i++) {
         let x0 = x[xbase + 2u * i];
         let x1 = x[xbase + 2u * i + 1u];
-        for (var r = 0u; r < ROWS; r++) { acc[r] += dot8(x0, x1, w[base[r] + i]); }
+        for (var r = 0u; r < ROWS; r++) { acc[r] += dot8(x0, x1, w[wbase + (r * k8 + i) * 8u + lane]); }
     }
     var out_row = t;
     if (p.y_row_from_pos != 0u) { out_row = step.pos0 + t; }
     for (var r = 0u; r < ROWS; r++) {
-        if (row0 + r >= p.n) { break; }
-        let idx = out_row * p.y_stride + p.y_col0 + row0 + r;
+        let row = block * 64u + r * 8u + lane;
+        if (row >= p.n) { continue; }
+        let idx = out_row * p.y_stride + p.y_col0 + row;
         var v = acc[r];
         if (p.accumulate != 0u) { v += y[idx]; }
         y[idx] = v;

@@ -11,7 +11,7 @@ struct Params {
     dim: u32,
     row_start: u32,
     row_count: u32,
-    _pad: u32,
+    interleaved: u32,
 }
 
 pub fn calls(ctx: &GpuContext, table: &Matrix, step: &wgpu::Buffer, tokens: &wgpu::Buffer, out: &wgpu::Buffer) -> Vec<Call> {
@@ -32,7 +32,7 @@ pub fn calls(ctx: &GpuContext, table: &Matrix, step: &wgpu::Buffer, tokens: &wgp
                     dim: table.cols as u32,
                     row_start: chunk.rows.start as u32,
                     row_count: chunk.rows.len() as u32,
-                    _pad: 0,
+                    interleaved: table.interleaved as u32,
                 },
             );
             Call {
@@ -61,12 +61,13 @@ mod tests {
     #[test]
     fn embedding_matches_reference_across_split_table() {
         let ctx = crate::testing::gpu();
-        let (rows, dim) = (100, 24);
+        let (rows, dim) = (300, 24);
         let table = crate::testing::round_f16(&random(rows * dim, 1));
+        for interleaved in [false, true] {
         // Force a split into several chunks to exercise the chunked path.
-        let m = Matrix::upload_with_limit(&ctx, "table", &table, rows, dim, 7 * dim as u64 * 2);
-        assert!(m.chunks.len() > 10);
-        let tokens: Vec<u32> = vec![0, 99, 5, 42, 42, 63, 7];
+        let m = Matrix::upload_with_limit(&ctx, "table", &table, rows, dim, interleaved, 70 * dim as u64 * 2);
+        assert!(m.chunks.len() >= 4, "{}", m.chunks.len());
+        let tokens: Vec<u32> = vec![0, 299, 5, 142, 42, 63, 64, 200, 7];
         let step = uniform_buffer(&ctx, "step", &Step::new(tokens.len(), 0));
         let tok = storage_buffer(&ctx, "tokens", &tokens);
         let out = zeroed_buffer(&ctx, "out", (tokens.len() * dim * 4) as u64);
@@ -74,6 +75,7 @@ mod tests {
         run_calls(&ctx, &calls.iter().collect::<Vec<_>>(), tokens.len() as u32);
         let got = read_buffer_f32(&ctx, &out, 0, tokens.len() * dim).unwrap();
         // A lookup is a copy: it must be exact.
-        assert_eq!(max_err(&got, &reference(&table, dim, &tokens)), 0.0);
+        assert_eq!(max_err(&got, &reference(&table, dim, &tokens)), 0.0, "interleaved {interleaved}");
+        }
     }
 }

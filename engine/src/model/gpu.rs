@@ -118,8 +118,9 @@ impl GpuModel {
         let mut buffers = vec![q.clone(), att.clone(), gate.clone(), up.clone(), h.clone(), rope_table.clone()];
         let mut matrices = Vec::new();
         let mut weight_bytes = 0u64;
+        let interleaved = family.is_cpu_style(&ctx);
         let mut upload = |name: &str, data: &[f32], rows: usize, cols: usize| {
-            let m = Matrix::upload(&ctx, name, data, rows, cols);
+            let m = Matrix::upload(&ctx, name, data, rows, cols, interleaved);
             weight_bytes += m.bytes();
             m
         };
