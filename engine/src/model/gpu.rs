@@ -28,8 +28,8 @@ struct LayerCalls {
     attention: attention::AttentionCall,
     o: LinearCall,
     ffn_norm: Call,
-    gate: LinearCall,
-    up: LinearCall,
+    /// Gate and up projections fused into one matrix [gate; up].
+    gate_up: LinearCall,
     swiglu: Call,
     down: LinearCall,
 }
@@ -94,7 +94,7 @@ impl GpuModel {
             )));
         }
         // Largest batch whose logits and MLP activations fit one binding.
-        let widest = c.vocab_size.max(c.ffn_dim).max(c.q_dim()) as u64 * 4;
+        let widest = c.vocab_size.max(2 * c.ffn_dim).max(c.q_dim()) as u64 * 4;
         let max_batch = (max_bind / widest).clamp(1, 128) as usize;
 
         let f32_bytes = |n: usize| (n * 4) as u64;
@@ -108,14 +108,13 @@ impl GpuModel {
         };
         let q = zeroed_buffer(&ctx, "q", f32_bytes(b * c.q_dim()));
         let att = zeroed_buffer(&ctx, "att", f32_bytes(b * c.q_dim()));
-        let gate = zeroed_buffer(&ctx, "gate", f32_bytes(b * c.ffn_dim));
-        let up = zeroed_buffer(&ctx, "up", f32_bytes(b * c.ffn_dim));
+        let gate_up = zeroed_buffer(&ctx, "gate_up", f32_bytes(b * 2 * c.ffn_dim));
         let h = zeroed_buffer(&ctx, "h", f32_bytes(b * c.ffn_dim));
         let step_all = uniform_buffer(&ctx, "step", &Step::new(0, 0));
         let step_one = uniform_buffer(&ctx, "step one", &Step::new(1, 0));
         let rope_table = storage_buffer(&ctx, "rope table", &rope::table(c.rope_theta, c.rot_dim, max_ctx));
 
-        let mut buffers = vec![q.clone(), att.clone(), gate.clone(), up.clone(), h.clone(), rope_table.clone()];
+        let mut buffers = vec![q.clone(), att.clone(), gate_up.clone(), h.clone(), rope_table.clone()];
         let mut matrices = Vec::new();
         let mut weight_bytes = 0u64;
         let interleaved = family.is_cpu_style(&ctx);
@@ -143,8 +142,8 @@ impl GpuModel {
             let wk = upload("wk", &lw.wk, c.kv_dim(), c.dim);
             let wv = upload("wv", &lw.wv, c.kv_dim(), c.dim);
             let wo = upload("wo", &lw.wo, c.dim, c.q_dim());
-            let wg = upload("w_gate", &lw.w_gate, c.ffn_dim, c.dim);
-            let wu = upload("w_up", &lw.w_up, c.ffn_dim, c.dim);
+            // One dispatch instead of two: dispatches have a fixed cost.
+            let wgu = upload("w_gate_up", &[lw.w_gate.as_slice(), lw.w_up.as_slice()].concat(), 2 * c.ffn_dim, c.dim);
             let wd = upload("w_down", &lw.w_down, c.dim, c.ffn_dim);
             layers.push(LayerCalls {
                 attn_norm: rmsnorm::call(&ctx, c.dim, c.rms_eps, &step_all, &act.x, &norm1, &act.xn),
@@ -156,13 +155,12 @@ impl GpuModel {
                 attention: attention::call_with_family(&ctx, att_shape, &step_all, &q, &k_cache, &v_cache, &att, family),
                 o: LinearCall::with_family(&ctx, &wo, &step_all, &att, &act.x, residual, family),
                 ffn_norm: rmsnorm::call(&ctx, c.dim, c.rms_eps, &step_all, &act.x, &norm2, &act.xn),
-                gate: LinearCall::with_family(&ctx, &wg, &step_all, &act.xn, &gate, plain, family),
-                up: LinearCall::with_family(&ctx, &wu, &step_all, &act.xn, &up, plain, family),
-                swiglu: swiglu::call(&ctx, c.ffn_dim, &step_all, &gate, &up, &h),
+                gate_up: LinearCall::with_family(&ctx, &wgu, &step_all, &act.xn, &gate_up, plain, family),
+                swiglu: swiglu::call(&ctx, c.ffn_dim, &step_all, &gate_up, &h),
                 down: LinearCall::with_family(&ctx, &wd, &step_all, &h, &act.x, residual, family),
             });
             buffers.extend([norm1, norm2, k_cache, v_cache]);
-            matrices.extend([wq, wk, wv, wo, wg, wu, wd]);
+            matrices.extend([wq, wk, wv, wo, wgu, wd]);
         }
         let out_norm_w = storage_buffer(&ctx, "output_norm", &weights.out_norm);
         let out_norm = rmsnorm::call(&ctx, c.dim, c.rms_eps, &step_all, &act.x, &out_norm_w, &act.xn);
@@ -278,8 +276,7 @@ impl GpuModel {
             l.attention.plan("attention", n, self.pos, &mut main);
             l.o.plan("o", n, &mut main);
             l.ffn_norm.plan("rmsnorm", n, &mut main);
-            l.gate.plan("gate", n, &mut main);
-            l.up.plan("up", n, &mut main);
+            l.gate_up.plan("gate_up", n, &mut main);
             l.swiglu.plan("swiglu", n, &mut main);
             l.down.plan("down", n, &mut main);
         }
