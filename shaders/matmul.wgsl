@@ -3,17 +3,9 @@
 // 64x64 tile of y, 4x4 per thread, staging 64x16 slices of x and W in shared
 // memory. Same parameters as matvec.wgsl.
 
-struct Params {
-    k: u32, n: u32, y_stride: u32, y_col0: u32,
-    accumulate: u32, y_row_from_pos: u32, _a: u32, _b: u32,
-}
-struct Step { n_tokens: u32, pos0: u32, _a: u32, _b: u32 }
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<uniform> step: Step;
+// Params, Step, y and store_y come from linear_common.wgsl.
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read> w: array<u32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 const TILE: u32 = 64u;
 const BK: u32 = 16u;
@@ -65,15 +57,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     for (var i = 0u; i < 4u; i++) {
         let t = t0 + lid.y * 4u + i;
         if (t >= step.n_tokens) { continue; }
-        var out_row = t;
-        if (p.y_row_from_pos != 0u) { out_row = step.pos0 + t; }
         for (var j = 0u; j < 4u; j++) {
             let o = o0 + lid.x * 4u + j;
             if (o >= p.n) { continue; }
-            let idx = out_row * p.y_stride + p.y_col0 + o;
-            var v = acc[i][j];
-            if (p.accumulate != 0u) { v += y[idx]; }
-            y[idx] = v;
+            store_y(t, o, acc[i][j]);
         }
     }
 }

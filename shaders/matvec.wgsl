@@ -2,19 +2,10 @@
 // W is row-major [n, k] packed as f16 pairs, so one row is k/2 u32 words.
 // A workgroup computes ROWS output rows for one token: each thread takes a
 // strided slice of k, then the workgroup reduces in shared memory.
-// When y_row_from_pos is set, token t writes row pos0 + t (KV cache writes).
 
-struct Params {
-    k: u32, n: u32, y_stride: u32, y_col0: u32,
-    accumulate: u32, y_row_from_pos: u32, _a: u32, _b: u32,
-}
-struct Step { n_tokens: u32, pos0: u32, _a: u32, _b: u32 }
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<uniform> step: Step;
+// Params, Step, y and store_y come from linear_common.wgsl.
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> w: array<vec2<u32>>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 const WG: u32 = 64u;
 const ROWS: u32 = 4u;
@@ -48,11 +39,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         workgroupBarrier();
     }
     if (lid.x < ROWS && row0 + lid.x < p.n) {
-        var out_row = t;
-        if (p.y_row_from_pos != 0u) { out_row = step.pos0 + t; }
-        let idx = out_row * p.y_stride + p.y_col0 + row0 + lid.x;
-        var v = partial[lid.x][0];
-        if (p.accumulate != 0u) { v += y[idx]; }
-        y[idx] = v;
+        store_y(t, row0 + lid.x, partial[lid.x][0]);
     }
 }

@@ -8,17 +8,9 @@
 // GPUs use the cooperative matvec.wgsl instead. k must be a multiple of 8.
 // Same parameters and layout as matvec.wgsl.
 
-struct Params {
-    k: u32, n: u32, y_stride: u32, y_col0: u32,
-    accumulate: u32, y_row_from_pos: u32, _a: u32, _b: u32,
-}
-struct Step { n_tokens: u32, pos0: u32, _a: u32, _b: u32 }
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<uniform> step: Step;
+// Params, Step, y and store_y come from linear_common.wgsl.
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> w: array<vec4<u32>>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 const ROWS: u32 = 8u;
 
@@ -44,14 +36,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         let x1 = x[xbase + 2u * i + 1u];
         for (var r = 0u; r < ROWS; r++) { acc[r] += dot8(x0, x1, w[wbase + (r * k8 + i) * 8u + lane]); }
     }
-    var out_row = t;
-    if (p.y_row_from_pos != 0u) { out_row = step.pos0 + t; }
     for (var r = 0u; r < ROWS; r++) {
         let row = block * 64u + r * 8u + lane;
         if (row >= p.n) { continue; }
-        let idx = out_row * p.y_stride + p.y_col0 + row;
-        var v = acc[r];
-        if (p.accumulate != 0u) { v += y[idx]; }
-        y[idx] = v;
+        store_y(t, row, acc[r]);
     }
 }

@@ -13,6 +13,8 @@ use std::sync::Arc;
 /// Up to this many tokens the GEMV kernel is faster than the tiled one.
 pub const MATVEC_MAX_TOKENS: u32 = 4;
 const MATMUL_TILE: u32 = 64;
+/// Parameters, output binding and `store_y`, shared by the four kernels.
+pub const LINEAR_COMMON: &str = include_str!("../../../shaders/linear_common.wgsl");
 
 pub struct MatrixChunk {
     pub buffer: wgpu::Buffer,
@@ -148,7 +150,10 @@ impl Variant {
 
 fn kernels(ctx: &GpuContext, kind: KernelFamily) -> (Variant, Variant) {
     let layout = [Binding::Uniform, Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadWrite];
-    let get = |name, src, rows, tokens| Variant { kernel: Kernel::get(ctx, name, src, &layout), rows, tokens };
+    let get = |name, body, rows, tokens| {
+        let src = format!("{LINEAR_COMMON}\n{body}");
+        Variant { kernel: Kernel::get(ctx, name, &src, &layout), rows, tokens }
+    };
     if kind.is_cpu_style(ctx) {
         (
             get("matvec_rows", include_str!("../../../shaders/matvec_rows.wgsl"), INTERLEAVE_ROWS as u32, 1),
