@@ -4,8 +4,9 @@
 // table computed on the CPU in f64: [max_pos, rot_dim / 2] of (cos, sin).
 // neox = 0 rotates interleaved pairs (2i, 2i+1) as GGUF Llama stores them;
 // neox = 1 rotates (i, i + rot_dim/2) as Hugging Face checkpoints do.
+// inverse = 1 rotates by -angle: the transpose, which carries gradients back.
 
-struct Params { n_heads: u32, head_dim: u32, rot_dim: u32, neox: u32, row_from_pos: u32, _a: u32, _b: u32, _c: u32 }
+struct Params { n_heads: u32, head_dim: u32, rot_dim: u32, neox: u32, row_from_pos: u32, inverse: u32, _b: u32, _c: u32 }
 struct Step { n_tokens: u32, pos0: u32, _a: u32, _b: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -30,7 +31,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         a = base + i;
         b = base + i + half_rot;
     }
-    let cs = table[pos * half_rot + i];
+    var cs = table[pos * half_rot + i];
+    if (p.inverse != 0u) { cs.y = -cs.y; }
     let x0 = x[a];
     let x1 = x[b];
     x[a] = x0 * cs.x - x1 * cs.y;

@@ -7,10 +7,13 @@
 //! writes 16 bytes before recording its dispatches.
 
 pub mod attention;
+pub mod backward;
 pub mod embedding;
 pub mod linear;
 pub mod rmsnorm;
 pub mod rope;
+pub mod scale_units;
+pub mod scores;
 pub mod swiglu;
 
 use crate::gpu::{GpuContext, Kernel};

@@ -12,7 +12,8 @@ struct Params {
     rot_dim: u32,
     neox: u32,
     row_from_pos: u32,
-    _pad: [u32; 3],
+    inverse: u32,
+    _pad: [u32; 2],
 }
 
 /// How rotated pairs are laid out in a head.
@@ -46,6 +47,15 @@ pub struct RopeShape {
 }
 
 pub fn call(ctx: &GpuContext, shape: &RopeShape, row_from_pos: bool, step: &wgpu::Buffer, table: &wgpu::Buffer, x: &wgpu::Buffer) -> Call {
+    call_with(ctx, shape, row_from_pos, false, step, table, x)
+}
+
+/// The transposed rotation (by -angle), in place: the RoPE backward.
+pub fn call_inverse(ctx: &GpuContext, shape: &RopeShape, step: &wgpu::Buffer, table: &wgpu::Buffer, x: &wgpu::Buffer) -> Call {
+    call_with(ctx, shape, false, true, step, table, x)
+}
+
+fn call_with(ctx: &GpuContext, shape: &RopeShape, row_from_pos: bool, inverse: bool, step: &wgpu::Buffer, table: &wgpu::Buffer, x: &wgpu::Buffer) -> Call {
     let kernel = Kernel::get(
         ctx,
         "rope",
@@ -61,7 +71,8 @@ pub fn call(ctx: &GpuContext, shape: &RopeShape, row_from_pos: bool, step: &wgpu
             rot_dim: shape.rot_dim as u32,
             neox: (shape.style == RopeStyle::Neox) as u32,
             row_from_pos: row_from_pos as u32,
-            _pad: [0; 3],
+            inverse: inverse as u32,
+            _pad: [0; 2],
         },
     );
     let (half, heads) = ((shape.rot_dim / 2) as u32, shape.n_heads as u32);
@@ -123,6 +134,11 @@ mod tests {
             reference(&mut want[pos0 * heads * hd..], &shape, pos0, &tab);
             let got = read_buffer_f32(&ctx, &cb, 0, cache.len()).unwrap();
             assert!(max_err(&got, &want) < 1e-6, "{style:?} cache");
+            // The inverse undoes the rotation (it is its transpose: the backward).
+            let xb = storage_buffer(&ctx, "x", &x);
+            run_calls(&ctx, &[&call(&ctx, &shape, false, &step, &tb, &xb), &call_inverse(&ctx, &shape, &step, &tb, &xb)], t as u32);
+            let got = read_buffer_f32(&ctx, &xb, 0, x.len()).unwrap();
+            assert!(max_err(&got, &x) < 1e-6, "{style:?} inverse");
         }
     }
 }

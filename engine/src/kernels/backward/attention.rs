@@ -1,0 +1,178 @@
+//! Causal attention backward, in three kernels (no float atomics in WGSL):
+//! `attention_backward_scores.wgsl` recomputes the softmax rows P and forms dS,
+//! then `attention_backward_dq.wgsl` and `attention_backward_dkv.wgsl` reduce
+//! them along keys and along queries. Attribution runs from position 0, so the
+//! queries are tokens 0..T and the keys the first T rows of the KV cache.
+
+use crate::gpu::{uniform_buffer, Binding, GpuContext, Kernel};
+use crate::kernels::attention::AttentionShape;
+use crate::kernels::{Call, Dispatch};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n_heads: u32,
+    n_kv_heads: u32,
+    head_dim: u32,
+    scale: f32,
+}
+
+/// Buffers of one layer's attention backward.
+pub struct AttentionBuffers<'a> {
+    /// Saved forward inputs: q [T, heads*hd] after RoPE, K and V caches.
+    pub q: &'a wgpu::Buffer,
+    pub k: &'a wgpu::Buffer,
+    pub v: &'a wgpu::Buffer,
+    /// Gradient of the head outputs [T, heads*hd].
+    pub da: &'a wgpu::Buffer,
+    /// Scratch [heads, T, T] each.
+    pub probs: &'a wgpu::Buffer,
+    pub dscores: &'a wgpu::Buffer,
+    /// Gradients out: dq [T, heads*hd], dk and dv [T, kv_heads*hd] (before RoPE's inverse).
+    pub dq: &'a wgpu::Buffer,
+    pub dk: &'a wgpu::Buffer,
+    pub dv: &'a wgpu::Buffer,
+}
+
+pub struct AttentionBackward {
+    scores: Call,
+    dq: Call,
+    dkv: Call,
+}
+
+impl AttentionBackward {
+    pub fn plan<'a>(&'a self, n_tokens: u32, out: &mut Vec<Dispatch<'a>>) {
+        self.scores.plan("attention_backward", n_tokens, out);
+        self.dq.plan("attention_backward", n_tokens, out);
+        self.dkv.plan("attention_backward", n_tokens, out);
+    }
+}
+
+pub fn call(ctx: &GpuContext, s: AttentionShape, step: &wgpu::Buffer, b: &AttentionBuffers) -> AttentionBackward {
+    assert!(s.head_dim % 4 == 0 && s.n_heads % s.n_kv_heads == 0);
+    let params = uniform_buffer(
+        ctx,
+        "attention_backward params",
+        &Params {
+            n_heads: s.n_heads as u32,
+            n_kv_heads: s.n_kv_heads as u32,
+            head_dim: s.head_dim as u32,
+            scale: 1.0 / (s.head_dim as f32).sqrt(),
+        },
+    );
+    use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
+    let scores = Kernel::specialized(
+        ctx,
+        "attention_backward_scores",
+        include_str!("../../../../shaders/attention_backward_scores.wgsl"),
+        &[U, U, R, R, R, R, W, W],
+        &[("HEAD_DIM4", (s.head_dim / 4) as f64)],
+    );
+    let dq = Kernel::get(ctx, "attention_backward_dq", include_str!("../../../../shaders/attention_backward_dq.wgsl"), &[U, U, R, R, W]);
+    let dkv = Kernel::get(ctx, "attention_backward_dkv", include_str!("../../../../shaders/attention_backward_dkv.wgsl"), &[U, U, R, R, R, R, W, W]);
+    let (heads, kv_heads, hd4) = (s.n_heads as u32, s.n_kv_heads as u32, (s.head_dim / 4) as u32);
+    AttentionBackward {
+        scores: Call {
+            group: scores.bind(ctx, &[&params, step, b.q, b.k, b.v, b.da, b.probs, b.dscores]),
+            kernel: scores,
+            grid: Box::new(move |n| [n.div_ceil(64), heads, 1]),
+        },
+        dq: Call {
+            group: dq.bind(ctx, &[&params, step, b.dscores, b.k, b.dq]),
+            kernel: dq,
+            grid: Box::new(move |n| [(heads * hd4).div_ceil(64), n, 1]),
+        },
+        dkv: Call {
+            group: dkv.bind(ctx, &[&params, step, b.probs, b.dscores, b.q, b.da, b.dk, b.dv]),
+            kernel: dkv,
+            grid: Box::new(move |n| [(kv_heads * hd4).div_ceil(64), n, 1]),
+        },
+    }
+}
+
+/// (dq, dk, dv) of causal attention from position 0 for head-output gradient `da`.
+pub fn reference(s: AttentionShape, q: &[f32], k: &[f32], v: &[f32], da: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let hd = s.head_dim;
+    let (qs, kvs) = (s.n_heads * hd, s.n_kv_heads * hd);
+    let n = q.len() / qs;
+    let group = s.n_heads / s.n_kv_heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    let (mut dq, mut dk, mut dv) = (vec![0.0f32; q.len()], vec![0.0f32; n * kvs], vec![0.0f32; n * kvs]);
+    for i in 0..n {
+        for h in 0..s.n_heads {
+            let kvh = h / group;
+            let (qi, dai) = (&q[i * qs + h * hd..][..hd], &da[i * qs + h * hd..][..hd]);
+            let scores: Vec<f32> = (0..=i).map(|j| dot(qi, &k[j * kvs + kvh * hd..][..hd]) * scale).collect();
+            let m = scores.iter().cloned().fold(f32::MIN, f32::max);
+            let e: Vec<f32> = scores.iter().map(|x| (x - m).exp()).collect();
+            let sum: f32 = e.iter().sum();
+            let p: Vec<f32> = e.iter().map(|x| x / sum).collect();
+            let dp: Vec<f32> = (0..=i).map(|j| dot(dai, &v[j * kvs + kvh * hd..][..hd])).collect();
+            let delta: f32 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
+            for j in 0..=i {
+                let ds = scale * p[j] * (dp[j] - delta);
+                for d in 0..hd {
+                    dq[i * qs + h * hd + d] += ds * k[j * kvs + kvh * hd + d];
+                    dk[j * kvs + kvh * hd + d] += ds * qi[d];
+                    dv[j * kvs + kvh * hd + d] += p[j] * dai[d];
+                }
+            }
+        }
+    }
+    (dq, dk, dv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::{read_buffer_f32, storage_buffer, uniform_buffer, zeroed_buffer};
+    use crate::kernels::backward::finite_diff;
+    use crate::kernels::{attention, test_util::*, Step};
+
+    #[test]
+    fn attention_backward_matches_reference() {
+        let ctx = crate::testing::gpu();
+        let shapes = [(AttentionShape { n_heads: 6, n_kv_heads: 2, head_dim: 80 }, 13usize), (AttentionShape { n_heads: 9, n_kv_heads: 3, head_dim: 64 }, 70)];
+        for (s, t) in shapes {
+            let (qs, kvs) = (s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim);
+            let q: Vec<f32> = random(t * qs, 61).iter().map(|v| v * 3.0).collect();
+            let (k, v, da) = (random(t * kvs, 62), random(t * kvs, 63), random(t * qs, 64));
+            let step = uniform_buffer(&ctx, "step", &Step::new(t, 0));
+            let [qb, kb, vb, dab] = [&q, &k, &v, &da].map(|x| storage_buffer(&ctx, "in", x));
+            let f = |n: usize| zeroed_buffer(&ctx, "out", (n * 4) as u64);
+            let (probs, dscores, dq, dk, dv) = (f(s.n_heads * t * t), f(s.n_heads * t * t), f(t * qs), f(t * kvs), f(t * kvs));
+            let bufs = AttentionBuffers { q: &qb, k: &kb, v: &vb, da: &dab, probs: &probs, dscores: &dscores, dq: &dq, dk: &dk, dv: &dv };
+            let call = call(&ctx, s, &step, &bufs);
+            let mut plan = Vec::new();
+            call.plan(t as u32, &mut plan);
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                plan.iter().for_each(|d| d.record(&mut pass));
+            }
+            ctx.queue.submit([enc.finish()]);
+            let (wq, wk, wv) = reference(s, &q, &k, &v, &da);
+            // Sums of T products after a softmax: 1e-5 relative to the magnitude.
+            for (name, buf, want) in [("dq", &dq, &wq), ("dk", &dk, &wk), ("dv", &dv, &wv)] {
+                let got = read_buffer_f32(&ctx, buf, 0, want.len()).unwrap();
+                let err = max_err(&got, want);
+                assert!(err < 1e-5, "{name} t={t}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn attention_backward_reference_matches_finite_differences() {
+        let s = AttentionShape { n_heads: 4, n_kv_heads: 2, head_dim: 8 };
+        let t = 5;
+        let (qs, kvs) = (s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim);
+        let q: Vec<f32> = random(t * qs, 65).iter().map(|v| v * 2.0).collect();
+        let (k, v, da) = (random(t * kvs, 66), random(t * kvs, 67), random(t * qs, 68));
+        let (dq, dk, dv) = reference(s, &q, &k, &v, &da);
+        let fwd = |q: &[f32], k: &[f32], v: &[f32]| attention::reference(s, q, k, v, 0);
+        assert!(finite_diff::check(|x| fwd(x, &k, &v), &q, &da, &dq, 1e-3) < 1e-3, "dq");
+        assert!(finite_diff::check(|x| fwd(&q, x, &v), &k, &da, &dk, 1e-3) < 1e-3, "dk");
+        assert!(finite_diff::check(|x| fwd(&q, &k, x), &v, &da, &dv, 1e-3) < 1e-3, "dv");
+    }
+}

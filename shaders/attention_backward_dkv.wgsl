@@ -1,0 +1,40 @@
+// Attention backward, key and value gradients, summed over the query heads
+// that share a KV head and over the queries i >= j that saw key j:
+//   dK[j, g] = sum_h sum_i dS[h,i,j] q_i,h      dV[j, g] = sum_h sum_i P[h,i,j] dA_i,h
+// one invocation per (key token, KV head, 4 lanes of the head dimension).
+
+struct Params { n_heads: u32, n_kv_heads: u32, head_dim: u32, scale: f32 }
+struct Step { n_tokens: u32, pos0: u32, _a: u32, _b: u32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<uniform> step: Step;
+@group(0) @binding(2) var<storage, read> probs: array<f32>;
+@group(0) @binding(3) var<storage, read> dscores: array<f32>;
+@group(0) @binding(4) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> da: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> dk: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> dv: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let hd4 = p.head_dim / 4u;
+    let d = gid.x % hd4;
+    let g = gid.x / hd4;
+    let j = gid.y;
+    let n = step.n_tokens;
+    if (g >= p.n_kv_heads || j >= n) { return; }
+    let group = p.n_heads / p.n_kv_heads;
+    var acc_k = vec4<f32>(0.0);
+    var acc_v = vec4<f32>(0.0);
+    for (var h = g * group; h < (g + 1u) * group; h++) {
+        for (var i = j; i < n; i++) {
+            let s = (h * n + i) * n + j;
+            let qd = (i * p.n_heads + h) * hd4 + d;
+            acc_k += dscores[s] * q[qd];
+            acc_v += probs[s] * da[qd];
+        }
+    }
+    let o = (j * p.n_kv_heads + g) * hd4 + d;
+    dk[o] = acc_k;
+    dv[o] = acc_v;
+}

@@ -1,0 +1,30 @@
+// Attention backward, query gradient: dQ[i, h] = sum_{j <= i} dS[h,i,j] k_j,
+// one invocation per (token, head, 4 lanes of the head dimension); x runs
+// over heads and lanes so a workgroup has no idle lanes at small head dims.
+
+struct Params { n_heads: u32, n_kv_heads: u32, head_dim: u32, scale: f32 }
+struct Step { n_tokens: u32, pos0: u32, _a: u32, _b: u32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<uniform> step: Step;
+@group(0) @binding(2) var<storage, read> dscores: array<f32>;
+@group(0) @binding(3) var<storage, read> k: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> dq: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let hd4 = p.head_dim / 4u;
+    let d = gid.x % hd4;
+    let h = gid.x / hd4;
+    let i = gid.y;
+    let n = step.n_tokens;
+    if (h >= p.n_heads || i >= n) { return; }
+    let kvh = h / (p.n_heads / p.n_kv_heads);
+    let row = (h * n + i) * n;
+    let kv_stride = p.n_kv_heads * hd4;
+    var acc = vec4<f32>(0.0);
+    for (var j = 0u; j <= i; j++) {
+        acc += dscores[row + j] * k[j * kv_stride + kvh * hd4 + d];
+    }
+    dq[(i * p.n_heads + h) * hd4 + d] = acc;
+}

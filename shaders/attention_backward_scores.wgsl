@@ -1,0 +1,74 @@
+// Attention backward, first step, one invocation per (query token i, head h),
+// keys j <= i (attribution always runs from position 0):
+//   P[h,i,j]  = softmax_j(q_i . k_j * scale), recomputed from the saved q and K
+//   dS[h,i,j] = scale * P[h,i,j] * (dA_i . v_j - sum_j' P[h,i,j'] dA_i . v_j')
+// where dA is the gradient of the head output. Both are [heads, T, T] with
+// zeros above the diagonal, for the dQ and dK/dV kernels to reduce.
+
+struct Params { n_heads: u32, n_kv_heads: u32, head_dim: u32, scale: f32 }
+struct Step { n_tokens: u32, pos0: u32, _a: u32, _b: u32 }
+
+override HEAD_DIM4: u32 = 16u;
+// Local arrays need a constant size; the loops stop at HEAD_DIM4.
+const MAX_HEAD_DIM4: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<uniform> step: Step;
+@group(0) @binding(2) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> k: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> v: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> da: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> probs: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dscores: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    let h = gid.y;
+    let n = step.n_tokens;
+    if (i >= n || h >= p.n_heads) { return; }
+    let kvh = h / (p.n_heads / p.n_kv_heads);
+    let row = (h * n + i) * n;
+    var qi: array<vec4<f32>, MAX_HEAD_DIM4>;
+    var dai: array<vec4<f32>, MAX_HEAD_DIM4>;
+    let qbase = (i * p.n_heads + h) * HEAD_DIM4;
+    for (var d = 0u; d < HEAD_DIM4; d++) {
+        qi[d] = q[qbase + d];
+        dai[d] = da[qbase + d];
+    }
+    let kv_stride = p.n_kv_heads * HEAD_DIM4;
+    // Scores, their maximum, then the softmax in place.
+    var m = -3.0e38;
+    for (var j = 0u; j <= i; j++) {
+        let kb = j * kv_stride + kvh * HEAD_DIM4;
+        var s = 0.0;
+        for (var d = 0u; d < HEAD_DIM4; d++) { s += dot(qi[d], k[kb + d]); }
+        s *= p.scale;
+        probs[row + j] = s;
+        m = max(m, s);
+    }
+    var sum = 0.0;
+    for (var j = 0u; j <= i; j++) {
+        let e = exp(probs[row + j] - m);
+        probs[row + j] = e;
+        sum += e;
+    }
+    let inv = 1.0 / sum;
+    var delta = 0.0;
+    for (var j = 0u; j <= i; j++) {
+        let pj = probs[row + j] * inv;
+        probs[row + j] = pj;
+        let vb = j * kv_stride + kvh * HEAD_DIM4;
+        var dp = 0.0;
+        for (var d = 0u; d < HEAD_DIM4; d++) { dp += dot(dai[d], v[vb + d]); }
+        dscores[row + j] = dp;
+        delta += pj * dp;
+    }
+    for (var j = 0u; j <= i; j++) {
+        dscores[row + j] = p.scale * probs[row + j] * (dscores[row + j] - delta);
+    }
+    for (var j = i + 1u; j < n; j++) {
+        probs[row + j] = 0.0;
+        dscores[row + j] = 0.0;
+    }
+}
