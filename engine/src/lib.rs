@@ -5,6 +5,7 @@
 //! directories into f32 tensors, `model` holds the architecture (config, the CPU
 //! reference forward and the GPU forward), and the rest is generation glue.
 
+pub mod attribution;
 pub mod default_model;
 pub mod error;
 pub mod generate;

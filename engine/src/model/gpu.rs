@@ -43,6 +43,39 @@ struct Activations {
     logits: wgpu::Buffer,
 }
 
+/// One layer's weights and KV cache on the GPU (the attribution pass runs on
+/// the same ones).
+pub(crate) struct LayerParams {
+    pub attn_norm: wgpu::Buffer,
+    pub ffn_norm: wgpu::Buffer,
+    pub wq: Matrix,
+    pub wk: Matrix,
+    pub wv: Matrix,
+    pub wo: Matrix,
+    /// Gate and up projections fused into one matrix [gate; up].
+    pub w_gate_up: Matrix,
+    pub w_down: Matrix,
+    pub k_cache: wgpu::Buffer,
+    pub v_cache: wgpu::Buffer,
+}
+
+/// Everything on the GPU that is not a scratch buffer.
+pub(crate) struct ModelParams {
+    pub embed: Matrix,
+    pub lm_head: Option<Matrix>,
+    pub out_norm: wgpu::Buffer,
+    pub rope_table: wgpu::Buffer,
+    pub layers: Vec<LayerParams>,
+    /// The kernel family resolved for this adapter (never Auto).
+    pub family: KernelFamily,
+}
+
+impl ModelParams {
+    pub fn lm_head(&self) -> &Matrix {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+}
+
 pub struct GpuModel {
     pub ctx: Arc<GpuContext>,
     pub config: Config,
@@ -59,9 +92,11 @@ pub struct GpuModel {
     lm_head_all: LinearCall,
     lm_head_last: LinearCall,
     weight_bytes: u64,
+    pub(crate) params: ModelParams,
+    /// Tells models apart (an attribution pass belongs to one model).
+    pub(crate) id: u64,
     // Kept alive for the bind groups that reference them.
     _buffers: Vec<wgpu::Buffer>,
-    _matrices: Vec<Matrix>,
 }
 
 impl GpuModel {
@@ -114,10 +149,10 @@ impl GpuModel {
         let step_one = uniform_buffer(&ctx, "step one", &Step::new(1, 0));
         let rope_table = storage_buffer(&ctx, "rope table", &rope::table(c.rope_theta, c.rot_dim, max_ctx));
 
-        let mut buffers = vec![q.clone(), att.clone(), gate_up.clone(), h.clone(), rope_table.clone()];
-        let mut matrices = Vec::new();
+        let buffers = vec![q.clone(), att.clone(), gate_up.clone(), h.clone()];
         let mut weight_bytes = 0u64;
         let interleaved = family.is_cpu_style(&ctx);
+        let family = if interleaved { KernelFamily::RowPerInvocation } else { KernelFamily::Cooperative };
         let mut upload = |name: &str, data: &[f32], rows: usize, cols: usize| {
             let m = Matrix::upload(&ctx, name, data, rows, cols, interleaved);
             weight_bytes += m.bytes();
@@ -125,52 +160,60 @@ impl GpuModel {
         };
 
         let embed_m = upload("embed", &weights.embed, c.vocab_size, c.dim);
-        let embed = embedding::calls(&ctx, &embed_m, &step_all, &act.tokens, &act.x);
         let att_shape = attention::AttentionShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim };
         let rope_shape = |n_heads| rope::RopeShape { n_heads, head_dim: c.head_dim, rot_dim: c.rot_dim, style: c.rope_style };
         let plain = LinearOptions::default();
         let residual = LinearOptions { accumulate: true, ..plain };
         let cache_write = LinearOptions { y_row_from_pos: true, ..plain };
 
-        let mut layers = Vec::with_capacity(c.n_layers);
+        let mut params_layers = Vec::with_capacity(c.n_layers);
         for (i, lw) in weights.layers.iter().enumerate() {
-            let norm1 = storage_buffer(&ctx, "attn_norm", &lw.attn_norm);
-            let norm2 = storage_buffer(&ctx, "ffn_norm", &lw.ffn_norm);
-            let k_cache = zeroed_buffer(&ctx, &format!("k cache {i}"), kv_bytes);
-            let v_cache = zeroed_buffer(&ctx, &format!("v cache {i}"), kv_bytes);
-            let wq = upload("wq", &lw.wq, c.q_dim(), c.dim);
-            let wk = upload("wk", &lw.wk, c.kv_dim(), c.dim);
-            let wv = upload("wv", &lw.wv, c.kv_dim(), c.dim);
-            let wo = upload("wo", &lw.wo, c.dim, c.q_dim());
-            // One dispatch instead of two: dispatches have a fixed cost.
-            let wgu = upload("w_gate_up", &[lw.w_gate.as_slice(), lw.w_up.as_slice()].concat(), 2 * c.ffn_dim, c.dim);
-            let wd = upload("w_down", &lw.w_down, c.dim, c.ffn_dim);
-            layers.push(LayerCalls {
-                attn_norm: rmsnorm::call(&ctx, c.dim, c.rms_eps, &step_all, &act.x, &norm1, &act.xn),
-                q: LinearCall::with_family(&ctx, &wq, &step_all, &act.xn, &q, plain, family),
-                k: LinearCall::with_family(&ctx, &wk, &step_all, &act.xn, &k_cache, cache_write, family),
-                v: LinearCall::with_family(&ctx, &wv, &step_all, &act.xn, &v_cache, cache_write, family),
-                rope_q: rope::call(&ctx, &rope_shape(c.n_heads), false, &step_all, &rope_table, &q),
-                rope_k: rope::call(&ctx, &rope_shape(c.n_kv_heads), true, &step_all, &rope_table, &k_cache),
-                attention: attention::call_with_family(&ctx, att_shape, &step_all, &q, &k_cache, &v_cache, &att, family),
-                o: LinearCall::with_family(&ctx, &wo, &step_all, &att, &act.x, residual, family),
-                ffn_norm: rmsnorm::call(&ctx, c.dim, c.rms_eps, &step_all, &act.x, &norm2, &act.xn),
-                gate_up: LinearCall::with_family(&ctx, &wgu, &step_all, &act.xn, &gate_up, plain, family),
-                swiglu: swiglu::call(&ctx, c.ffn_dim, &step_all, &gate_up, &h),
-                down: LinearCall::with_family(&ctx, &wd, &step_all, &h, &act.x, residual, family),
+            params_layers.push(LayerParams {
+                attn_norm: storage_buffer(&ctx, "attn_norm", &lw.attn_norm),
+                ffn_norm: storage_buffer(&ctx, "ffn_norm", &lw.ffn_norm),
+                wq: upload("wq", &lw.wq, c.q_dim(), c.dim),
+                wk: upload("wk", &lw.wk, c.kv_dim(), c.dim),
+                wv: upload("wv", &lw.wv, c.kv_dim(), c.dim),
+                wo: upload("wo", &lw.wo, c.dim, c.q_dim()),
+                // One dispatch instead of two: dispatches have a fixed cost.
+                w_gate_up: upload("w_gate_up", &[lw.w_gate.as_slice(), lw.w_up.as_slice()].concat(), 2 * c.ffn_dim, c.dim),
+                w_down: upload("w_down", &lw.w_down, c.dim, c.ffn_dim),
+                k_cache: zeroed_buffer(&ctx, &format!("k cache {i}"), kv_bytes),
+                v_cache: zeroed_buffer(&ctx, &format!("v cache {i}"), kv_bytes),
             });
-            buffers.extend([norm1, norm2, k_cache, v_cache]);
-            matrices.extend([wq, wk, wv, wo, wgu, wd]);
         }
-        let out_norm_w = storage_buffer(&ctx, "output_norm", &weights.out_norm);
-        let out_norm = rmsnorm::call(&ctx, c.dim, c.rms_eps, &step_all, &act.x, &out_norm_w, &act.xn);
-        buffers.push(out_norm_w);
         let lm_head_own = weights.lm_head.as_ref().map(|w| upload("lm_head", w, c.vocab_size, c.dim));
-        let lm_head = lm_head_own.as_ref().unwrap_or(&embed_m);
-        let lm_head_all = LinearCall::with_family(&ctx, lm_head, &step_all, &act.xn, &act.logits, plain, family);
-        let lm_head_last = LinearCall::with_family(&ctx, lm_head, &step_one, &act.x_last, &act.logits, plain, family);
-        matrices.push(embed_m);
-        matrices.extend(lm_head_own);
+        let params = ModelParams {
+            embed: embed_m,
+            lm_head: lm_head_own,
+            out_norm: storage_buffer(&ctx, "output_norm", &weights.out_norm),
+            rope_table,
+            layers: params_layers,
+            family,
+        };
+        let layers = params
+            .layers
+            .iter()
+            .map(|p| LayerCalls {
+                attn_norm: rmsnorm::call(&ctx, c.dim, c.rms_eps, &step_all, &act.x, &p.attn_norm, &act.xn),
+                q: LinearCall::with_family(&ctx, &p.wq, &step_all, &act.xn, &q, plain, family),
+                k: LinearCall::with_family(&ctx, &p.wk, &step_all, &act.xn, &p.k_cache, cache_write, family),
+                v: LinearCall::with_family(&ctx, &p.wv, &step_all, &act.xn, &p.v_cache, cache_write, family),
+                rope_q: rope::call(&ctx, &rope_shape(c.n_heads), false, &step_all, &params.rope_table, &q),
+                rope_k: rope::call(&ctx, &rope_shape(c.n_kv_heads), true, &step_all, &params.rope_table, &p.k_cache),
+                attention: attention::call_with_family(&ctx, att_shape, &step_all, &q, &p.k_cache, &p.v_cache, &att, family),
+                o: LinearCall::with_family(&ctx, &p.wo, &step_all, &att, &act.x, residual, family),
+                ffn_norm: rmsnorm::call(&ctx, c.dim, c.rms_eps, &step_all, &act.x, &p.ffn_norm, &act.xn),
+                gate_up: LinearCall::with_family(&ctx, &p.w_gate_up, &step_all, &act.xn, &gate_up, plain, family),
+                swiglu: swiglu::call(&ctx, c.ffn_dim, &step_all, &gate_up, &h),
+                down: LinearCall::with_family(&ctx, &p.w_down, &step_all, &h, &act.x, residual, family),
+            })
+            .collect();
+        let out_norm = rmsnorm::call(&ctx, c.dim, c.rms_eps, &step_all, &act.x, &params.out_norm, &act.xn);
+        let embed = embedding::calls(&ctx, &params.embed, &step_all, &act.tokens, &act.x);
+        let lm_head_all = LinearCall::with_family(&ctx, params.lm_head(), &step_all, &act.xn, &act.logits, plain, family);
+        let lm_head_last = LinearCall::with_family(&ctx, params.lm_head(), &step_one, &act.x_last, &act.logits, plain, family);
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
         Ok(GpuModel {
             ctx,
@@ -187,8 +230,9 @@ impl GpuModel {
             lm_head_all,
             lm_head_last,
             weight_bytes,
+            params,
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             _buffers: buffers,
-            _matrices: matrices,
         })
     }
 
@@ -213,6 +257,11 @@ impl GpuModel {
     /// Forgets the cached sequence (the cache contents are simply overwritten).
     pub fn reset(&mut self) {
         self.pos = 0;
+    }
+
+    /// After the attribution pass filled the KV cache with `pos` tokens.
+    pub(crate) fn set_position(&mut self, pos: usize) {
+        self.pos = pos;
     }
 
     /// Bytes of weights on the GPU.

@@ -1,0 +1,464 @@
+//! Attribution: how much each MLP neuron and attention head contributes to a
+//! target log-probability F, from one GPU backward pass (DESIGN.md, "Sparse
+//! activation: definitions"). The scores stay on the GPU for the sparse
+//! execution and the app; reading them back is only for output.
+//!
+//! `pass` records the forward that keeps activations and the backward that
+//! scores each layer, `transposed` holds the weight copies the backward
+//! multiplies by, and `cpu` is the plain-Rust reference the tests check against.
+
+pub mod cpu;
+mod pass;
+mod transposed;
+
+use crate::error::{Result, SiftError};
+use crate::gpu::{read_buffer_f32, read_buffer_u32, zeroed_buffer, GpuContext};
+use crate::kernels::backward::log_softmax::{GREEDY, NONE};
+use crate::kernels::scores::{self, ScoreRange};
+use crate::kernels::{attention, Step};
+use crate::model::{Config, GpuModel, Weights};
+use pass::{Op, Pass, Rows, Scaled, UnitKind};
+use std::sync::Arc;
+use transposed::Transposed;
+
+/// Attribution metrics (DESIGN.md). For neuron i with output x_i and gradient
+/// g_i = dF/dx_i; heads use the L2 norm over the head for |x| and the mean over
+/// the head of g*x for GxO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Metric {
+    /// |x_i|
+    Magnitude,
+    /// g_i x_i: about the drop in F when the unit is removed.
+    Gxo,
+    /// |g_i x_i|
+    Snip,
+    /// (g_i x_i)^2
+    Fisher,
+    /// x_i times the gradient averaged while the unit's layer is scaled from 0 to 1.
+    IntegratedGradients,
+    /// g_i x_i + 0.5 |x_i| ||g_layer||_2: GxO plus half the bound on the
+    /// error that removing other units of the layer adds (the paper's correction).
+    CorrectedGxo,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 6] = [Metric::Magnitude, Metric::Gxo, Metric::Snip, Metric::Fisher, Metric::IntegratedGradients, Metric::CorrectedGxo];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Magnitude => "magnitude",
+            Metric::Gxo => "gxo",
+            Metric::Snip => "snip",
+            Metric::Fisher => "fisher",
+            Metric::IntegratedGradients => "ig",
+            Metric::CorrectedGxo => "corrected-gxo",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Metric> {
+        Metric::ALL.into_iter().find(|m| m.name() == s)
+    }
+
+    fn slot(self) -> usize {
+        match self {
+            Metric::Magnitude => scores::SLOT_MAGNITUDE,
+            Metric::Gxo => scores::SLOT_GXO,
+            Metric::Snip => scores::SLOT_SNIP,
+            Metric::Fisher => scores::SLOT_FISHER,
+            Metric::IntegratedGradients => scores::SLOT_INTEGRATED_GRADIENTS,
+            Metric::CorrectedGxo => scores::SLOT_CORRECTED_GXO,
+        }
+    }
+}
+
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What F is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// log p of the model's own greedy next token after the prompt (the paper's F).
+    Next,
+    /// log p of this token as the next one after the prompt.
+    Token(u32),
+    /// The sum of the prompt's next-token log-probabilities, log p(t_{i+1} | t_0..t_i).
+    Prompt,
+    /// A sum of log p(token) at chosen positions: (position, token) predicted there.
+    Terms(Vec<(usize, u32)>),
+}
+
+/// Which tokens' unit outputs are scored (their per-token scores summed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Positions {
+    /// The last token only: the units that produce the next token (per-token masks).
+    Last,
+    /// Every prompt token (prompt-level masks).
+    All,
+}
+
+#[derive(Clone, Debug)]
+pub struct AttributeOptions {
+    /// Default: `Last` for `Next`/`Token`, `All` for `Prompt`/`Terms`.
+    pub positions: Option<Positions>,
+    /// Integrated Gradients steps; None skips IG (it costs 2 * `steps`
+    /// partial passes per layer: heads and neurons are scaled apart).
+    pub ig_steps: Option<usize>,
+}
+
+impl Default for AttributeOptions {
+    fn default() -> Self {
+        AttributeOptions { positions: None, ig_steps: None }
+    }
+}
+
+/// Scores of every neuron and head, on the GPU: buffers [slot, layer, unit]
+/// with one slot per metric.
+pub struct Scores {
+    pub n_layers: usize,
+    pub n_neurons: usize,
+    pub n_heads: usize,
+    pub tokens: usize,
+    pub positions: Positions,
+    /// F for the attributed prompt.
+    pub log_prob: f32,
+    /// The token F scores at the last position, when it is a single one
+    /// (`Next` resolves to the greedy token).
+    pub target_token: Option<u32>,
+    pub has_integrated_gradients: bool,
+    pub neurons: wgpu::Buffer,
+    pub heads: wgpu::Buffer,
+}
+
+impl Scores {
+    /// Byte offset of `metric`'s [layers, n_neurons] block in `neurons`.
+    pub fn neuron_offset(&self, metric: Metric) -> u64 {
+        (metric.slot() * self.n_layers * self.n_neurons * 4) as u64
+    }
+
+    /// Byte offset of `metric`'s [layers, n_heads] block in `heads`.
+    pub fn head_offset(&self, metric: Metric) -> u64 {
+        (metric.slot() * self.n_layers * self.n_heads * 4) as u64
+    }
+
+    fn check(&self, metric: Metric) -> Result<()> {
+        if metric == Metric::IntegratedGradients && !self.has_integrated_gradients {
+            return Err(SiftError::InvalidInput("integrated gradients were not computed for these scores (ask for ig steps)".into()));
+        }
+        Ok(())
+    }
+
+    /// Per layer, one score per neuron (a readback: for output and tests).
+    pub fn read_neurons(&self, ctx: &GpuContext, metric: Metric) -> Result<Vec<Vec<f32>>> {
+        self.check(metric)?;
+        let n = self.n_layers * self.n_neurons;
+        let flat = read_buffer_f32(ctx, &self.neurons, metric.slot() * n, n)?;
+        Ok(flat.chunks(self.n_neurons).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Per layer, one score per head.
+    pub fn read_heads(&self, ctx: &GpuContext, metric: Metric) -> Result<Vec<Vec<f32>>> {
+        self.check(metric)?;
+        let n = self.n_layers * self.n_heads;
+        let flat = read_buffer_f32(ctx, &self.heads, metric.slot() * n, n)?;
+        Ok(flat.chunks(self.n_heads).map(<[f32]>::to_vec).collect())
+    }
+}
+
+/// One layer's unit outputs and their gradients from the last attribution,
+/// [tokens, width] each.
+pub struct LayerTrace {
+    pub heads: Vec<f32>,
+    pub head_grads: Vec<f32>,
+    pub neurons: Vec<f32>,
+    pub neuron_grads: Vec<f32>,
+}
+
+/// Per-unit multipliers for a forward: 0 deactivates a unit. Applied to tokens
+/// from `from_token` on.
+#[derive(Clone, Debug)]
+pub struct UnitFactors {
+    /// [layers * ffn_dim]
+    pub neurons: Vec<f32>,
+    /// [layers * n_heads]
+    pub heads: Vec<f32>,
+    pub from_token: usize,
+}
+
+impl UnitFactors {
+    pub fn ones(c: &Config) -> UnitFactors {
+        UnitFactors { neurons: vec![1.0; c.n_layers * c.ffn_dim], heads: vec![1.0; c.n_layers * c.n_heads], from_token: 0 }
+    }
+}
+
+/// Runs attribution passes for one [`GpuModel`]. Holds transposed weights
+/// (one more copy of the matrices) and buffers for the longest prompt so far.
+pub struct Attributor {
+    ctx: Arc<GpuContext>,
+    config: Config,
+    model_id: u64,
+    transposed: Transposed,
+    pass: Option<Pass>,
+    /// Tokens in the last attribution.
+    last_tokens: usize,
+}
+
+/// The rows a target touches, resolved against a prompt.
+struct ResolvedTarget {
+    targets: Vec<u32>,
+    rows: Rows,
+}
+
+impl Attributor {
+    pub fn new(model: &GpuModel, weights: &Weights) -> Result<Attributor> {
+        let c = &model.config;
+        if c.head_dim % 4 != 0 || c.head_dim > attention::MAX_HEAD_DIM {
+            return Err(SiftError::InvalidInput(format!("attribution needs a head dimension that is a multiple of 4 up to 256, not {}", c.head_dim)));
+        }
+        let interleaved = model.params.family == crate::kernels::KernelFamily::RowPerInvocation;
+        let transposed = Transposed::upload(&model.ctx, c, weights, interleaved);
+        Ok(Attributor { ctx: model.ctx.clone(), config: c.clone(), model_id: model.id, transposed, pass: None, last_tokens: 0 })
+    }
+
+    /// Bytes of the transposed weights on the GPU.
+    pub fn weight_bytes(&self) -> u64 {
+        self.transposed.bytes
+    }
+
+    /// The longest prompt one pass takes: bounded by the KV cache, by the
+    /// binding limit on logits and on the [heads, T, T] attention scratch, and
+    /// on software adapters by the loop budget of the scoring kernel.
+    pub fn max_tokens(&self, model: &GpuModel) -> usize {
+        let c = &self.config;
+        let bind = self.ctx.max_binding_bytes() as usize;
+        let by_logits = bind / (4 * self.transposed.padded_vocab);
+        let by_probs = ((bind / (4 * c.n_heads)) as f64).sqrt() as usize;
+        let mut n = model.max_ctx.min(by_logits).min(by_probs).min(1024);
+        if self.ctx.is_software() {
+            n = n.min((attention::MAX_LOOP_ITERATIONS - 1024) / c.head_dim);
+        }
+        n
+    }
+
+    fn check_model(&self, model: &GpuModel) -> Result<()> {
+        if model.id != self.model_id {
+            return Err(SiftError::InvalidInput("this attributor was made for another model".into()));
+        }
+        Ok(())
+    }
+
+    fn resolve(&self, model: &GpuModel, tokens: &[u32], target: &Target) -> Result<ResolvedTarget> {
+        let (n, vocab) = (tokens.len(), self.config.vocab_size);
+        if n == 0 {
+            return Err(SiftError::InvalidInput("attribution needs a non-empty prompt".into()));
+        }
+        let max = self.max_tokens(model);
+        if n > max {
+            return Err(SiftError::InvalidInput(format!("a {n}-token prompt is longer than the {max} tokens attribution supports here")));
+        }
+        let check_token = |t: u32| {
+            if t as usize >= vocab {
+                Err(SiftError::InvalidInput(format!("token id {t} is outside the vocabulary (size {vocab})")))
+            } else {
+                Ok(t)
+            }
+        };
+        for &t in tokens {
+            check_token(t)?;
+        }
+        let mut targets = vec![NONE; n];
+        let rows = match target {
+            Target::Next => {
+                targets[n - 1] = GREEDY;
+                Rows::Last
+            }
+            Target::Token(t) => {
+                targets[n - 1] = check_token(*t)?;
+                Rows::Last
+            }
+            Target::Prompt => {
+                if n < 2 {
+                    return Err(SiftError::InvalidInput("the prompt target needs at least two tokens".into()));
+                }
+                targets[..n - 1].copy_from_slice(&tokens[1..]);
+                Rows::All
+            }
+            Target::Terms(terms) => {
+                if terms.is_empty() {
+                    return Err(SiftError::InvalidInput("no target terms given".into()));
+                }
+                for &(pos, t) in terms {
+                    if pos >= n {
+                        return Err(SiftError::InvalidInput(format!("target position {pos} is outside the {n}-token prompt")));
+                    }
+                    if targets[pos] != NONE {
+                        return Err(SiftError::InvalidInput(format!("position {pos} is targeted twice")));
+                    }
+                    targets[pos] = check_token(t)?;
+                }
+                if terms.iter().all(|&(p, _)| p == n - 1) { Rows::Last } else { Rows::All }
+            }
+        };
+        Ok(ResolvedTarget { targets, rows })
+    }
+
+    /// Builds (or reuses) the pass for `n` tokens and writes this run's inputs.
+    fn prepare(&mut self, model: &GpuModel, tokens: &[u32], resolved: &ResolvedTarget, factors: &UnitFactors) -> Result<()> {
+        let n = tokens.len();
+        if self.pass.as_ref().is_none_or(|p| p.capacity < n) {
+            let capacity = n.next_power_of_two().max(16).min(self.max_tokens(model));
+            self.pass = Some(Pass::new(&self.ctx, &self.config, &model.params, &self.transposed, capacity));
+        }
+        let c = &self.config;
+        if factors.neurons.len() != c.n_layers * c.ffn_dim || factors.heads.len() != c.n_layers * c.n_heads {
+            return Err(SiftError::InvalidInput(format!(
+                "unit factors must cover {} layers of {} neurons and {} heads",
+                c.n_layers, c.ffn_dim, c.n_heads
+            )));
+        }
+        let b = &self.pass.as_ref().expect("built above").b;
+        let q = &self.ctx.queue;
+        q.write_buffer(&b.step, 0, bytemuck::bytes_of(&Step::new(n, 0)));
+        q.write_buffer(&b.tokens, 0, bytemuck::cast_slice(tokens));
+        let target_rows: &[u32] = if resolved.rows == Rows::Last { &resolved.targets[n - 1..] } else { &resolved.targets };
+        q.write_buffer(&b.targets, 0, bytemuck::cast_slice(target_rows));
+        q.write_buffer(&b.scaling, 0, bytemuck::cast_slice(&[factors.from_token as u32, 0, 0, 0]));
+        q.write_buffer(&b.neuron_factors, 0, bytemuck::cast_slice(&factors.neurons));
+        q.write_buffer(&b.head_factors, 0, bytemuck::cast_slice(&factors.heads));
+        Ok(())
+    }
+
+    /// Sum of the target log-probabilities and the last row's target id.
+    fn read_target(&self, n: usize, rows: Rows) -> Result<(f32, u32)> {
+        let b = &self.pass.as_ref().expect("a pass ran").b;
+        let count = if rows == Rows::Last { 1 } else { n };
+        let info = read_buffer_u32(&self.ctx, &b.info, 0, 2 * count)?;
+        let f = info.chunks(2).map(|r| f32::from_bits(r[0]) as f64).sum::<f64>() as f32;
+        Ok((f, info[2 * count - 1]))
+    }
+
+    /// Attributes F (`target`) over `tokens`, run from position 0: the model's
+    /// KV cache then holds the prompt, so decoding can continue from it.
+    pub fn attribute(&mut self, model: &mut GpuModel, tokens: &[u32], target: &Target, opts: &AttributeOptions) -> Result<Scores> {
+        self.attribute_with_progress(model, tokens, target, opts, &mut |_, _| {})
+    }
+
+    /// Like [`Attributor::attribute`], calling `progress(done, total)` after
+    /// each Integrated Gradients layer (the long part).
+    pub fn attribute_with_progress(
+        &mut self,
+        model: &mut GpuModel,
+        tokens: &[u32],
+        target: &Target,
+        opts: &AttributeOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Scores> {
+        self.check_model(model)?;
+        let resolved = self.resolve(model, tokens, target)?;
+        if opts.ig_steps == Some(0) {
+            return Err(SiftError::InvalidInput("integrated gradients need at least one step".into()));
+        }
+        let c = self.config.clone();
+        let positions = opts.positions.unwrap_or(if resolved.rows == Rows::Last { Positions::Last } else { Positions::All });
+        let n = tokens.len();
+        let mut factors = UnitFactors::ones(&c);
+        self.prepare(model, tokens, &resolved, &factors)?;
+        let pass = self.pass.as_ref().expect("prepared");
+        let t0 = if positions == Positions::Last { n - 1 } else { 0 };
+        let range = |w: f32| ScoreRange { t0: t0 as u32, t1: n as u32, ig_weight: w, _pad: 0 };
+        let q = &self.ctx.queue;
+        q.write_buffer(&pass.b.range, 0, bytemuck::bytes_of(&range(0.0)));
+        // IG accumulates into its slot.
+        let slot_bytes = |units: usize| (c.n_layers * units * 4) as u64;
+        q.write_buffer(&pass.b.neuron_scores, 4 * slot_bytes(c.ffn_dim), &vec![0u8; slot_bytes(c.ffn_dim) as usize]);
+        q.write_buffer(&pass.b.head_scores, 4 * slot_bytes(c.n_heads), &vec![0u8; slot_bytes(c.n_heads) as usize]);
+
+        let mut ops = Vec::new();
+        pass.plan_forward(n as u32, 0, resolved.rows, Scaled::None, &mut ops);
+        pass.plan_backward(n as u32, 0, resolved.rows, None, &mut ops);
+        pass::submit(&self.ctx, &ops);
+        let (log_prob, last_target) = self.read_target(n, resolved.rows)?;
+
+        if let Some(steps) = opts.ig_steps {
+            // Each layer's heads, then its neurons, scaled from 0 to 1 with
+            // everything else as is: the outputs at alpha are exactly alpha x,
+            // so the step weight 1 / (steps * alpha) recovers x * mean gradient.
+            for l in 0..c.n_layers {
+                for kind in [UnitKind::Heads, UnitKind::Neurons] {
+                    for k in 1..=steps {
+                        let alpha = k as f32 / steps as f32;
+                        let (buffer, units, width) = match kind {
+                            UnitKind::Heads => (&pass.b.head_factors, &mut factors.heads, c.n_heads),
+                            UnitKind::Neurons => (&pass.b.neuron_factors, &mut factors.neurons, c.ffn_dim),
+                        };
+                        units[l * width..(l + 1) * width].fill(alpha);
+                        q.write_buffer(buffer, 0, bytemuck::cast_slice(units));
+                        q.write_buffer(&pass.b.range, 0, bytemuck::bytes_of(&range(1.0 / (steps as f32 * alpha))));
+                        let mut ops = Vec::new();
+                        pass.plan_forward(n as u32, l, resolved.rows, Scaled::Layer(l, kind), &mut ops);
+                        pass.plan_backward(n as u32, l, resolved.rows, Some(kind), &mut ops);
+                        pass::submit(&self.ctx, &ops);
+                    }
+                    // The last step (alpha = 1) left layers >= l dense again.
+                }
+                progress(l + 1, c.n_layers);
+            }
+        }
+
+        // Copy the scores out, so the next pass does not overwrite them.
+        let neurons = zeroed_buffer(&self.ctx, "neuron scores", (scores::SLOTS * c.n_layers * c.ffn_dim * 4) as u64);
+        let heads = zeroed_buffer(&self.ctx, "head scores", (scores::SLOTS * c.n_layers * c.n_heads * 4) as u64);
+        let copy = [
+            Op::Copy { src: &pass.b.neuron_scores, src_offset: 0, dst: &neurons, dst_offset: 0, bytes: neurons.size() },
+            Op::Copy { src: &pass.b.head_scores, src_offset: 0, dst: &heads, dst_offset: 0, bytes: heads.size() },
+        ];
+        pass::submit(&self.ctx, &copy);
+        model.set_position(n);
+        self.last_tokens = n;
+        let single = resolved.rows == Rows::Last;
+        Ok(Scores {
+            n_layers: c.n_layers,
+            n_neurons: c.ffn_dim,
+            n_heads: c.n_heads,
+            tokens: n,
+            positions,
+            log_prob,
+            target_token: single.then_some(last_target),
+            has_integrated_gradients: opts.ig_steps.is_some(),
+            neurons,
+            heads,
+        })
+    }
+
+    /// F for `target` with units multiplied by `factors` (0 removes a unit):
+    /// a forward only. Leaves the KV cache holding the (scaled) prompt.
+    pub fn log_prob(&mut self, model: &mut GpuModel, tokens: &[u32], target: &Target, factors: &UnitFactors) -> Result<f32> {
+        self.check_model(model)?;
+        let resolved = self.resolve(model, tokens, target)?;
+        self.prepare(model, tokens, &resolved, factors)?;
+        let pass = self.pass.as_ref().expect("prepared");
+        let mut ops = Vec::new();
+        pass.plan_forward(tokens.len() as u32, 0, resolved.rows, Scaled::All, &mut ops);
+        pass::submit(&self.ctx, &ops);
+        model.set_position(tokens.len());
+        Ok(self.read_target(tokens.len(), resolved.rows)?.0)
+    }
+
+    /// Layer `layer`'s unit outputs and gradients from the last attribution.
+    pub fn read_trace(&self, layer: usize) -> Result<LayerTrace> {
+        let (Some(pass), n) = (&self.pass, self.last_tokens) else {
+            return Err(SiftError::InvalidInput("no attribution has run yet".into()));
+        };
+        let lb = pass.layers.get(layer).ok_or_else(|| SiftError::InvalidInput(format!("layer {layer} does not exist")))?;
+        let c = &self.config;
+        let read = |b: &wgpu::Buffer, w: usize| read_buffer_f32(&self.ctx, b, 0, n * w);
+        Ok(LayerTrace {
+            heads: read(&lb.heads, c.q_dim())?,
+            head_grads: read(&lb.head_grads, c.q_dim())?,
+            neurons: read(&lb.neurons, c.ffn_dim)?,
+            neuron_grads: read(&lb.neuron_grads, c.ffn_dim)?,
+        })
+    }
+}
