@@ -1,6 +1,7 @@
 //! Shared pieces of the end-to-end tests: the default model loaded once, the
 //! llama.cpp golden fixtures, and the path of the shared evaluation data.
 
+use sift_engine::attribution::Attributor;
 use sift_engine::model::{self, GpuModel};
 use sift_engine::tokenizer::Tokenizer;
 use std::path::PathBuf;
@@ -9,6 +10,7 @@ use std::sync::{Mutex, OnceLock};
 pub struct RealModel {
     pub model: GpuModel,
     pub tokenizer: Tokenizer,
+    pub attributor: Attributor,
 }
 
 /// The default model (SmolLM2-135M-Instruct Q4_1), fetched and uploaded once per test binary.
@@ -18,7 +20,8 @@ pub fn real_model() -> &'static Mutex<RealModel> {
         let path = sift_engine::default_model::path().expect("default model (run .ci/run or `sift generate` once)");
         let loaded = model::load(&path).expect("default model loads");
         let model = GpuModel::new(sift_engine::testing::gpu(), &loaded.config, &loaded.weights, 1024).unwrap();
-        Mutex::new(RealModel { model, tokenizer: loaded.tokenizer })
+        let attributor = Attributor::new(&model, &loaded.weights).unwrap();
+        Mutex::new(RealModel { model, tokenizer: loaded.tokenizer, attributor })
     })
 }
 

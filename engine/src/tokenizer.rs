@@ -129,6 +129,11 @@ impl Tokenizer {
         Ok(ids)
     }
 
+    /// Token ids of `text` alone: no BOS, whatever the model's default.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.inner.encode(text, false).map_err(tok_err)?.get_ids().to_vec())
+    }
+
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner.decode(ids, false).map_err(tok_err)
     }

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use sift_engine::gpu::{list_adapters as engine_list, AdapterRequest, GpuContext};
-use sift_engine::model::{self, GpuModel};
+use sift_engine::model::{self, GpuModel, Weights};
 use sift_engine::tokenizer::Tokenizer;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,6 +42,8 @@ pub struct Loaded {
     pub model: GpuModel,
     pub tokenizer: Tokenizer,
     pub path: PathBuf,
+    /// The f32 weights, kept only when asked (attribution transposes them).
+    pub weights: Option<Weights>,
 }
 
 pub fn spinner(msg: &str) -> ProgressBar {
@@ -67,6 +69,11 @@ pub fn gpu(args: &AdapterArgs) -> Result<Arc<GpuContext>> {
 /// Opens the model and uploads it; `ctx` is the KV-cache size in tokens
 /// (clamped to what the model was trained for).
 pub fn load(args: &ModelArgs, ctx: usize) -> Result<Loaded> {
+    load_with(args, ctx, false)
+}
+
+/// Like [`load`], keeping the CPU weights when `keep_weights`.
+pub fn load_with(args: &ModelArgs, ctx: usize, keep_weights: bool) -> Result<Loaded> {
     let path = model_path(args)?;
     let gpu = gpu(&args.adapter)?;
     let pb = spinner(&format!("loading {}", path.display()));
@@ -84,7 +91,8 @@ pub fn load(args: &ModelArgs, ctx: usize) -> Result<Loaded> {
         loaded.config.n_layers,
         model.weight_bytes() as f64 / (1 << 20) as f64
     );
-    Ok(Loaded { model, tokenizer: loaded.tokenizer, path })
+    let weights = keep_weights.then_some(loaded.weights);
+    Ok(Loaded { model, tokenizer: loaded.tokenizer, path, weights })
 }
 
 pub fn list_adapters(args: ListArgs) -> Result<()> {

@@ -1,6 +1,7 @@
 //! `sift`: the command-line face of the engine. Each subcommand lives in its
 //! own file; this one only parses arguments and reports errors.
 
+mod attribute;
 mod bench;
 mod common;
 mod generate;
@@ -26,6 +27,8 @@ enum Command {
     Perplexity(perplexity::Args),
     /// List the GPU adapters Sift can use.
     Adapters(common::ListArgs),
+    /// Score every MLP neuron and attention head for a target log-probability (one backward pass on the GPU).
+    Attribute(attribute::Args),
     /// Prefill and decode speed of a model, beside llama.cpp's when it is installed.
     Bench(bench::Args),
 }
@@ -49,6 +52,7 @@ fn main() {
         Command::Perplexity(a) => perplexity::run(a),
         Command::Adapters(a) => common::list_adapters(a),
         Command::Bench(a) => bench::run(a),
+        Command::Attribute(a) => attribute::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

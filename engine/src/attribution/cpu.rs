@@ -20,6 +20,12 @@ pub struct CpuAttribution {
     pub neuron_grads: Vec<Vec<f32>>,
 }
 
+/// Edits layer `.0`'s heads (`.1` false) or neurons in place.
+pub type Perturb<'a> = &'a dyn Fn(usize, bool, &mut [f32]);
+
+/// Per layer, [magnitude, GxO, SNIP, Fisher, corrected GxO] of each unit.
+pub type LayerMetrics = Vec<[Vec<f32>; 5]>;
+
 /// Changes a forward may make to unit outputs.
 #[derive(Default)]
 pub struct Intervention<'a> {
@@ -29,7 +35,7 @@ pub struct Intervention<'a> {
     pub scale_layer: Option<(usize, bool, f32)>,
     /// Added after a layer's heads (false) or neurons (true) are computed;
     /// forward only (finite differences).
-    pub perturb: Option<&'a dyn Fn(usize, bool, &mut [f32])>,
+    pub perturb: Option<Perturb<'a>>,
 }
 
 /// Runs the attribution pass over `tokens` from position 0; `targets` has one
@@ -122,7 +128,7 @@ pub fn attribute(c: &Config, w: &Weights, tokens: &[u32], targets: &[u32], iv: &
 
 /// Per layer, the five gradient metrics of neurons and of heads over rows t0..t1
 /// ([magnitude, GxO, SNIP, Fisher, corrected GxO], each [layers][units]).
-pub fn metrics(c: &Config, a: &CpuAttribution, t0: usize, t1: usize) -> (Vec<[Vec<f32>; 5]>, Vec<[Vec<f32>; 5]>) {
+pub fn metrics(c: &Config, a: &CpuAttribution, t0: usize, t1: usize) -> (LayerMetrics, LayerMetrics) {
     let neuron_units = Units { n_units: c.ffn_dim, unit_dim: 1 };
     let head_units = Units { n_units: c.n_heads, unit_dim: c.head_dim };
     let neurons = (0..c.n_layers).map(|l| scores::reference(&a.neurons[l], &a.neuron_grads[l], neuron_units, t0, t1)).collect();

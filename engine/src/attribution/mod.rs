@@ -99,19 +99,13 @@ pub enum Positions {
     All,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct AttributeOptions {
     /// Default: `Last` for `Next`/`Token`, `All` for `Prompt`/`Terms`.
     pub positions: Option<Positions>,
     /// Integrated Gradients steps; None skips IG (it costs 2 * `steps`
     /// partial passes per layer: heads and neurons are scaled apart).
     pub ig_steps: Option<usize>,
-}
-
-impl Default for AttributeOptions {
-    fn default() -> Self {
-        AttributeOptions { positions: None, ig_steps: None }
-    }
 }
 
 /// Scores of every neuron and head, on the GPU: buffers [slot, layer, unit]
@@ -214,7 +208,7 @@ struct ResolvedTarget {
 impl Attributor {
     pub fn new(model: &GpuModel, weights: &Weights) -> Result<Attributor> {
         let c = &model.config;
-        if c.head_dim % 4 != 0 || c.head_dim > attention::MAX_HEAD_DIM {
+        if !c.head_dim.is_multiple_of(4) || c.head_dim > attention::MAX_HEAD_DIM {
             return Err(SiftError::InvalidInput(format!("attribution needs a head dimension that is a multiple of 4 up to 256, not {}", c.head_dim)));
         }
         let interleaved = model.params.family == crate::kernels::KernelFamily::RowPerInvocation;

@@ -1,0 +1,73 @@
+//! Attribution on the default model: the ranking means something. Removing the
+//! 10% of MLP neurons per layer that corrected GxO scores lowest (at the token
+//! that predicts the target, as in the paper's per-token protocol) must hurt
+//! the target log-probability less than removing 10% chosen at random.
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use sift_e2e::real_model;
+use sift_engine::attribution::{AttributeOptions, Metric, Target, UnitFactors};
+
+const PROMPTS: [&str; 5] = [
+    "The capital of France is",
+    "Once upon a time, there was a little girl who",
+    "The quick brown fox jumps over the lazy",
+    "Water boils at a temperature of one hundred degrees",
+    "To make a cup of tea, first boil the",
+];
+
+#[test]
+fn removing_lowest_corrected_gxo_neurons_hurts_less_than_random() {
+    let mut guard = real_model().lock().unwrap();
+    let rm = &mut *guard;
+    let c = rm.model.config.clone();
+    let keep_fraction = 0.9;
+    let removed = c.ffn_dim - (keep_fraction * c.ffn_dim as f64).ceil() as usize;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2024);
+    let (mut low_total, mut random_total, mut wins) = (0.0f64, 0.0f64, 0);
+    for prompt in PROMPTS {
+        let tokens = rm.tokenizer.encode(prompt).unwrap();
+        let scores = rm.attributor.attribute(&mut rm.model, &tokens, &Target::Next, &AttributeOptions::default()).unwrap();
+        let target = Target::Token(scores.target_token.unwrap());
+        let f0 = scores.log_prob as f64;
+        let per_layer = scores.read_neurons(&rm.model.ctx, Metric::CorrectedGxo).unwrap();
+        let last = tokens.len() - 1;
+        let mut drop = |choose: &mut dyn FnMut(usize, &[f32]) -> Vec<usize>| {
+            let mut f = UnitFactors::ones(&c);
+            f.from_token = last;
+            for (l, s) in per_layer.iter().enumerate() {
+                for i in choose(l, s) {
+                    f.neurons[l * c.ffn_dim + i] = 0.0;
+                }
+            }
+            f0 - rm.attributor.log_prob(&mut rm.model, &tokens, &target, &f).unwrap() as f64
+        };
+        let low = drop(&mut |_, s| {
+            let mut ids: Vec<usize> = (0..s.len()).collect();
+            ids.sort_by(|&a, &b| s[a].total_cmp(&s[b]));
+            ids.truncate(removed);
+            ids
+        });
+        let trials = 4;
+        let random = (0..trials)
+            .map(|_| {
+                drop(&mut |_, s| {
+                    let mut ids: Vec<usize> = (0..s.len()).collect();
+                    ids.shuffle(&mut rng);
+                    ids.truncate(removed);
+                    ids
+                })
+            })
+            .sum::<f64>()
+            / trials as f64;
+        println!("{prompt:?}: F {f0:.3}; drop removing lowest-scored {low:.4}, random {random:.4}");
+        low_total += low;
+        random_total += random;
+        // "Changes F less": in size, whatever the sign.
+        wins += (low.abs() < random.abs()) as usize;
+    }
+    let n = PROMPTS.len() as f64;
+    println!("mean drop: lowest-scored {:.4}, random {:.4}; lowest-scored wins {wins}/{}", low_total / n, random_total / n, PROMPTS.len());
+    assert!(low_total < random_total, "removing the lowest-scored neurons hurt more ({low_total:.4}) than random ({random_total:.4})");
+    assert!(wins >= 4, "lowest-scored removal changed F less on only {wins} of {} prompts", PROMPTS.len());
+}
