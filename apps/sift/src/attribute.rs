@@ -127,7 +127,8 @@ fn summarise(ctx: &sift_engine::gpu::GpuContext, scores: &Scores, metric: Metric
     let neurons = scores.read_neurons(ctx, metric)?;
     let heads = scores.read_heads(ctx, metric)?;
     println!("\n{metric} scores per layer (top-10% share: fraction of the layer's |score| mass in its top 10% of neurons)");
-    println!("{:>5} {:>11} {:>11} {:>11} {:>8}  {:<44} {}", "layer", "min", "median", "max", "top-10%", format!("top {top} neurons (id:score)"), "top heads");
+    let top_label = format!("top {top} neurons (id:score)");
+    println!("{:>5} {:>11} {:>11} {:>11} {:>8}  {top_label:<44} top heads", "layer", "min", "median", "max", "top-10%");
     for (l, (n, h)) in neurons.iter().zip(&heads).enumerate() {
         let mut sorted = n.clone();
         sorted.sort_by(|a, b| b.total_cmp(a));

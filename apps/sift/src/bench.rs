@@ -2,7 +2,8 @@
 //! and llama.cpp's on the same GGUF and the same token ids when
 //! `llama-cpp-python` is importable, as ratios measured in one run.
 
-use crate::common::{load, ModelArgs};
+use crate::common::{load_with, ModelArgs};
+use sift_engine::attribution::{AttributeOptions, Attributor, Target};
 use anyhow::{Context, Result};
 use serde_json::json;
 use sift_engine::model::Logits;
@@ -27,6 +28,13 @@ pub struct Args {
     /// Skip the llama.cpp comparison.
     #[arg(long)]
     pub no_llama_cpp: bool,
+    /// Prompt length for the attribution measurement (forward + backward
+    /// against the plain forward over the same tokens).
+    #[arg(long, default_value_t = 64)]
+    pub attribution_tokens: usize,
+    /// Skip the attribution measurement (it uploads transposed weights).
+    #[arg(long)]
+    pub no_attribution: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -36,7 +44,7 @@ const BENCH_TEXT: &str = include_str!("../../../assets/bench_prompt.txt");
 
 pub fn run(args: Args) -> Result<()> {
     let ctx = args.prefill_tokens.max(16 + args.decode_tokens) + 1;
-    let mut m = load(&args.model, ctx)?;
+    let mut m = load_with(&args.model, ctx, !args.no_attribution)?;
     let mut tokens = m.tokenizer.encode(BENCH_TEXT)?;
     while tokens.len() < args.prefill_tokens {
         tokens.extend_from_within(..);
@@ -62,6 +70,11 @@ pub fn run(args: Args) -> Result<()> {
     m.model.reset();
     let batch = tokens.len().min(m.model.max_batch);
     let prefill_profile = m.model.profile(&tokens[..batch])?;
+
+    let attribution = match m.weights.take() {
+        Some(w) => Some(attribution_ratio(&mut m.model, &w, &tokens, args.attribution_tokens)?),
+        None => None,
+    };
 
     let ours = json!({
         "prefill_tokens_per_second": tokens.len() as f64 / prefill_s,
@@ -94,6 +107,7 @@ pub fn run(args: Args) -> Result<()> {
         "decode_kernel_seconds": decode_profile.as_ref().map(|p| profile_json(p)),
         "prefill_kernel_seconds": prefill_profile.as_ref().map(|p| profile_json(p)),
         "prefill_profile_tokens": batch,
+        "attribution": attribution,
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -110,11 +124,54 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(l) = &llama {
         println!("llama.cpp: {} CPU threads", l["threads"]);
     }
+    if let Some(a) = &attribution {
+        println!(
+            "attribution over {} tokens: {:.0} ms vs plain forward {:.0} ms: {:.2}x (median of {} runs each)",
+            a["tokens"],
+            a["attribution_seconds"].as_f64().unwrap() * 1e3,
+            a["forward_seconds"].as_f64().unwrap() * 1e3,
+            a["ratio"].as_f64().unwrap(),
+            a["runs"]
+        );
+    }
     match (&decode_profile, &prefill_profile) {
         (Some(d), Some(p)) => print_profile(d, p, batch),
         _ => println!("(no per-kernel times: this adapter has no timestamp queries)"),
     }
     Ok(())
+}
+
+/// One attribution pass (forward keeping activations + backward + scores,
+/// F = log p of the greedy next token) against the plain forward over the
+/// same prompt, both from an empty cache, alternated and timed by median.
+fn attribution_ratio(model: &mut sift_engine::model::GpuModel, weights: &sift_engine::model::Weights, tokens: &[u32], n: usize) -> Result<serde_json::Value> {
+    let mut attributor = Attributor::new(model, weights)?;
+    let n = n.min(attributor.max_tokens(model)).min(tokens.len());
+    let prompt = &tokens[..n];
+    let opts = AttributeOptions::default();
+    let runs = 5;
+    let (mut fwd, mut attr) = (Vec::new(), Vec::new());
+    for i in 0..=runs {
+        model.reset();
+        let t = Instant::now();
+        model.forward(prompt, Logits::Last)?;
+        let f = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        attributor.attribute(model, prompt, &Target::Next, &opts)?;
+        let a = t.elapsed().as_secs_f64();
+        // The first round compiles the attribution kernels.
+        if i > 0 {
+            fwd.push(f);
+            attr.push(a);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (f, a) = (median(&mut fwd), median(&mut attr));
+    model.reset();
+    Ok(json!({"tokens": n, "forward_seconds": f, "attribution_seconds": a, "ratio": a / f, "runs": runs}))
 }
 
 fn profile_json(p: &[(&str, f64)]) -> serde_json::Value {

@@ -80,3 +80,53 @@ fn bad_input_is_a_clear_error_not_a_panic() {
     let o = sift(&["perplexity", empty.to_str().unwrap(), "-m", m]);
     assert!(text(&o).contains("empty"), "{}", text(&o));
 }
+
+#[test]
+fn attribute_prints_a_summary_and_writes_scores() {
+    let model = tiny_model();
+    let m = model.to_str().unwrap();
+    let dir = std::env::temp_dir().join(format!("sift-attr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json_out = dir.join("scores.json");
+    let o = sift(&["attribute", "hello world", "-m", m, "--metric", "corrected-gxo,magnitude,ig", "--ig-steps", "2", "--out", json_out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("F = ") && out.contains("corrected-gxo scores per layer"), "{out}");
+    // One summary row per layer (the tiny model has 3).
+    assert_eq!(out.lines().filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit())).count(), 3, "{out}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_out).unwrap()).unwrap();
+    for metric in ["corrected-gxo", "magnitude", "ig"] {
+        let neurons = v["metrics"][metric]["neurons"].as_array().unwrap();
+        assert_eq!(neurons.len(), 3);
+        assert_eq!(neurons[0].as_array().unwrap().len(), 96);
+        assert_eq!(v["metrics"][metric]["heads"][2].as_array().unwrap().len(), 4);
+    }
+    assert!(v["metrics"]["magnitude"]["neurons"][1].as_array().unwrap().iter().all(|x| x.as_f64().unwrap() >= 0.0));
+
+    let st_out = dir.join("scores.safetensors");
+    let o = sift(&["attribute", "hello world", "-m", m, "--prompt-sum", "--metric", "gxo", "--out", st_out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let bytes = std::fs::read(&st_out).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("neurons.gxo").unwrap().shape(), &[3, 96]);
+    assert_eq!(st.tensor("heads.gxo").unwrap().shape(), &[3, 4]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn attribute_bad_input_is_a_clear_error() {
+    let model = tiny_model();
+    let m = model.to_str().unwrap();
+    for (args, want) in [
+        (vec!["attribute", "hi", "-m", m, "--metric", "entropy"], "unknown metric"),
+        (vec!["attribute", "hi", "-m", m, "--positions", "middle"], "--positions must be last or all"),
+        (vec!["attribute", "hi", "-m", m, "--target", "two words"], "encodes to"),
+        (vec!["attribute", "hi", "-m", m, "--target-id", "99999"], "outside the vocabulary"),
+        (vec!["attribute", "hi", "-m", m, "--out", "scores.csv"], "must end in .json or .safetensors"),
+    ] {
+        let o = sift(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains(want), "{args:?}: {}", text(&o));
+        assert!(!text(&o).contains("panicked"));
+    }
+}

@@ -49,7 +49,7 @@ impl AttentionBackward {
 }
 
 pub fn call(ctx: &GpuContext, s: AttentionShape, step: &wgpu::Buffer, b: &AttentionBuffers) -> AttentionBackward {
-    assert!(s.head_dim % 4 == 0 && s.n_heads % s.n_kv_heads == 0);
+    assert!(s.head_dim.is_multiple_of(4) && s.n_heads.is_multiple_of(s.n_kv_heads));
     let params = uniform_buffer(
         ctx,
         "attention_backward params",
