@@ -14,6 +14,7 @@ pub mod rmsnorm;
 pub mod rope;
 pub mod scale_units;
 pub mod scores;
+pub mod sparse;
 pub mod swiglu;
 
 use crate::gpu::{GpuContext, Kernel};
