@@ -13,6 +13,8 @@ use crate::model::{Config, Weights};
 pub struct CpuAttribution {
     /// F: the sum of the targeted log-probabilities.
     pub f: f64,
+    /// [T, vocab]
+    pub logits: Vec<f32>,
     /// Per layer [T, heads * head_dim] and [T, ffn_dim].
     pub heads: Vec<Vec<f32>>,
     pub neurons: Vec<Vec<f32>>,
@@ -123,7 +125,7 @@ pub fn attribute(c: &Config, w: &Weights, tokens: &[u32], targets: &[u32], iv: &
         add(&mut dxn, &linear_transposed(&dv, &lw.wv, c.kv_dim(), c.dim));
         add(&mut dx, &backward::rmsnorm::reference(&s.x_in, &lw.attn_norm, &dxn, c.rms_eps));
     }
-    CpuAttribution { f, heads, neurons, head_grads, neuron_grads }
+    CpuAttribution { f, logits, heads, neurons, head_grads, neuron_grads }
 }
 
 /// Per layer, the five gradient metrics of neurons and of heads over rows t0..t1

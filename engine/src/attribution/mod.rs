@@ -137,7 +137,7 @@ impl Scores {
         (metric.slot() * self.n_layers * self.n_heads * 4) as u64
     }
 
-    fn check(&self, metric: Metric) -> Result<()> {
+    pub(crate) fn check(&self, metric: Metric) -> Result<()> {
         if metric == Metric::IntegratedGradients && !self.has_integrated_gradients {
             return Err(SiftError::InvalidInput("integrated gradients were not computed for these scores (ask for ig steps)".into()));
         }

@@ -35,10 +35,10 @@ struct LayerCalls {
 }
 
 /// GPU buffers that a forward fills, sized for `max_batch` tokens.
-struct Activations {
+pub(crate) struct Activations {
     tokens: wgpu::Buffer,
-    x: wgpu::Buffer,
-    xn: wgpu::Buffer,
+    pub x: wgpu::Buffer,
+    pub xn: wgpu::Buffer,
     x_last: wgpu::Buffer,
     logits: wgpu::Buffer,
 }
@@ -85,7 +85,7 @@ pub struct GpuModel {
     pos: usize,
     step_all: wgpu::Buffer,
     step_one: wgpu::Buffer,
-    act: Activations,
+    pub(crate) act: Activations,
     embed: Vec<Call>,
     layers: Vec<LayerCalls>,
     out_norm: Call,
@@ -95,6 +95,8 @@ pub struct GpuModel {
     pub(crate) params: ModelParams,
     /// Tells models apart (an attribution pass belongs to one model).
     pub(crate) id: u64,
+    /// Sparse decoding of the MLP, once enabled.
+    pub(crate) sparse: Option<super::sparse::SparseMlp>,
     // Kept alive for the bind groups that reference them.
     _buffers: Vec<wgpu::Buffer>,
 }
@@ -232,6 +234,7 @@ impl GpuModel {
             weight_bytes,
             params,
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            sparse: None,
             _buffers: buffers,
         })
     }
@@ -315,7 +318,8 @@ impl GpuModel {
         for e in &self.embed {
             e.plan("embedding", n, &mut main);
         }
-        for l in &self.layers {
+        let sparse = self.sparse.as_ref().filter(|s| s.on && n == 1);
+        for (i, l) in self.layers.iter().enumerate() {
             l.attn_norm.plan("rmsnorm", n, &mut main);
             l.q.plan("q", n, &mut main);
             l.k.plan("k", n, &mut main);
@@ -325,6 +329,11 @@ impl GpuModel {
             l.attention.plan("attention", n, self.pos, &mut main);
             l.o.plan("o", n, &mut main);
             l.ffn_norm.plan("rmsnorm", n, &mut main);
+            if let Some(s) = sparse {
+                s.calls[i].0.plan("sparse_gate_up", n, &mut main);
+                s.calls[i].1.plan("sparse_down", n, &mut main);
+                continue;
+            }
             l.gate_up.plan("gate_up", n, &mut main);
             l.swiglu.plan("swiglu", n, &mut main);
             l.down.plan("down", n, &mut main);

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod cpu;
 pub mod gpu;
+pub mod sparse;
 pub mod weights;
 
 pub use config::{Architecture, Config};
