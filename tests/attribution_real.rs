@@ -71,3 +71,46 @@ fn removing_lowest_corrected_gxo_neurons_hurts_less_than_random() {
     assert!(low_total < random_total, "removing the lowest-scored neurons hurt more ({low_total:.4}) than random ({random_total:.4})");
     assert!(wins >= 4, "lowest-scored removal changed F less on only {wins} of {} prompts", PROMPTS.len());
 }
+
+/// Prompt-mode sparse decoding on the default model equals the dense forward
+/// with the inactive neurons zeroed at the decoded positions (prefill dense).
+#[test]
+fn sparse_prompt_mode_decoding_equals_dense_with_neurons_zeroed() {
+    use sift_engine::model::Logits;
+    let mut guard = real_model().lock().unwrap();
+    let rm = &mut *guard;
+    let c = rm.model.config.clone();
+    let prompt = rm.tokenizer.encode("The capital of France is Paris, and the capital of Italy is").unwrap();
+    let log_softmax_at = |l: &[f32], i: u32| {
+        let max = l.iter().cloned().fold(f32::MIN, f32::max);
+        l[i as usize] - (max + l.iter().map(|v| (v - max).exp()).sum::<f32>().ln())
+    };
+    for ar in [0.5, 0.2] {
+        sift_engine::model::sparse::set_prompt_mask(&mut rm.model, &mut rm.attributor, &prompt, Metric::CorrectedGxo, ar).unwrap();
+        let mask = rm.model.read_mlp_mask().unwrap().unwrap();
+        assert_eq!(mask[0].len(), (ar * c.ffn_dim as f64).ceil() as usize);
+        let mut factors = UnitFactors::ones(&c);
+        factors.from_token = prompt.len();
+        for (l, ids) in mask.iter().enumerate() {
+            let keep: std::collections::HashSet<u32> = ids.iter().copied().collect();
+            (0..c.ffn_dim).filter(|i| !keep.contains(&(*i as u32))).for_each(|i| factors.neurons[l * c.ffn_dim + i] = 0.0);
+        }
+        rm.model.reset();
+        let mut logits = rm.model.forward(&prompt, Logits::Last).unwrap();
+        let mut tokens = prompt.clone();
+        for step in 0..4 {
+            let next = sift_engine::sampling::argmax(&logits);
+            tokens.push(next);
+            logits = rm.model.forward(&[next], Logits::Last).unwrap();
+            let target = sift_engine::sampling::argmax(&logits);
+            let sparse = log_softmax_at(&logits, target);
+            // Reruns the whole sequence with the zeroed neurons, leaving the
+            // cache in the same state the sparse decode had.
+            let dense = rm.attributor.log_prob(&mut rm.model, &tokens, &Target::Token(target), &factors).unwrap();
+            println!("ar {ar} step {step}: sparse log p {sparse:.5}, dense with neurons zeroed {dense:.5}");
+            // Same f16 weights, f32 sums in another order over 30 layers.
+            assert!((sparse - dense).abs() < 2e-3, "ar {ar} step {step}: sparse {sparse} vs dense-zeroed {dense}");
+        }
+    }
+    rm.model.disable_sparsity();
+}

@@ -21,6 +21,8 @@ pub fn real_model() -> &'static Mutex<RealModel> {
         let loaded = model::load(&path).expect("default model loads");
         let model = GpuModel::new(sift_engine::testing::gpu(), &loaded.config, &loaded.weights, 1024).unwrap();
         let attributor = Attributor::new(&model, &loaded.weights).unwrap();
+        let mut model = model;
+        model.enable_sparse_mlp(&loaded.weights).unwrap();
         Mutex::new(RealModel { model, tokenizer: loaded.tokenizer, attributor })
     })
 }

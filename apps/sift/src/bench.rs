@@ -71,9 +71,13 @@ pub fn run(args: Args) -> Result<()> {
     let batch = tokens.len().min(m.model.max_batch);
     let prefill_profile = m.model.profile(&tokens[..batch])?;
 
-    let attribution = match m.weights.take() {
-        Some(w) => Some(attribution_ratio(&mut m.model, &w, &tokens, args.attribution_tokens)?),
-        None => None,
+    let (attribution, sparse) = match m.weights.take() {
+        Some(w) => {
+            let a = attribution_ratio(&mut m.model, &w, &tokens, args.attribution_tokens)?;
+            let s = sparse_sweep(&mut m.model, &w, &decode_prompt, args.decode_tokens)?;
+            (Some(a), Some(s))
+        }
+        None => (None, None),
     };
 
     let ours = json!({
@@ -108,6 +112,7 @@ pub fn run(args: Args) -> Result<()> {
         "prefill_kernel_seconds": prefill_profile.as_ref().map(|p| profile_json(p)),
         "prefill_profile_tokens": batch,
         "attribution": attribution,
+        "sparse_decode": sparse,
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -133,6 +138,23 @@ pub fn run(args: Args) -> Result<()> {
             a["ratio"].as_f64().unwrap(),
             a["runs"]
         );
+    }
+    if let Some(rows) = sparse.as_ref().and_then(|s| s.as_array()) {
+        println!("\nsparse decoding, prompt mode (corrected GxO over the prompt), MLP neurons only");
+        println!("{:>5} {:>12} {:>12} {:>9} {:>14} {:>14} {:>10}", "AR", "dense tok/s", "sparse tok/s", "speedup", "dense MLP ms", "sparse MLP ms", "MLP share");
+        for r in rows {
+            let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "{:>5.2} {:>12.1} {:>12.1} {:>8.2}x {:>14.2} {:>14.2} {:>9.0}%",
+                f("ar"),
+                f("dense_tokens_per_second"),
+                f("sparse_tokens_per_second"),
+                f("speedup"),
+                f("dense_mlp_ms"),
+                f("sparse_mlp_ms"),
+                100.0 * f("sparse_mlp_ms") / f("dense_mlp_ms")
+            );
+        }
     }
     match (&decode_profile, &prefill_profile) {
         (Some(d), Some(p)) => print_profile(d, p, batch),
@@ -172,6 +194,45 @@ fn attribution_ratio(model: &mut sift_engine::model::GpuModel, weights: &sift_en
     let (f, a) = (median(&mut fwd), median(&mut attr));
     model.reset();
     Ok(json!({"tokens": n, "forward_seconds": f, "attribution_seconds": a, "ratio": a / f, "runs": runs}))
+}
+
+/// Decode speed with prompt-mode masks at several activation ratios, each
+/// beside a dense decode of the same steps measured just before it, and the
+/// MLP's GPU time per step from timestamp queries (NaN without them).
+fn sparse_sweep(model: &mut sift_engine::model::GpuModel, weights: &sift_engine::model::Weights, prompt: &[u32], steps: usize) -> Result<serde_json::Value> {
+    let mut attributor = Attributor::new(model, weights)?;
+    model.enable_sparse_mlp(weights)?;
+    let mlp_ms = |p: &Option<Vec<(&str, f64)>>| {
+        p.as_ref().map_or(f64::NAN, |p| p.iter().filter(|(k, _)| ["gate_up", "swiglu", "down", "sparse_gate_up", "sparse_down"].contains(k)).map(|(_, s)| s * 1e3).sum())
+    };
+    let decode = |model: &mut sift_engine::model::GpuModel| -> Result<(f64, f64)> {
+        // The prompt is in the cache already.
+        let mut logits = model.forward(&[prompt[prompt.len() - 1]], Logits::Last)?;
+        let t = Instant::now();
+        for _ in 0..steps {
+            logits = model.forward(&[argmax(&logits)], Logits::Last)?;
+        }
+        let tps = steps as f64 / t.elapsed().as_secs_f64();
+        let prof = model.profile(&[argmax(&logits)])?;
+        Ok((tps, mlp_ms(&prof)))
+    };
+    let mut rows = Vec::new();
+    for ar in [1.0, 0.5, 0.3, 0.2, 0.1] {
+        model.disable_sparsity();
+        model.reset();
+        model.forward(&prompt[..prompt.len() - 1], Logits::Last)?;
+        let (dense, dense_mlp) = decode(model)?;
+        sift_engine::model::sparse::set_prompt_mask(model, &mut attributor, &prompt[..prompt.len() - 1], sift_engine::attribution::Metric::CorrectedGxo, ar)?;
+        let (sparse, sparse_mlp) = decode(model)?;
+        rows.push(json!({
+            "ar": ar, "active_neurons": model.active_neurons(),
+            "dense_tokens_per_second": dense, "sparse_tokens_per_second": sparse, "speedup": sparse / dense,
+            "dense_mlp_ms": dense_mlp, "sparse_mlp_ms": sparse_mlp,
+        }));
+    }
+    model.disable_sparsity();
+    model.reset();
+    Ok(json!(rows))
 }
 
 fn profile_json(p: &[(&str, f64)]) -> serde_json::Value {

@@ -1,6 +1,7 @@
 //! `sift generate`: stream a completion, then report speeds.
 
-use crate::common::{load, ModelArgs};
+use crate::common::{load_with, ModelArgs};
+use sift_engine::attribution::{Attributor, Metric};
 use anyhow::Result;
 use sift_engine::generate::{generate, GenerateOptions};
 use sift_engine::sampling::SamplingParams;
@@ -32,16 +33,51 @@ pub struct Args {
     /// KV-cache size in tokens.
     #[arg(long, default_value_t = 2048)]
     pub ctx: usize,
+    /// Sparse decoding: off (dense), or prompt (attribution over the prompt
+    /// once, then the same MLP neuron mask for every generated token).
+    #[arg(long, value_enum, default_value_t = Sparsity::Off)]
+    pub sparsity: Sparsity,
+    /// Activation ratio: the fraction of MLP neurons kept in every layer, in (0, 1].
+    #[arg(long, default_value_t = 0.3)]
+    pub ar: f64,
+    /// Attribution metric that ranks neurons: magnitude, gxo, snip, fisher, ig, corrected-gxo.
+    #[arg(long, default_value = "corrected-gxo")]
+    pub metric: String,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sparsity {
+    Off,
+    Prompt,
 }
 
 pub fn run(args: Args) -> Result<()> {
     if !(args.top_p > 0.0 && args.top_p <= 1.0) || args.temp < 0.0 {
         anyhow::bail!("--top-p must be in (0, 1] and --temp at least 0");
     }
-    let mut m = load(&args.model, args.ctx)?;
+    let metric = Metric::parse(&args.metric).ok_or_else(|| anyhow::anyhow!("unknown metric {:?}; use one of magnitude, gxo, snip, fisher, ig, corrected-gxo", args.metric))?;
+    if !(args.ar > 0.0 && args.ar <= 1.0) {
+        anyhow::bail!("--ar must be in (0, 1], not {}", args.ar);
+    }
+    let sparse = args.sparsity == Sparsity::Prompt;
+    let mut m = load_with(&args.model, args.ctx, sparse)?;
     let prompt = args.prompt.unwrap_or_else(|| "Once upon a time".into());
     let text = if args.chat { m.tokenizer.chat_prompt(&prompt)? } else { prompt.clone() };
     let ids = m.tokenizer.encode(&text)?;
+    if sparse {
+        let weights = m.weights.take().expect("kept for attribution");
+        let mut attributor = Attributor::new(&m.model, &weights)?;
+        m.model.enable_sparse_mlp(&weights)?;
+        drop(weights);
+        let t = std::time::Instant::now();
+        sift_engine::model::sparse::set_prompt_mask(&mut m.model, &mut attributor, &ids, metric, args.ar)?;
+        eprintln!(
+            "sift: sparse decoding, {} of {} MLP neurons per layer ({metric}, attribution over the prompt: {:.0} ms)",
+            m.model.active_neurons().unwrap_or(0),
+            m.model.config.ffn_dim,
+            t.elapsed().as_secs_f64() * 1e3
+        );
+    }
     let opts = GenerateOptions {
         max_tokens: args.tokens,
         sampling: SamplingParams { temperature: args.temp, top_k: args.top_k, top_p: args.top_p, seed: args.seed },

@@ -130,3 +130,18 @@ fn attribute_bad_input_is_a_clear_error() {
         assert!(!text(&o).contains("panicked"));
     }
 }
+
+#[test]
+fn generate_with_prompt_sparsity_and_bad_ratios() {
+    let model = tiny_model();
+    let m = model.to_str().unwrap();
+    let o = sift(&["generate", "hello", "-m", m, "-n", "5", "--sparsity", "prompt", "--ar", "0.25", "--metric", "gxo"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("sparse decoding, 24 of 96 MLP neurons per layer (gxo"), "{}", text(&o));
+    for ar in ["0", "1.5", "-0.2"] {
+        let ar = format!("--ar={ar}");
+        let o = sift(&["generate", "hello", "-m", m, "-n", "2", "--sparsity", "prompt", &ar]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(text(&o).contains("--ar must be in (0, 1]"), "{}", text(&o));
+    }
+}

@@ -39,19 +39,38 @@ pub fn gate_up(ctx: &GpuContext, dim: usize, index_offset: usize, count: usize, 
     }
 }
 
-/// y += sum_a h[a] * down_t[index[a]] over the `count` active neurons;
-/// `w` is the transposed down projection [ffn, dim] f16.
+/// Slices of the active list the down projection is split into, so that
+/// even a few hundred output dimensions keep every core (or SM) busy.
+pub const MAX_DOWN_SLICES: usize = 16;
+
+/// Scratch the sparse down projection needs: [MAX_DOWN_SLICES, dim] f32.
+pub fn down_scratch_bytes(dim: usize) -> u64 {
+    (MAX_DOWN_SLICES * dim * 4) as u64
+}
+
+/// y += sum_a h[a] * down_t[index[a]] over the `count` active neurons, in
+/// two passes (slices, then their sum); `w` is the transposed down projection
+/// [ffn, dim] f16 and `partial` has [`down_scratch_bytes`].
 #[allow(clippy::too_many_arguments)]
-pub fn down(ctx: &GpuContext, dim: usize, index_offset: usize, count: usize, h: &wgpu::Buffer, w: &wgpu::Buffer, index: &wgpu::Buffer, y: &wgpu::Buffer) -> Call {
+pub fn down(ctx: &GpuContext, dim: usize, index_offset: usize, count: usize, h: &wgpu::Buffer, w: &wgpu::Buffer, index: &wgpu::Buffer, partial: &wgpu::Buffer, y: &wgpu::Buffer) -> [Call; 2] {
     use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
     assert!(dim.is_multiple_of(8));
+    let slices = count.div_ceil(64).clamp(1, MAX_DOWN_SLICES) as u32;
     let kernel = Kernel::get(ctx, "sparse_down", include_str!("../../../shaders/sparse_down.wgsl"), &[U, R, R, R, W]);
-    let params = uniform_buffer(ctx, "sparse_down params", &[dim as u32, index_offset as u32, count as u32, 0]);
-    Call {
-        group: kernel.bind(ctx, &[&params, h, w, index, y]),
-        kernel,
-        grid: Box::new(move |_| [(dim as u32 / 8).div_ceil(64), 1, 1]),
-    }
+    let reduce = Kernel::get(ctx, "sparse_down_reduce", include_str!("../../../shaders/sparse_down_reduce.wgsl"), &[U, R, W]);
+    let params = uniform_buffer(ctx, "sparse_down params", &[dim as u32, index_offset as u32, count as u32, slices]);
+    [
+        Call {
+            group: kernel.bind(ctx, &[&params, h, w, index, partial]),
+            kernel,
+            grid: Box::new(move |_| [(dim as u32 / 8).div_ceil(64), slices, 1]),
+        },
+        Call {
+            group: reduce.bind(ctx, &[&params, partial, y]),
+            kernel: reduce,
+            grid: Box::new(move |_| [(dim as u32 / 4).div_ceil(64), 1, 1]),
+        },
+    ]
 }
 
 /// Per layer, the ids of the `k` highest scores, best first (ties: lower id).
@@ -114,6 +133,7 @@ mod tests {
         let (dim, ffn) = (72usize, 130usize);
         let half = |v: Vec<f32>| crate::testing::round_f16(&v);
         let (x, gate, up, down) = (random(dim, 92), half(random(ffn * dim, 93)), half(random(ffn * dim, 94)), half(random(dim * ffn, 95)));
+        // 87 active neurons: two slices of the down projection.
         let active: Vec<u32> = (0..ffn as u32).filter(|i| i % 3 != 1).collect();
         let packed: Vec<half::f16> = (0..ffn).flat_map(|i| gate[i * dim..(i + 1) * dim].iter().chain(&up[i * dim..(i + 1) * dim]).map(|&v| half::f16::from_f32(v)).collect::<Vec<_>>()).collect();
         let down_t: Vec<half::f16> = (0..ffn).flat_map(|i| (0..dim).map(move |d| (i, d))).map(|(i, d)| half::f16::from_f32(down[d * ffn + i])).collect();
@@ -125,8 +145,9 @@ mod tests {
         let residual = random(dim, 96);
         let y = storage_buffer(&ctx, "y", &residual);
         let up_call = gate_up(&ctx, dim, 7, active.len(), &xb, &wb, &ib, &h);
-        let down_call = super::down(&ctx, dim, 7, active.len(), &h, &db, &ib, &y);
-        run_calls(&ctx, &[&up_call, &down_call], 1);
+        let partial = zeroed_buffer(&ctx, "partial", down_scratch_bytes(dim));
+        let [down_call, reduce] = super::down(&ctx, dim, 7, active.len(), &h, &db, &ib, &partial, &y);
+        run_calls(&ctx, &[&up_call, &down_call, &reduce], 1);
         let got = read_buffer_f32(&ctx, &y, 0, dim).unwrap();
         let mut want = mlp_reference(&x, &gate, &up, &down, ffn, &active);
         want.iter_mut().zip(&residual).for_each(|(a, b)| *a += b);

@@ -330,8 +330,9 @@ impl GpuModel {
             l.o.plan("o", n, &mut main);
             l.ffn_norm.plan("rmsnorm", n, &mut main);
             if let Some(s) = sparse {
-                s.calls[i].0.plan("sparse_gate_up", n, &mut main);
-                s.calls[i].1.plan("sparse_down", n, &mut main);
+                s.calls[i][0].plan("sparse_gate_up", n, &mut main);
+                s.calls[i][1].plan("sparse_down", n, &mut main);
+                s.calls[i][2].plan("sparse_down", n, &mut main);
                 continue;
             }
             l.gate_up.plan("gate_up", n, &mut main);

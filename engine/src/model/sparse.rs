@@ -17,8 +17,9 @@ pub(crate) struct SparseMlp {
     /// [layers, ffn]: 1 where a neuron is active (for display).
     pub bitmap: wgpu::Buffer,
     h: wgpu::Buffer,
-    /// Per layer (gate_up, down) bound for `count` active neurons.
-    pub calls: Vec<(Call, Call)>,
+    partial: wgpu::Buffer,
+    /// Per layer [gate_up, down slices, down sum] bound for `count` active neurons.
+    pub calls: Vec<[Call; 3]>,
     pub count: usize,
     /// Masks apply to decoding only while on.
     pub on: bool,
@@ -60,6 +61,7 @@ impl SparseMlp {
             index: storage_buffer(ctx, "active neurons", &all),
             bitmap: storage_buffer(ctx, "active bitmap", &vec![1u32; c.n_layers * f]),
             h: zeroed_buffer(ctx, "sparse h", (f * 4) as u64),
+            partial: zeroed_buffer(ctx, "sparse down slices", sparse::down_scratch_bytes(d)),
             calls: Vec::new(),
             count: 0,
             on: false,
@@ -88,10 +90,8 @@ impl GpuModel {
         s.calls = (0..c.n_layers)
             .map(|l| {
                 let off = l * c.ffn_dim;
-                (
-                    sparse::gate_up(&ctx, c.dim, off, count, &xn, &s.gate_up[l], &s.index, &s.h),
-                    sparse::down(&ctx, c.dim, off, count, &s.h, &s.down_t[l], &s.index, &x),
-                )
+                let [down, reduce] = sparse::down(&ctx, c.dim, off, count, &s.h, &s.down_t[l], &s.index, &s.partial, &x);
+                [sparse::gate_up(&ctx, c.dim, off, count, &xn, &s.gate_up[l], &s.index, &s.h), down, reduce]
             })
             .collect();
         s.count = count;
@@ -180,4 +180,18 @@ impl GpuModel {
             s.on = false;
         }
     }
+}
+
+/// `prompt` mode: attribution once over the prompt (F = the prompt's own
+/// next-token log-probabilities, every position scored; a one-token prompt
+/// uses its greedy next token), then the top `ar` of MLP neurons per layer by
+/// `metric`, fixed for the whole generation. Leaves the prompt in the KV cache.
+pub fn set_prompt_mask(model: &mut GpuModel, attributor: &mut crate::attribution::Attributor, prompt: &[u32], metric: Metric, ar: f64) -> Result<Scores> {
+    use crate::attribution::{AttributeOptions, Positions, Target};
+    active_count(ar, model.config.ffn_dim)?;
+    let target = if prompt.len() >= 2 { Target::Prompt } else { Target::Next };
+    let opts = AttributeOptions { positions: Some(Positions::All), ig_steps: (metric == Metric::IntegratedGradients).then_some(20) };
+    let scores = attributor.attribute(model, prompt, &target, &opts)?;
+    model.set_mlp_mask_from_scores(&scores, metric, ar)?;
+    Ok(scores)
 }
