@@ -141,7 +141,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     if let Some(rows) = sparse.as_ref().and_then(|s| s.as_array()) {
         println!("\nsparse decoding, prompt mode (corrected GxO over the prompt), MLP neurons only");
-        println!("{:>5} {:>12} {:>12} {:>9} {:>14} {:>14} {:>10}", "AR", "dense tok/s", "sparse tok/s", "speedup", "dense MLP ms", "sparse MLP ms", "MLP share");
+        println!("{:>5} {:>12} {:>12} {:>9} {:>14} {:>14} {:>10}", "AR", "dense tok/s", "sparse tok/s", "speedup", "dense MLP ms", "sparse MLP ms", "sparse/dense");
         for r in rows {
             let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
             println!(
