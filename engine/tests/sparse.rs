@@ -117,3 +117,33 @@ fn bad_masks_and_ratios_are_clear_errors() {
     assert!(msg(model.set_mlp_mask(&[layer(&[1, 1]), layer(&[3, 4]), layer(&[0, 1])])).contains("appears twice"));
     assert!(msg(model.set_mlp_mask(&[layer(&[1, 2]), layer(&[3]), layer(&[0, 1])])).contains("same, non-zero number"));
 }
+
+#[test]
+fn oracle_step_equals_dense_with_the_last_tokens_inactive_neurons_zeroed() {
+    let c = tiny_config(RopeStyle::Neox);
+    let mut w = random_weights(&c, 14, false);
+    w.round_matrices_to_f16();
+    let mut model = GpuModel::new(gpu(), &c, &w, 64).unwrap();
+    let mut attr = Attributor::new(&model, &w).unwrap();
+    model.enable_sparse_mlp(&w).unwrap();
+    let mut tokens: Vec<u32> = (0..7).map(|i| (i * 29 + 3) % c.vocab_size as u32).collect();
+    for step in 0..3 {
+        let logits = sift_engine::model::sparse::oracle_step(&mut model, &mut attr, &tokens, Metric::CorrectedGxo, 0.3).unwrap();
+        assert_eq!(model.position(), tokens.len());
+        let mask = model.read_mlp_mask().unwrap().unwrap();
+        let last = tokens.len() - 1;
+        let zero = |l: usize, neurons: bool, x: &mut [f32]| {
+            if neurons {
+                for (i, v) in x[last * c.ffn_dim..].iter_mut().enumerate() {
+                    if !mask[l].contains(&(i as u32)) {
+                        *v = 0.0;
+                    }
+                }
+            }
+        };
+        let r = cpu::attribute(&c, &w, &tokens, &vec![NONE; tokens.len()], &Intervention { scale_layer: None, perturb: Some(&zero) });
+        assert!(rel(&logits, &r.logits[last * c.vocab_size..]) < 1e-4, "step {step}");
+        tokens.push(argmax(&logits));
+    }
+    assert!(model.rewind(100).is_err());
+}

@@ -33,8 +33,10 @@ pub struct Args {
     /// KV-cache size in tokens.
     #[arg(long, default_value_t = 2048)]
     pub ctx: usize,
-    /// Sparse decoding: off (dense), or prompt (attribution over the prompt
-    /// once, then the same MLP neuron mask for every generated token).
+    /// Sparse decoding: off (dense); prompt (attribution over the prompt once,
+    /// then the same MLP neuron mask for every generated token); oracle (the
+    /// paper's per-token protocol: a dense forward and backward before every
+    /// token picks its mask; slower than dense, for accuracy studies).
     #[arg(long, value_enum, default_value_t = Sparsity::Off)]
     pub sparsity: Sparsity,
     /// Activation ratio: the fraction of MLP neurons kept in every layer, in (0, 1].
@@ -49,6 +51,7 @@ pub struct Args {
 pub enum Sparsity {
     Off,
     Prompt,
+    Oracle,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -59,9 +62,9 @@ pub fn run(args: Args) -> Result<()> {
     if !(args.ar > 0.0 && args.ar <= 1.0) {
         anyhow::bail!("--ar must be in (0, 1], not {}", args.ar);
     }
-    let sparse = args.sparsity == Sparsity::Prompt;
+    let sparse = args.sparsity != Sparsity::Off;
     let mut m = load_with(&args.model, args.ctx, sparse)?;
-    let prompt = args.prompt.unwrap_or_else(|| "Once upon a time".into());
+    let prompt = args.prompt.clone().unwrap_or_else(|| "Once upon a time".into());
     let text = if args.chat { m.tokenizer.chat_prompt(&prompt)? } else { prompt.clone() };
     let ids = m.tokenizer.encode(&text)?;
     if sparse {
@@ -69,6 +72,9 @@ pub fn run(args: Args) -> Result<()> {
         let mut attributor = Attributor::new(&m.model, &weights)?;
         m.model.enable_sparse_mlp(&weights)?;
         drop(weights);
+        if args.sparsity == Sparsity::Oracle {
+            return oracle(&mut m, &mut attributor, &ids, &args, metric, if args.chat { None } else { Some(&prompt) });
+        }
         let t = std::time::Instant::now();
         sift_engine::model::sparse::set_prompt_mask(&mut m.model, &mut attributor, &ids, metric, args.ar)?;
         eprintln!(
@@ -101,5 +107,40 @@ pub fn run(args: Args) -> Result<()> {
         stats.decode_tokens_per_second(),
         stats.finish_reason
     );
+    Ok(())
+}
+
+/// The oracle loop: every token comes from [`sift_engine::model::sparse::oracle_step`].
+fn oracle(m: &mut crate::common::Loaded, attributor: &mut Attributor, prompt_ids: &[u32], args: &Args, metric: Metric, echo: Option<&str>) -> Result<()> {
+    use sift_engine::sampling::Sampler;
+    use sift_engine::tokenizer::StreamDecoder;
+    eprintln!(
+        "sift: oracle mode, {} of {} MLP neurons per layer chosen by {metric} before every token",
+        sift_engine::model::sparse::active_count(args.ar, m.model.config.ffn_dim)?,
+        m.model.config.ffn_dim
+    );
+    if let Some(p) = echo {
+        print!("{p}");
+    }
+    let mut sampler = Sampler::new(SamplingParams { temperature: args.temp, top_k: args.top_k, top_p: args.top_p, seed: args.seed });
+    let mut stream = StreamDecoder::default();
+    let mut tokens = prompt_ids.to_vec();
+    let max = attributor.max_tokens(&m.model);
+    let t = std::time::Instant::now();
+    let mut generated = 0;
+    let mut stdout = std::io::stdout();
+    while generated < args.tokens && tokens.len() < max {
+        let logits = sift_engine::model::sparse::oracle_step(&mut m.model, attributor, &tokens, metric, args.ar)?;
+        let next = sampler.sample(&logits);
+        if m.tokenizer.stop_ids.contains(&next) {
+            break;
+        }
+        print!("{}", stream.push(&m.tokenizer, next)?);
+        let _ = stdout.flush();
+        tokens.push(next);
+        generated += 1;
+    }
+    println!();
+    eprintln!("oracle: {generated} tokens, {:.2} tokens/s (a dense forward and backward per token)", generated as f64 / t.elapsed().as_secs_f64());
     Ok(())
 }

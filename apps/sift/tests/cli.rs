@@ -138,6 +138,9 @@ fn generate_with_prompt_sparsity_and_bad_ratios() {
     let o = sift(&["generate", "hello", "-m", m, "-n", "5", "--sparsity", "prompt", "--ar", "0.25", "--metric", "gxo"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("sparse decoding, 24 of 96 MLP neurons per layer (gxo"), "{}", text(&o));
+    let o = sift(&["generate", "hello", "-m", m, "-n", "3", "--sparsity", "oracle", "--ar", "0.5"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("oracle mode, 48 of 96") && String::from_utf8_lossy(&o.stdout).starts_with("hello"), "{}", text(&o));
     for ar in ["0", "1.5", "-0.2"] {
         let ar = format!("--ar={ar}");
         let o = sift(&["generate", "hello", "-m", m, "-n", "2", "--sparsity", "prompt", &ar]);

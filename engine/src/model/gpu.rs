@@ -262,6 +262,15 @@ impl GpuModel {
         self.pos = 0;
     }
 
+    /// Forgets every token after the first `pos` (the cache keeps the rest).
+    pub fn rewind(&mut self, pos: usize) -> Result<()> {
+        if pos > self.pos {
+            return Err(SiftError::InvalidInput(format!("cannot rewind to {pos}: only {} tokens are cached", self.pos)));
+        }
+        self.pos = pos;
+        Ok(())
+    }
+
     /// After the attribution pass filled the KV cache with `pos` tokens.
     pub(crate) fn set_position(&mut self, pos: usize) {
         self.pos = pos;

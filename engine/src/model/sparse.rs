@@ -195,3 +195,18 @@ pub fn set_prompt_mask(model: &mut GpuModel, attributor: &mut crate::attribution
     model.set_mlp_mask_from_scores(&scores, metric, ar)?;
     Ok(scores)
 }
+
+/// `oracle` mode, one step (the paper's per-token protocol): a dense forward
+/// and backward over `tokens` with F = log p of the dense model's greedy next
+/// token, the top `ar` of the last token's MLP neurons by `metric`, then the
+/// last token run again with only those. Returns its logits. Slower than
+/// dense decoding by design: an accuracy reference, not a fast path.
+pub fn oracle_step(model: &mut GpuModel, attributor: &mut crate::attribution::Attributor, tokens: &[u32], metric: Metric, ar: f64) -> Result<Vec<f32>> {
+    use crate::attribution::{AttributeOptions, Positions, Target};
+    active_count(ar, model.config.ffn_dim)?;
+    let opts = AttributeOptions { positions: Some(Positions::Last), ig_steps: (metric == Metric::IntegratedGradients).then_some(20) };
+    let scores = attributor.attribute(model, tokens, &Target::Next, &opts)?;
+    model.set_mlp_mask_from_scores(&scores, metric, ar)?;
+    model.rewind(tokens.len() - 1)?;
+    model.forward(&tokens[tokens.len() - 1..], super::Logits::Last)
+}
