@@ -11,8 +11,12 @@ fn sift(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sift")).args(args).env("XDG_RUNTIME_DIR", std::env::temp_dir()).output().unwrap()
 }
 
+/// A fresh file per call: tests run in parallel, and rewriting a file another
+/// test's `sift` has memory-mapped would kill that process (SIGBUS).
 fn tiny_model() -> PathBuf {
-    let path = std::env::temp_dir().join(format!("sift-cli-{}.gguf", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("sift-cli-{}-{n}.gguf", std::process::id()));
     let c = tiny_config(RopeStyle::Interleaved);
     std::fs::write(&path, gguf_bytes(&c, &random_weights(&c, 7, true), GgmlType::Q8_0)).unwrap();
     path
