@@ -73,8 +73,12 @@ pub fn run(args: Args) -> Result<()> {
 
     let (attribution, sparse) = match m.weights.take() {
         Some(w) => {
-            let a = attribution_ratio(&mut m.model, &w, &tokens, args.attribution_tokens)?;
-            let s = sparse_sweep(&mut m.model, &w, &decode_prompt, args.decode_tokens)?;
+            // One set of transposed weights serves both measurements.
+            let mut attributor = Attributor::new(&m.model, &w)?;
+            m.model.enable_sparse_mlp(&w)?;
+            drop(w);
+            let a = attribution_ratio(&mut m.model, &mut attributor, &tokens, args.attribution_tokens)?;
+            let s = sparse_sweep(&mut m.model, &mut attributor, &decode_prompt, args.decode_tokens)?;
             (Some(a), Some(s))
         }
         None => (None, None),
@@ -166,8 +170,7 @@ pub fn run(args: Args) -> Result<()> {
 /// One attribution pass (forward keeping activations + backward + scores,
 /// F = log p of the greedy next token) against the plain forward over the
 /// same prompt, both from an empty cache, alternated and timed by median.
-fn attribution_ratio(model: &mut sift_engine::model::GpuModel, weights: &sift_engine::model::Weights, tokens: &[u32], n: usize) -> Result<serde_json::Value> {
-    let mut attributor = Attributor::new(model, weights)?;
+fn attribution_ratio(model: &mut sift_engine::model::GpuModel, attributor: &mut Attributor, tokens: &[u32], n: usize) -> Result<serde_json::Value> {
     let n = n.min(attributor.max_tokens(model)).min(tokens.len());
     let prompt = &tokens[..n];
     let opts = AttributeOptions::default();
@@ -199,9 +202,8 @@ fn attribution_ratio(model: &mut sift_engine::model::GpuModel, weights: &sift_en
 /// Decode speed with prompt-mode masks at several activation ratios, each
 /// beside a dense decode of the same steps measured just before it, and the
 /// MLP's GPU time per step from timestamp queries (NaN without them).
-fn sparse_sweep(model: &mut sift_engine::model::GpuModel, weights: &sift_engine::model::Weights, prompt: &[u32], steps: usize) -> Result<serde_json::Value> {
-    let mut attributor = Attributor::new(model, weights)?;
-    model.enable_sparse_mlp(weights)?;
+/// `model` must have sparse decoding enabled.
+fn sparse_sweep(model: &mut sift_engine::model::GpuModel, attributor: &mut Attributor, prompt: &[u32], steps: usize) -> Result<serde_json::Value> {
     let mlp_ms = |p: &Option<Vec<(&str, f64)>>| {
         p.as_ref().map_or(f64::NAN, |p| p.iter().filter(|(k, _)| ["gate_up", "swiglu", "down", "sparse_gate_up", "sparse_down"].contains(k)).map(|(_, s)| s * 1e3).sum())
     };
@@ -222,7 +224,7 @@ fn sparse_sweep(model: &mut sift_engine::model::GpuModel, weights: &sift_engine:
         model.reset();
         model.forward(&prompt[..prompt.len() - 1], Logits::Last)?;
         let (dense, dense_mlp) = decode(model)?;
-        sift_engine::model::sparse::set_prompt_mask(model, &mut attributor, &prompt[..prompt.len() - 1], sift_engine::attribution::Metric::CorrectedGxo, ar)?;
+        sift_engine::model::sparse::set_prompt_mask(model, attributor, &prompt[..prompt.len() - 1], sift_engine::attribution::Metric::CorrectedGxo, ar)?;
         let (sparse, sparse_mlp) = decode(model)?;
         rows.push(json!({
             "ar": ar, "active_neurons": model.active_neurons(),
