@@ -57,6 +57,17 @@ impl AttentionCall {
     }
 }
 
+/// The shape and softmax scale every attention kernel reads (forward and backward).
+pub(crate) fn params_buffer(ctx: &GpuContext, s: AttentionShape) -> wgpu::Buffer {
+    let params = Params {
+        n_heads: s.n_heads as u32,
+        n_kv_heads: s.n_kv_heads as u32,
+        head_dim: s.head_dim as u32,
+        scale: 1.0 / (s.head_dim as f32).sqrt(),
+    };
+    uniform_buffer(ctx, "attention params", &params)
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn call(ctx: &GpuContext, s: AttentionShape, step: &wgpu::Buffer, q: &wgpu::Buffer, k: &wgpu::Buffer, v: &wgpu::Buffer, out: &wgpu::Buffer) -> AttentionCall {
     call_with_family(ctx, s, step, q, k, v, out, KernelFamily::Auto)
@@ -75,16 +86,7 @@ pub fn call_with_family(
 ) -> AttentionCall {
     assert!(s.head_dim <= MAX_HEAD_DIM && s.n_heads % s.n_kv_heads == 0);
     let layout = [Binding::Uniform, Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadWrite];
-    let params = uniform_buffer(
-        ctx,
-        "attention params",
-        &Params {
-            n_heads: s.n_heads as u32,
-            n_kv_heads: s.n_kv_heads as u32,
-            head_dim: s.head_dim as u32,
-            scale: 1.0 / (s.head_dim as f32).sqrt(),
-        },
-    );
+    let params = params_buffer(ctx, s);
     let heads = s.n_heads as u32;
     let buffers = [&params, step, q, k, v, out];
     let rows = kind.is_cpu_style(ctx).then(|| {

@@ -4,18 +4,9 @@
 //! them along keys and along queries. Attribution runs from position 0, so the
 //! queries are tokens 0..T and the keys the first T rows of the KV cache.
 
-use crate::gpu::{uniform_buffer, Binding, GpuContext, Kernel};
+use crate::gpu::{Binding, GpuContext, Kernel};
 use crate::kernels::attention::AttentionShape;
 use crate::kernels::{Call, Dispatch};
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n_heads: u32,
-    n_kv_heads: u32,
-    head_dim: u32,
-    scale: f32,
-}
 
 /// Buffers of one layer's attention backward.
 pub struct AttentionBuffers<'a> {
@@ -50,16 +41,7 @@ impl AttentionBackward {
 
 pub fn call(ctx: &GpuContext, s: AttentionShape, step: &wgpu::Buffer, b: &AttentionBuffers) -> AttentionBackward {
     assert!(s.head_dim.is_multiple_of(4) && s.n_heads.is_multiple_of(s.n_kv_heads));
-    let params = uniform_buffer(
-        ctx,
-        "attention_backward params",
-        &Params {
-            n_heads: s.n_heads as u32,
-            n_kv_heads: s.n_kv_heads as u32,
-            head_dim: s.head_dim as u32,
-            scale: 1.0 / (s.head_dim as f32).sqrt(),
-        },
-    );
+    let params = crate::kernels::attention::params_buffer(ctx, s);
     use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
     let scores = Kernel::specialized(
         ctx,
