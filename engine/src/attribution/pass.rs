@@ -6,12 +6,12 @@
 
 use super::transposed::Transposed;
 use crate::gpu::{uniform_buffer, zeroed_buffer, GpuContext};
-use crate::kernels::attention::{self, AttentionCall, AttentionShape};
+use crate::kernels::attention::AttentionShape;
 use crate::kernels::backward::{self, attention::AttentionBackward};
 use crate::kernels::linear::{LinearCall, LinearOptions};
 use crate::kernels::scores::{self, ScoresCall, Units};
-use crate::kernels::{embedding, rmsnorm, rope, scale_units, swiglu, Call, Dispatch, Step};
-use crate::model::gpu::ModelParams;
+use crate::kernels::{embedding, rmsnorm, rope, scale_units, Call, Dispatch, Step};
+use crate::model::gpu::{LayerCalls, LayerIo, ModelParams};
 use crate::model::Config;
 
 /// One layer's saved activations and gradients, [capacity, width] each.
@@ -26,21 +26,12 @@ pub(super) struct LayerBuffers {
     pub neuron_grads: wgpu::Buffer,
 }
 
+/// The model's layer forward on this pass's saved buffers, plus the unit
+/// scaling an intervention inserts after the heads and after the neurons.
 struct LayerForward {
-    attn_norm: Call,
-    q: LinearCall,
-    k: LinearCall,
-    v: LinearCall,
-    rope_q: Call,
-    rope_k: Call,
-    attention: AttentionCall,
+    calls: LayerCalls,
     scale_heads: Call,
-    o: LinearCall,
-    ffn_norm: Call,
-    gate_up: LinearCall,
-    swiglu: Call,
     scale_neurons: Call,
-    down: LinearCall,
 }
 
 struct LayerBackward {
@@ -189,7 +180,6 @@ impl Pass {
 
         let plain = LinearOptions::default();
         let acc = LinearOptions { accumulate: true, ..plain };
-        let cache = LinearOptions { y_row_from_pos: true, ..plain };
         let lin = |w, step, x, y, o| LinearCall::with_family(ctx, w, step, x, y, o, fam);
         let rope_shape = |n_heads| rope::RopeShape { n_heads, head_dim: c.head_dim, rot_dim: c.rot_dim, style: c.rope_style };
         let att_shape = AttentionShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim };
@@ -202,21 +192,13 @@ impl Pass {
             .iter()
             .zip(&layers)
             .enumerate()
-            .map(|(l, (p, lb))| LayerForward {
-                attn_norm: rmsnorm::call(ctx, c.dim, eps, s, &b.x, &p.attn_norm, &b.xn),
-                q: lin(&p.wq, s, &b.xn, &lb.q, plain),
-                k: lin(&p.wk, s, &b.xn, &p.k_cache, cache),
-                v: lin(&p.wv, s, &b.xn, &p.v_cache, cache),
-                rope_q: rope::call(ctx, &rope_shape(c.n_heads), false, s, &m.rope_table, &lb.q),
-                rope_k: rope::call(ctx, &rope_shape(c.n_kv_heads), true, s, &m.rope_table, &p.k_cache),
-                attention: attention::call_with_family(ctx, att_shape, s, &lb.q, &p.k_cache, &p.v_cache, &lb.heads, fam),
-                scale_heads: scale_units::call(ctx, c.q_dim(), c.head_dim, l * c.n_heads, s, &b.scaling, &b.head_factors, &lb.heads),
-                o: lin(&p.wo, s, &lb.heads, &b.x, acc),
-                ffn_norm: rmsnorm::call(ctx, c.dim, eps, s, &b.x, &p.ffn_norm, &b.xn),
-                gate_up: lin(&p.w_gate_up, s, &b.xn, &lb.gate_up, plain),
-                swiglu: swiglu::call(ctx, c.ffn_dim, s, &lb.gate_up, &lb.neurons),
-                scale_neurons: scale_units::call(ctx, c.ffn_dim, 1, l * c.ffn_dim, s, &b.scaling, &b.neuron_factors, &lb.neurons),
-                down: lin(&p.w_down, s, &lb.neurons, &b.x, acc),
+            .map(|(l, (p, lb))| {
+                let io = LayerIo { x: &b.x, xn: &b.xn, q: &lb.q, heads: &lb.heads, gate_up: &lb.gate_up, neurons: &lb.neurons };
+                LayerForward {
+                    calls: LayerCalls::new(ctx, c, p, &m.rope_table, s, &io, fam),
+                    scale_heads: scale_units::call(ctx, c.q_dim(), c.head_dim, l * c.n_heads, s, &b.scaling, &b.head_factors, &lb.heads),
+                    scale_neurons: scale_units::call(ctx, c.ffn_dim, 1, l * c.ffn_dim, s, &b.scaling, &b.neuron_factors, &lb.neurons),
+                }
             })
             .collect();
 
@@ -298,27 +280,22 @@ impl Pass {
         flush(&mut run, ops);
         for (l, (f, lb)) in self.forward.iter().zip(&self.layers).enumerate().skip(from) {
             let scale = |kind| scaled == Scaled::All || scaled == Scaled::Layer(l, kind);
+            let lc = &f.calls;
             copy(&self.b.x, &lb.x_in, ops);
-            f.attn_norm.plan("rmsnorm", n, &mut run);
-            f.q.plan("q", n, &mut run);
-            f.k.plan("k", n, &mut run);
-            f.v.plan("v", n, &mut run);
-            f.rope_q.plan("rope", n, &mut run);
-            f.rope_k.plan("rope", n, &mut run);
-            f.attention.plan("attention", n, 0, &mut run);
+            lc.plan_attention(n, 0, &mut run);
             if scale(UnitKind::Heads) {
                 f.scale_heads.plan("scale_units", n, &mut run);
             }
-            f.o.plan("o", n, &mut run);
+            lc.o.plan("o", n, &mut run);
             flush(&mut run, ops);
             copy(&self.b.x, &lb.x_mid, ops);
-            f.ffn_norm.plan("rmsnorm", n, &mut run);
-            f.gate_up.plan("gate_up", n, &mut run);
-            f.swiglu.plan("swiglu", n, &mut run);
+            lc.ffn_norm.plan("rmsnorm", n, &mut run);
+            lc.gate_up.plan("gate_up", n, &mut run);
+            lc.swiglu.plan("swiglu", n, &mut run);
             if scale(UnitKind::Neurons) {
                 f.scale_neurons.plan("scale_units", n, &mut run);
             }
-            f.down.plan("down", n, &mut run);
+            lc.down.plan("down", n, &mut run);
             flush(&mut run, ops);
         }
         copy(&self.b.x, &self.b.x_final, ops);

@@ -18,20 +18,71 @@ pub enum Logits {
     All,
 }
 
-struct LayerCalls {
-    attn_norm: Call,
-    q: LinearCall,
-    k: LinearCall,
-    v: LinearCall,
-    rope_q: Call,
-    rope_k: Call,
-    attention: attention::AttentionCall,
-    o: LinearCall,
-    ffn_norm: Call,
+/// One layer's forward dispatches, bound to its buffers (the dense forward
+/// and the attribution pass build theirs the same way, on different buffers).
+pub(crate) struct LayerCalls {
+    pub attn_norm: Call,
+    pub q: LinearCall,
+    pub k: LinearCall,
+    pub v: LinearCall,
+    pub rope_q: Call,
+    pub rope_k: Call,
+    pub attention: attention::AttentionCall,
+    pub o: LinearCall,
+    pub ffn_norm: Call,
     /// Gate and up projections fused into one matrix [gate; up].
-    gate_up: LinearCall,
-    swiglu: Call,
-    down: LinearCall,
+    pub gate_up: LinearCall,
+    pub swiglu: Call,
+    pub down: LinearCall,
+}
+
+/// The buffers a layer's forward reads and writes: the residual stream `x`,
+/// its normed copy `xn`, queries, head outputs, gate|up and neuron outputs.
+pub(crate) struct LayerIo<'a> {
+    pub x: &'a wgpu::Buffer,
+    pub xn: &'a wgpu::Buffer,
+    pub q: &'a wgpu::Buffer,
+    pub heads: &'a wgpu::Buffer,
+    pub gate_up: &'a wgpu::Buffer,
+    pub neurons: &'a wgpu::Buffer,
+}
+
+impl LayerCalls {
+    /// Keys and values go to the layer's KV cache rows pos0 .. pos0 + n.
+    pub fn new(ctx: &GpuContext, c: &Config, p: &LayerParams, rope_table: &wgpu::Buffer, step: &wgpu::Buffer, io: &LayerIo, family: KernelFamily) -> LayerCalls {
+        let plain = LinearOptions::default();
+        let residual = LinearOptions { accumulate: true, ..plain };
+        let cache_write = LinearOptions { y_row_from_pos: true, ..plain };
+        let lin = |w, x, y, o| LinearCall::with_family(ctx, w, step, x, y, o, family);
+        let rope_shape = |n_heads| rope::RopeShape { n_heads, head_dim: c.head_dim, rot_dim: c.rot_dim, style: c.rope_style };
+        let att_shape = attention::AttentionShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim };
+        LayerCalls {
+            attn_norm: rmsnorm::call(ctx, c.dim, c.rms_eps, step, io.x, &p.attn_norm, io.xn),
+            q: lin(&p.wq, io.xn, io.q, plain),
+            k: lin(&p.wk, io.xn, &p.k_cache, cache_write),
+            v: lin(&p.wv, io.xn, &p.v_cache, cache_write),
+            rope_q: rope::call(ctx, &rope_shape(c.n_heads), false, step, rope_table, io.q),
+            rope_k: rope::call(ctx, &rope_shape(c.n_kv_heads), true, step, rope_table, &p.k_cache),
+            attention: attention::call_with_family(ctx, att_shape, step, io.q, &p.k_cache, &p.v_cache, io.heads, family),
+            o: lin(&p.wo, io.heads, io.x, residual),
+            ffn_norm: rmsnorm::call(ctx, c.dim, c.rms_eps, step, io.x, &p.ffn_norm, io.xn),
+            gate_up: lin(&p.w_gate_up, io.xn, io.gate_up, plain),
+            swiglu: swiglu::call(ctx, c.ffn_dim, step, io.gate_up, io.neurons),
+            down: lin(&p.w_down, io.neurons, io.x, residual),
+        }
+    }
+
+    /// RMSNorm, q/k/v, RoPE and attention over `n` tokens after `pos0`
+    /// cached ones: everything up to the head outputs.
+    pub fn plan_attention<'a>(&'a self, n: u32, pos0: usize, out: &mut Vec<Dispatch<'a>>) {
+        self.attn_norm.plan("rmsnorm", n, out);
+        self.q.plan("q", n, out);
+        self.k.plan("k", n, out);
+        self.v.plan("v", n, out);
+        self.rope_q.plan("rope", n, out);
+        self.rope_k.plan("rope", n, out);
+        self.attention.plan("attention", n, pos0, out);
+    }
 }
 
 /// GPU buffers that a forward fills, sized for `max_batch` tokens.
@@ -162,11 +213,7 @@ impl GpuModel {
         };
 
         let embed_m = upload("embed", &weights.embed, c.vocab_size, c.dim);
-        let att_shape = attention::AttentionShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim };
-        let rope_shape = |n_heads| rope::RopeShape { n_heads, head_dim: c.head_dim, rot_dim: c.rot_dim, style: c.rope_style };
         let plain = LinearOptions::default();
-        let residual = LinearOptions { accumulate: true, ..plain };
-        let cache_write = LinearOptions { y_row_from_pos: true, ..plain };
 
         let mut params_layers = Vec::with_capacity(c.n_layers);
         for (i, lw) in weights.layers.iter().enumerate() {
@@ -193,24 +240,8 @@ impl GpuModel {
             layers: params_layers,
             family,
         };
-        let layers = params
-            .layers
-            .iter()
-            .map(|p| LayerCalls {
-                attn_norm: rmsnorm::call(&ctx, c.dim, c.rms_eps, &step_all, &act.x, &p.attn_norm, &act.xn),
-                q: LinearCall::with_family(&ctx, &p.wq, &step_all, &act.xn, &q, plain, family),
-                k: LinearCall::with_family(&ctx, &p.wk, &step_all, &act.xn, &p.k_cache, cache_write, family),
-                v: LinearCall::with_family(&ctx, &p.wv, &step_all, &act.xn, &p.v_cache, cache_write, family),
-                rope_q: rope::call(&ctx, &rope_shape(c.n_heads), false, &step_all, &params.rope_table, &q),
-                rope_k: rope::call(&ctx, &rope_shape(c.n_kv_heads), true, &step_all, &params.rope_table, &p.k_cache),
-                attention: attention::call_with_family(&ctx, att_shape, &step_all, &q, &p.k_cache, &p.v_cache, &att, family),
-                o: LinearCall::with_family(&ctx, &p.wo, &step_all, &att, &act.x, residual, family),
-                ffn_norm: rmsnorm::call(&ctx, c.dim, c.rms_eps, &step_all, &act.x, &p.ffn_norm, &act.xn),
-                gate_up: LinearCall::with_family(&ctx, &p.w_gate_up, &step_all, &act.xn, &gate_up, plain, family),
-                swiglu: swiglu::call(&ctx, c.ffn_dim, &step_all, &gate_up, &h),
-                down: LinearCall::with_family(&ctx, &p.w_down, &step_all, &h, &act.x, residual, family),
-            })
-            .collect();
+        let io = LayerIo { x: &act.x, xn: &act.xn, q: &q, heads: &att, gate_up: &gate_up, neurons: &h };
+        let layers = params.layers.iter().map(|p| LayerCalls::new(&ctx, &c, p, &params.rope_table, &step_all, &io, family)).collect();
         let out_norm = rmsnorm::call(&ctx, c.dim, c.rms_eps, &step_all, &act.x, &params.out_norm, &act.xn);
         let embed = embedding::calls(&ctx, &params.embed, &step_all, &act.tokens, &act.x);
         let lm_head_all = LinearCall::with_family(&ctx, params.lm_head(), &step_all, &act.xn, &act.logits, plain, family);
@@ -329,13 +360,7 @@ impl GpuModel {
         }
         let sparse = self.sparse.as_ref().filter(|s| s.on && n == 1);
         for (i, l) in self.layers.iter().enumerate() {
-            l.attn_norm.plan("rmsnorm", n, &mut main);
-            l.q.plan("q", n, &mut main);
-            l.k.plan("k", n, &mut main);
-            l.v.plan("v", n, &mut main);
-            l.rope_q.plan("rope", n, &mut main);
-            l.rope_k.plan("rope", n, &mut main);
-            l.attention.plan("attention", n, self.pos, &mut main);
+            l.plan_attention(n, self.pos, &mut main);
             l.o.plan("o", n, &mut main);
             l.ffn_norm.plan("rmsnorm", n, &mut main);
             if let Some(s) = sparse {
