@@ -37,7 +37,7 @@ pub struct Args {
     #[arg(long)]
     pub positions: Option<String>,
     /// Integrated Gradients steps (only when ig is asked for).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = sift_engine::attribution::DEFAULT_IG_STEPS)]
     pub ig_steps: usize,
     /// Wrap the prompt in the model's chat format.
     #[arg(long)]

@@ -9,7 +9,7 @@
 
 pub mod cpu;
 mod pass;
-mod transposed;
+pub(crate) mod transposed;
 
 use crate::error::{Result, SiftError};
 use crate::gpu::{read_buffer_f32, read_buffer_u32, zeroed_buffer, GpuContext};
@@ -106,6 +106,17 @@ pub struct AttributeOptions {
     /// Integrated Gradients steps; None skips IG (it costs 2 * `steps`
     /// partial passes per layer: heads and neurons are scaled apart).
     pub ig_steps: Option<usize>,
+}
+
+/// Integrated Gradients steps when none are given.
+pub const DEFAULT_IG_STEPS: usize = 20;
+
+impl AttributeOptions {
+    /// Scores `positions`, computing Integrated Gradients (default steps)
+    /// only when `metric` needs them.
+    pub fn for_metric(metric: Metric, positions: Positions) -> AttributeOptions {
+        AttributeOptions { positions: Some(positions), ig_steps: (metric == Metric::IntegratedGradients).then_some(DEFAULT_IG_STEPS) }
+    }
 }
 
 /// Scores of every neuron and head, on the GPU: buffers [slot, layer, unit]

@@ -31,7 +31,7 @@ pub(super) struct Transposed {
 
 /// The [cols, max(rows, pad_to)] row-major transpose of a [rows, cols] matrix;
 /// columns past `rows` are zero.
-fn transpose(w: &[f32], rows: usize, cols: usize, pad_to: usize) -> Vec<f32> {
+pub(crate) fn transpose(w: &[f32], rows: usize, cols: usize, pad_to: usize) -> Vec<f32> {
     let out_cols = pad_to.max(rows);
     let mut t = vec![0.0f32; cols * out_cols];
     for r in 0..rows {

@@ -45,12 +45,7 @@ impl SparseMlp {
         let mut down_t = Vec::new();
         for l in &w.layers {
             let packed: Vec<half::f16> = (0..f).flat_map(|i| l.w_gate[i * d..(i + 1) * d].iter().chain(&l.w_up[i * d..(i + 1) * d]).map(|&v| h16(v))).collect();
-            let mut t = vec![half::f16::ZERO; f * d];
-            for r in 0..d {
-                for i in 0..f {
-                    t[i * d + r] = h16(l.w_down[r * f + i]);
-                }
-            }
+            let t: Vec<half::f16> = crate::attribution::transposed::transpose(&l.w_down, d, f, 0).into_iter().map(h16).collect();
             gate_up.push(storage_buffer(ctx, "sparse gate_up", &packed));
             down_t.push(storage_buffer(ctx, "sparse down^T", &t));
         }
@@ -190,7 +185,7 @@ pub fn set_prompt_mask(model: &mut GpuModel, attributor: &mut crate::attribution
     use crate::attribution::{AttributeOptions, Positions, Target};
     active_count(ar, model.config.ffn_dim)?;
     let target = if prompt.len() >= 2 { Target::Prompt } else { Target::Next };
-    let opts = AttributeOptions { positions: Some(Positions::All), ig_steps: (metric == Metric::IntegratedGradients).then_some(20) };
+    let opts = AttributeOptions::for_metric(metric, Positions::All);
     let scores = attributor.attribute(model, prompt, &target, &opts)?;
     model.set_mlp_mask_from_scores(&scores, metric, ar)?;
     Ok(scores)
@@ -204,7 +199,7 @@ pub fn set_prompt_mask(model: &mut GpuModel, attributor: &mut crate::attribution
 pub fn oracle_step(model: &mut GpuModel, attributor: &mut crate::attribution::Attributor, tokens: &[u32], metric: Metric, ar: f64) -> Result<Vec<f32>> {
     use crate::attribution::{AttributeOptions, Positions, Target};
     active_count(ar, model.config.ffn_dim)?;
-    let opts = AttributeOptions { positions: Some(Positions::Last), ig_steps: (metric == Metric::IntegratedGradients).then_some(20) };
+    let opts = AttributeOptions::for_metric(metric, Positions::Last);
     let scores = attributor.attribute(model, tokens, &Target::Next, &opts)?;
     model.set_mlp_mask_from_scores(&scores, metric, ar)?;
     model.rewind(tokens.len() - 1)?;
