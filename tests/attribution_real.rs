@@ -72,45 +72,106 @@ fn removing_lowest_corrected_gxo_neurons_hurts_less_than_random() {
     assert!(wins >= 4, "lowest-scored removal changed F less on only {wins} of {} prompts", PROMPTS.len());
 }
 
+fn log_softmax_at(l: &[f32], i: u32) -> f32 {
+    let max = l.iter().cloned().fold(f32::MIN, f32::max);
+    l[i as usize] - (max + l.iter().map(|v| (v - max).exp()).sum::<f32>().ln())
+}
+
+/// Factors that zero every unit outside `neurons` / `heads` from token `from` on.
+fn zeroing_factors(c: &sift_engine::model::Config, neurons: &[Vec<u32>], heads: Option<&[Vec<u32>]>, from: usize) -> UnitFactors {
+    let mut factors = UnitFactors::ones(c);
+    factors.from_token = from;
+    for (l, ids) in neurons.iter().enumerate() {
+        (0..c.ffn_dim).filter(|i| !ids.contains(&(*i as u32))).for_each(|i| factors.neurons[l * c.ffn_dim + i] = 0.0);
+    }
+    for (l, ids) in heads.unwrap_or_default().iter().enumerate() {
+        (0..c.n_heads).filter(|i| !ids.contains(&(*i as u32))).for_each(|i| factors.heads[l * c.n_heads + i] = 0.0);
+    }
+    factors
+}
+
 /// Prompt-mode sparse decoding on the default model equals the dense forward
-/// with the inactive neurons zeroed at the decoded positions (prefill dense).
+/// with the inactive neurons (and heads) zeroed at the decoded positions.
 #[test]
-fn sparse_prompt_mode_decoding_equals_dense_with_neurons_zeroed() {
+fn sparse_prompt_mode_decoding_equals_dense_with_units_zeroed() {
+    use sift_engine::model::sparse::Ratios;
     use sift_engine::model::Logits;
     let mut guard = real_model().lock().unwrap();
     let rm = &mut *guard;
     let c = rm.model.config.clone();
     let prompt = rm.tokenizer.encode("The capital of France is Paris, and the capital of Italy is").unwrap();
-    let log_softmax_at = |l: &[f32], i: u32| {
-        let max = l.iter().cloned().fold(f32::MIN, f32::max);
-        l[i as usize] - (max + l.iter().map(|v| (v - max).exp()).sum::<f32>().ln())
-    };
-    for ar in [0.5, 0.2] {
-        sift_engine::model::sparse::set_prompt_mask(&mut rm.model, &mut rm.attributor, &prompt, Metric::CorrectedGxo, ar).unwrap();
+    for ratios in [Ratios::mlp(0.5), Ratios::both(0.2)] {
+        sift_engine::model::sparse::set_prompt_mask(&mut rm.model, &mut rm.attributor, &prompt, Metric::CorrectedGxo, ratios).unwrap();
         let mask = rm.model.read_mlp_mask().unwrap().unwrap();
-        assert_eq!(mask[0].len(), (ar * c.ffn_dim as f64).ceil() as usize);
-        let mut factors = UnitFactors::ones(&c);
-        factors.from_token = prompt.len();
-        for (l, ids) in mask.iter().enumerate() {
-            let keep: std::collections::HashSet<u32> = ids.iter().copied().collect();
-            (0..c.ffn_dim).filter(|i| !keep.contains(&(*i as u32))).for_each(|i| factors.neurons[l * c.ffn_dim + i] = 0.0);
-        }
+        let heads = rm.model.read_head_mask().unwrap();
+        assert_eq!(mask[0].len(), (ratios.mlp * c.ffn_dim as f64).ceil() as usize);
+        assert_eq!(heads.as_ref().map(|h| h[0].len()), (ratios.heads < 1.0).then_some(2));
+        let factors = zeroing_factors(&c, &mask, heads.as_deref(), prompt.len());
         rm.model.reset();
         let mut logits = rm.model.forward(&prompt, Logits::Last).unwrap();
         let mut tokens = prompt.clone();
-        for step in 0..4 {
+        for step in 0..3 {
             let next = sift_engine::sampling::argmax(&logits);
             tokens.push(next);
             logits = rm.model.forward(&[next], Logits::Last).unwrap();
             let target = sift_engine::sampling::argmax(&logits);
             let sparse = log_softmax_at(&logits, target);
-            // Reruns the whole sequence with the zeroed neurons, leaving the
+            // Reruns the whole sequence with the zeroed units, leaving the
             // cache in the same state the sparse decode had.
             let dense = rm.attributor.log_prob(&mut rm.model, &tokens, &Target::Token(target), &factors).unwrap();
-            println!("ar {ar} step {step}: sparse log p {sparse:.5}, dense with neurons zeroed {dense:.5}");
+            println!("{ratios:?} step {step}: sparse log p {sparse:.5}, dense with units zeroed {dense:.5}");
             // Same f16 weights, f32 sums in another order over 30 layers.
-            assert!((sparse - dense).abs() < 2e-3, "ar {ar} step {step}: sparse {sparse} vs dense-zeroed {dense}");
+            assert!((sparse - dense).abs() < 2e-3, "{ratios:?} step {step}: sparse {sparse} vs dense-zeroed {dense}");
         }
     }
     rm.model.disable_sparsity();
+}
+
+/// Oracle and threshold modes on the default model: each sparse token equals
+/// the dense forward with that token's inactive units zeroed.
+#[test]
+fn sparse_oracle_and_threshold_modes_equal_dense_with_units_zeroed() {
+    use sift_engine::model::sparse::{Ratios, Rule, Thresholds};
+    use sift_engine::model::Logits;
+    let mut guard = real_model().lock().unwrap();
+    let rm = &mut *guard;
+    let c = rm.model.config.clone();
+    let prompt = rm.tokenizer.encode("Water boils at a temperature of").unwrap();
+    // Thresholds that keep some neurons: the median |h| of each layer over the prompt (CETT scales by column norms too).
+    rm.attributor.attribute(&mut rm.model, &prompt, &Target::Next, &Default::default()).unwrap();
+    let eps: Vec<f32> = (0..c.n_layers)
+        .map(|l| {
+            let mut h: Vec<f32> = rm.attributor.read_trace(l).unwrap().neurons.iter().map(|v| v.abs()).collect();
+            h.sort_by(f32::total_cmp);
+            h[h.len() / 2]
+        })
+        .collect();
+    let modes: Vec<(&str, Option<Thresholds>)> = vec![("oracle", None), ("cett", Some(Thresholds::new(&rm.model, Rule::Cett, eps.clone(), Default::default()))), ("cats", Some(Thresholds::new(&rm.model, Rule::Cats, eps, Default::default())))];
+    for (name, th) in modes {
+        let mut tokens = prompt.clone();
+        for step in 0..2 {
+            let last = tokens.len() - 1;
+            let logits = match &th {
+                None => sift_engine::model::sparse::oracle_step(&mut rm.model, &mut rm.attributor, &tokens, Metric::CorrectedGxo, Ratios::both(0.5)).unwrap(),
+                Some(th) => {
+                    rm.model.set_threshold_mask(th).unwrap();
+                    rm.model.reset();
+                    rm.model.forward(&tokens[..last], Logits::Last).unwrap();
+                    rm.model.forward(&tokens[last..], Logits::Last).unwrap()
+                }
+            };
+            let mask = rm.model.read_mlp_mask().unwrap().unwrap();
+            let heads = rm.model.read_head_mask().unwrap();
+            let active = rm.model.active_fractions().unwrap().0;
+            assert!(active > 0.05 && active < 0.95, "{name}: {active} of the neurons active");
+            let factors = zeroing_factors(&c, &mask, heads.as_deref(), last);
+            let target = sift_engine::sampling::argmax(&logits);
+            let sparse = log_softmax_at(&logits, target);
+            let dense = rm.attributor.log_prob(&mut rm.model, &tokens, &Target::Token(target), &factors).unwrap();
+            println!("{name} step {step}: {:.0}% of neurons active; sparse log p {sparse:.5}, dense with units zeroed {dense:.5}", active * 100.0);
+            assert!((sparse - dense).abs() < 2e-3, "{name} step {step}: sparse {sparse} vs dense-zeroed {dense}");
+            tokens.push(target);
+        }
+        rm.model.disable_sparsity();
+    }
 }

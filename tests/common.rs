@@ -22,7 +22,7 @@ pub fn real_model() -> &'static Mutex<RealModel> {
         let model = GpuModel::new(sift_engine::testing::gpu(), &loaded.config, &loaded.weights, 1024).unwrap();
         let attributor = Attributor::new(&model, &loaded.weights).unwrap();
         let mut model = model;
-        model.enable_sparse_mlp(&loaded.weights).unwrap();
+        model.enable_sparse(&loaded.weights).unwrap();
         Mutex::new(RealModel { model, tokenizer: loaded.tokenizer, attributor })
     })
 }

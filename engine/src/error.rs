@@ -17,6 +17,9 @@ pub enum SiftError {
     },
     #[error("{path}: invalid model file: {message}")]
     BadFile { path: PathBuf, message: String },
+    /// A thresholds, mask or data file that cannot be used.
+    #[error("{path}: {message}")]
+    BadDataFile { path: PathBuf, message: String },
     #[error("unsupported tensor type {ty} in tensor {tensor}")]
     UnsupportedTensorType { ty: String, tensor: String },
     #[error("unsupported model architecture '{0}' (supported: llama)")]
@@ -42,6 +45,13 @@ pub type Result<T> = std::result::Result<T, SiftError>;
 impl SiftError {
     pub fn bad_file(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         SiftError::BadFile {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_data(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        SiftError::BadDataFile {
             path: path.into(),
             message: message.into(),
         }

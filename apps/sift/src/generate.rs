@@ -1,7 +1,9 @@
 //! `sift generate`: stream a completion, then report speeds.
 
 use crate::common::{load_with, ModelArgs};
-use sift_engine::attribution::{Attributor, Metric};
+use crate::sparsity::{self, Sparsity, SparsityArgs};
+use sift_engine::attribution::Attributor;
+use sift_engine::model::sparse::active_count;
 use anyhow::Result;
 use sift_engine::generate::{generate, GenerateOptions};
 use sift_engine::sampling::SamplingParams;
@@ -33,56 +35,27 @@ pub struct Args {
     /// KV-cache size in tokens.
     #[arg(long, default_value_t = 2048)]
     pub ctx: usize,
-    /// Sparse decoding: off (dense); prompt (attribution over the prompt once,
-    /// then the same MLP neuron mask for every generated token); oracle (the
-    /// paper's per-token protocol: a dense forward and backward before every
-    /// token picks its mask; slower than dense, for accuracy studies).
-    #[arg(long, value_enum, default_value_t = Sparsity::Off)]
-    pub sparsity: Sparsity,
-    /// Activation ratio: the fraction of MLP neurons kept in every layer, in (0, 1].
-    #[arg(long, default_value_t = 0.3)]
-    pub ar: f64,
-    /// Attribution metric that ranks neurons: magnitude, gxo, snip, fisher, ig, corrected-gxo.
-    #[arg(long, default_value = "corrected-gxo")]
-    pub metric: String,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Sparsity {
-    Off,
-    Prompt,
-    Oracle,
+    #[command(flatten)]
+    pub sparse: SparsityArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
     if !(args.top_p > 0.0 && args.top_p <= 1.0) || args.temp < 0.0 {
         anyhow::bail!("--top-p must be in (0, 1] and --temp at least 0");
     }
-    let metric = Metric::parse(&args.metric).ok_or_else(|| anyhow::anyhow!("unknown metric {:?}; use one of magnitude, gxo, snip, fisher, ig, corrected-gxo", args.metric))?;
-    if !(args.ar > 0.0 && args.ar <= 1.0) {
-        anyhow::bail!("--ar must be in (0, 1], not {}", args.ar);
-    }
-    let sparse = args.sparsity != Sparsity::Off;
-    let mut m = load_with(&args.model, args.ctx, sparse)?;
+    args.sparse.validate()?;
+    let mut m = load_with(&args.model, args.ctx, args.sparse.needs_weights())?;
     let prompt = args.prompt.clone().unwrap_or_else(|| "Once upon a time".into());
     let text = if args.chat { m.tokenizer.chat_prompt(&prompt)? } else { prompt.clone() };
     let ids = m.tokenizer.encode(&text)?;
-    if sparse {
-        let weights = m.weights.take().expect("kept for attribution");
-        let mut attributor = Attributor::new(&m.model, &weights)?;
-        m.model.enable_sparse_mlp(&weights)?;
-        drop(weights);
-        if args.sparsity == Sparsity::Oracle {
-            return oracle(&mut m, &mut attributor, &ids, &args, metric, if args.chat { None } else { Some(&prompt) });
-        }
-        let t = std::time::Instant::now();
-        sift_engine::model::sparse::set_prompt_mask(&mut m.model, &mut attributor, &ids, metric, args.ar)?;
-        eprintln!(
-            "sift: sparse decoding, {} of {} MLP neurons per layer ({metric}, attribution over the prompt: {:.0} ms)",
-            m.model.active_neurons().unwrap_or(0),
-            m.model.config.ffn_dim,
-            t.elapsed().as_secs_f64() * 1e3
-        );
+    let mut attributor = sparsity::prepare(&mut m, &args.sparse)?;
+    if args.sparse.sparsity == Sparsity::Oracle {
+        let attributor = attributor.as_mut().expect("oracle mode has an attributor");
+        return oracle(&mut m, attributor, &ids, &args, if args.chat { None } else { Some(&prompt) });
+    }
+    if args.sparse.sparsity != Sparsity::Off {
+        let what = sparsity::set_mask(&mut m, attributor.as_mut(), &ids, &args.sparse)?;
+        eprintln!("sift: sparse decoding, {} ({what})", sparsity::describe_masks(&m)?);
     }
     let opts = GenerateOptions {
         max_tokens: args.tokens,
@@ -107,18 +80,23 @@ pub fn run(args: Args) -> Result<()> {
         stats.decode_tokens_per_second(),
         stats.finish_reason
     );
+    if args.sparse.sparsity == Sparsity::Threshold {
+        eprintln!("threshold mode: the last token kept {:.1}% of MLP neurons", m.model.active_fractions()?.0 * 100.0);
+    }
     Ok(())
 }
 
 /// The oracle loop: every token comes from [`sift_engine::model::sparse::oracle_step`].
-fn oracle(m: &mut crate::common::Loaded, attributor: &mut Attributor, prompt_ids: &[u32], args: &Args, metric: Metric, echo: Option<&str>) -> Result<()> {
+fn oracle(m: &mut crate::common::Loaded, attributor: &mut Attributor, prompt_ids: &[u32], args: &Args, echo: Option<&str>) -> Result<()> {
     use sift_engine::sampling::Sampler;
     use sift_engine::tokenizer::StreamDecoder;
-    eprintln!(
-        "sift: oracle mode, {} of {} MLP neurons per layer chosen by {metric} before every token",
-        sift_engine::model::sparse::active_count(args.ar, m.model.config.ffn_dim)?,
-        m.model.config.ffn_dim
-    );
+    let (metric, ratios) = (args.sparse.metric()?, args.sparse.ratios()?);
+    let c = &m.model.config;
+    let mut units = format!("{} of {} MLP neurons", active_count(ratios.mlp, c.ffn_dim)?, c.ffn_dim);
+    if ratios.heads < 1.0 {
+        units += &format!(" and {} of {} heads", active_count(ratios.heads, c.n_heads)?, c.n_heads);
+    }
+    eprintln!("sift: oracle mode, {units} per layer chosen by {metric} before every token");
     if let Some(p) = echo {
         print!("{p}");
     }
@@ -130,7 +108,7 @@ fn oracle(m: &mut crate::common::Loaded, attributor: &mut Attributor, prompt_ids
     let mut generated = 0;
     let mut stdout = std::io::stdout();
     while generated < args.tokens && tokens.len() < max {
-        let logits = sift_engine::model::sparse::oracle_step(&mut m.model, attributor, &tokens, metric, args.ar)?;
+        let logits = sift_engine::model::sparse::oracle_step(&mut m.model, attributor, &tokens, metric, ratios)?;
         let next = sampler.sample(&logits);
         if m.tokenizer.stop_ids.contains(&next) {
             break;

@@ -6,6 +6,7 @@ mod bench;
 mod common;
 mod generate;
 mod perplexity;
+mod sparsity;
 
 use clap::{Parser, Subcommand};
 

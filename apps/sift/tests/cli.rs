@@ -145,10 +145,67 @@ fn generate_with_prompt_sparsity_and_bad_ratios() {
     let o = sift(&["generate", "hello", "-m", m, "-n", "3", "--sparsity", "oracle", "--ar", "0.5"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("oracle mode, 48 of 96") && String::from_utf8_lossy(&o.stdout).starts_with("hello"), "{}", text(&o));
+    let o = sift(&["generate", "hello", "-m", m, "-n", "3", "--sparsity", "oracle", "--ar", "0.5", "--units", "both"]);
+    assert!(text(&o).contains("oracle mode, 48 of 96 MLP neurons and 2 of 4 heads per layer"), "{}", text(&o));
     for ar in ["0", "1.5", "-0.2"] {
         let ar = format!("--ar={ar}");
         let o = sift(&["generate", "hello", "-m", m, "-n", "2", "--sparsity", "prompt", &ar]);
         assert_eq!(o.status.code(), Some(1), "{}", text(&o));
         assert!(text(&o).contains("--ar must be in (0, 1]"), "{}", text(&o));
     }
+}
+
+#[test]
+fn generate_with_mask_and_threshold_files() {
+    let model = tiny_model();
+    let m = model.to_str().unwrap();
+    let dir = std::env::temp_dir().join(format!("sift-cli-masks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mask = dir.join("mask.json");
+    let mask_s = mask.to_str().unwrap();
+    let stdout = |o: &Output| String::from_utf8_lossy(&o.stdout).to_string();
+    // A prompt-mode mask saved, then decoding from the file with that mask.
+    let o = sift(&["generate", "hello", "-m", m, "-n", "8", "--sparsity", "prompt", "--ar", "0.3", "--units", "both", "--save-mask", mask_s]);
+    assert!(o.status.success() && text(&o).contains("29 of 96 MLP neurons per layer, 2 of 4 heads per layer"), "{}", text(&o));
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&mask).unwrap()).unwrap();
+    let lens = |k: &str| saved[k].as_array().unwrap().iter().map(|l| l.as_array().unwrap().len()).collect::<Vec<_>>();
+    assert_eq!((lens("neurons"), lens("heads")), (vec![29; 3], vec![2; 3]));
+    assert_eq!(saved["source"]["metric"], "corrected-gxo");
+    let o2 = sift(&["generate", "hello", "-m", m, "-n", "8", "--sparsity", "file", "--mask", mask_s]);
+    assert!(o2.status.success() && text(&o2).contains("29 of 96 MLP neurons per layer, 2 of 4 heads per layer (mask from"), "{}", text(&o2));
+    assert_eq!(stdout(&o), stdout(&o2));
+
+    // A thresholds file for this model (its fingerprint from the mask file).
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&mask).unwrap()).unwrap();
+    let thresholds = dir.join("thresholds.json");
+    let write_thresholds = |model: &serde_json::Value, values: serde_json::Value| {
+        std::fs::write(&thresholds, serde_json::json!({"format": "sift-thresholds-1", "model": model, "rule": "cett", "thresholds": values}).to_string()).unwrap();
+    };
+    write_thresholds(&saved["model"], serde_json::json!([0.05, 0.05, 0.05]));
+    let th = thresholds.to_str().unwrap();
+    let o = sift(&["generate", "hello", "-m", m, "-n", "4", "--sparsity", "threshold", "--thresholds", th]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("chosen per token") && text(&o).contains("the last token kept"), "{}", text(&o));
+
+    // Bad files and missing options: clear errors, exit code 1.
+    let fail = |args: &[&str], want: &str| {
+        let o = sift(args);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(text(&o).contains(want), "wanted {want:?} in {}", text(&o));
+    };
+    fail(&["generate", "hi", "-m", m, "--sparsity", "threshold"], "needs --thresholds FILE");
+    fail(&["generate", "hi", "-m", m, "--sparsity", "file"], "needs --mask FILE");
+    write_thresholds(&saved["model"], serde_json::json!([0.05, 0.05]));
+    fail(&["generate", "hi", "-m", m, "--sparsity", "threshold", "--thresholds", th], "has 2 thresholds; the model has 3 layers");
+    let mut other = saved["model"].clone();
+    other["fingerprint"] = "ffffffffffffffff".into();
+    write_thresholds(&other, serde_json::json!([0.05, 0.05, 0.05]));
+    fail(&["generate", "hi", "-m", m, "--sparsity", "threshold", "--thresholds", th], "made for another model");
+    let mut bad = saved.clone();
+    bad["neurons"][2][0] = 4000.into();
+    std::fs::write(&mask, bad.to_string()).unwrap();
+    fail(&["generate", "hi", "-m", m, "--sparsity", "file", "--mask", mask_s], "neuron 4000 in layer 2 is out of range");
+    std::fs::write(&mask, "not json").unwrap();
+    fail(&["generate", "hi", "-m", m, "--sparsity", "file", "--mask", mask_s], "mask.json: not valid JSON");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,8 +1,9 @@
-//! Sparse MLP kernels for decoding with an activation mask: `select_top.wgsl`
-//! turns per-layer scores into compact active-neuron lists on the GPU, then
-//! `sparse_gate_up.wgsl` and `sparse_down.wgsl` read only the active neurons'
-//! weights, stored per neuron: [gate row | up row] and the down projection's
-//! column (its transpose's row), each contiguous.
+//! Sparse kernels for decoding with an activation mask. `select_top.wgsl`
+//! turns per-layer scores into compact active lists on the GPU and
+//! `threshold_select.wgsl` does so from a per-token threshold rule; then
+//! `sparse_rows.wgsl` and `sparse_down.wgsl` read only the active units'
+//! weights, stored per unit: [gate row | up row], query rows, and the down
+//! (or output) projection's column as a contiguous row of its transpose.
 
 use super::{spread, Call};
 use crate::gpu::{uniform_buffer, Binding, GpuContext, Kernel};
@@ -21,21 +22,75 @@ pub fn select_top(ctx: &GpuContext, n_units: usize, n_layers: usize, k: usize, s
     }
 }
 
-/// h[a] = silu(gate_i . x) * (up_i . x) for the `count` active neurons i of
-/// one layer (`index[index_offset ..]`); `w` is [ffn, gate | up] f16.
-#[allow(clippy::too_many_arguments)]
-pub fn gate_up(ctx: &GpuContext, dim: usize, index_offset: usize, count: usize, x: &wgpu::Buffer, w: &wgpu::Buffer, index: &wgpu::Buffer, h: &wgpu::Buffer) -> Call {
+/// What [`rows`] computes; see `sparse_rows.wgsl`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowsMode {
+    /// h[a] = silu(gate . x) * (up . x) for the active neurons; w = [ffn, gate | up].
+    GateUp = 0,
+    /// h[i] = silu(gate_i . x) for every neuron (CATS thresholds these).
+    Gate = 1,
+    /// h[a] *= up . x for the active neurons.
+    Up = 2,
+    /// y[row] = w[row] . x for the active rows; w = [rows, dim].
+    Rows = 3,
+}
+
+/// Where a layer's active units are: `index[index_offset ..]` and `counts[layer]`.
+#[derive(Clone, Copy)]
+pub struct ActiveList<'a> {
+    pub index: &'a wgpu::Buffer,
+    pub counts: &'a wgpu::Buffer,
+    pub index_offset: usize,
+    pub layer: usize,
+    /// The most units that can be active (sizes the dispatch).
+    pub max_count: usize,
+}
+
+/// Products of `x` with the active units' rows of `w` (f16), by `mode`.
+pub fn rows(ctx: &GpuContext, dim: usize, mode: RowsMode, active: ActiveList, x: &wgpu::Buffer, w: &wgpu::Buffer, out: &wgpu::Buffer) -> Call {
     use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
     assert!(dim.is_multiple_of(8));
-    let kernel = Kernel::get(ctx, "sparse_gate_up", include_str!("../../../shaders/sparse_gate_up.wgsl"), &[U, R, R, R, W]);
-    let params = uniform_buffer(ctx, "sparse_gate_up params", &[dim as u32, index_offset as u32, count as u32, 0]);
+    let kernel = Kernel::get(ctx, "sparse_rows", include_str!("../../../shaders/sparse_rows.wgsl"), &[U, R, R, R, R, W]);
+    let params = uniform_buffer(ctx, "sparse_rows params", &[dim as u32, active.index_offset as u32, active.layer as u32, mode as u32, active.max_count as u32, 0, 0, 0]);
+    let n = active.max_count as u32;
     Call {
-        group: kernel.bind(ctx, &[&params, x, w, index, h]),
+        group: kernel.bind(ctx, &[&params, x, w, active.index, active.counts, out]),
         kernel,
         grid: Box::new(move |_| {
-            let [x, y] = spread((count as u32).div_ceil(64));
+            let [x, y] = spread(n.div_ceil(64));
             [x, y, 1]
         }),
+    }
+}
+
+/// The dynamic threshold rules of `threshold_select.wgsl`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThresholdRule {
+    /// |h_i| * ||W_down[:, i]|| >= eps (the Sparsing Law's CETT rule).
+    Cett = 0,
+    /// |silu(gate_i)| >= t (CATS).
+    Cats = 1,
+}
+
+/// The buffers a threshold selection writes.
+pub struct SelectOut<'a> {
+    pub index: &'a wgpu::Buffer,
+    pub counts: &'a wgpu::Buffer,
+    pub bitmap: &'a wgpu::Buffer,
+    pub compact: &'a wgpu::Buffer,
+}
+
+/// Selects layer `layer`'s active neurons from `values` ([n]) by `rule`,
+/// with `norms` [layers, n] and `thresholds` [layers]; one workgroup.
+#[allow(clippy::too_many_arguments)]
+pub fn threshold_select(ctx: &GpuContext, n: usize, layer: usize, rule: ThresholdRule, values: &wgpu::Buffer, norms: &wgpu::Buffer, thresholds: &wgpu::Buffer, out: SelectOut) -> Call {
+    use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
+    let kernel = Kernel::get(ctx, "threshold_select", include_str!("../../../shaders/threshold_select.wgsl"), &[U, R, R, R, W, W, W, W]);
+    let params = uniform_buffer(ctx, "threshold_select params", &[n as u32, layer as u32, rule as u32, (layer * n) as u32]);
+    Call {
+        group: kernel.bind(ctx, &[&params, values, norms, thresholds, out.index, out.counts, out.bitmap, out.compact]),
+        kernel,
+        grid: Box::new(|_| [1, 1, 1]),
     }
 }
 
@@ -48,20 +103,20 @@ pub fn down_scratch_bytes(dim: usize) -> u64 {
     (MAX_DOWN_SLICES * dim * 4) as u64
 }
 
-/// y += sum_a h[a] * down_t[index[a]] over the `count` active neurons, in
-/// two passes (slices, then their sum); `w` is the transposed down projection
-/// [ffn, dim] f16 and `partial` has [`down_scratch_bytes`].
-#[allow(clippy::too_many_arguments)]
-pub fn down(ctx: &GpuContext, dim: usize, index_offset: usize, count: usize, h: &wgpu::Buffer, w: &wgpu::Buffer, index: &wgpu::Buffer, partial: &wgpu::Buffer, y: &wgpu::Buffer) -> [Call; 2] {
+/// y += sum_a v_a * w_t[index[a]] over the active units, in two passes
+/// (slices, then their sum); `w_t` is the transposed projection [units, dim]
+/// f16 and `partial` has [`down_scratch_bytes`]. v_a is `h[a]` (compact
+/// values) or, with `gather`, `h[index[a]]`.
+pub fn down(ctx: &GpuContext, dim: usize, active: ActiveList, gather: bool, h: &wgpu::Buffer, w_t: &wgpu::Buffer, partial: &wgpu::Buffer, y: &wgpu::Buffer) -> [Call; 2] {
     use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
     assert!(dim.is_multiple_of(8));
-    let slices = count.div_ceil(64).clamp(1, MAX_DOWN_SLICES) as u32;
-    let kernel = Kernel::get(ctx, "sparse_down", include_str!("../../../shaders/sparse_down.wgsl"), &[U, R, R, R, W]);
+    let slices = active.max_count.div_ceil(64).clamp(1, MAX_DOWN_SLICES) as u32;
+    let kernel = Kernel::get(ctx, "sparse_down", include_str!("../../../shaders/sparse_down.wgsl"), &[U, R, R, R, R, W]);
     let reduce = Kernel::get(ctx, "sparse_down_reduce", include_str!("../../../shaders/sparse_down_reduce.wgsl"), &[U, R, W]);
-    let params = uniform_buffer(ctx, "sparse_down params", &[dim as u32, index_offset as u32, count as u32, slices]);
+    let params = uniform_buffer(ctx, "sparse_down params", &[dim as u32, active.index_offset as u32, active.layer as u32, slices, gather as u32, 0, 0, 0]);
     [
         Call {
-            group: kernel.bind(ctx, &[&params, h, w, index, partial]),
+            group: kernel.bind(ctx, &[&params, h, w_t, active.index, active.counts, partial]),
             kernel,
             grid: Box::new(move |_| [(dim as u32 / 8).div_ceil(64), slices, 1]),
         },
@@ -71,6 +126,11 @@ pub fn down(ctx: &GpuContext, dim: usize, index_offset: usize, count: usize, h: 
             grid: Box::new(move |_| [(dim as u32 / 4).div_ceil(64), 1, 1]),
         },
     ]
+}
+
+/// The ids kept by a threshold rule, in increasing order: |v_i| * norm_i >= eps.
+pub fn threshold_reference(values: &[f32], norms: Option<&[f32]>, eps: f32) -> Vec<u32> {
+    (0..values.len()).filter(|&i| values[i].abs() * norms.map_or(1.0, |n| n[i]) >= eps).map(|i| i as u32).collect()
 }
 
 /// Per layer, the ids of the `k` highest scores, best first (ties: lower id).
@@ -127,6 +187,18 @@ mod tests {
         }
     }
 
+    fn pack_gate_up(gate: &[f32], up: &[f32], ffn: usize, dim: usize) -> Vec<half::f16> {
+        (0..ffn).flat_map(|i| gate[i * dim..(i + 1) * dim].iter().chain(&up[i * dim..(i + 1) * dim]).map(|&v| half::f16::from_f32(v)).collect::<Vec<_>>()).collect()
+    }
+
+    fn to_f16(v: &[f32]) -> Vec<half::f16> {
+        v.iter().map(|&x| half::f16::from_f32(x)).collect()
+    }
+
+    fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        (0..cols).flat_map(|c| (0..rows).map(move |r| (r, c))).map(|(r, c)| w[r * cols + c]).collect()
+    }
+
     #[test]
     fn sparse_mlp_matches_reference() {
         let ctx = crate::testing::gpu();
@@ -135,18 +207,18 @@ mod tests {
         let (x, gate, up, down) = (random(dim, 92), half(random(ffn * dim, 93)), half(random(ffn * dim, 94)), half(random(dim * ffn, 95)));
         // 87 active neurons: two slices of the down projection.
         let active: Vec<u32> = (0..ffn as u32).filter(|i| i % 3 != 1).collect();
-        let packed: Vec<half::f16> = (0..ffn).flat_map(|i| gate[i * dim..(i + 1) * dim].iter().chain(&up[i * dim..(i + 1) * dim]).map(|&v| half::f16::from_f32(v)).collect::<Vec<_>>()).collect();
-        let down_t: Vec<half::f16> = (0..ffn).flat_map(|i| (0..dim).map(move |d| (i, d))).map(|(i, d)| half::f16::from_f32(down[d * ffn + i])).collect();
-        // The index list sits after 7 entries of another layer.
+        // Layer 1's list sits after layer 0's (7 entries wide here).
         let mut index = vec![0u32; 7];
         index.extend(&active);
-        let (xb, wb, db, ib) = (storage_buffer(&ctx, "x", &x), storage_buffer(&ctx, "w", &packed), storage_buffer(&ctx, "down_t", &down_t), storage_buffer(&ctx, "index", &index));
+        let (xb, wb, db, ib) = (storage_buffer(&ctx, "x", &x), storage_buffer(&ctx, "w", &pack_gate_up(&gate, &up, ffn, dim)), storage_buffer(&ctx, "down_t", &to_f16(&transpose(&down, dim, ffn))), storage_buffer(&ctx, "index", &index));
+        let counts = storage_buffer(&ctx, "counts", &[3u32, active.len() as u32]);
+        let list = ActiveList { index: &ib, counts: &counts, index_offset: 7, layer: 1, max_count: ffn };
         let h = zeroed_buffer(&ctx, "h", (ffn * 4) as u64);
         let residual = random(dim, 96);
         let y = storage_buffer(&ctx, "y", &residual);
-        let up_call = gate_up(&ctx, dim, 7, active.len(), &xb, &wb, &ib, &h);
+        let up_call = rows(&ctx, dim, RowsMode::GateUp, list, &xb, &wb, &h);
         let partial = zeroed_buffer(&ctx, "partial", down_scratch_bytes(dim));
-        let [down_call, reduce] = super::down(&ctx, dim, 7, active.len(), &h, &db, &ib, &partial, &y);
+        let [down_call, reduce] = super::down(&ctx, dim, list, false, &h, &db, &partial, &y);
         run_calls(&ctx, &[&up_call, &down_call, &reduce], 1);
         let got = read_buffer_f32(&ctx, &y, 0, dim).unwrap();
         let mut want = mlp_reference(&x, &gate, &up, &down, ffn, &active);
@@ -154,5 +226,89 @@ mod tests {
         // Dot products of 72 and sums of ~87 terms of size ~5 in another
         // order: a few 1e-6; a skipped or wrong neuron is O(1).
         assert!(max_err(&got, &want) < 5e-5, "{}", max_err(&got, &want));
+    }
+
+    #[test]
+    fn threshold_selection_matches_reference_for_both_rules() {
+        let ctx = crate::testing::gpu();
+        // 1000 neurons: several per invocation, uneven at the end.
+        let (layers, n) = (2usize, 1000usize);
+        let values = random(n, 97);
+        let norms: Vec<f32> = random(layers * n, 98).iter().map(|v| v.abs() + 0.1).collect();
+        let thresholds = [0.5f32, 0.2];
+        let (vb, nb, tb) = (storage_buffer(&ctx, "v", &values), storage_buffer(&ctx, "norms", &norms), storage_buffer(&ctx, "t", &thresholds));
+        for rule in [ThresholdRule::Cett, ThresholdRule::Cats] {
+            let (index, counts, bitmap, compact) = (zeroed_buffer(&ctx, "i", (layers * n * 4) as u64), zeroed_buffer(&ctx, "c", 8), zeroed_buffer(&ctx, "b", (layers * n * 4) as u64), zeroed_buffer(&ctx, "v", (n * 4) as u64));
+            let out = SelectOut { index: &index, counts: &counts, bitmap: &bitmap, compact: &compact };
+            run_calls(&ctx, &[&threshold_select(&ctx, n, 1, rule, &vb, &nb, &tb, out)], 1);
+            let norm = (rule == ThresholdRule::Cett).then(|| &norms[n..]);
+            let want = threshold_reference(&values, norm, thresholds[1]);
+            assert!(want.len() > 100 && want.len() < 900, "{rule:?}: {} active", want.len());
+            let count = read_buffer_u32(&ctx, &counts, 1, 1).unwrap()[0] as usize;
+            assert_eq!(read_buffer_u32(&ctx, &index, n, count).unwrap(), want, "{rule:?}");
+            let kept: Vec<f32> = want.iter().map(|&i| values[i as usize]).collect();
+            assert_eq!(read_buffer_f32(&ctx, &compact, 0, count).unwrap(), kept);
+            let bits = read_buffer_u32(&ctx, &bitmap, n, n).unwrap();
+            assert!((0..n).all(|i| (bits[i] == 1) == want.contains(&(i as u32))));
+        }
+    }
+
+    #[test]
+    fn cats_mlp_matches_reference() {
+        // Gate for every neuron, threshold |silu(gate)|, up and down for the kept ones.
+        let ctx = crate::testing::gpu();
+        let (dim, ffn) = (64usize, 300usize);
+        let half = |v: Vec<f32>| crate::testing::round_f16(&v);
+        let (x, gate, up, down) = (random(dim, 99), half(random(ffn * dim, 100)), half(random(ffn * dim, 101)), half(random(dim * ffn, 102)));
+        let (xb, wb, db) = (storage_buffer(&ctx, "x", &x), storage_buffer(&ctx, "w", &pack_gate_up(&gate, &up, ffn, dim)), storage_buffer(&ctx, "down_t", &to_f16(&transpose(&down, dim, ffn))));
+        let t = 0.8f32;
+        let (tb, ones) = (storage_buffer(&ctx, "t", &[t]), storage_buffer(&ctx, "norms", &vec![1.0f32; ffn]));
+        let (index, counts, bitmap) = (zeroed_buffer(&ctx, "i", (ffn * 4) as u64), zeroed_buffer(&ctx, "c", 4), zeroed_buffer(&ctx, "b", (ffn * 4) as u64));
+        let (g, h) = (zeroed_buffer(&ctx, "g", (ffn * 4) as u64), zeroed_buffer(&ctx, "h", (ffn * 4) as u64));
+        let list = ActiveList { index: &index, counts: &counts, index_offset: 0, layer: 0, max_count: ffn };
+        let y = zeroed_buffer(&ctx, "y", (dim * 4) as u64);
+        let partial = zeroed_buffer(&ctx, "partial", down_scratch_bytes(dim));
+        let gate_call = rows(&ctx, dim, RowsMode::Gate, list, &xb, &wb, &g);
+        let select = threshold_select(&ctx, ffn, 0, ThresholdRule::Cats, &g, &ones, &tb, SelectOut { index: &index, counts: &counts, bitmap: &bitmap, compact: &h });
+        let up_call = rows(&ctx, dim, RowsMode::Up, list, &xb, &wb, &h);
+        let [down_call, reduce] = super::down(&ctx, dim, list, false, &h, &db, &partial, &y);
+        run_calls(&ctx, &[&gate_call, &select, &up_call, &down_call, &reduce], 1);
+        let silu_gate: Vec<f32> = (0..ffn).map(|i| super::super::swiglu::silu(gate[i * dim..(i + 1) * dim].iter().zip(&x).map(|(a, b)| a * b).sum())).collect();
+        let active = threshold_reference(&silu_gate, None, t);
+        assert!(active.len() > 20 && active.len() < 250, "{} active", active.len());
+        let want = mlp_reference(&x, &gate, &up, &down, ffn, &active);
+        let got = read_buffer_f32(&ctx, &y, 0, dim).unwrap();
+        assert!(max_err(&got, &want) < 5e-5, "{}", max_err(&got, &want));
+    }
+
+    #[test]
+    fn sparse_attention_projections_match_reference() {
+        // Query rows of the active heads only, and the output projection
+        // gathering those heads from a full-width input.
+        let ctx = crate::testing::gpu();
+        let (dim, head_dim, n_heads) = (48usize, 16usize, 5usize);
+        let q_dim = head_dim * n_heads;
+        let (x, wq, wo, heads) = (random(dim, 103), crate::testing::round_f16(&random(q_dim * dim, 104)), crate::testing::round_f16(&random(dim * q_dim, 105)), random(q_dim, 106));
+        let active_heads = [1usize, 4];
+        let rows_list: Vec<u32> = active_heads.iter().flat_map(|&h| (h * head_dim..(h + 1) * head_dim).map(|r| r as u32)).collect();
+        let (xb, wqb, wob, hb) = (storage_buffer(&ctx, "x", &x), storage_buffer(&ctx, "wq", &to_f16(&wq)), storage_buffer(&ctx, "wo_t", &to_f16(&transpose(&wo, dim, q_dim))), storage_buffer(&ctx, "heads", &heads));
+        let (ib, counts) = (storage_buffer(&ctx, "index", &rows_list), storage_buffer(&ctx, "counts", &[rows_list.len() as u32]));
+        let list = ActiveList { index: &ib, counts: &counts, index_offset: 0, layer: 0, max_count: q_dim };
+        let q = storage_buffer(&ctx, "q", &vec![7.0f32; q_dim]);
+        let y = zeroed_buffer(&ctx, "y", (dim * 4) as u64);
+        let partial = zeroed_buffer(&ctx, "partial", down_scratch_bytes(dim));
+        let q_call = rows(&ctx, dim, RowsMode::Rows, list, &xb, &wqb, &q);
+        let [o_call, reduce] = super::down(&ctx, dim, list, true, &hb, &wob, &partial, &y);
+        run_calls(&ctx, &[&q_call, &o_call, &reduce], 1);
+        let q_got = read_buffer_f32(&ctx, &q, 0, q_dim).unwrap();
+        let q_all = super::super::linear::reference(&x, &wq, q_dim, dim);
+        for r in 0..q_dim {
+            let want = if rows_list.contains(&(r as u32)) { q_all[r] } else { 7.0 };
+            assert!((q_got[r] - want).abs() < 1e-5, "q row {r}");
+        }
+        let masked: Vec<f32> = (0..q_dim).map(|r| if rows_list.contains(&(r as u32)) { heads[r] } else { 0.0 }).collect();
+        let want = super::super::linear::reference(&masked, &wo, dim, q_dim);
+        let got = read_buffer_f32(&ctx, &y, 0, dim).unwrap();
+        assert!(max_err(&got, &want) < 2e-5, "{}", max_err(&got, &want));
     }
 }

@@ -77,11 +77,23 @@ impl LayerCalls {
     pub fn plan_attention<'a>(&'a self, n: u32, pos0: usize, out: &mut Vec<Dispatch<'a>>) {
         self.attn_norm.plan("rmsnorm", n, out);
         self.q.plan("q", n, out);
+        self.plan_after_q(n, pos0, out);
+    }
+
+    /// Keys, values, RoPE and attention: `plan_attention` after the queries.
+    pub fn plan_after_q<'a>(&'a self, n: u32, pos0: usize, out: &mut Vec<Dispatch<'a>>) {
         self.k.plan("k", n, out);
         self.v.plan("v", n, out);
         self.rope_q.plan("rope", n, out);
         self.rope_k.plan("rope", n, out);
         self.attention.plan("attention", n, pos0, out);
+    }
+
+    /// The dense MLP after its norm.
+    pub fn plan_mlp<'a>(&'a self, n: u32, out: &mut Vec<Dispatch<'a>>) {
+        self.gate_up.plan("gate_up", n, out);
+        self.swiglu.plan("swiglu", n, out);
+        self.down.plan("down", n, out);
     }
 }
 
@@ -92,6 +104,10 @@ pub(crate) struct Activations {
     pub xn: wgpu::Buffer,
     x_last: wgpu::Buffer,
     logits: wgpu::Buffer,
+    /// Queries, head outputs and MLP neuron outputs ([tokens, width]).
+    pub q: wgpu::Buffer,
+    pub heads: wgpu::Buffer,
+    pub neurons: wgpu::Buffer,
 }
 
 /// One layer's weights and KV cache on the GPU (the attribution pass runs on
@@ -146,8 +162,10 @@ pub struct GpuModel {
     pub(crate) params: ModelParams,
     /// Tells models apart (an attribution pass belongs to one model).
     pub(crate) id: u64,
-    /// Sparse decoding of the MLP, once enabled.
-    pub(crate) sparse: Option<super::sparse::SparseMlp>,
+    /// `Weights::fingerprint` of the uploaded weights.
+    pub fingerprint: String,
+    /// Sparse decoding, once enabled.
+    pub(crate) sparse: Option<super::sparse::SparseDecoding>,
     // Kept alive for the bind groups that reference them.
     _buffers: Vec<wgpu::Buffer>,
 }
@@ -193,16 +211,16 @@ impl GpuModel {
             xn: zeroed_buffer(&ctx, "xn", f32_bytes(b * c.dim)),
             x_last: zeroed_buffer(&ctx, "x_last", f32_bytes(c.dim)),
             logits: zeroed_buffer(&ctx, "logits", f32_bytes(b * c.vocab_size)),
+            q: zeroed_buffer(&ctx, "q", f32_bytes(b * c.q_dim())),
+            heads: zeroed_buffer(&ctx, "att", f32_bytes(b * c.q_dim())),
+            neurons: zeroed_buffer(&ctx, "h", f32_bytes(b * c.ffn_dim)),
         };
-        let q = zeroed_buffer(&ctx, "q", f32_bytes(b * c.q_dim()));
-        let att = zeroed_buffer(&ctx, "att", f32_bytes(b * c.q_dim()));
         let gate_up = zeroed_buffer(&ctx, "gate_up", f32_bytes(b * 2 * c.ffn_dim));
-        let h = zeroed_buffer(&ctx, "h", f32_bytes(b * c.ffn_dim));
         let step_all = uniform_buffer(&ctx, "step", &Step::new(0, 0));
         let step_one = uniform_buffer(&ctx, "step one", &Step::new(1, 0));
         let rope_table = storage_buffer(&ctx, "rope table", &rope::table(c.rope_theta, c.rot_dim, max_ctx));
 
-        let buffers = vec![q.clone(), att.clone(), gate_up.clone(), h.clone()];
+        let buffers = vec![gate_up.clone()];
         let mut weight_bytes = 0u64;
         let interleaved = family.is_cpu_style(&ctx);
         let family = if interleaved { KernelFamily::RowPerInvocation } else { KernelFamily::Cooperative };
@@ -240,7 +258,7 @@ impl GpuModel {
             layers: params_layers,
             family,
         };
-        let io = LayerIo { x: &act.x, xn: &act.xn, q: &q, heads: &att, gate_up: &gate_up, neurons: &h };
+        let io = LayerIo { x: &act.x, xn: &act.xn, q: &act.q, heads: &act.heads, gate_up: &gate_up, neurons: &act.neurons };
         let layers = params.layers.iter().map(|p| LayerCalls::new(&ctx, &c, p, &params.rope_table, &step_all, &io, family)).collect();
         let out_norm = rmsnorm::call(&ctx, c.dim, c.rms_eps, &step_all, &act.x, &params.out_norm, &act.xn);
         let embed = embedding::calls(&ctx, &params.embed, &step_all, &act.tokens, &act.x);
@@ -265,6 +283,7 @@ impl GpuModel {
             weight_bytes,
             params,
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            fingerprint: weights.fingerprint(),
             sparse: None,
             _buffers: buffers,
         })
@@ -358,20 +377,30 @@ impl GpuModel {
         for e in &self.embed {
             e.plan("embedding", n, &mut main);
         }
-        let sparse = self.sparse.as_ref().filter(|s| s.on && n == 1);
         for (i, l) in self.layers.iter().enumerate() {
-            l.plan_attention(n, self.pos, &mut main);
-            l.o.plan("o", n, &mut main);
-            l.ffn_norm.plan("rmsnorm", n, &mut main);
-            if let Some(s) = sparse {
-                s.calls[i][0].plan("sparse_gate_up", n, &mut main);
-                s.calls[i][1].plan("sparse_down", n, &mut main);
-                s.calls[i][2].plan("sparse_down", n, &mut main);
+            let Some(sparse) = self.sparse_layer(i, n) else {
+                l.plan_attention(n, self.pos, &mut main);
+                l.o.plan("o", n, &mut main);
+                l.ffn_norm.plan("rmsnorm", n, &mut main);
+                l.plan_mlp(n, &mut main);
                 continue;
+            };
+            l.attn_norm.plan("rmsnorm", n, &mut main);
+            if !sparse.plan_q(&mut main) {
+                l.q.plan("q", n, &mut main);
             }
-            l.gate_up.plan("gate_up", n, &mut main);
-            l.swiglu.plan("swiglu", n, &mut main);
-            l.down.plan("down", n, &mut main);
+            l.plan_after_q(n, self.pos, &mut main);
+            if !sparse.plan_o(&mut main) {
+                l.o.plan("o", n, &mut main);
+            }
+            l.ffn_norm.plan("rmsnorm", n, &mut main);
+            let dense_h = |out: &mut Vec<_>| {
+                l.gate_up.plan("gate_up", n, out);
+                l.swiglu.plan("swiglu", n, out);
+            };
+            if !sparse.plan_mlp(dense_h, &mut main) {
+                l.plan_mlp(n, &mut main);
+            }
         }
         if logits.is_some() {
             self.out_norm.plan("rmsnorm", n, &mut main);

@@ -30,6 +30,22 @@ pub struct Weights {
     pub lm_head: Option<Vec<f32>>,
 }
 
+impl Weights {
+    /// A short hash of the norm weights and the first embedding rows: tells
+    /// models of the same shape apart (a fine-tune changes its norms), so a
+    /// calibration or mask file made for one is refused by another.
+    pub fn fingerprint(&self) -> String {
+        let mut hash = 0xcbf2_9ce4_8422_2325u64;
+        let norms = self.layers.iter().flat_map(|l| l.attn_norm.iter().chain(&l.ffn_norm));
+        for v in self.out_norm.iter().chain(norms).chain(self.embed.iter().take(4096)) {
+            for b in v.to_bits().to_le_bytes() {
+                hash = (hash ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        format!("{hash:016x}")
+    }
+}
+
 fn fetch(src: &dyn TensorSource, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
     fetch_optional(src, name, shape)?.ok_or_else(|| SiftError::MissingTensor(name.to_string()))
 }

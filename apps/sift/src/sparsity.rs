@@ -1,0 +1,152 @@
+//! The sparse-decoding options `generate` (and later `eval`) share, and
+//! setting the mask they ask for on a loaded model.
+
+use crate::common::Loaded;
+use anyhow::{bail, Context, Result};
+use sift_engine::attribution::{Attributor, Metric};
+use sift_engine::model::sparse::{self, MaskFile, MlpMask, Ratios, Thresholds};
+use std::path::PathBuf;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sparsity {
+    /// Dense decoding.
+    Off,
+    /// Attribution over the prompt once, then the same mask for every generated token.
+    Prompt,
+    /// The paper's per-token protocol: a dense forward and backward before
+    /// every token picks its mask (slower than dense; for accuracy studies).
+    Oracle,
+    /// A per-token threshold rule with per-layer thresholds from --thresholds
+    /// (CETT: |h_i| * ||W_down[:, i]|| < eps; CATS: |silu(gate_i)| < t).
+    Threshold,
+    /// The fixed mask in --mask (written earlier with --save-mask).
+    File,
+}
+
+/// Which units the activation ratio applies to.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Units {
+    /// MLP neurons only; every attention head runs.
+    Mlp,
+    /// MLP neurons and attention heads, both at --ar (the paper's single AR:
+    /// heads weigh 1/3, the MLP 2/3).
+    Both,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct SparsityArgs {
+    /// Sparse decoding mode.
+    #[arg(long, value_enum, default_value_t = Sparsity::Off)]
+    pub sparsity: Sparsity,
+    /// Activation ratio: the fraction of units kept in every layer, in (0, 1].
+    #[arg(long, default_value_t = 0.3)]
+    pub ar: f64,
+    /// Which units --ar masks.
+    #[arg(long, value_enum, default_value_t = Units::Mlp)]
+    pub units: Units,
+    /// Attribution metric that ranks units: magnitude, gxo, snip, fisher, ig, corrected-gxo.
+    #[arg(long, default_value = "corrected-gxo")]
+    pub metric: String,
+    /// Thresholds file for --sparsity threshold (from `sift calibrate`).
+    #[arg(long)]
+    pub thresholds: Option<PathBuf>,
+    /// Mask file for --sparsity file.
+    #[arg(long)]
+    pub mask: Option<PathBuf>,
+    /// Write the mask chosen in prompt mode to this file (JSON).
+    #[arg(long)]
+    pub save_mask: Option<PathBuf>,
+}
+
+impl SparsityArgs {
+    pub fn metric(&self) -> Result<Metric> {
+        Metric::parse(&self.metric).with_context(|| format!("unknown metric {:?}; use one of magnitude, gxo, snip, fisher, ig, corrected-gxo", self.metric))
+    }
+
+    pub fn ratios(&self) -> Result<Ratios> {
+        if !(self.ar > 0.0 && self.ar <= 1.0) {
+            bail!("--ar must be in (0, 1], not {}", self.ar);
+        }
+        Ok(match self.units {
+            Units::Mlp => Ratios::mlp(self.ar),
+            Units::Both => Ratios::both(self.ar),
+        })
+    }
+
+    /// Checks the options fit together before anything is loaded.
+    pub fn validate(&self) -> Result<()> {
+        self.metric()?;
+        self.ratios()?;
+        match self.sparsity {
+            Sparsity::Threshold if self.thresholds.is_none() => bail!("--sparsity threshold needs --thresholds FILE (made by `sift calibrate`)"),
+            Sparsity::File if self.mask.is_none() => bail!("--sparsity file needs --mask FILE (written with --save-mask)"),
+            _ => {}
+        }
+        if self.save_mask.is_some() && self.sparsity != Sparsity::Prompt {
+            bail!("--save-mask saves the mask of --sparsity prompt");
+        }
+        Ok(())
+    }
+
+    /// Whether the model must keep its CPU weights (to upload sparse layouts).
+    pub fn needs_weights(&self) -> bool {
+        self.sparsity != Sparsity::Off
+    }
+}
+
+/// Uploads the sparse layouts; returns an attributor when the mode needs one.
+pub fn prepare(m: &mut Loaded, args: &SparsityArgs) -> Result<Option<Attributor>> {
+    if args.sparsity == Sparsity::Off {
+        return Ok(None);
+    }
+    let weights = m.weights.take().context("the model's weights were not kept for sparse decoding")?;
+    m.model.enable_sparse(&weights)?;
+    let attributor = matches!(args.sparsity, Sparsity::Prompt | Sparsity::Oracle).then(|| Attributor::new(&m.model, &weights)).transpose()?;
+    Ok(attributor)
+}
+
+/// Sets the mask for `prompt` mode, a thresholds file or a mask file, and
+/// says what was set. Prompt mode leaves the prompt in the KV cache.
+pub fn set_mask(m: &mut Loaded, attributor: Option<&mut Attributor>, ids: &[u32], args: &SparsityArgs) -> Result<String> {
+    let t = std::time::Instant::now();
+    let what = match args.sparsity {
+        Sparsity::Off | Sparsity::Oracle => return Ok(String::new()),
+        Sparsity::Prompt => {
+            let attributor = attributor.context("prompt mode needs an attributor")?;
+            let (metric, ratios) = (args.metric()?, args.ratios()?);
+            sparse::set_prompt_mask(&mut m.model, attributor, ids, metric, ratios)?;
+            if let Some(path) = &args.save_mask {
+                let source = serde_json::json!({ "mode": "prompt", "metric": metric.name(), "mlp_ar": ratios.mlp, "head_ar": ratios.heads });
+                MaskFile::from_model(&m.model, source)?.save(path)?;
+            }
+            format!("{metric}, attribution over the prompt: {:.0} ms", t.elapsed().as_secs_f64() * 1e3)
+        }
+        Sparsity::Threshold => {
+            let path = args.thresholds.as_ref().expect("validated");
+            let th = Thresholds::load(path)?;
+            m.model.set_threshold_mask(&th).with_context(|| format!("{}", path.display()))?;
+            format!("{:?} thresholds from {}, chosen per token", th.rule, path.display())
+        }
+        Sparsity::File => {
+            let path = args.mask.as_ref().expect("validated");
+            MaskFile::load(path)?.apply(&mut m.model).with_context(|| format!("{}", path.display()))?;
+            format!("mask from {}", path.display())
+        }
+    };
+    Ok(what)
+}
+
+/// "461 of 1536 MLP neurons per layer, 2 of 9 heads" for the masks now set.
+pub fn describe_masks(m: &Loaded) -> Result<String> {
+    let c = &m.model.config;
+    let (mlp, heads) = m.model.active_fractions()?;
+    let mut s = match m.model.mlp_mask() {
+        MlpMask::Fixed(k) if k.iter().all(|&n| n == k[0]) => format!("{} of {} MLP neurons per layer", k[0], c.ffn_dim),
+        MlpMask::Threshold(_) => format!("MLP neurons chosen per token by the threshold rule (of {})", c.ffn_dim),
+        _ => format!("{:.0}% of {} MLP neurons per layer", mlp * 100.0, c.ffn_dim),
+    };
+    if heads < 1.0 {
+        s += &format!(", {:.0} of {} heads per layer", heads * c.n_heads as f64, c.n_heads);
+    }
+    Ok(s)
+}

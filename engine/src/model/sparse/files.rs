@@ -1,0 +1,161 @@
+//! The files sparse decoding reads and writes, as JSON: per-layer thresholds
+//! for the `threshold` mode (made by calibration) and explicit masks. Both
+//! name the model they were made for, and are refused by any other.
+
+use crate::error::{Result, SiftError};
+use crate::kernels::sparse::ThresholdRule;
+use crate::model::GpuModel;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Which model a file belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelId {
+    /// `Weights::fingerprint` of the model.
+    pub fingerprint: String,
+    pub n_layers: usize,
+    pub ffn_dim: usize,
+    pub n_heads: usize,
+}
+
+impl ModelId {
+    pub fn of(model: &GpuModel) -> ModelId {
+        let c = &model.config;
+        ModelId { fingerprint: model.fingerprint.clone(), n_layers: c.n_layers, ffn_dim: c.ffn_dim, n_heads: c.n_heads }
+    }
+
+    fn check(&self, model: &GpuModel, what: &str) -> Result<()> {
+        let mine = ModelId::of(model);
+        if self.n_layers != mine.n_layers || self.ffn_dim != mine.ffn_dim || self.n_heads != mine.n_heads {
+            return Err(SiftError::InvalidInput(format!(
+                "this {what} is for a model with {} layers, {} MLP neurons and {} heads per layer; the loaded model has {}, {} and {}",
+                self.n_layers, self.ffn_dim, self.n_heads, mine.n_layers, mine.ffn_dim, mine.n_heads
+            )));
+        }
+        if self.fingerprint != mine.fingerprint {
+            return Err(SiftError::InvalidInput(format!(
+                "this {what} was made for another model (fingerprint {}; the loaded model's is {})",
+                self.fingerprint, mine.fingerprint
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The dynamic rule a thresholds file is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rule {
+    /// The Sparsing Law: drop neuron i when |h_i| * ||W_down[:, i]|| < eps_layer.
+    Cett,
+    /// CATS: drop neuron i when |silu(gate_i)| < t_layer.
+    Cats,
+}
+
+impl Rule {
+    pub(crate) fn kernel_rule(self) -> ThresholdRule {
+        match self {
+            Rule::Cett => ThresholdRule::Cett,
+            Rule::Cats => ThresholdRule::Cats,
+        }
+    }
+}
+
+/// Per-layer thresholds for the `threshold` mode.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Thresholds {
+    pub format: String,
+    pub model: ModelId,
+    pub rule: Rule,
+    /// One threshold per layer.
+    pub thresholds: Vec<f32>,
+    /// How they were made (calibration settings and results), for people.
+    #[serde(default)]
+    pub calibration: serde_json::Value,
+}
+
+const THRESHOLDS_FORMAT: &str = "sift-thresholds-1";
+const MASK_FORMAT: &str = "sift-mask-1";
+
+impl Thresholds {
+    pub fn new(model: &GpuModel, rule: Rule, thresholds: Vec<f32>, calibration: serde_json::Value) -> Thresholds {
+        Thresholds { format: THRESHOLDS_FORMAT.into(), model: ModelId::of(model), rule, thresholds, calibration }
+    }
+
+    pub fn load(path: &Path) -> Result<Thresholds> {
+        let t: Thresholds = read_json(path, THRESHOLDS_FORMAT)?;
+        if let Some((l, v)) = t.thresholds.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v >= 0.0)) {
+            return Err(SiftError::bad_data(path, format!("the threshold of layer {l} is {v}; thresholds must be finite and not negative")));
+        }
+        Ok(t)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        write_json(path, self)
+    }
+
+    /// Refuses thresholds made for another model or with the wrong layer count.
+    pub fn check(&self, model: &GpuModel) -> Result<()> {
+        self.model.check(model, "thresholds file")?;
+        if self.thresholds.len() != model.config.n_layers {
+            return Err(SiftError::InvalidInput(format!("the thresholds file has {} thresholds; the model has {} layers", self.thresholds.len(), model.config.n_layers)));
+        }
+        Ok(())
+    }
+}
+
+/// Explicit masks: active neuron and head ids per layer (either may be absent: dense).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MaskFile {
+    pub format: String,
+    pub model: ModelId,
+    pub neurons: Option<Vec<Vec<u32>>>,
+    pub heads: Option<Vec<Vec<u32>>>,
+    /// How the mask was chosen, for people.
+    #[serde(default)]
+    pub source: serde_json::Value,
+}
+
+impl MaskFile {
+    /// The masks the model decodes with now.
+    pub fn from_model(model: &GpuModel, source: serde_json::Value) -> Result<MaskFile> {
+        Ok(MaskFile { format: MASK_FORMAT.into(), model: ModelId::of(model), neurons: model.read_mlp_mask()?, heads: model.read_head_mask()?, source })
+    }
+
+    pub fn load(path: &Path) -> Result<MaskFile> {
+        read_json(path, MASK_FORMAT)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        write_json(path, self)
+    }
+
+    /// Sets these masks on `model` (ids are checked there).
+    pub fn apply(&self, model: &mut GpuModel) -> Result<()> {
+        self.model.check(model, "mask file")?;
+        model.disable_sparsity();
+        if let Some(n) = &self.neurons {
+            model.set_mlp_mask(n)?;
+        }
+        if let Some(h) = &self.heads {
+            model.set_head_mask(h)?;
+        }
+        Ok(())
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path, format: &str) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| SiftError::io(path, e))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| SiftError::bad_data(path, format!("not valid JSON: {e}")))?;
+    match value.get("format").and_then(|f| f.as_str()) {
+        Some(f) if f == format => {}
+        Some(f) => return Err(SiftError::bad_data(path, format!("format is '{f}', expected '{format}'"))),
+        None => return Err(SiftError::bad_data(path, format!("not a {format} file (no \"format\" field)"))),
+    }
+    serde_json::from_value(value).map_err(|e| SiftError::bad_data(path, e.to_string()))
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| SiftError::InvalidInput(e.to_string()))?;
+    std::fs::write(path, text + "\n").map_err(|e| SiftError::io(path, e))
+}

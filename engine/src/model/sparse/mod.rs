@@ -1,0 +1,423 @@
+//! Sparse decoding: per-layer active lists of MLP neurons and attention heads
+//! on the GPU, weights stored per unit (each neuron's [gate row | up row] and
+//! down-projection column, each head's query rows and output-projection
+//! columns, contiguous), and the gather kernels that read only active units.
+//! Prefill stays dense; one-token forwards (decoding) run sparse.
+//!
+//! MLP masks are fixed lists (from attribution scores or given) or a
+//! per-token threshold rule (`threshold`: CETT or CATS); head masks are fixed
+//! lists. The modes that choose them live in `modes`, the files in `files`.
+
+pub mod files;
+pub mod modes;
+
+pub use files::{MaskFile, ModelId, Rule, Thresholds};
+pub use modes::{oracle_step, set_prompt_mask, Ratios};
+
+use super::{Config, GpuModel, Weights};
+use crate::attribution::{Metric, Scores};
+use crate::error::{Result, SiftError};
+use crate::gpu::{read_buffer_u32, storage_buffer, zeroed_buffer, GpuContext};
+use crate::kernels::sparse::{self, ActiveList, RowsMode, SelectOut, ThresholdRule};
+use crate::kernels::{run_calls, Call, Dispatch};
+
+/// Units per layer for an activation ratio: ceil(ar * n), at least 1.
+pub fn active_count(ar: f64, n: usize) -> Result<usize> {
+    if !(ar > 0.0 && ar <= 1.0) {
+        return Err(SiftError::InvalidInput(format!("the activation ratio must be in (0, 1], not {ar}")));
+    }
+    Ok(((ar * n as f64).ceil() as usize).clamp(1, n))
+}
+
+/// How decoding picks MLP neurons.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MlpMask {
+    Dense,
+    /// The same lists for every token, with these counts per layer.
+    Fixed(Vec<usize>),
+    /// Chosen per token by a threshold rule.
+    Threshold(ThresholdRule),
+}
+
+/// One layer's sparse dispatches; `None` parts run dense.
+pub(crate) struct SparseLayer {
+    q: Option<Call>,
+    o: Option<[Call; 2]>,
+    mlp: MlpCalls,
+}
+
+enum MlpCalls {
+    Dense,
+    /// Gate|up of the listed neurons, down (two passes).
+    Fixed([Call; 3]),
+    /// After the dense gate|up and SwiGLU: select, down (two passes).
+    Cett([Call; 3]),
+    /// Gate of every neuron, select, up of the kept ones, down (two passes).
+    Cats([Call; 5]),
+}
+
+pub(crate) struct SparseDecoding {
+    gate_up: Vec<wgpu::Buffer>,
+    down_t: Vec<wgpu::Buffer>,
+    wq: Vec<wgpu::Buffer>,
+    wo_t: Vec<wgpu::Buffer>,
+    /// [layers, ffn]: ||W_down[:, i]||, for the CETT rule.
+    down_norms: wgpu::Buffer,
+    ones: wgpu::Buffer,
+    /// [layers, ffn]: the first counts[l] entries of layer l are its active neurons.
+    index: wgpu::Buffer,
+    counts: wgpu::Buffer,
+    /// [layers, ffn]: 1 where a neuron is active (for display).
+    bitmap: wgpu::Buffer,
+    /// [layers, q_dim]: the query rows (head_dim per active head) of each layer.
+    head_rows: wgpu::Buffer,
+    head_counts: wgpu::Buffer,
+    /// [layers, heads]: 1 where a head is active.
+    head_bitmap: wgpu::Buffer,
+    thresholds: wgpu::Buffer,
+    gate: wgpu::Buffer,
+    h: wgpu::Buffer,
+    partial: wgpu::Buffer,
+    mlp: MlpMask,
+    /// Active heads per layer, when heads are masked.
+    heads: Option<Vec<usize>>,
+    layers: Vec<SparseLayer>,
+}
+
+fn to_f16(v: &[f32]) -> Vec<half::f16> {
+    v.iter().map(|&x| half::f16::from_f32(x)).collect()
+}
+
+impl SparseDecoding {
+    fn new(ctx: &GpuContext, c: &Config, w: &Weights) -> Result<SparseDecoding> {
+        let (d, f, l) = (c.dim, c.ffn_dim, c.n_layers);
+        let bytes = (f * 2 * d * 2) as u64;
+        if bytes > ctx.max_binding_bytes() {
+            return Err(SiftError::InvalidInput(format!("a layer's MLP ({} MiB) exceeds this adapter's binding limit for sparse decoding", bytes >> 20)));
+        }
+        if !d.is_multiple_of(8) {
+            return Err(SiftError::InvalidInput(format!("sparse decoding needs a model width divisible by 8, not {d}")));
+        }
+        let transpose = crate::attribution::transposed::transpose;
+        let mut s = SparseDecoding {
+            gate_up: Vec::new(),
+            down_t: Vec::new(),
+            wq: Vec::new(),
+            wo_t: Vec::new(),
+            down_norms: zeroed_buffer(ctx, "down norms", 4),
+            ones: storage_buffer(ctx, "ones", &vec![1.0f32; l * f]),
+            index: storage_buffer(ctx, "active neurons", &vec![0u32; l * f]),
+            counts: zeroed_buffer(ctx, "active counts", (l * 4) as u64),
+            bitmap: storage_buffer(ctx, "active bitmap", &vec![1u32; l * f]),
+            head_rows: storage_buffer(ctx, "active query rows", &vec![0u32; l * c.q_dim()]),
+            head_counts: zeroed_buffer(ctx, "active query row counts", (l * 4) as u64),
+            head_bitmap: storage_buffer(ctx, "active heads", &vec![1u32; l * c.n_heads]),
+            thresholds: zeroed_buffer(ctx, "thresholds", (l * 4) as u64),
+            gate: zeroed_buffer(ctx, "sparse gate", (f * 4) as u64),
+            h: zeroed_buffer(ctx, "sparse h", (f * 4) as u64),
+            partial: zeroed_buffer(ctx, "sparse down slices", sparse::down_scratch_bytes(d)),
+            mlp: MlpMask::Dense,
+            heads: None,
+            layers: Vec::new(),
+        };
+        let mut norms = Vec::with_capacity(l * f);
+        for lw in &w.layers {
+            let packed: Vec<f32> = (0..f).flat_map(|i| lw.w_gate[i * d..(i + 1) * d].iter().chain(&lw.w_up[i * d..(i + 1) * d]).copied()).collect();
+            let down_t = transpose(&lw.w_down, d, f, 0);
+            norms.extend(down_t.chunks(d).map(|col| col.iter().map(|v| v * v).sum::<f32>().sqrt()));
+            s.gate_up.push(storage_buffer(ctx, "sparse gate_up", &to_f16(&packed)));
+            s.down_t.push(storage_buffer(ctx, "sparse down^T", &to_f16(&down_t)));
+            s.wq.push(storage_buffer(ctx, "sparse wq", &to_f16(&lw.wq)));
+            s.wo_t.push(storage_buffer(ctx, "sparse wo^T", &to_f16(&transpose(&lw.wo, d, c.q_dim(), 0))));
+        }
+        s.down_norms = storage_buffer(ctx, "down norms", &norms);
+        Ok(s)
+    }
+
+    fn on(&self) -> bool {
+        self.mlp != MlpMask::Dense || self.heads.is_some()
+    }
+}
+
+impl GpuModel {
+    /// Uploads the per-unit weight layouts sparse decoding reads (about one
+    /// more copy of the MLP and attention weights). Masks are set with the
+    /// `set_*_mask*` methods.
+    pub fn enable_sparse(&mut self, weights: &Weights) -> Result<()> {
+        if self.sparse.is_none() {
+            self.sparse = Some(SparseDecoding::new(&self.ctx, &self.config, weights)?);
+        }
+        Ok(())
+    }
+
+    fn sparse_mut(&mut self) -> Result<&mut SparseDecoding> {
+        self.sparse.as_mut().ok_or_else(|| SiftError::InvalidInput("sparse decoding is not enabled on this model (enable_sparse)".into()))
+    }
+
+    /// Rebuilds every layer's sparse calls for the current masks.
+    fn bind_sparse(&mut self) {
+        let (ctx, c) = (self.ctx.clone(), self.config.clone());
+        let (x, xn, heads, neurons, q) = (self.act.x.clone(), self.act.xn.clone(), self.act.heads.clone(), self.act.neurons.clone(), self.act.q.clone());
+        let s = self.sparse.as_mut().expect("checked");
+        let (d, f, qd) = (c.dim, c.ffn_dim, c.q_dim());
+        s.layers = (0..c.n_layers)
+            .map(|l| {
+                let neurons_list = ActiveList { index: &s.index, counts: &s.counts, index_offset: l * f, layer: l, max_count: f };
+                let head_list = ActiveList { index: &s.head_rows, counts: &s.head_counts, index_offset: l * qd, layer: l, max_count: qd };
+                let select = |rule, values: &wgpu::Buffer, norms: &wgpu::Buffer| {
+                    let out = SelectOut { index: &s.index, counts: &s.counts, bitmap: &s.bitmap, compact: &s.h };
+                    sparse::threshold_select(&ctx, f, l, rule, values, norms, &s.thresholds, out)
+                };
+                let down = || sparse::down(&ctx, d, neurons_list, false, &s.h, &s.down_t[l], &s.partial, &x);
+                let mlp = match &s.mlp {
+                    MlpMask::Dense => MlpCalls::Dense,
+                    MlpMask::Fixed(max) => {
+                        let list = ActiveList { max_count: max[l], ..neurons_list };
+                        let [dn, reduce] = sparse::down(&ctx, d, list, false, &s.h, &s.down_t[l], &s.partial, &x);
+                        MlpCalls::Fixed([sparse::rows(&ctx, d, RowsMode::GateUp, list, &xn, &s.gate_up[l], &s.h), dn, reduce])
+                    }
+                    MlpMask::Threshold(ThresholdRule::Cett) => {
+                        let [dn, reduce] = down();
+                        MlpCalls::Cett([select(ThresholdRule::Cett, &neurons, &s.down_norms), dn, reduce])
+                    }
+                    MlpMask::Threshold(ThresholdRule::Cats) => {
+                        let [dn, reduce] = down();
+                        let gate = sparse::rows(&ctx, d, RowsMode::Gate, neurons_list, &xn, &s.gate_up[l], &s.gate);
+                        let up = sparse::rows(&ctx, d, RowsMode::Up, neurons_list, &xn, &s.gate_up[l], &s.h);
+                        MlpCalls::Cats([gate, select(ThresholdRule::Cats, &s.gate, &s.ones), up, dn, reduce])
+                    }
+                };
+                let (q, o) = match &s.heads {
+                    None => (None, None),
+                    Some(n) => {
+                        let list = ActiveList { max_count: n[l] * c.head_dim, ..head_list };
+                        (Some(sparse::rows(&ctx, d, RowsMode::Rows, list, &xn, &s.wq[l], &q)), Some(sparse::down(&ctx, d, list, true, &heads, &s.wo_t[l], &s.partial, &x)))
+                    }
+                };
+                SparseLayer { q, o, mlp }
+            })
+            .collect();
+    }
+
+    /// Keeps, in every layer, the ceil(ar * ffn) neurons that `metric` scores
+    /// highest; selected on the GPU, the scores never leave it.
+    pub fn set_mlp_mask_from_scores(&mut self, scores: &Scores, metric: Metric, ar: f64) -> Result<()> {
+        self.check_scores(scores, metric)?;
+        let c = self.config.clone();
+        let k = active_count(ar, c.ffn_dim)?;
+        let ctx = self.ctx.clone();
+        let s = self.sparse_mut()?;
+        let offset = (scores.neuron_offset(metric) / 4) as usize;
+        let select = sparse::select_top(&ctx, c.ffn_dim, c.n_layers, k, offset, &scores.neurons, &s.index, &s.bitmap);
+        run_calls(&ctx, &[&select], 1);
+        ctx.queue.write_buffer(&s.counts, 0, bytemuck::cast_slice(&vec![k as u32; c.n_layers]));
+        s.mlp = MlpMask::Fixed(vec![k; c.n_layers]);
+        self.bind_sparse();
+        Ok(())
+    }
+
+    /// Keeps, in every layer, the ceil(ar * heads) heads that `metric`
+    /// scores highest (a few numbers per layer, selected on the CPU).
+    pub fn set_head_mask_from_scores(&mut self, scores: &Scores, metric: Metric, ar: f64) -> Result<()> {
+        self.check_scores(scores, metric)?;
+        let k = active_count(ar, self.config.n_heads)?;
+        let flat: Vec<f32> = scores.read_heads(&self.ctx, metric)?.concat();
+        self.set_head_mask(&sparse::select_top_reference(&flat, self.config.n_heads, k))
+    }
+
+    fn check_scores(&self, scores: &Scores, metric: Metric) -> Result<()> {
+        scores.check(metric)?;
+        let c = &self.config;
+        if scores.n_layers != c.n_layers || scores.n_neurons != c.ffn_dim || scores.n_heads != c.n_heads {
+            return Err(SiftError::InvalidInput("these scores were computed for another model".into()));
+        }
+        Ok(())
+    }
+
+    /// Sets the active neurons of every layer explicitly (at least one each).
+    pub fn set_mlp_mask(&mut self, active: &[Vec<u32>]) -> Result<()> {
+        let (l, f) = (self.config.n_layers, self.config.ffn_dim);
+        let (index, bitmap, counts) = pack_lists(active, l, f, "neuron")?;
+        let q = self.ctx.queue.clone();
+        let s = self.sparse_mut()?;
+        q.write_buffer(&s.index, 0, bytemuck::cast_slice(&index));
+        q.write_buffer(&s.bitmap, 0, bytemuck::cast_slice(&bitmap));
+        q.write_buffer(&s.counts, 0, bytemuck::cast_slice(&counts));
+        s.mlp = MlpMask::Fixed(counts.iter().map(|&k| k as usize).collect());
+        self.bind_sparse();
+        Ok(())
+    }
+
+    /// Sets the active attention heads of every layer explicitly (at least one each).
+    pub fn set_head_mask(&mut self, active: &[Vec<u32>]) -> Result<()> {
+        let c = self.config.clone();
+        let (_, bitmap, counts) = pack_lists(active, c.n_layers, c.n_heads, "head")?;
+        let (rows, _, row_counts) = pack_lists(&expand_heads(active, c.head_dim), c.n_layers, c.q_dim(), "query row")?;
+        let q = self.ctx.queue.clone();
+        let s = self.sparse_mut()?;
+        q.write_buffer(&s.head_rows, 0, bytemuck::cast_slice(&rows));
+        q.write_buffer(&s.head_counts, 0, bytemuck::cast_slice(&row_counts));
+        q.write_buffer(&s.head_bitmap, 0, bytemuck::cast_slice(&bitmap));
+        s.heads = Some(counts.iter().map(|&k| k as usize).collect());
+        self.bind_sparse();
+        Ok(())
+    }
+
+    /// `threshold` mode: every decoded token keeps the neurons its rule
+    /// passes, with the file's per-layer thresholds (checked against this model).
+    pub fn set_threshold_mask(&mut self, thresholds: &Thresholds) -> Result<()> {
+        thresholds.check(self)?;
+        let q = self.ctx.queue.clone();
+        let s = self.sparse_mut()?;
+        q.write_buffer(&s.thresholds, 0, bytemuck::cast_slice(&thresholds.thresholds));
+        s.mlp = MlpMask::Threshold(thresholds.rule.kernel_rule());
+        self.bind_sparse();
+        Ok(())
+    }
+
+    /// The MLP mask in use.
+    pub fn mlp_mask(&self) -> MlpMask {
+        self.sparse.as_ref().map_or(MlpMask::Dense, |s| s.mlp.clone())
+    }
+
+    /// The active neurons per layer, read back from the GPU (sorted by id):
+    /// the fixed mask, or the last decoded token's under a threshold rule.
+    pub fn read_mlp_mask(&self) -> Result<Option<Vec<Vec<u32>>>> {
+        let Some(s) = self.sparse.as_ref().filter(|s| s.mlp != MlpMask::Dense) else { return Ok(None) };
+        read_lists(&self.ctx, &s.index, &s.counts, self.config.n_layers, self.config.ffn_dim, 1).map(Some)
+    }
+
+    /// The active heads per layer, when heads are masked.
+    pub fn read_head_mask(&self) -> Result<Option<Vec<Vec<u32>>>> {
+        let Some(s) = self.sparse.as_ref().filter(|s| s.heads.is_some()) else { return Ok(None) };
+        read_lists(&self.ctx, &s.head_rows, &s.head_counts, self.config.n_layers, self.config.q_dim(), self.config.head_dim).map(Some)
+    }
+
+    /// The [layers, ffn] bitmap of active neurons (1 = active), for display.
+    pub fn mlp_mask_bitmap(&self) -> Option<&wgpu::Buffer> {
+        self.sparse.as_ref().filter(|s| s.mlp != MlpMask::Dense).map(|s| &s.bitmap)
+    }
+
+    /// The [layers, heads] bitmap of active heads, for display.
+    pub fn head_mask_bitmap(&self) -> Option<&wgpu::Buffer> {
+        self.sparse.as_ref().filter(|s| s.heads.is_some()).map(|s| &s.head_bitmap)
+    }
+
+    /// Fractions of MLP neurons and of heads active (1.0 where dense): for a
+    /// threshold rule, the last decoded token's (a small readback).
+    pub fn active_fractions(&self) -> Result<(f64, f64)> {
+        let c = &self.config;
+        let Some(s) = self.sparse.as_ref() else { return Ok((1.0, 1.0)) };
+        let mean = |counts: &[usize], n: usize| counts.iter().sum::<usize>() as f64 / (counts.len() * n) as f64;
+        let mlp = match &s.mlp {
+            MlpMask::Dense => 1.0,
+            MlpMask::Fixed(k) => mean(k, c.ffn_dim),
+            MlpMask::Threshold(_) => mean(&read_buffer_u32(&self.ctx, &s.counts, 0, c.n_layers)?.iter().map(|&k| k as usize).collect::<Vec<_>>(), c.ffn_dim),
+        };
+        let heads = s.heads.as_ref().map_or(1.0, |k| mean(k, c.n_heads));
+        Ok((mlp, heads))
+    }
+
+    /// Back to dense decoding (the sparse weights stay uploaded).
+    pub fn disable_sparsity(&mut self) {
+        if let Some(s) = &mut self.sparse {
+            s.mlp = MlpMask::Dense;
+            s.heads = None;
+            s.layers.clear();
+        }
+    }
+
+    /// Heads back to dense, the MLP mask unchanged.
+    pub fn clear_head_mask(&mut self) {
+        if let Some(s) = &mut self.sparse {
+            s.heads = None;
+            self.bind_sparse();
+        }
+    }
+
+    /// The sparse calls for layer `l` of a forward over `n` tokens, if any.
+    pub(crate) fn sparse_layer(&self, l: usize, n: u32) -> Option<&SparseLayer> {
+        self.sparse.as_ref().filter(|s| n == 1 && s.on()).and_then(|s| s.layers.get(l))
+    }
+}
+
+impl SparseLayer {
+    /// The query projection, when heads are masked.
+    pub fn plan_q<'a>(&'a self, out: &mut Vec<Dispatch<'a>>) -> bool {
+        self.q.as_ref().map(|c| c.plan("sparse_q", 1, out)).is_some()
+    }
+
+    /// The output projection, when heads are masked.
+    pub fn plan_o<'a>(&'a self, out: &mut Vec<Dispatch<'a>>) -> bool {
+        self.o.as_ref().map(|[a, b]| {
+            a.plan("sparse_o", 1, out);
+            b.plan("sparse_o", 1, out);
+        })
+        .is_some()
+    }
+
+    /// The MLP after its norm; `dense_h` plans the dense gate|up and SwiGLU
+    /// (the CETT rule thresholds their output). False when the MLP is dense.
+    pub fn plan_mlp<'a>(&'a self, dense_h: impl FnOnce(&mut Vec<Dispatch<'a>>), out: &mut Vec<Dispatch<'a>>) -> bool {
+        let calls: &[Call] = match &self.mlp {
+            MlpCalls::Dense => return false,
+            MlpCalls::Fixed(c) => c,
+            MlpCalls::Cett(c) => {
+                dense_h(out);
+                c
+            }
+            MlpCalls::Cats(c) => c,
+        };
+        calls.iter().for_each(|c| c.plan("sparse_mlp", 1, out));
+        true
+    }
+}
+
+/// Active lists per layer → (index [layers, width], bitmap [layers, width], counts [layers]),
+/// checked: one list per layer, ids in range, none twice, none empty.
+fn pack_lists(active: &[Vec<u32>], n_layers: usize, width: usize, what: &str) -> Result<(Vec<u32>, Vec<u32>, Vec<u32>)> {
+    if active.len() != n_layers {
+        return Err(SiftError::InvalidInput(format!("a mask needs {n_layers} layers, not {}", active.len())));
+    }
+    let (mut index, mut bitmap, mut counts) = (vec![0u32; n_layers * width], vec![0u32; n_layers * width], Vec::with_capacity(n_layers));
+    for (l, ids) in active.iter().enumerate() {
+        if ids.is_empty() {
+            return Err(SiftError::InvalidInput(format!("layer {l} of the mask has no active {what}s (every layer needs at least one)")));
+        }
+        for (a, &i) in ids.iter().enumerate() {
+            if i as usize >= width {
+                return Err(SiftError::InvalidInput(format!("{what} {i} in layer {l} is out of range (the layer has {width})")));
+            }
+            let bit = &mut bitmap[l * width + i as usize];
+            if *bit == 1 {
+                return Err(SiftError::InvalidInput(format!("{what} {i} appears twice in layer {l}")));
+            }
+            *bit = 1;
+            index[l * width + a] = i;
+        }
+        counts.push(ids.len() as u32);
+    }
+    Ok((index, bitmap, counts))
+}
+
+/// Head ids → their query rows (head_dim each).
+fn expand_heads(heads: &[Vec<u32>], head_dim: usize) -> Vec<Vec<u32>> {
+    let hd = head_dim as u32;
+    heads.iter().map(|ids| ids.iter().flat_map(|&h| h * hd..(h + 1) * hd).collect()).collect()
+}
+
+/// Reads active lists back (sorted); `unit` > 1 folds rows into units.
+fn read_lists(ctx: &GpuContext, index: &wgpu::Buffer, counts: &wgpu::Buffer, n_layers: usize, width: usize, unit: usize) -> Result<Vec<Vec<u32>>> {
+    let all = read_buffer_u32(ctx, index, 0, n_layers * width)?;
+    let counts = read_buffer_u32(ctx, counts, 0, n_layers)?;
+    Ok(all
+        .chunks(width)
+        .zip(counts)
+        .map(|(l, k)| {
+            let mut ids: Vec<u32> = l[..(k as usize).min(width)].iter().map(|&i| i / unit as u32).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        })
+        .collect())
+}
