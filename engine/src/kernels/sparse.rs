@@ -50,8 +50,8 @@ pub struct ActiveList<'a> {
 pub fn rows(ctx: &GpuContext, dim: usize, mode: RowsMode, active: ActiveList, x: &wgpu::Buffer, w: &wgpu::Buffer, out: &wgpu::Buffer) -> Call {
     use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
     assert!(dim.is_multiple_of(8));
-    let kernel = Kernel::get(ctx, "sparse_rows", include_str!("../../../shaders/sparse_rows.wgsl"), &[U, R, R, R, R, W]);
-    let params = uniform_buffer(ctx, "sparse_rows params", &[dim as u32, active.index_offset as u32, active.layer as u32, mode as u32, active.max_count as u32, 0, 0, 0]);
+    let kernel = Kernel::specialized(ctx, "sparse_rows", include_str!("../../../shaders/sparse_rows.wgsl"), &[U, R, R, R, R, W], &[("MODE", mode as u32 as f64)]);
+    let params = uniform_buffer(ctx, "sparse_rows params", &[dim as u32, active.index_offset as u32, active.layer as u32, active.max_count as u32]);
     let n = active.max_count as u32;
     Call {
         group: kernel.bind(ctx, &[&params, x, w, active.index, active.counts, out]),
