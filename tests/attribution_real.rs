@@ -152,7 +152,7 @@ fn sparse_oracle_and_threshold_modes_equal_dense_with_units_zeroed() {
         for step in 0..2 {
             let last = tokens.len() - 1;
             let logits = match &th {
-                None => sift_engine::model::sparse::oracle_step(&mut rm.model, &mut rm.attributor, &tokens, Metric::CorrectedGxo, Ratios::both(0.5)).unwrap(),
+                None => sift_engine::model::sparse::oracle_step(&mut rm.model, &mut rm.attributor, &tokens, Metric::CorrectedGxo, Ratios::both(0.5)).unwrap().0,
                 Some(th) => {
                     rm.model.set_threshold_mask(th).unwrap();
                     rm.model.reset();

@@ -6,6 +6,7 @@
 //! reference forward and the GPU forward), and the rest is generation glue.
 
 pub mod attribution;
+pub mod bench;
 pub mod default_model;
 pub mod error;
 pub mod generate;
@@ -19,3 +20,5 @@ pub mod testing;
 pub mod tokenizer;
 
 pub use error::{Result, SiftError};
+/// The wgpu the engine is built on (apps share its types).
+pub use wgpu;

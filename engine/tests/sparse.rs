@@ -155,7 +155,7 @@ fn oracle_step_equals_dense_with_the_last_tokens_inactive_neurons_zeroed() {
     model.enable_sparse(&w).unwrap();
     let mut tokens: Vec<u32> = (0..7).map(|i| (i * 29 + 3) % c.vocab_size as u32).collect();
     for step in 0..3 {
-        let logits = sift_engine::model::sparse::oracle_step(&mut model, &mut attr, &tokens, Metric::CorrectedGxo, Ratios::both(0.5)).unwrap();
+        let logits = sift_engine::model::sparse::oracle_step(&mut model, &mut attr, &tokens, Metric::CorrectedGxo, Ratios::both(0.5)).unwrap().0;
         assert_eq!(model.position(), tokens.len());
         let mask = model.read_mlp_mask().unwrap().unwrap();
         let heads = model.read_head_mask().unwrap().unwrap();

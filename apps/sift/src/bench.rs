@@ -6,7 +6,6 @@ use crate::common::{load_with, ModelArgs};
 use sift_engine::attribution::{AttributeOptions, Attributor, Target};
 use anyhow::{Context, Result};
 use serde_json::json;
-use sift_engine::model::sparse::Ratios;
 use sift_engine::model::Logits;
 use sift_engine::sampling::argmax;
 use std::io::Write;
@@ -79,7 +78,7 @@ pub fn run(args: Args) -> Result<()> {
             m.model.enable_sparse(&w)?;
             drop(w);
             let a = attribution_ratio(&mut m.model, &mut attributor, &tokens, args.attribution_tokens)?;
-            let s = sparse_sweep(&mut m.model, &mut attributor, &decode_prompt, args.decode_tokens)?;
+            let s = sift_engine::bench::sparse_sweep(&mut m.model, &mut attributor, &decode_prompt, args.decode_tokens, &sift_engine::bench::SWEEP_RATIOS, |_| ())?;
             (Some(a), Some(s))
         }
         None => (None, None),
@@ -144,23 +143,8 @@ pub fn run(args: Args) -> Result<()> {
             a["runs"]
         );
     }
-    if let Some(rows) = sparse.as_ref().and_then(|s| s.as_array()) {
-        println!("\nsparse decoding, prompt mode (corrected GxO over the prompt); MLP = neurons only, +heads = heads at the same AR");
-        println!("{:>5} {:>12} {:>12} {:>9} {:>14} {:>14} {:>10} {:>14}", "AR", "dense tok/s", "MLP tok/s", "speedup", "dense MLP ms", "sparse MLP ms", "sparse/dense", "+heads speedup");
-        for r in rows {
-            let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
-            println!(
-                "{:>5.2} {:>12.1} {:>12.1} {:>8.2}x {:>14.2} {:>14.2} {:>9.0}% {:>13.2}x",
-                f("ar"),
-                f("dense_tokens_per_second"),
-                f("sparse_tokens_per_second"),
-                f("speedup"),
-                f("dense_mlp_ms"),
-                f("sparse_mlp_ms"),
-                100.0 * f("sparse_mlp_ms") / f("dense_mlp_ms"),
-                f("speedup_with_heads")
-            );
-        }
+    if let Some(rows) = &sparse {
+        sift_engine::bench::print_sweep(rows);
     }
     match (&decode_profile, &prefill_profile) {
         (Some(d), Some(p)) => print_profile(d, p, batch),
@@ -199,50 +183,6 @@ fn attribution_ratio(model: &mut sift_engine::model::GpuModel, attributor: &mut 
     let (f, a) = (median(&mut fwd), median(&mut attr));
     model.reset();
     Ok(json!({"tokens": n, "forward_seconds": f, "attribution_seconds": a, "ratio": a / f, "runs": runs}))
-}
-
-/// Decode speed with prompt-mode masks at several activation ratios, each
-/// beside a dense decode of the same steps measured just before it, and the
-/// MLP's GPU time per step from timestamp queries (NaN without them).
-/// `model` must have sparse decoding enabled.
-fn sparse_sweep(model: &mut sift_engine::model::GpuModel, attributor: &mut Attributor, prompt: &[u32], steps: usize) -> Result<serde_json::Value> {
-    let mlp_ms = |p: &Option<Vec<(&str, f64)>>| {
-        p.as_ref().map_or(f64::NAN, |p| p.iter().filter(|(k, _)| ["gate_up", "swiglu", "down", "sparse_mlp"].contains(k)).map(|(_, s)| s * 1e3).sum())
-    };
-    let decode = |model: &mut sift_engine::model::GpuModel| -> Result<(f64, f64)> {
-        // The prompt is in the cache already.
-        let mut logits = model.forward(&[prompt[prompt.len() - 1]], Logits::Last)?;
-        let t = Instant::now();
-        for _ in 0..steps {
-            logits = model.forward(&[argmax(&logits)], Logits::Last)?;
-        }
-        let tps = steps as f64 / t.elapsed().as_secs_f64();
-        let prof = model.profile(&[argmax(&logits)])?;
-        Ok((tps, mlp_ms(&prof)))
-    };
-    let mut rows = Vec::new();
-    let context = &prompt[..prompt.len() - 1];
-    for ar in [1.0, 0.5, 0.3, 0.2, 0.1] {
-        model.disable_sparsity();
-        model.reset();
-        model.forward(context, Logits::Last)?;
-        let (dense, dense_mlp) = decode(model)?;
-        let metric = sift_engine::attribution::Metric::CorrectedGxo;
-        sift_engine::model::sparse::set_prompt_mask(model, attributor, context, metric, Ratios::mlp(ar))?;
-        let (sparse, sparse_mlp) = decode(model)?;
-        // Heads too (the paper's single AR over both).
-        sift_engine::model::sparse::set_prompt_mask(model, attributor, context, metric, Ratios::both(ar))?;
-        let (both, _) = decode(model)?;
-        rows.push(json!({
-            "ar": ar, "active_mlp_fraction": model.active_fractions()?.0,
-            "dense_tokens_per_second": dense, "sparse_tokens_per_second": sparse, "speedup": sparse / dense,
-            "sparse_with_heads_tokens_per_second": both, "speedup_with_heads": both / dense,
-            "dense_mlp_ms": dense_mlp, "sparse_mlp_ms": sparse_mlp,
-        }));
-    }
-    model.disable_sparsity();
-    model.reset();
-    Ok(json!(rows))
 }
 
 fn profile_json(p: &[(&str, f64)]) -> serde_json::Value {

@@ -108,7 +108,7 @@ fn oracle(m: &mut crate::common::Loaded, attributor: &mut Attributor, prompt_ids
     let mut generated = 0;
     let mut stdout = std::io::stdout();
     while generated < args.tokens && tokens.len() < max {
-        let logits = sift_engine::model::sparse::oracle_step(&mut m.model, attributor, &tokens, metric, ratios)?;
+        let logits = sift_engine::model::sparse::oracle_step(&mut m.model, attributor, &tokens, metric, ratios)?.0;
         let next = sampler.sample(&logits);
         if m.tokenizer.stop_ids.contains(&next) {
             break;

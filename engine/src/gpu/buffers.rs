@@ -14,6 +14,7 @@ pub fn storage_buffer<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, data: &[T
     if bytes.is_empty() {
         return zeroed_buffer(ctx, label, 4);
     }
+    ctx.count_allocation(bytes.len() as u64);
     ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
         label: Some(label),
         contents: bytes,
@@ -22,6 +23,7 @@ pub fn storage_buffer<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, data: &[T
 }
 
 pub fn zeroed_buffer(ctx: &GpuContext, label: &str, bytes: u64) -> wgpu::Buffer {
+    ctx.count_allocation(bytes.max(4).next_multiple_of(4));
     ctx.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
         size: bytes.max(4).next_multiple_of(4),

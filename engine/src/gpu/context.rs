@@ -36,6 +36,8 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
     pub(crate) kernels: Mutex<HashMap<String, Arc<super::Kernel>>>,
+    /// Bytes of storage buffers created through the buffer helpers.
+    allocated: std::sync::atomic::AtomicU64,
 }
 
 fn parse_backends(name: Option<&str>) -> Result<wgpu::Backends> {
@@ -139,8 +141,7 @@ impl GpuContext {
 
     pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Arc<GpuContext>> {
         let info = adapter.get_info();
-        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
-        let features = adapter.features() & wanted;
+        let features = adapter.features() & Self::wanted_features();
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("sift"),
@@ -159,7 +160,31 @@ impl GpuContext {
             limits,
             features,
             kernels: Mutex::new(HashMap::new()),
+            allocated: Default::default(),
         }))
+    }
+
+    /// The features Sift uses when an adapter has them; a device shared with
+    /// a renderer should be opened with these and the adapter's own limits.
+    pub fn wanted_features() -> wgpu::Features {
+        wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY
+    }
+
+    /// Runs on a device opened elsewhere (the desktop app shares its
+    /// renderer's device), with whatever limits and features it was opened with.
+    pub fn from_device(info: wgpu::AdapterInfo, device: wgpu::Device, queue: wgpu::Queue) -> Arc<GpuContext> {
+        let (limits, features) = (device.limits(), device.features() & Self::wanted_features());
+        Arc::new(GpuContext { device, queue, info, limits, features, kernels: Mutex::new(HashMap::new()), allocated: Default::default() })
+    }
+
+    pub(crate) fn count_allocation(&self, bytes: u64) {
+        self.allocated.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Storage bytes Sift has allocated on this device (weights, caches,
+    /// scratch; buffers live as long as their model, so this is the peak).
+    pub fn allocated_bytes(&self) -> u64 {
+        self.allocated.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn is_software(&self) -> bool {

@@ -72,13 +72,13 @@ pub fn set_prompt_mask(model: &mut GpuModel, attributor: &mut Attributor, prompt
 /// `oracle` mode, one step (the paper's per-token protocol): a dense forward
 /// and backward over `tokens` with F = log p of the dense model's greedy next
 /// token, the top `ratios` of the last token's units by `metric`, then the
-/// last token run again with only those. Returns its logits. Slower than
-/// dense decoding by design: an accuracy reference, not a fast path.
-pub fn oracle_step(model: &mut GpuModel, attributor: &mut Attributor, tokens: &[u32], metric: Metric, ratios: Ratios) -> Result<Vec<f32>> {
+/// last token run again with only those. Returns its logits and the scores.
+/// Slower than dense decoding by design: an accuracy reference, not a fast path.
+pub fn oracle_step(model: &mut GpuModel, attributor: &mut Attributor, tokens: &[u32], metric: Metric, ratios: Ratios) -> Result<(Vec<f32>, Scores)> {
     ratios.check()?;
     let opts = AttributeOptions::for_metric(metric, Positions::Last);
     let scores = attributor.attribute(model, tokens, &Target::Next, &opts)?;
     model.set_masks_from_scores(&scores, metric, ratios)?;
     model.rewind(tokens.len() - 1)?;
-    model.forward(&tokens[tokens.len() - 1..], Logits::Last)
+    Ok((model.forward(&tokens[tokens.len() - 1..], Logits::Last)?, scores))
 }

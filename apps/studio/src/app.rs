@@ -1,0 +1,314 @@
+//! Sift Studio's window: controls on the left, the generated text and the
+//! per-layer mask view in the middle, live statistics on the right. All
+//! engine work happens on the worker thread; this only draws and sends.
+
+use crate::masks::{MaskView, View};
+use crate::worker::{Command, Event, Mode, ModelInfo, Request, Stats, Worker};
+use eframe::egui;
+use sift_engine::attribution::Metric;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+const METRICS: [Metric; 6] = [Metric::Magnitude, Metric::Gxo, Metric::Snip, Metric::Fisher, Metric::IntegratedGradients, Metric::CorrectedGxo];
+
+pub struct StudioApp {
+    worker: Worker,
+    pub model_path: String,
+    pub prompt: String,
+    pub chat: bool,
+    pub max_tokens: usize,
+    pub temperature: f32,
+    pub mode: Mode,
+    pub metric: Metric,
+    pub ar: f64,
+    pub heads: bool,
+    pub thresholds_path: String,
+    pub view: View,
+    pub info: Option<ModelInfo>,
+    pub output: String,
+    pub status: String,
+    pub error: Option<String>,
+    pub generating: bool,
+    pub loading: bool,
+    /// The request of the last Generate press.
+    pub last_request: Option<Request>,
+    pub stats: Stats,
+    pub history: Vec<f64>,
+    /// Generate as soon as the model has loaded (`--generate`).
+    pub autostart: bool,
+    masks: MaskView,
+}
+
+impl StudioApp {
+    /// `model`: what to load first (None: the default model).
+    pub fn new(worker: Worker, model: Option<PathBuf>) -> StudioApp {
+        let mut app = StudioApp {
+            worker,
+            model_path: model.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            prompt: "Once upon a time".into(),
+            chat: false,
+            max_tokens: 64,
+            temperature: 0.0,
+            mode: Mode::Prompt,
+            metric: Metric::CorrectedGxo,
+            ar: 0.3,
+            heads: false,
+            thresholds_path: String::new(),
+            view: View::Mask,
+            info: None,
+            output: String::new(),
+            status: String::new(),
+            error: None,
+            generating: false,
+            loading: false,
+            last_request: None,
+            stats: Stats::default(),
+            history: Vec::new(),
+            autostart: false,
+            masks: MaskView::default(),
+        };
+        app.load(model);
+        app
+    }
+
+    fn load(&mut self, path: Option<PathBuf>) {
+        self.loading = true;
+        self.info = None;
+        self.error = None;
+        self.masks.clear();
+        self.worker.send(Command::Load(path));
+    }
+
+    /// Sends a generation with the controls as they stand.
+    pub fn generate(&mut self) {
+        let req = Request {
+            prompt: self.prompt.clone(),
+            chat: self.chat,
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+            mode: self.mode,
+            metric: self.metric,
+            ar: self.ar,
+            heads: self.heads,
+            thresholds: (!self.thresholds_path.trim().is_empty()).then(|| PathBuf::from(self.thresholds_path.trim())),
+        };
+        self.last_request = Some(req.clone());
+        self.output.clear();
+        self.history.clear();
+        self.stats = Stats::default();
+        self.error = None;
+        self.generating = true;
+        // Cleared here, not on the worker: a Stop pressed before the worker
+        // picks the request up must still stop it.
+        self.worker.stop.store(false, Ordering::SeqCst);
+        self.worker.send(Command::Generate(req));
+    }
+
+    pub fn stop(&self) {
+        self.worker.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Takes in what the worker sent since the last frame.
+    pub fn poll(&mut self, ctx: &egui::Context) {
+        while let Ok(event) = self.worker.events.try_recv() {
+            match event {
+                Event::Status(s) => self.status = s,
+                Event::Loaded(info) => {
+                    self.status = format!("{} loaded", info.name);
+                    self.info = Some(info);
+                    self.loading = false;
+                    if std::mem::take(&mut self.autostart) {
+                        self.generate();
+                    }
+                }
+                Event::Started(req) => {
+                    self.status = format!("generating ({}, AR {:.2})", req.mode.label(), req.ar);
+                    if req.mode == Mode::Dense {
+                        self.masks.clear();
+                    }
+                }
+                Event::Token(t) => self.output.push_str(&t),
+                Event::Masks(frame) => {
+                    if let Some(info) = &self.info {
+                        self.masks.set(ctx, frame, info, self.view);
+                    }
+                }
+                Event::Stats(s) => {
+                    self.stats = s;
+                    self.history.push(s.tokens_per_second);
+                }
+                Event::Finished(reason) => {
+                    self.generating = false;
+                    self.status = format!("finished: {reason}, {} tokens at {:.1} tokens/s", self.stats.generated, self.stats.tokens_per_second);
+                }
+                Event::Error(e) => {
+                    self.generating = false;
+                    self.loading = false;
+                    self.status = "error".into();
+                    self.error = Some(e);
+                }
+            }
+        }
+    }
+
+    /// The whole window (also what the UI tests drive).
+    pub fn ui(&mut self, ui: &mut egui::Ui) {
+        let ctx = ui.ctx().clone();
+        self.poll(&ctx);
+        egui::Panel::top("top").show(ui, |ui| self.top_bar(ui));
+        egui::Panel::left("controls").resizable(false).exact_size(260.0).show(ui, |ui| self.controls(ui));
+        egui::Panel::right("stats").resizable(false).exact_size(230.0).show(ui, |ui| self.statistics(ui));
+        egui::CentralPanel::default().show(ui, |ui| self.center(ui));
+        if self.generating || self.loading {
+            ctx.request_repaint_after(std::time::Duration::from_millis(100));
+        }
+    }
+
+    fn top_bar(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.heading("Sift Studio");
+            ui.separator();
+            let label = ui.label("model");
+            ui.add(egui::TextEdit::singleline(&mut self.model_path).hint_text("default: SmolLM2-135M-Instruct (GGUF file or HF directory)").desired_width(340.0)).labelled_by(label.id);
+            let idle = !self.generating && !self.loading;
+            if ui.add_enabled(idle, egui::Button::new("Load")).clicked() {
+                let p = self.model_path.trim();
+                self.load((!p.is_empty()).then(|| PathBuf::from(p)));
+            }
+            if ui.add_enabled(idle, egui::Button::new("Default model")).clicked() {
+                self.model_path.clear();
+                self.load(None);
+            }
+            ui.separator();
+            match &self.info {
+                Some(i) => ui.label(format!("{} on {}", i.name, i.adapter)),
+                None => ui.label(if self.loading { "loading…" } else { "no model" }),
+            };
+        });
+    }
+
+    fn controls(&mut self, ui: &mut egui::Ui) {
+        let label = ui.label("Prompt");
+        ui.add(egui::TextEdit::multiline(&mut self.prompt).desired_rows(4).desired_width(f32::INFINITY)).labelled_by(label.id);
+        ui.checkbox(&mut self.chat, "chat format (instruct models)");
+        ui.horizontal(|ui| {
+            let label = ui.label("tokens");
+            ui.add(egui::DragValue::new(&mut self.max_tokens).range(1..=1000)).labelled_by(label.id);
+            let label = ui.label("temp");
+            ui.add(egui::DragValue::new(&mut self.temperature).range(0.0..=2.0).speed(0.05)).labelled_by(label.id);
+        });
+        ui.separator();
+        ui.label("Sparse activation");
+        egui::ComboBox::from_label("mode").selected_text(self.mode.label()).show_ui(ui, |ui| {
+            for m in Mode::ALL {
+                ui.selectable_value(&mut self.mode, m, m.label());
+            }
+        });
+        egui::ComboBox::from_label("metric").selected_text(self.metric.name()).show_ui(ui, |ui| {
+            for m in METRICS {
+                ui.selectable_value(&mut self.metric, m, m.name());
+            }
+        });
+        ui.add(egui::Slider::new(&mut self.ar, 0.05..=1.0).text("activation ratio").fixed_decimals(2));
+        ui.checkbox(&mut self.heads, "mask attention heads too");
+        if self.mode == Mode::Threshold {
+            let label = ui.label("thresholds file");
+            ui.add(egui::TextEdit::singleline(&mut self.thresholds_path).hint_text("from `sift calibrate`")).labelled_by(label.id);
+        }
+        ui.label(egui::RichText::new(mode_help(self.mode)).small().weak());
+        ui.separator();
+        ui.horizontal(|ui| {
+            let can_generate = self.info.is_some() && !self.generating && !self.loading;
+            if ui.add_enabled(can_generate, egui::Button::new("Generate")).clicked() {
+                self.generate();
+            }
+            if ui.add_enabled(self.generating, egui::Button::new("Stop")).clicked() {
+                self.stop();
+            }
+        });
+        ui.label(egui::RichText::new(&self.status).small());
+        if let Some(e) = &self.error {
+            ui.colored_label(egui::Color32::from_rgb(255, 110, 100), format!("Error: {e}"));
+        }
+    }
+
+    fn statistics(&mut self, ui: &mut egui::Ui) {
+        ui.heading("Live");
+        let s = self.stats;
+        ui.label(format!("tokens/s: {:.1}", s.tokens_per_second));
+        ui.label(format!("generated: {}", s.generated));
+        ui.label(format!("MLP neurons active: {:.0}%", s.mlp_active * 100.0));
+        ui.label(format!("heads active: {:.0}%", s.heads_active * 100.0));
+        if let Some(i) = &self.info {
+            let (flops, bytes) = savings(i, s);
+            ui.label(format!("saved per token: {:.1} MFLOP", flops / 1e6));
+            ui.label(format!("weights not read: {:.1} MiB", bytes / (1u64 << 20) as f64));
+        }
+        ui.separator();
+        ui.label("tokens/s");
+        sparkline(ui, &self.history);
+    }
+
+    fn center(&mut self, ui: &mut egui::Ui) {
+        let Some(info) = self.info.clone() else {
+            ui.centered_and_justified(|ui| ui.label(if self.loading { "loading the model…" } else { "load a model to begin" }));
+            return;
+        };
+        let text_h = (ui.available_height() * 0.35).max(80.0);
+        egui::ScrollArea::vertical().max_height(text_h).stick_to_bottom(true).show(ui, |ui| {
+            ui.add(egui::Label::new(egui::RichText::new(if self.output.is_empty() { "…" } else { &self.output }).monospace()).wrap());
+        });
+        ui.separator();
+        ui.horizontal(|ui| {
+            ui.label(format!("activation masks: {} layers × {} neurons | {} heads", info.n_layers, info.ffn_dim, info.n_heads));
+            let before = self.view;
+            ui.selectable_value(&mut self.view, View::Mask, "mask");
+            ui.add_enabled_ui(self.masks.has_scores(), |ui| ui.selectable_value(&mut self.view, View::Scores, "scores"));
+            if before != self.view {
+                self.masks.refresh(ui.ctx(), &info, self.view);
+            }
+        });
+        self.masks.ui(ui, &info);
+    }
+}
+
+impl eframe::App for StudioApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        StudioApp::ui(self, ui);
+    }
+}
+
+fn mode_help(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Dense => "every neuron and head runs",
+        Mode::Prompt => "attribution over the prompt once; the mask stays fixed while decoding (fast)",
+        Mode::Oracle => "a dense forward and backward before every token picks its mask (slower than dense; the paper's protocol)",
+        Mode::Threshold => "per-token rule from a calibration file: neurons below the layer's threshold are skipped",
+    }
+}
+
+/// FLOPs and f16 weight bytes one decode step skips (2 FLOPs per weight).
+fn savings(i: &ModelInfo, s: Stats) -> (f64, f64) {
+    let mlp = 3.0 * (i.dim * i.ffn_dim) as f64 * (1.0 - s.mlp_active);
+    let attn = 2.0 * (i.dim * i.n_heads * i.head_dim) as f64 * (1.0 - s.heads_active);
+    let weights = (mlp + attn) * i.n_layers as f64;
+    (2.0 * weights, 2.0 * weights)
+}
+
+/// A small line chart of the tokens/s history.
+fn sparkline(ui: &mut egui::Ui, values: &[f64]) {
+    let (rect, _) = ui.allocate_exact_size(egui::vec2(ui.available_width(), 70.0), egui::Sense::hover());
+    let painter = ui.painter_at(rect);
+    painter.rect_filled(rect, 2.0, ui.visuals().extreme_bg_color);
+    if values.len() < 2 {
+        return;
+    }
+    let max = values.iter().cloned().fold(1e-9, f64::max);
+    let points: Vec<egui::Pos2> = values
+        .iter()
+        .enumerate()
+        .map(|(k, v)| egui::pos2(rect.left() + rect.width() * k as f32 / (values.len() - 1) as f32, rect.bottom() - rect.height() * (v / max) as f32 * 0.9))
+        .collect();
+    painter.add(egui::Shape::line(points, egui::Stroke::new(1.5, egui::Color32::from_rgb(255, 176, 46))));
+    painter.text(rect.left_top() + egui::vec2(4.0, 2.0), egui::Align2::LEFT_TOP, format!("max {max:.1}"), egui::FontId::proportional(10.0), ui.visuals().weak_text_color());
+}

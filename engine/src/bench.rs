@@ -1,0 +1,112 @@
+//! Measurements the apps' benchmarks share: decode speed dense and with
+//! prompt-mode masks at several activation ratios, each beside a dense decode
+//! of the same steps measured just before it (ratios in one run, because
+//! machines are shared and noisy), and per-kernel GPU time where the adapter
+//! has timestamp queries.
+
+use crate::attribution::{Attributor, Metric};
+use crate::error::{Result, SiftError};
+use crate::model::sparse::{set_prompt_mask, Ratios};
+use crate::model::{GpuModel, Logits};
+use crate::sampling::argmax;
+use serde::Serialize;
+use std::time::Instant;
+
+/// GPU seconds per kernel role of one forward.
+pub type Profile = Vec<(&'static str, f64)>;
+
+/// Kernel roles of the MLP, dense and sparse.
+pub const MLP_KERNELS: [&str; 4] = ["gate_up", "swiglu", "down", "sparse_mlp"];
+
+/// One activation ratio of a sweep.
+#[derive(Clone, Debug, Serialize)]
+pub struct SweepRow {
+    pub ar: f64,
+    pub dense_tokens_per_second: f64,
+    /// MLP neurons masked, every head kept.
+    pub sparse_tokens_per_second: f64,
+    pub speedup: f64,
+    /// Heads masked at the same AR too (the paper's single AR).
+    pub sparse_with_heads_tokens_per_second: f64,
+    pub speedup_with_heads: f64,
+    /// MLP GPU time of one decode step (NaN without timestamp queries).
+    pub dense_mlp_ms: f64,
+    pub sparse_mlp_ms: f64,
+    /// Per-kernel GPU seconds of one sparse decode step (MLP-only masks).
+    pub sparse_kernel_seconds: Option<Profile>,
+}
+
+/// Milliseconds of the MLP kernels in a profile.
+pub fn mlp_ms(p: &Option<Profile>) -> f64 {
+    p.as_ref().map_or(f64::NAN, |p| p.iter().filter(|(k, _)| MLP_KERNELS.contains(k)).map(|(_, s)| s * 1e3).sum())
+}
+
+/// Decodes `steps` greedy tokens after `prompt`'s last token (the rest is in
+/// the cache already); returns tokens/s and the profile of one more step.
+pub fn timed_decode(model: &mut GpuModel, prompt: &[u32], steps: usize) -> Result<(f64, Option<Profile>)> {
+    let mut logits = model.forward(&prompt[prompt.len() - 1..], Logits::Last)?;
+    let t = Instant::now();
+    for _ in 0..steps {
+        logits = model.forward(&[argmax(&logits)], Logits::Last)?;
+    }
+    let tps = steps as f64 / t.elapsed().as_secs_f64();
+    Ok((tps, model.profile(&[argmax(&logits)])?))
+}
+
+/// Prompt-mode sparse decoding (corrected GxO over the prompt) at each of
+/// `ratios`, each beside a dense decode. `model` must have sparse decoding
+/// enabled. Leaves the model dense with an empty cache.
+pub fn sparse_sweep(model: &mut GpuModel, attributor: &mut Attributor, prompt: &[u32], steps: usize, ratios: &[f64], mut progress: impl FnMut(usize)) -> Result<Vec<SweepRow>> {
+    if prompt.len() < 3 || steps == 0 {
+        return Err(SiftError::InvalidInput("a sweep needs a prompt of 3 or more tokens and at least one step".into()));
+    }
+    let context = &prompt[..prompt.len() - 1];
+    let mut rows = Vec::new();
+    for (i, &ar) in ratios.iter().enumerate() {
+        model.disable_sparsity();
+        model.reset();
+        model.forward(context, Logits::Last)?;
+        let (dense, dense_prof) = timed_decode(model, prompt, steps)?;
+        set_prompt_mask(model, attributor, context, Metric::CorrectedGxo, Ratios::mlp(ar))?;
+        let (sparse, sparse_prof) = timed_decode(model, prompt, steps)?;
+        set_prompt_mask(model, attributor, context, Metric::CorrectedGxo, Ratios::both(ar))?;
+        let (both, _) = timed_decode(model, prompt, steps)?;
+        rows.push(SweepRow {
+            ar,
+            dense_tokens_per_second: dense,
+            sparse_tokens_per_second: sparse,
+            speedup: sparse / dense,
+            sparse_with_heads_tokens_per_second: both,
+            speedup_with_heads: both / dense,
+            dense_mlp_ms: mlp_ms(&dense_prof),
+            sparse_mlp_ms: mlp_ms(&sparse_prof),
+            sparse_kernel_seconds: sparse_prof,
+        });
+        progress(i + 1);
+    }
+    model.disable_sparsity();
+    model.reset();
+    Ok(rows)
+}
+
+/// The sweep as a table.
+pub fn print_sweep(rows: &[SweepRow]) {
+    println!("\nsparse decoding, prompt mode (corrected GxO over the prompt); MLP = neurons only, +heads = heads at the same AR");
+    println!("{:>5} {:>12} {:>12} {:>9} {:>14} {:>14} {:>10} {:>14}", "AR", "dense tok/s", "MLP tok/s", "speedup", "dense MLP ms", "sparse MLP ms", "sparse/dense", "+heads speedup");
+    for r in rows {
+        println!(
+            "{:>5.2} {:>12.1} {:>12.1} {:>8.2}x {:>14.2} {:>14.2} {:>9.0}% {:>13.2}x",
+            r.ar,
+            r.dense_tokens_per_second,
+            r.sparse_tokens_per_second,
+            r.speedup,
+            r.dense_mlp_ms,
+            r.sparse_mlp_ms,
+            100.0 * r.sparse_mlp_ms / r.dense_mlp_ms,
+            r.speedup_with_heads
+        );
+    }
+}
+
+/// The activation ratios the benchmarks sweep.
+pub const SWEEP_RATIOS: [f64; 5] = [1.0, 0.5, 0.3, 0.2, 0.1];
