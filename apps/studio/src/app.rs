@@ -93,7 +93,8 @@ impl StudioApp {
             thresholds: (!self.thresholds_path.trim().is_empty()).then(|| PathBuf::from(self.thresholds_path.trim())),
         };
         self.last_request = Some(req.clone());
-        self.output.clear();
+        // The prompt as the model continues it (a chat template is not shown).
+        self.output = if self.chat { String::new() } else { self.prompt.clone() };
         self.history.clear();
         self.stats = Stats::default();
         self.error = None;

@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Parser;
 use eframe::{egui, egui_wgpu, wgpu};
 use sift_engine::gpu::{AdapterRequest, GpuContext};
-use sift_studio::{app::StudioApp, bench, worker::Worker};
+use sift_studio::{app::StudioApp, bench, worker::{Mode, Worker}};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -24,6 +24,15 @@ struct Args {
     /// The prompt to start with.
     #[arg(long)]
     prompt: Option<String>,
+    /// Starting mode: dense, prompt, oracle or threshold.
+    #[arg(long, default_value = "prompt")]
+    mode: String,
+    /// Starting activation ratio (0.05 to 1).
+    #[arg(long, default_value_t = 0.3)]
+    ar: f64,
+    /// Start with attention heads masked too.
+    #[arg(long)]
+    heads: bool,
     /// Start generating as soon as the model has loaded.
     #[arg(long)]
     generate: bool,
@@ -75,7 +84,11 @@ fn run(args: Args) -> Result<()> {
         wgpu_options: egui_wgpu::WgpuConfiguration { wgpu_setup: egui_wgpu::WgpuSetup::CreateNew(setup), ..Default::default() },
         ..Default::default()
     };
-    let (model, prompt, autostart) = (args.model.clone(), args.prompt.clone(), args.generate);
+    let mode = Mode::ALL.into_iter().find(|m| m.label() == args.mode).ok_or_else(|| anyhow::anyhow!("unknown --mode {:?}; use dense, prompt, oracle or threshold", args.mode))?;
+    if !(0.05..=1.0).contains(&args.ar) {
+        anyhow::bail!("--ar must be between 0.05 and 1, not {}", args.ar);
+    }
+    let (model, prompt, autostart, ar, heads) = (args.model.clone(), args.prompt.clone(), args.generate, args.ar, args.heads);
     eframe::run_native(
         "Sift Studio",
         options,
@@ -91,6 +104,7 @@ fn run(args: Args) -> Result<()> {
                 app.prompt = p;
             }
             app.autostart = autostart;
+            (app.mode, app.ar, app.heads) = (mode, ar, heads);
             Ok(Box::new(app))
         }),
     )
