@@ -7,6 +7,7 @@
 
 pub mod attribution;
 pub mod bench;
+pub mod calibrate;
 pub mod default_model;
 pub mod error;
 pub mod generate;

@@ -290,3 +290,44 @@ fn mask_and_threshold_files_round_trip_and_bad_files_are_clear_errors() {
     assert!(Thresholds::load(&dir.join("negative.json")).unwrap_err().to_string().contains("layer 0 is -1"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With the threshold applied to every token, a batched forward equals the
+/// CPU reference with the rule zeroing every token's neurons (the Sparsing
+/// Law's setting, used by calibration and perplexity).
+#[test]
+fn threshold_on_every_token_equals_the_reference_with_the_rule_applied() {
+    let c = tiny_config(RopeStyle::Neox);
+    let mut w = random_weights(&c, 18, false);
+    w.round_matrices_to_f16();
+    let down_norms: Vec<Vec<f32>> = w.layers.iter().map(|l| (0..c.ffn_dim).map(|i| (0..c.dim).map(|d| l.w_down[d * c.ffn_dim + i].powi(2)).sum::<f32>().sqrt()).collect()).collect();
+    let eps = [0.2f32, 0.3, 0.25];
+    let mut model = GpuModel::new(gpu(), &c, &w, 64).unwrap();
+    model.enable_sparse(&w).unwrap();
+    model.set_threshold_mask(&Thresholds::new(&model, Rule::Cett, eps.to_vec(), serde_json::Value::Null)).unwrap();
+    let tokens: Vec<u32> = (0..12).map(|i| (i * 7 + 1) % c.vocab_size as u32).collect();
+    let dense = cpu::attribute(&c, &w, &tokens, &vec![NONE; tokens.len()], &Intervention::default());
+    let dropped = std::cell::Cell::new(0usize);
+    let rule = |l: usize, neurons: bool, x: &mut [f32]| {
+        if neurons {
+            for row in x.chunks_mut(c.ffn_dim) {
+                for (i, v) in row.iter_mut().enumerate() {
+                    if v.abs() * down_norms[l][i] < eps[l] {
+                        *v = 0.0;
+                        dropped.set(dropped.get() + 1);
+                    }
+                }
+            }
+        }
+    };
+    let want = cpu::attribute(&c, &w, &tokens, &vec![NONE; tokens.len()], &Intervention { scale_layer: None, perturb: Some(&rule) });
+    let frac = dropped.get() as f64 / (tokens.len() * c.n_layers * c.ffn_dim) as f64;
+    assert!(frac > 0.1 && frac < 0.9, "{frac} of the neurons dropped");
+    // Off: batched forwards stay dense.
+    let got = model.forward(&tokens, Logits::All).unwrap();
+    assert!(rel(&got, &dense.logits) < 1e-4);
+    model.threshold_every_token(true);
+    model.reset();
+    let got = model.forward(&tokens, Logits::All).unwrap();
+    assert!(rel(&got, &want.logits) < 1e-4, "{}", rel(&got, &want.logits));
+    assert!(rel(&dense.logits, &want.logits) > 1e-3, "the rule must matter");
+}

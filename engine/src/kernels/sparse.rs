@@ -94,6 +94,24 @@ pub fn threshold_select(ctx: &GpuContext, n: usize, layer: usize, rule: Threshol
     }
 }
 
+/// The threshold rule over every token of a batched forward: zeroes the
+/// neurons of `h` ([tokens, n]) that `rule` drops; `gate_up` is the fused
+/// [tokens, gate | up] projection (CATS reads the gates).
+#[allow(clippy::too_many_arguments)]
+pub fn threshold_zero(ctx: &GpuContext, n: usize, layer: usize, rule: ThresholdRule, step: &wgpu::Buffer, h: &wgpu::Buffer, gate_up: &wgpu::Buffer, norms: &wgpu::Buffer, thresholds: &wgpu::Buffer) -> Call {
+    use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
+    let kernel = Kernel::get(ctx, "threshold_zero", include_str!("../../../shaders/threshold_zero.wgsl"), &[U, U, W, R, R, R]);
+    let params = uniform_buffer(ctx, "threshold_zero params", &[n as u32, layer as u32, rule as u32, 0]);
+    Call {
+        group: kernel.bind(ctx, &[&params, step, h, gate_up, norms, thresholds]),
+        kernel,
+        grid: Box::new(move |tokens| {
+            let [x, y] = spread((tokens * n as u32).div_ceil(64));
+            [x, y, 1]
+        }),
+    }
+}
+
 /// Slices of the active list the down projection is split into, so that
 /// even a few hundred output dimensions keep every core (or SM) busy.
 pub const MAX_DOWN_SLICES: usize = 16;

@@ -108,6 +108,8 @@ pub(crate) struct Activations {
     pub q: wgpu::Buffer,
     pub heads: wgpu::Buffer,
     pub neurons: wgpu::Buffer,
+    /// [tokens, gate | up]
+    pub gate_up: wgpu::Buffer,
 }
 
 /// One layer's weights and KV cache on the GPU (the attribution pass runs on
@@ -150,7 +152,7 @@ pub struct GpuModel {
     pub max_batch: usize,
     /// Tokens already in the KV cache.
     pos: usize,
-    step_all: wgpu::Buffer,
+    pub(crate) step_all: wgpu::Buffer,
     step_one: wgpu::Buffer,
     pub(crate) act: Activations,
     embed: Vec<Call>,
@@ -214,13 +216,13 @@ impl GpuModel {
             q: zeroed_buffer(&ctx, "q", f32_bytes(b * c.q_dim())),
             heads: zeroed_buffer(&ctx, "att", f32_bytes(b * c.q_dim())),
             neurons: zeroed_buffer(&ctx, "h", f32_bytes(b * c.ffn_dim)),
+            gate_up: zeroed_buffer(&ctx, "gate_up", f32_bytes(b * 2 * c.ffn_dim)),
         };
-        let gate_up = zeroed_buffer(&ctx, "gate_up", f32_bytes(b * 2 * c.ffn_dim));
         let step_all = uniform_buffer(&ctx, "step", &Step::new(0, 0));
         let step_one = uniform_buffer(&ctx, "step one", &Step::new(1, 0));
         let rope_table = storage_buffer(&ctx, "rope table", &rope::table(c.rope_theta, c.rot_dim, max_ctx));
 
-        let buffers = vec![gate_up.clone()];
+        let buffers = vec![];
         let mut weight_bytes = 0u64;
         let interleaved = family.is_cpu_style(&ctx);
         let family = if interleaved { KernelFamily::RowPerInvocation } else { KernelFamily::Cooperative };
@@ -258,7 +260,7 @@ impl GpuModel {
             layers: params_layers,
             family,
         };
-        let io = LayerIo { x: &act.x, xn: &act.xn, q: &act.q, heads: &act.heads, gate_up: &gate_up, neurons: &act.neurons };
+        let io = LayerIo { x: &act.x, xn: &act.xn, q: &act.q, heads: &act.heads, gate_up: &act.gate_up, neurons: &act.neurons };
         let layers = params.layers.iter().map(|p| LayerCalls::new(&ctx, &c, p, &params.rope_table, &step_all, &io, family)).collect();
         let out_norm = rmsnorm::call(&ctx, c.dim, c.rms_eps, &step_all, &act.x, &params.out_norm, &act.xn);
         let embed = embedding::calls(&ctx, &params.embed, &step_all, &act.tokens, &act.x);
@@ -382,7 +384,15 @@ impl GpuModel {
                 l.plan_attention(n, self.pos, &mut main);
                 l.o.plan("o", n, &mut main);
                 l.ffn_norm.plan("rmsnorm", n, &mut main);
-                l.plan_mlp(n, &mut main);
+                match self.threshold_zero(i, n) {
+                    Some(zero) => {
+                        l.gate_up.plan("gate_up", n, &mut main);
+                        l.swiglu.plan("swiglu", n, &mut main);
+                        zero.plan("threshold_zero", n, &mut main);
+                        l.down.plan("down", n, &mut main);
+                    }
+                    None => l.plan_mlp(n, &mut main),
+                }
                 continue;
             };
             l.attn_norm.plan("rmsnorm", n, &mut main);

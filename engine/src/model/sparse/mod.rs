@@ -82,6 +82,10 @@ pub(crate) struct SparseDecoding {
     /// Active heads per layer, when heads are masked.
     heads: Option<Vec<usize>>,
     layers: Vec<SparseLayer>,
+    /// The threshold rule also zeroes neurons in batched forwards (prefill,
+    /// perplexity), one call per layer.
+    every_token: bool,
+    zero: Vec<Call>,
 }
 
 fn to_f16(v: &[f32]) -> Vec<half::f16> {
@@ -119,6 +123,8 @@ impl SparseDecoding {
             mlp: MlpMask::Dense,
             heads: None,
             layers: Vec::new(),
+            every_token: false,
+            zero: Vec::new(),
         };
         let mut norms = Vec::with_capacity(l * f);
         for lw in &w.layers {
@@ -158,7 +164,12 @@ impl GpuModel {
     fn bind_sparse(&mut self) {
         let (ctx, c) = (self.ctx.clone(), self.config.clone());
         let (x, xn, heads, neurons, q) = (self.act.x.clone(), self.act.xn.clone(), self.act.heads.clone(), self.act.neurons.clone(), self.act.q.clone());
+        let (gate_up, step) = (self.act.gate_up.clone(), self.step_all.clone());
         let s = self.sparse.as_mut().expect("checked");
+        s.zero = match s.mlp {
+            MlpMask::Threshold(rule) => (0..c.n_layers).map(|l| sparse::threshold_zero(&ctx, c.ffn_dim, l, rule, &step, &neurons, &gate_up, &s.down_norms, &s.thresholds)).collect(),
+            _ => Vec::new(),
+        };
         let (d, f, qd) = (c.dim, c.ffn_dim, c.q_dim());
         s.layers = (0..c.n_layers)
             .map(|l| {
@@ -275,6 +286,20 @@ impl GpuModel {
         Ok(())
     }
 
+    /// With a threshold rule set: whether batched forwards (prefill,
+    /// perplexity) apply it too, as the Sparsing Law measures it. Off by
+    /// default: decoding alone is sparse.
+    pub fn threshold_every_token(&mut self, on: bool) {
+        if let Some(s) = &mut self.sparse {
+            s.every_token = on;
+        }
+    }
+
+    /// The zeroing call of layer `l` for a batched forward, when the threshold applies to every token.
+    pub(crate) fn threshold_zero(&self, l: usize, n: u32) -> Option<&Call> {
+        self.sparse.as_ref().filter(|s| n > 1 && s.every_token && matches!(s.mlp, MlpMask::Threshold(_))).and_then(|s| s.zero.get(l))
+    }
+
     /// The MLP mask in use.
     pub fn mlp_mask(&self) -> MlpMask {
         self.sparse.as_ref().map_or(MlpMask::Dense, |s| s.mlp.clone())
@@ -324,6 +349,7 @@ impl GpuModel {
             s.mlp = MlpMask::Dense;
             s.heads = None;
             s.layers.clear();
+            s.zero.clear();
         }
     }
 
