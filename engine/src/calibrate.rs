@@ -11,7 +11,9 @@
 //! the norm of the running partial sum after each (so a search step costs a
 //! binary search per token, not a matrix product).
 
+use crate::attribution::{AttributeOptions, Attributor, Target};
 use crate::error::{Result, SiftError};
+use crate::model::{GpuModel, Weights};
 
 /// One token of one layer: n_i ascending, and prefix[k] = ||partial output of
 /// the k smallest|| (prefix[ffn] is the whole MLP output's norm).
@@ -44,6 +46,38 @@ pub fn layer_cett(h: &[f32], down_t: &[f32], ffn: usize, dim: usize) -> LayerCet
             TokenCett { sorted: order.iter().map(|&i| n[i]).collect(), prefix }
         })
         .collect()
+}
+
+/// Runs the dense model over each calibration window and builds every
+/// layer's CETT tables from its neuron outputs (`progress(done, total)`).
+pub fn collect(model: &mut GpuModel, attributor: &mut Attributor, weights: &Weights, windows: &[&[u32]], mut progress: impl FnMut(usize, usize)) -> Result<Vec<LayerCett>> {
+    let c = model.config.clone();
+    let mut h: Vec<Vec<f32>> = vec![Vec::new(); c.n_layers];
+    for (i, w) in windows.iter().enumerate() {
+        // The attribution pass keeps every layer's neuron outputs.
+        attributor.attribute(model, w, &Target::Next, &AttributeOptions::default())?;
+        for (l, hl) in h.iter_mut().enumerate() {
+            hl.extend(attributor.read_trace(l)?.neurons);
+        }
+        progress(i + 1, windows.len() + 1);
+    }
+    model.reset();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(c.n_layers);
+    let mut tables: Vec<Option<LayerCett>> = (0..c.n_layers).map(|_| None).collect();
+    std::thread::scope(|s| {
+        for (t, chunk) in tables.chunks_mut(c.n_layers.div_ceil(threads)).enumerate() {
+            let (h, weights, c) = (&h, weights, &c);
+            s.spawn(move || {
+                for (j, slot) in chunk.iter_mut().enumerate() {
+                    let l = t * c.n_layers.div_ceil(threads) + j;
+                    let down_t = crate::attribution::transposed::transpose(&weights.layers[l].w_down, c.dim, c.ffn_dim, 0);
+                    *slot = Some(layer_cett(&h[l], &down_t, c.ffn_dim, c.dim));
+                }
+            });
+        }
+    });
+    progress(windows.len() + 1, windows.len() + 1);
+    Ok(tables.into_iter().map(|t| t.expect("every layer computed")).collect())
 }
 
 /// CETT of a layer at threshold `eps` (tokens whose MLP output is zero count as 0).

@@ -67,12 +67,8 @@ pub fn gpu(args: &AdapterArgs) -> Result<Arc<GpuContext>> {
 }
 
 /// Opens the model and uploads it; `ctx` is the KV-cache size in tokens
-/// (clamped to what the model was trained for).
-pub fn load(args: &ModelArgs, ctx: usize) -> Result<Loaded> {
-    load_with(args, ctx, false)
-}
-
-/// Like [`load`], keeping the CPU weights when `keep_weights`.
+/// (clamped to what the model was trained for). Keeps the CPU weights when
+/// `keep_weights` (attribution and sparse layouts are made from them).
 pub fn load_with(args: &ModelArgs, ctx: usize, keep_weights: bool) -> Result<Loaded> {
     let path = model_path(args)?;
     let gpu = gpu(&args.adapter)?;

@@ -3,6 +3,7 @@
 
 mod attribute;
 mod bench;
+mod calibrate;
 mod common;
 mod generate;
 mod perplexity;
@@ -32,6 +33,8 @@ enum Command {
     Attribute(attribute::Args),
     /// Prefill and decode speed of a model, beside llama.cpp's when it is installed.
     Bench(bench::Args),
+    /// CETT-PPL-p% calibration: per-layer thresholds for `--sparsity threshold`.
+    Calibrate(calibrate::Args),
 }
 
 /// Mesa's drivers complain on stderr when XDG_RUNTIME_DIR is unset (as in
@@ -54,6 +57,7 @@ fn main() {
         Command::Adapters(a) => common::list_adapters(a),
         Command::Bench(a) => bench::run(a),
         Command::Attribute(a) => attribute::run(a),
+        Command::Calibrate(a) => calibrate::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

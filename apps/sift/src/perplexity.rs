@@ -1,6 +1,6 @@
 //! `sift perplexity FILE`: the perplexity protocol of DESIGN.md.
 
-use crate::common::{load, ModelArgs};
+use crate::common::{load_with, ModelArgs};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -17,6 +17,9 @@ pub struct Args {
     /// Score only the first N windows.
     #[arg(long)]
     pub max_windows: Option<usize>,
+    /// Apply a thresholds file (from `sift calibrate`) to every token.
+    #[arg(long)]
+    pub thresholds: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -27,7 +30,14 @@ pub fn run(args: Args) -> Result<()> {
     if text.trim().is_empty() {
         anyhow::bail!("{}: the file is empty", args.file.display());
     }
-    let mut m = load(&args.model, args.ctx)?;
+    let mut m = load_with(&args.model, args.ctx, args.thresholds.is_some())?;
+    if let Some(path) = &args.thresholds {
+        let weights = m.weights.take().expect("kept");
+        m.model.enable_sparse(&weights)?;
+        let th = sift_engine::model::sparse::Thresholds::load(path)?;
+        m.model.set_threshold_mask(&th).with_context(|| path.display().to_string())?;
+        m.model.threshold_every_token(true);
+    }
     if args.ctx > m.model.max_ctx {
         anyhow::bail!("--ctx {} exceeds the model's context of {}", args.ctx, m.model.max_ctx);
     }

@@ -209,3 +209,48 @@ fn generate_with_mask_and_threshold_files() {
     fail(&["generate", "hi", "-m", m, "--sparsity", "file", "--mask", mask_s], "mask.json: not valid JSON");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn calibrate_writes_thresholds_that_generate_and_perplexity_use() {
+    let model = tiny_model();
+    let m = model.to_str().unwrap();
+    let dir = std::env::temp_dir().join(format!("sift-cli-calibrate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let corpus = dir.join("text.txt");
+    std::fs::write(&corpus, "The quick brown fox jumps over the lazy dog. ".repeat(8)).unwrap();
+    let (t, out) = (corpus.to_str().unwrap(), dir.join("th.json"));
+    let o = sift(&["calibrate", t, "-m", m, "--ctx", "32", "--windows", "2", "--holdout-windows", "1", "--iters", "4", "--ppl-tolerance", "5,20%", "--out", out.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, tol) in rows.iter().zip([0.05, 0.2]) {
+        let c = &row["calibration"];
+        assert_eq!(c["tolerance"].as_f64().unwrap(), tol);
+        assert!(c["ppl"].as_f64().unwrap() <= c["dense_ppl"].as_f64().unwrap() * (1.0 + tol) + 1e-9, "{row}");
+        let ar = c["activation_ratio"].as_f64().unwrap();
+        assert!(ar > 0.0 && ar <= 1.0 && c["thresholds"].as_array().unwrap().len() == 3, "{row}");
+    }
+    // More tolerance never keeps more neurons.
+    assert!(rows[1]["calibration"]["activation_ratio"].as_f64().unwrap() <= rows[0]["calibration"]["activation_ratio"].as_f64().unwrap());
+    let second = dir.join("th-ppl20.json");
+    assert!(out.exists() && second.exists());
+    let th = out.to_str().unwrap();
+    let o = sift(&["perplexity", t, "-m", m, "--ctx", "32", "--thresholds", th, "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = sift(&["generate", "hello", "-m", m, "-n", "3", "--sparsity", "threshold", "--thresholds", th]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let fail = |args: &[&str], want: &str| {
+        let o = sift(args);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(text(&o).contains(want), "wanted {want:?} in {}", text(&o));
+    };
+    fail(&["calibrate", t, "-m", m, "--ppl-tolerance", "abc"], "not a number of percent");
+    fail(&["calibrate", t, "-m", m, "--ppl-tolerance=0"], "positive percentage");
+    let empty = dir.join("empty.txt");
+    std::fs::write(&empty, "  \n").unwrap();
+    fail(&["calibrate", empty.to_str().unwrap(), "-m", m], "empty.txt: the file is empty");
+    fail(&["calibrate", t, "-m", m, "--ctx", "128", "--windows", "4"], "fewer than the");
+    let _ = std::fs::remove_dir_all(&dir);
+}
