@@ -8,6 +8,7 @@
 pub mod attribution;
 pub mod bench;
 pub mod calibrate;
+pub mod eval;
 pub mod default_model;
 pub mod error;
 pub mod generate;
