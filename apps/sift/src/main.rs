@@ -4,10 +4,13 @@
 mod attribute;
 mod bench;
 mod calibrate;
+mod chart;
 mod common;
+mod eval;
 mod generate;
 mod perplexity;
 mod sparsity;
+mod sweep;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +38,10 @@ enum Command {
     Bench(bench::Args),
     /// CETT-PPL-p% calibration: per-layer thresholds for `--sparsity threshold`.
     Calibrate(calibrate::Args),
+    /// Quality under sparsity: perplexity, TruthfulQA generation (BLEU) or MC1/MC2.
+    Eval(eval::Args),
+    /// TruthfulQA BLEU for every metric x activation ratio x mode: resumable CSV, JSON and an SVG chart.
+    Sweep(sweep::Args),
 }
 
 /// Mesa's drivers complain on stderr when XDG_RUNTIME_DIR is unset (as in
@@ -58,6 +65,8 @@ fn main() {
         Command::Bench(a) => bench::run(a),
         Command::Attribute(a) => attribute::run(a),
         Command::Calibrate(a) => calibrate::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Sweep(a) => sweep::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,0 +1,67 @@
+//! A line chart as SVG (no plotting dependency): one panel per group, x the
+//! activation ratio, y the score, one line per series, a shared legend.
+
+use std::fmt::Write;
+
+pub struct Series {
+    pub name: String,
+    /// (x, y) sorted by x.
+    pub points: Vec<(f64, f64)>,
+}
+
+pub struct Panel {
+    pub title: String,
+    pub series: Vec<Series>,
+}
+
+const COLORS: [&str; 8] = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#111111", "#46f0f0", "#f032e6"];
+
+/// Panels side by side; `y_max` tops the y axis; x spans [0, 1].
+pub fn svg(title: &str, y_label: &str, y_max: f64, panels: &[Panel]) -> String {
+    let (pw, ph, left, top, bottom) = (420.0, 320.0, 60.0, 50.0, 60.0);
+    let width = left + panels.len() as f64 * (pw + 30.0) + 150.0;
+    let height = top + ph + bottom;
+    let mut s = String::new();
+    let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#);
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/><text x="{left}" y="22" font-size="16">{}</text>"#, esc(title));
+    let mut names: Vec<&str> = Vec::new();
+    for (p, panel) in panels.iter().enumerate() {
+        let x0 = left + p as f64 * (pw + 30.0);
+        let (x, y) = (|v: f64| x0 + v * pw, |v: f64| top + ph - (v / y_max).clamp(0.0, 1.0) * ph);
+        let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle" font-size="14">{}</text>"#, x0 + pw / 2.0, top - 10.0, esc(&panel.title));
+        let _ = writeln!(s, r##"<rect x="{x0}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#888"/>"##);
+        for i in 0..=5 {
+            let v = y_max * i as f64 / 5.0;
+            let (x1, yv, tx, ty) = (x0 + pw, y(v), x0 - 5.0, y(v) + 4.0);
+            let _ = writeln!(s, r##"<line x1="{x0}" x2="{x1}" y1="{yv}" y2="{yv}" stroke="#eee"/><text x="{tx}" y="{ty}" text-anchor="end">{v:.0}</text>"##);
+        }
+        for i in 0..=10 {
+            let v = i as f64 / 10.0;
+            let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">{v:.1}</text>"#, x(v), top + ph + 16.0);
+        }
+        let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">activation ratio</text>"#, x0 + pw / 2.0, top + ph + 36.0);
+        for ser in &panel.series {
+            if !names.contains(&ser.name.as_str()) {
+                names.push(&ser.name);
+            }
+            let color = COLORS[names.iter().position(|n| *n == ser.name).unwrap() % COLORS.len()];
+            let pts: Vec<String> = ser.points.iter().map(|&(a, b)| format!("{:.1},{:.1}", x(a), y(b))).collect();
+            let _ = writeln!(s, r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#, pts.join(" "));
+            for &(a, b) in &ser.points {
+                let _ = writeln!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#, x(a), y(b));
+            }
+        }
+    }
+    let _ = writeln!(s, r#"<text x="14" y="{}" transform="rotate(-90 14 {0})" text-anchor="middle">{}</text>"#, top + ph / 2.0, esc(y_label));
+    let lx = left + panels.len() as f64 * (pw + 30.0);
+    for (i, n) in names.iter().enumerate() {
+        let ly = top + 10.0 + i as f64 * 20.0;
+        let _ = writeln!(s, r#"<line x1="{lx}" x2="{}" y1="{ly}" y2="{ly}" stroke="{}" stroke-width="3"/><text x="{}" y="{}">{}</text>"#, lx + 20.0, COLORS[i % COLORS.len()], lx + 26.0, ly + 4.0, esc(n));
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn esc(t: &str) -> String {
+    t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}

@@ -1,0 +1,197 @@
+//! `sift eval TASK`: what a sparsity mode, metric and activation ratio cost
+//! in quality, on perplexity or TruthfulQA (the paper's generation protocol,
+//! or MC1/MC2), following DESIGN.md's protocols.
+
+use crate::common::{load_with, Loaded, ModelArgs};
+use crate::sparsity::{Sparsity as Mode, SparsityArgs};
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use sift_engine::attribution::Attributor;
+use sift_engine::eval::{bleu, continuation_log_prob, greedy, truthfulqa, Sparsity};
+use sift_engine::model::sparse::Thresholds;
+use std::path::PathBuf;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Task {
+    /// Perplexity of a text file (default WikiText-2 test); sparsity off or threshold.
+    Perplexity,
+    /// TruthfulQA, the paper's protocol: BLEU and token agreement of sparse against dense greedy generations.
+    TruthfulqaGen,
+    /// TruthfulQA MC1 and MC2 by log-likelihood.
+    TruthfulqaMc,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(value_enum)]
+    pub task: Task,
+    /// Data file (default: WikiText-2 test or truthfulqa.csv in ../shared/data).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub sparse: SparsityArgs,
+    /// Questions (or perplexity windows) to evaluate.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// New tokens per TruthfulQA generation.
+    #[arg(long, default_value_t = 32)]
+    pub tokens: usize,
+    /// Perplexity window length.
+    #[arg(long, default_value_t = 512)]
+    pub ctx: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `../shared/data/NAME` beside the repository.
+pub fn shared_data(name: &str) -> PathBuf {
+    PathBuf::from("../shared/data").join(name)
+}
+
+/// The engine's sparsity for these options (thresholds loaded and checked).
+pub fn engine_sparsity(args: &SparsityArgs) -> Result<Sparsity> {
+    Ok(match args.sparsity {
+        Mode::Off => Sparsity::Off,
+        Mode::Prompt => Sparsity::Prompt(args.metric()?, args.ratios()?),
+        Mode::Oracle => Sparsity::Oracle(args.metric()?, args.ratios()?),
+        Mode::Threshold => Sparsity::Threshold(Thresholds::load(args.thresholds.as_ref().context("--sparsity threshold needs --thresholds FILE")?)?),
+        Mode::File => bail!("sift eval takes --sparsity off, prompt, oracle or threshold"),
+    })
+}
+
+/// A loaded model ready for any sparsity mode.
+pub struct Evaluator {
+    pub m: Loaded,
+    pub attributor: Attributor,
+}
+
+impl Evaluator {
+    pub fn load(model: &ModelArgs, ctx: usize) -> Result<Evaluator> {
+        let mut m = load_with(model, ctx, true)?;
+        let weights = m.weights.take().context("weights kept")?;
+        m.model.enable_sparse(&weights)?;
+        let attributor = Attributor::new(&m.model, &weights)?;
+        Ok(Evaluator { m, attributor })
+    }
+
+    /// Dense greedy references of the paper's protocol, one per question.
+    pub fn references(&mut self, questions: &[truthfulqa::Question], tokens: usize, pb: &ProgressBar) -> Result<Vec<Vec<u32>>> {
+        questions
+            .iter()
+            .map(|q| {
+                let r = self.generate(q, tokens, &Sparsity::Off);
+                pb.inc(1);
+                r
+            })
+            .collect()
+    }
+
+    pub fn generate(&mut self, q: &truthfulqa::Question, tokens: usize, s: &Sparsity) -> Result<Vec<u32>> {
+        let ids = self.m.tokenizer.encode(&truthfulqa::gen_prompt(q))?;
+        let stop = self.m.tokenizer.stop_ids.clone();
+        Ok(greedy(&mut self.m.model, &mut self.attributor, &ids, tokens, &stop, s)?)
+    }
+
+    /// Mean BLEU (0-100) and token agreement (0-1) of generations under `s` against `refs`.
+    pub fn gen_scores(&mut self, questions: &[truthfulqa::Question], refs: &[Vec<u32>], tokens: usize, s: &Sparsity, pb: &ProgressBar) -> Result<(f64, f64)> {
+        let (mut b, mut a) = (0.0, 0.0);
+        for (q, r) in questions.iter().zip(refs) {
+            let got = self.generate(q, tokens, s)?;
+            let (gt, rt) = (self.m.tokenizer.decode(&got)?, self.m.tokenizer.decode(r)?);
+            b += bleu::sentence_bleu(&bleu::words(&gt), &bleu::words(&rt));
+            a += bleu::token_agreement(&got, r);
+            pb.inc(1);
+        }
+        let n = questions.len().max(1) as f64;
+        Ok((100.0 * b / n, a / n))
+    }
+}
+
+pub fn progress(len: usize, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len as u64);
+    pb.set_style(ProgressStyle::with_template("{msg:28} {bar:30} {pos}/{len} ({elapsed}, eta {eta})").unwrap());
+    pb.set_message(what.to_string());
+    pb
+}
+
+pub fn load_questions(data: &Option<PathBuf>, limit: Option<usize>) -> Result<Vec<truthfulqa::Question>> {
+    let path = data.clone().unwrap_or_else(|| shared_data("truthfulqa.csv"));
+    let mut qs = truthfulqa::load(&path)?;
+    if let Some(n) = limit {
+        if n == 0 {
+            bail!("--limit must be at least 1");
+        }
+        qs.truncate(n);
+    }
+    Ok(qs)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    args.sparse.validate()?;
+    let sparsity = engine_sparsity(&args.sparse)?;
+    let result = match args.task {
+        Task::Perplexity => {
+            if matches!(sparsity, Sparsity::Prompt(..) | Sparsity::Oracle(..)) {
+                bail!("perplexity takes --sparsity off or threshold (prompt and oracle masks are defined for generation)");
+            }
+            let path = args.data.clone().unwrap_or_else(|| shared_data("wikitext2-test.txt"));
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            if text.trim().is_empty() {
+                bail!("{}: the file is empty", path.display());
+            }
+            let mut e = Evaluator::load(&args.model, args.ctx)?;
+            e.m.tokenizer.add_bos = false;
+            let tokens = e.m.tokenizer.encode(&text)?;
+            if let Sparsity::Threshold(t) = &sparsity {
+                e.m.model.set_threshold_mask(t)?;
+                e.m.model.threshold_every_token(true);
+            }
+            let r = sift_engine::perplexity::perplexity(&mut e.m.model, &tokens, args.ctx, args.limit, |_, _| ())?;
+            json!({ "task": "perplexity", "perplexity": r.perplexity, "scored_tokens": r.scored_tokens, "windows": r.windows })
+        }
+        Task::TruthfulqaGen => {
+            let qs = load_questions(&args.data, args.limit)?;
+            let mut e = Evaluator::load(&args.model, 512)?;
+            let pb = progress(2 * qs.len(), "TruthfulQA generation");
+            let refs = e.references(&qs, args.tokens, &pb)?;
+            let (bleu, agreement) = e.gen_scores(&qs, &refs, args.tokens, &sparsity, &pb)?;
+            pb.finish_and_clear();
+            json!({ "task": "truthfulqa-gen", "questions": qs.len(), "bleu": bleu, "token_agreement": agreement })
+        }
+        Task::TruthfulqaMc => {
+            let qs = load_questions(&args.data, args.limit)?;
+            let mut e = Evaluator::load(&args.model, 512)?;
+            let pb = progress(qs.len(), "TruthfulQA MC");
+            let (mut mc1, mut mc2) = (0.0, 0.0);
+            for q in &qs {
+                let ctx = e.m.tokenizer.encode(&truthfulqa::mc_prompt(q))?;
+                let mut ll = |answer: &str| -> Result<f64> {
+                    let cont = e.m.tokenizer.encode_plain(&format!(" {answer}"))?;
+                    Ok(continuation_log_prob(&mut e.m.model, &mut e.attributor, &ctx, &cont, &sparsity)?)
+                };
+                let best = ll(&q.best)?;
+                let correct: Vec<f64> = q.correct.iter().map(|a| ll(a)).collect::<Result<_>>()?;
+                let incorrect: Vec<f64> = q.incorrect.iter().map(|a| ll(a)).collect::<Result<_>>()?;
+                mc1 += truthfulqa::mc1(best, &incorrect) as u8 as f64;
+                mc2 += truthfulqa::mc2(&correct, &incorrect);
+                pb.inc(1);
+            }
+            pb.finish_and_clear();
+            let n = qs.len() as f64;
+            json!({ "task": "truthfulqa-mc", "questions": qs.len(), "mc1": mc1 / n, "mc2": mc2 / n })
+        }
+    };
+    let mut result = result;
+    result["sparsity"] = json!(sparsity.label());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        let fields: Vec<String> = result.as_object().unwrap().iter().map(|(k, v)| format!("{k}: {}", v.as_f64().map(|f| format!("{f:.4}")).unwrap_or_else(|| v.to_string()))).collect();
+        println!("{}", fields.join(" | "));
+    }
+    Ok(())
+}

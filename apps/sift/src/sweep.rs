@@ -1,0 +1,212 @@
+//! `sift sweep`: TruthfulQA (the paper's generation protocol) for every
+//! metric x activation ratio x mode. Resumable: each finished cell is
+//! appended to `sweep.csv` at once, and a rerun skips the cells already
+//! there. Writes `sweep.json` and the chart `sweep.svg` (BLEU vs AR, one line
+//! per metric, one panel per mode) after every cell.
+
+use crate::chart::{self, Panel, Series};
+use crate::eval::{load_questions, progress, Evaluator};
+use crate::common::ModelArgs;
+use crate::sparsity::Units;
+use anyhow::{bail, Context, Result};
+use sift_engine::attribution::Metric;
+use sift_engine::eval::Sparsity;
+use sift_engine::model::sparse::Ratios;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Metrics, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "magnitude,gxo,snip,fisher,ig,corrected-gxo")]
+    pub metrics: Vec<String>,
+    /// Activation ratios, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0.1,0.2,0.3,0.4,0.5,0.6,0.8,1.0")]
+    pub ars: Vec<f64>,
+    /// Modes, comma-separated: oracle, prompt.
+    #[arg(long, value_delimiter = ',', default_value = "oracle,prompt")]
+    pub modes: Vec<String>,
+    /// Which units the AR masks.
+    #[arg(long, value_enum, default_value_t = Units::Both)]
+    pub units: Units,
+    /// TruthfulQA questions (the first N).
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// New tokens per generation.
+    #[arg(long, default_value_t = 32)]
+    pub tokens: usize,
+    /// TruthfulQA CSV (default ../shared/data/truthfulqa.csv).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Output directory.
+    #[arg(long, default_value = "sweep")]
+    pub out: PathBuf,
+}
+
+const HEADER: &str = "task,mode,metric,ar,units,questions,tokens,bleu,token_agreement";
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Row {
+    pub mode: String,
+    pub metric: String,
+    pub ar: f64,
+    pub units: String,
+    pub questions: usize,
+    pub tokens: usize,
+    pub bleu: f64,
+    pub token_agreement: f64,
+}
+
+impl Row {
+    fn key(&self) -> (String, String, String, String, usize, usize) {
+        (self.mode.clone(), self.metric.clone(), format!("{:.4}", self.ar), self.units.clone(), self.questions, self.tokens)
+    }
+}
+
+/// Reads a sweep CSV; any malformed row is an error naming the file and line.
+pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut lines = text.lines().enumerate();
+    match lines.next() {
+        Some((_, h)) if h.trim() == HEADER => {}
+        Some(_) => bail!("{}: line 1: not a sift sweep file (expected the header {HEADER})", path.display()),
+        None => return Ok(Vec::new()),
+    }
+    let mut rows = Vec::new();
+    for (i, line) in lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        let bad = |what: String| anyhow::anyhow!("{}: line {}: {what}", path.display(), i + 1);
+        if f.len() != 9 {
+            return Err(bad(format!("{} fields, expected 9 ({HEADER})", f.len())));
+        }
+        let num = |k: usize| f[k].parse::<f64>().map_err(|_| bad(format!("field {} is not a number: {:?}", HEADER.split(',').nth(k).unwrap(), f[k])));
+        rows.push(Row { mode: f[1].into(), metric: f[2].into(), ar: num(3)?, units: f[4].into(), questions: num(5)? as usize, tokens: num(6)? as usize, bleu: num(7)?, token_agreement: num(8)? });
+    }
+    Ok(rows)
+}
+
+fn write_outputs(dir: &Path, rows: &[Row], limit: usize) -> Result<()> {
+    std::fs::write(dir.join("sweep.json"), serde_json::to_string_pretty(rows)? + "\n")?;
+    let modes: Vec<String> = rows.iter().map(|r| r.mode.clone()).fold(Vec::new(), |mut v, m| {
+        if !v.contains(&m) {
+            v.push(m);
+        }
+        v
+    });
+    let panels: Vec<Panel> = modes
+        .iter()
+        .map(|mode| {
+            let mut metrics: Vec<String> = Vec::new();
+            rows.iter().filter(|r| &r.mode == mode).for_each(|r| {
+                if !metrics.contains(&r.metric) {
+                    metrics.push(r.metric.clone());
+                }
+            });
+            let series = metrics
+                .iter()
+                .map(|m| {
+                    let mut points: Vec<(f64, f64)> = rows.iter().filter(|r| &r.mode == mode && &r.metric == m).map(|r| (r.ar, r.bleu)).collect();
+                    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    Series { name: m.clone(), points }
+                })
+                .collect();
+            Panel { title: format!("{mode} mode"), series }
+        })
+        .collect();
+    let title = format!("TruthfulQA: BLEU of sparse vs dense generation ({limit} questions)");
+    std::fs::write(dir.join("sweep.svg"), chart::svg(&title, "BLEU (%)", 100.0, &panels))?;
+    Ok(())
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let metrics: Vec<Metric> = args.metrics.iter().map(|m| Metric::parse(m).with_context(|| format!("unknown metric {m:?}"))).collect::<Result<_>>()?;
+    for &ar in &args.ars {
+        if !(ar > 0.0 && ar <= 1.0) {
+            bail!("--ars: every activation ratio must be in (0, 1], not {ar}");
+        }
+    }
+    for m in &args.modes {
+        if m != "oracle" && m != "prompt" {
+            bail!("--modes: {m:?} is not oracle or prompt");
+        }
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let csv = args.out.join("sweep.csv");
+    let mut rows = if csv.exists() { read_rows(&csv)? } else { Vec::new() };
+    if !csv.exists() || rows.is_empty() && std::fs::read_to_string(&csv)?.trim().is_empty() {
+        std::fs::write(&csv, format!("{HEADER}\n"))?;
+    }
+    let units = match args.units {
+        Units::Mlp => "mlp",
+        Units::Both => "both",
+    };
+    let qs = load_questions(&args.data, Some(args.limit))?;
+    let mut todo: Vec<(String, Metric, f64)> = Vec::new();
+    for mode in &args.modes {
+        for &metric in &metrics {
+            for &ar in &args.ars {
+                let probe = Row { mode: mode.clone(), metric: metric.name().into(), ar, units: units.into(), questions: qs.len(), tokens: args.tokens, bleu: 0.0, token_agreement: 0.0 };
+                if !rows.iter().any(|r| r.key() == probe.key()) {
+                    todo.push((mode.clone(), metric, ar));
+                }
+            }
+        }
+    }
+    eprintln!("sift sweep: {} cells to run, {} already in {}", todo.len(), rows.len(), csv.display());
+    if !todo.is_empty() {
+        let mut e = Evaluator::load(&args.model, 512)?;
+        let pb = progress(qs.len() * (todo.len() + 1), "dense references");
+        let refs = e.references(&qs, args.tokens, &pb)?;
+        for (mode, metric, ar) in todo {
+            pb.set_message(format!("{mode} {metric} AR {ar}"));
+            let ratios = if units == "both" { Ratios::both(ar) } else { Ratios::mlp(ar) };
+            let s = if mode == "oracle" { Sparsity::Oracle(metric, ratios) } else { Sparsity::Prompt(metric, ratios) };
+            let (bleu, agreement) = e.gen_scores(&qs, &refs, args.tokens, &s, &pb)?;
+            let row = Row { mode, metric: metric.name().into(), ar, units: units.into(), questions: qs.len(), tokens: args.tokens, bleu, token_agreement: agreement };
+            let mut f = std::fs::OpenOptions::new().append(true).open(&csv)?;
+            writeln!(f, "truthfulqa-gen,{},{},{},{},{},{},{:.4},{:.4}", row.mode, row.metric, row.ar, row.units, row.questions, row.tokens, row.bleu, row.token_agreement)?;
+            rows.push(row);
+            write_outputs(&args.out, &rows, qs.len())?;
+        }
+        pb.finish_and_clear();
+    }
+    write_outputs(&args.out, &rows, qs.len())?;
+    print_table(&rows);
+    eprintln!("wrote {}, sweep.json and sweep.svg in {}", csv.display(), args.out.display());
+    Ok(())
+}
+
+/// BLEU per metric (rows) and AR (columns), one table per mode.
+pub fn print_table(rows: &[Row]) {
+    let mut modes: Vec<&str> = rows.iter().map(|r| r.mode.as_str()).collect();
+    modes.dedup();
+    modes.sort();
+    modes.dedup();
+    for mode in modes {
+        let mut ars: Vec<f64> = rows.iter().filter(|r| r.mode == mode).map(|r| r.ar).collect();
+        ars.sort_by(f64::total_cmp);
+        ars.dedup();
+        let mut metrics: Vec<&str> = rows.iter().filter(|r| r.mode == mode).map(|r| r.metric.as_str()).collect();
+        metrics.sort();
+        metrics.dedup();
+        println!("\n{mode} mode: BLEU (%) of sparse vs dense greedy generation");
+        print!("{:<15}", "metric");
+        ars.iter().for_each(|a| print!(" {:>6}", format!("{:.0}%", a * 100.0)));
+        println!();
+        for m in metrics {
+            print!("{m:<15}");
+            for a in &ars {
+                match rows.iter().rev().find(|r| r.mode == mode && r.metric == m && r.ar == *a) {
+                    Some(r) => print!(" {:>6.1}", r.bleu),
+                    None => print!(" {:>6}", "-"),
+                }
+            }
+            println!();
+        }
+    }
+}
