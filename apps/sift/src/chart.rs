@@ -18,7 +18,7 @@ const COLORS: [&str; 8] = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4"
 
 /// Panels side by side; `y_max` tops the y axis; x spans [0, 1].
 pub fn svg(title: &str, y_label: &str, y_max: f64, panels: &[Panel]) -> String {
-    let (pw, ph, left, top, bottom) = (420.0, 320.0, 60.0, 50.0, 60.0);
+    let (pw, ph, left, top, bottom) = (420.0, 320.0, 60.0, 64.0, 60.0);
     let width = left + panels.len() as f64 * (pw + 30.0) + 150.0;
     let height = top + ph + bottom;
     let mut s = String::new();
