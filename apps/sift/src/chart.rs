@@ -65,3 +65,21 @@ pub fn svg(title: &str, y_label: &str, y_max: f64, panels: &[Panel]) -> String {
 fn esc(t: &str) -> String {
     t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
+
+/// The chart rasterised to PNG (resvg; text in the bundled Ubuntu font, so
+/// no system fonts are needed), at twice the SVG's size.
+pub fn png(svg: &str) -> anyhow::Result<Vec<u8>> {
+    use resvg::{tiny_skia, usvg};
+    let mut fonts = usvg::fontdb::Database::new();
+    fonts.load_font_data(epaint_default_fonts::UBUNTU_LIGHT.to_vec());
+    let family = fonts.faces().next().and_then(|f| f.families.first()).map(|f| f.0.clone());
+    if let Some(family) = family {
+        fonts.set_sans_serif_family(family);
+    }
+    let options = usvg::Options { fontdb: std::sync::Arc::new(fonts), ..Default::default() };
+    let tree = usvg::Tree::from_str(svg, &options)?;
+    let size = tree.size().to_int_size();
+    let mut pixmap = tiny_skia::Pixmap::new(size.width() * 2, size.height() * 2).ok_or_else(|| anyhow::anyhow!("chart too large"))?;
+    resvg::render(&tree, tiny_skia::Transform::from_scale(2.0, 2.0), &mut pixmap.as_mut());
+    Ok(pixmap.encode_png()?)
+}

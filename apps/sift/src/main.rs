@@ -40,7 +40,7 @@ enum Command {
     Calibrate(calibrate::Args),
     /// Quality under sparsity: perplexity, TruthfulQA generation (BLEU) or MC1/MC2.
     Eval(eval::Args),
-    /// TruthfulQA BLEU for every metric x activation ratio x mode: resumable CSV, JSON and an SVG chart.
+    /// TruthfulQA BLEU for every metric x activation ratio x mode: resumable CSV, JSON and a chart (SVG, PNG).
     Sweep(sweep::Args),
 }
 

@@ -1,8 +1,8 @@
 //! `sift sweep`: TruthfulQA (the paper's generation protocol) for every
 //! metric x activation ratio x mode. Resumable: each finished cell is
 //! appended to `sweep.csv` at once, and a rerun skips the cells already
-//! there. Writes `sweep.json` and the chart `sweep.svg` (BLEU vs AR, one line
-//! per metric, one panel per mode) after every cell.
+//! there. Writes `sweep.json` and the chart `sweep.svg` / `sweep.png` (BLEU vs
+//! AR, one line per metric, one panel per mode) after every cell.
 
 use crate::chart::{self, Panel, Series};
 use crate::eval::{load_questions, progress, Evaluator};
@@ -119,7 +119,9 @@ fn write_outputs(dir: &Path, rows: &[Row], limit: usize) -> Result<()> {
         })
         .collect();
     let title = format!("TruthfulQA: BLEU of sparse vs dense generation ({limit} questions)");
-    std::fs::write(dir.join("sweep.svg"), chart::svg(&title, "BLEU (%)", 100.0, &panels))?;
+    let svg = chart::svg(&title, "BLEU (%)", 100.0, &panels);
+    std::fs::write(dir.join("sweep.svg"), &svg)?;
+    std::fs::write(dir.join("sweep.png"), chart::png(&svg)?)?;
     Ok(())
 }
 
@@ -177,7 +179,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     write_outputs(&args.out, &rows, qs.len())?;
     print_table(&rows);
-    eprintln!("wrote {}, sweep.json and sweep.svg in {}", csv.display(), args.out.display());
+    eprintln!("wrote {}, sweep.json, sweep.svg and sweep.png in {}", csv.display(), args.out.display());
     Ok(())
 }
 

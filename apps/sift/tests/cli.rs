@@ -324,6 +324,8 @@ fn sweep_is_resumable_and_writes_csv_json_and_chart() {
     assert_eq!(rows.as_array().unwrap().len(), 4);
     let svg = std::fs::read_to_string(out.join("sweep.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 2 && svg.contains("prompt mode"));
+    let png = std::fs::read(out.join("sweep.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 5000, "{} bytes", png.len());
     // A rerun finds every cell done.
     let o = sift(&args);
     assert!(o.status.success() && text(&o).contains("0 cells to run, 4 already"), "{}", text(&o));
