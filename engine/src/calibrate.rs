@@ -145,7 +145,7 @@ pub struct Calibration {
 /// The outer search: the largest shared CETT whose thresholds keep
 /// `ppl_with(thresholds)` within `tolerance` of `dense_ppl`.
 pub fn calibrate(layers: &[LayerCett], dense_ppl: f64, tolerance: f64, iters: usize, mut ppl_with: impl FnMut(&[f32]) -> Result<f64>) -> Result<Calibration> {
-    if !(tolerance > 0.0) {
+    if tolerance.is_nan() || tolerance <= 0.0 {
         return Err(SiftError::InvalidInput(format!("the perplexity tolerance must be positive, not {tolerance}")));
     }
     let limit = dense_ppl * (1.0 + tolerance);

@@ -35,7 +35,7 @@ impl Sparsity {
 }
 
 fn log_softmax_at(logits: &[f32], i: u32) -> f64 {
-    crate::perplexity::nll(logits, i) * -1.0
+    -crate::perplexity::nll(logits, i)
 }
 
 /// Sets up `sparsity` for a sequence starting with `prompt`; returns the

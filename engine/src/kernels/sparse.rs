@@ -125,6 +125,7 @@ pub fn down_scratch_bytes(dim: usize) -> u64 {
 /// (slices, then their sum); `w_t` is the transposed projection [units, dim]
 /// f16 and `partial` has [`down_scratch_bytes`]. v_a is `h[a]` (compact
 /// values) or, with `gather`, `h[index[a]]`.
+#[allow(clippy::too_many_arguments)]
 pub fn down(ctx: &GpuContext, dim: usize, active: ActiveList, gather: bool, h: &wgpu::Buffer, w_t: &wgpu::Buffer, partial: &wgpu::Buffer, y: &wgpu::Buffer) -> [Call; 2] {
     use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
     assert!(dim.is_multiple_of(8));
