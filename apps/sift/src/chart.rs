@@ -46,7 +46,9 @@ pub fn svg(title: &str, y_label: &str, y_max: f64, panels: &[Panel]) -> String {
             }
             let color = COLORS[names.iter().position(|n| *n == ser.name).unwrap() % COLORS.len()];
             let pts: Vec<String> = ser.points.iter().map(|&(a, b)| format!("{:.1},{:.1}", x(a), y(b))).collect();
-            let _ = writeln!(s, r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#, pts.join(" "));
+            if pts.len() >= 2 {
+                let _ = writeln!(s, r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#, pts.join(" "));
+            }
             for &(a, b) in &ser.points {
                 let _ = writeln!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#, x(a), y(b));
             }
