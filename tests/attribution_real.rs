@@ -73,8 +73,7 @@ fn removing_lowest_corrected_gxo_neurons_hurts_less_than_random() {
 }
 
 fn log_softmax_at(l: &[f32], i: u32) -> f32 {
-    let max = l.iter().cloned().fold(f32::MIN, f32::max);
-    l[i as usize] - (max + l.iter().map(|v| (v - max).exp()).sum::<f32>().ln())
+    -sift_engine::perplexity::nll(l, i) as f32
 }
 
 /// Factors that zero every unit outside `neurons` / `heads` from token `from` on.

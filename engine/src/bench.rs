@@ -108,5 +108,32 @@ pub fn print_sweep(rows: &[SweepRow]) {
     }
 }
 
+/// A table of GPU time per kernel role, largest decode share first, with
+/// the prefill's times (and its token count) beside when given.
+pub fn print_profile(decode: &[(&str, f64)], prefill: Option<(&[(&str, f64)], usize)>) {
+    let total = |p: &[(&str, f64)]| p.iter().map(|(_, s)| s).sum::<f64>();
+    let dt = total(decode);
+    let mut rows: Vec<_> = decode.to_vec();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!("\nGPU time per kernel (timestamp queries)");
+    match prefill {
+        Some((_, batch)) => println!("{:<12} {:>14} {:>7} {:>22} {:>7}", "kernel", "decode step ms", "share", format!("prefill {batch} tok ms"), "share"),
+        None => println!("{:<12} {:>14} {:>7}", "kernel", "decode step ms", "share"),
+    }
+    for (name, secs) in rows {
+        print!("{:<12} {:>14.2} {:>6.1}%", name, secs * 1e3, 100.0 * secs / dt);
+        if let Some((p, _)) = prefill {
+            let ms = p.iter().find(|(n, _)| *n == name).map_or(0.0, |(_, s)| *s);
+            print!(" {:>22.1} {:>6.1}%", ms * 1e3, 100.0 * ms / total(p));
+        }
+        println!();
+    }
+    print!("{:<12} {:>14.2}", "total", dt * 1e3);
+    if let Some((p, _)) = prefill {
+        print!(" {:>7} {:>22.1}", "", total(p) * 1e3);
+    }
+    println!();
+}
+
 /// The activation ratios the benchmarks sweep.
 pub const SWEEP_RATIOS: [f64; 5] = [1.0, 0.5, 0.3, 0.2, 0.1];

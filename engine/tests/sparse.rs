@@ -325,7 +325,7 @@ fn threshold_on_every_token_equals_the_reference_with_the_rule_applied() {
     // Off: batched forwards stay dense.
     let got = model.forward(&tokens, Logits::All).unwrap();
     assert!(rel(&got, &dense.logits) < 1e-4);
-    model.threshold_every_token(true);
+    model.set_threshold_mask_every_token(&Thresholds::new(&model, Rule::Cett, eps.to_vec(), serde_json::Value::Null)).unwrap();
     model.reset();
     let got = model.forward(&tokens, Logits::All).unwrap();
     assert!(rel(&got, &want.logits) < 1e-4, "{}", rel(&got, &want.logits));

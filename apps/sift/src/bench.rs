@@ -7,7 +7,6 @@ use sift_engine::attribution::{AttributeOptions, Attributor, Target};
 use anyhow::{Context, Result};
 use serde_json::json;
 use sift_engine::model::Logits;
-use sift_engine::sampling::argmax;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -57,16 +56,12 @@ pub fn run(args: Args) -> Result<()> {
     m.model.forward(&tokens, Logits::Last)?;
     let prefill_s = t.elapsed().as_secs_f64();
 
+    // Decode speed, and the per-kernel GPU time of one decode step and one prefill batch.
     m.model.reset();
-    let mut logits = m.model.forward(&decode_prompt, Logits::Last)?;
-    let t = Instant::now();
-    for _ in 0..args.decode_tokens {
-        logits = m.model.forward(&[argmax(&logits)], Logits::Last)?;
+    if decode_prompt.len() > 1 {
+        m.model.forward(&decode_prompt[..decode_prompt.len() - 1], Logits::Last)?;
     }
-    let decode_s = t.elapsed().as_secs_f64();
-
-    // Per-kernel GPU time of one decode step and one prefill batch.
-    let decode_profile = m.model.profile(&[argmax(&logits)])?;
+    let (decode_tps, decode_profile) = sift_engine::bench::timed_decode(&mut m.model, &decode_prompt, args.decode_tokens)?;
     m.model.reset();
     let batch = tokens.len().min(m.model.max_batch);
     let prefill_profile = m.model.profile(&tokens[..batch])?;
@@ -86,7 +81,7 @@ pub fn run(args: Args) -> Result<()> {
 
     let ours = json!({
         "prefill_tokens_per_second": tokens.len() as f64 / prefill_s,
-        "decode_tokens_per_second": args.decode_tokens as f64 / decode_s,
+        "decode_tokens_per_second": decode_tps,
     });
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let is_gguf = m.path.extension().is_some_and(|e| e == "gguf");
@@ -147,7 +142,7 @@ pub fn run(args: Args) -> Result<()> {
         sift_engine::bench::print_sweep(rows);
     }
     match (&decode_profile, &prefill_profile) {
-        (Some(d), Some(p)) => print_profile(d, p, batch),
+        (Some(d), Some(p)) => sift_engine::bench::print_profile(d, Some((p, batch))),
         _ => println!("(no per-kernel times: this adapter has no timestamp queries)"),
     }
     Ok(())
@@ -187,21 +182,6 @@ fn attribution_ratio(model: &mut sift_engine::model::GpuModel, attributor: &mut 
 
 fn profile_json(p: &[(&str, f64)]) -> serde_json::Value {
     p.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>().into()
-}
-
-/// A table of GPU time per kernel role, largest decode share first.
-fn print_profile(decode: &[(&str, f64)], prefill: &[(&str, f64)], batch: usize) {
-    let total = |p: &[(&str, f64)]| p.iter().map(|(_, s)| s).sum::<f64>();
-    let (dt, pt) = (total(decode), total(prefill));
-    let mut rows: Vec<_> = decode.to_vec();
-    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
-    println!("\nGPU time per kernel (timestamp queries)");
-    println!("{:<12} {:>14} {:>7} {:>22} {:>7}", "kernel", "decode step ms", "share", format!("prefill {batch} tok ms"), "share");
-    for (name, secs) in rows {
-        let p = prefill.iter().find(|(n, _)| *n == name).map_or(0.0, |(_, s)| *s);
-        println!("{:<12} {:>14.2} {:>6.1}% {:>22.1} {:>6.1}%", name, secs * 1e3, 100.0 * secs / dt, p * 1e3, 100.0 * p / pt);
-    }
-    println!("{:<12} {:>14.2} {:>7} {:>22.1}", "total", dt * 1e3, "", pt * 1e3);
 }
 
 fn llama_cpp(model: &std::path::Path, threads: usize, prefill: &[u32], decode_prompt: &[u32], steps: usize) -> Result<serde_json::Value> {

@@ -63,14 +63,10 @@ fn out_path(base: &Path, i: usize, percent: f64) -> PathBuf {
 /// Perplexity of `windows` (ctx tokens each) with the CETT thresholds on every token, or dense.
 fn ppl(model: &mut GpuModel, tokens: &[u32], ctx: usize, eps: Option<&[f32]>) -> sift_engine::Result<f64> {
     match eps {
-        Some(eps) => {
-            model.set_threshold_mask(&Thresholds::new(model, Rule::Cett, eps.to_vec(), serde_json::Value::Null))?;
-            model.threshold_every_token(true);
-        }
+        Some(eps) => model.set_threshold_mask_every_token(&Thresholds::new(model, Rule::Cett, eps.to_vec(), serde_json::Value::Null))?,
         None => model.disable_sparsity(),
     }
     let r = perplexity(model, tokens, ctx, None, |_, _| ());
-    model.threshold_every_token(false);
     model.disable_sparsity();
     Ok(r?.perplexity)
 }

@@ -139,18 +139,7 @@ pub fn run(args: Args) -> Result<()> {
                 bail!("perplexity takes --sparsity off or threshold (prompt and oracle masks are defined for generation)");
             }
             let path = args.data.clone().unwrap_or_else(|| shared_data("wikitext2-test.txt"));
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            if text.trim().is_empty() {
-                bail!("{}: the file is empty", path.display());
-            }
-            let mut e = Evaluator::load(&args.model, args.ctx)?;
-            e.m.tokenizer.add_bos = false;
-            let tokens = e.m.tokenizer.encode(&text)?;
-            if let Sparsity::Threshold(t) = &sparsity {
-                e.m.model.set_threshold_mask(t)?;
-                e.m.model.threshold_every_token(true);
-            }
-            let r = sift_engine::perplexity::perplexity(&mut e.m.model, &tokens, args.ctx, args.limit, |_, _| ())?;
+            let r = crate::perplexity::measure(&args.model, &path, args.ctx, args.limit, args.sparse.thresholds.as_deref().filter(|_| matches!(sparsity, Sparsity::Threshold(_))))?;
             json!({ "task": "perplexity", "perplexity": r.perplexity, "scored_tokens": r.scored_tokens, "windows": r.windows })
         }
         Task::TruthfulqaGen => {

@@ -3,7 +3,8 @@
 use crate::common::{load_with, ModelArgs};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::PathBuf;
+use sift_engine::perplexity::PerplexityResult;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -26,32 +27,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let text = std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    if text.trim().is_empty() {
-        anyhow::bail!("{}: the file is empty", args.file.display());
-    }
-    let mut m = load_with(&args.model, args.ctx, args.thresholds.is_some())?;
-    if let Some(path) = &args.thresholds {
-        let weights = m.weights.take().expect("kept");
-        m.model.enable_sparse(&weights)?;
-        let th = sift_engine::model::sparse::Thresholds::load(path)?;
-        m.model.set_threshold_mask(&th).with_context(|| path.display().to_string())?;
-        m.model.threshold_every_token(true);
-    }
-    if args.ctx > m.model.max_ctx {
-        anyhow::bail!("--ctx {} exceeds the model's context of {}", args.ctx, m.model.max_ctx);
-    }
-    // Tokenize without BOS, whatever the model's default.
-    let mut tokenizer = m.tokenizer;
-    tokenizer.add_bos = false;
-    let tokens = tokenizer.encode(&text)?;
-    let pb = ProgressBar::new(0);
-    pb.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} windows ({elapsed}, eta {eta})").unwrap());
-    let r = sift_engine::perplexity::perplexity(&mut m.model, &tokens, args.ctx, args.max_windows, |done, total| {
-        pb.set_length(total as u64);
-        pb.set_position(done as u64);
-    })?;
-    pb.finish_and_clear();
+    let r = measure(&args.model, &args.file, args.ctx, args.max_windows, args.thresholds.as_deref())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
@@ -61,4 +37,35 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Perplexity of `file` under the protocol, optionally with a thresholds
+/// file applied to every token (with a progress bar).
+pub fn measure(model: &ModelArgs, file: &Path, ctx: usize, max_windows: Option<usize>, thresholds: Option<&Path>) -> Result<PerplexityResult> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    if text.trim().is_empty() {
+        anyhow::bail!("{}: the file is empty", file.display());
+    }
+    let mut m = load_with(model, ctx, thresholds.is_some())?;
+    if let Some(path) = thresholds {
+        let weights = m.weights.take().expect("kept");
+        m.model.enable_sparse(&weights)?;
+        let th = sift_engine::model::sparse::Thresholds::load(path)?;
+        m.model.set_threshold_mask_every_token(&th).with_context(|| path.display().to_string())?;
+    }
+    if ctx > m.model.max_ctx {
+        anyhow::bail!("--ctx {ctx} exceeds the model's context of {}", m.model.max_ctx);
+    }
+    // Tokenize without BOS, whatever the model's default.
+    let mut tokenizer = m.tokenizer;
+    tokenizer.add_bos = false;
+    let tokens = tokenizer.encode(&text)?;
+    let pb = ProgressBar::new(0);
+    pb.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} windows ({elapsed}, eta {eta})").unwrap());
+    let r = sift_engine::perplexity::perplexity(&mut m.model, &tokens, ctx, max_windows, |done, total| {
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+    })?;
+    pb.finish_and_clear();
+    Ok(r)
 }

@@ -14,14 +14,8 @@ const METRICS: [Metric; 6] = [Metric::Magnitude, Metric::Gxo, Metric::Snip, Metr
 pub struct StudioApp {
     worker: Worker,
     pub model_path: String,
-    pub prompt: String,
-    pub chat: bool,
-    pub max_tokens: usize,
-    pub temperature: f32,
-    pub mode: Mode,
-    pub metric: Metric,
-    pub ar: f64,
-    pub heads: bool,
+    /// The controls; Generate sends a copy (with the thresholds path below).
+    pub controls: Request,
     pub thresholds_path: String,
     pub view: View,
     pub info: Option<ModelInfo>,
@@ -45,14 +39,17 @@ impl StudioApp {
         let mut app = StudioApp {
             worker,
             model_path: model.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-            prompt: "Once upon a time".into(),
-            chat: false,
-            max_tokens: 64,
-            temperature: 0.0,
-            mode: Mode::Prompt,
-            metric: Metric::CorrectedGxo,
-            ar: 0.3,
-            heads: false,
+            controls: Request {
+                prompt: "Once upon a time".into(),
+                chat: false,
+                max_tokens: 64,
+                temperature: 0.0,
+                mode: Mode::Prompt,
+                metric: Metric::CorrectedGxo,
+                ar: 0.3,
+                heads: false,
+                thresholds: None,
+            },
             thresholds_path: String::new(),
             view: View::Mask,
             info: None,
@@ -81,20 +78,11 @@ impl StudioApp {
 
     /// Sends a generation with the controls as they stand.
     pub fn generate(&mut self) {
-        let req = Request {
-            prompt: self.prompt.clone(),
-            chat: self.chat,
-            max_tokens: self.max_tokens,
-            temperature: self.temperature,
-            mode: self.mode,
-            metric: self.metric,
-            ar: self.ar,
-            heads: self.heads,
-            thresholds: (!self.thresholds_path.trim().is_empty()).then(|| PathBuf::from(self.thresholds_path.trim())),
-        };
+        let path = self.thresholds_path.trim();
+        let req = Request { thresholds: (!path.is_empty()).then(|| PathBuf::from(path)), ..self.controls.clone() };
         self.last_request = Some(req.clone());
         // The prompt as the model continues it (a chat template is not shown).
-        self.output = if self.chat { String::new() } else { self.prompt.clone() };
+        self.output = if self.controls.chat { String::new() } else { self.controls.prompt.clone() };
         self.history.clear();
         self.stats = Stats::default();
         self.error = None;
@@ -157,7 +145,7 @@ impl StudioApp {
         let ctx = ui.ctx().clone();
         self.poll(&ctx);
         egui::Panel::top("top").show(ui, |ui| self.top_bar(ui));
-        egui::Panel::left("controls").resizable(false).exact_size(260.0).show(ui, |ui| self.controls(ui));
+        egui::Panel::left("controls").resizable(false).exact_size(260.0).show(ui, |ui| self.controls_panel(ui));
         egui::Panel::right("stats").resizable(false).exact_size(230.0).show(ui, |ui| self.statistics(ui));
         egui::CentralPanel::default().show(ui, |ui| self.center(ui));
         if self.generating || self.loading {
@@ -188,35 +176,35 @@ impl StudioApp {
         });
     }
 
-    fn controls(&mut self, ui: &mut egui::Ui) {
+    fn controls_panel(&mut self, ui: &mut egui::Ui) {
         let label = ui.label("Prompt");
-        ui.add(egui::TextEdit::multiline(&mut self.prompt).desired_rows(4).desired_width(f32::INFINITY)).labelled_by(label.id);
-        ui.checkbox(&mut self.chat, "chat format (instruct models)");
+        ui.add(egui::TextEdit::multiline(&mut self.controls.prompt).desired_rows(4).desired_width(f32::INFINITY)).labelled_by(label.id);
+        ui.checkbox(&mut self.controls.chat, "chat format (instruct models)");
         ui.horizontal(|ui| {
             let label = ui.label("tokens");
-            ui.add(egui::DragValue::new(&mut self.max_tokens).range(1..=1000)).labelled_by(label.id);
+            ui.add(egui::DragValue::new(&mut self.controls.max_tokens).range(1..=1000)).labelled_by(label.id);
             let label = ui.label("temp");
-            ui.add(egui::DragValue::new(&mut self.temperature).range(0.0..=2.0).speed(0.05)).labelled_by(label.id);
+            ui.add(egui::DragValue::new(&mut self.controls.temperature).range(0.0..=2.0).speed(0.05)).labelled_by(label.id);
         });
         ui.separator();
         ui.label("Sparse activation");
-        egui::ComboBox::from_label("mode").selected_text(self.mode.label()).show_ui(ui, |ui| {
+        egui::ComboBox::from_label("mode").selected_text(self.controls.mode.label()).show_ui(ui, |ui| {
             for m in Mode::ALL {
-                ui.selectable_value(&mut self.mode, m, m.label());
+                ui.selectable_value(&mut self.controls.mode, m, m.label());
             }
         });
-        egui::ComboBox::from_label("metric").selected_text(self.metric.name()).show_ui(ui, |ui| {
+        egui::ComboBox::from_label("metric").selected_text(self.controls.metric.name()).show_ui(ui, |ui| {
             for m in METRICS {
-                ui.selectable_value(&mut self.metric, m, m.name());
+                ui.selectable_value(&mut self.controls.metric, m, m.name());
             }
         });
-        ui.add(egui::Slider::new(&mut self.ar, 0.05..=1.0).text("activation ratio").fixed_decimals(2));
-        ui.checkbox(&mut self.heads, "mask attention heads too");
-        if self.mode == Mode::Threshold {
+        ui.add(egui::Slider::new(&mut self.controls.ar, 0.05..=1.0).text("activation ratio").fixed_decimals(2));
+        ui.checkbox(&mut self.controls.heads, "mask attention heads too");
+        if self.controls.mode == Mode::Threshold {
             let label = ui.label("thresholds file");
             ui.add(egui::TextEdit::singleline(&mut self.thresholds_path).hint_text("from `sift calibrate`")).labelled_by(label.id);
         }
-        ui.label(egui::RichText::new(mode_help(self.mode)).small().weak());
+        ui.label(egui::RichText::new(mode_help(self.controls.mode)).small().weak());
         ui.separator();
         ui.horizontal(|ui| {
             let can_generate = self.info.is_some() && !self.generating && !self.loading;

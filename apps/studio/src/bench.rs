@@ -7,7 +7,7 @@
 use anyhow::Result;
 use serde_json::json;
 use sift_engine::attribution::Attributor;
-use sift_engine::bench::{print_sweep, sparse_sweep, timed_decode, SWEEP_RATIOS};
+use sift_engine::bench::{print_profile, print_sweep, sparse_sweep, timed_decode, SWEEP_RATIOS};
 use sift_engine::gpu::{AdapterRequest, GpuContext};
 use sift_engine::model::{self, GpuModel, Logits};
 use std::path::PathBuf;
@@ -74,13 +74,7 @@ pub fn run(o: &Options) -> Result<()> {
     println!("dense: prefill {prefill:.1} tokens/s ({} tokens), decode {decode:.1} tokens/s ({} steps)", prompt.len(), o.decode_tokens);
     print_sweep(&rows);
     match &decode_profile {
-        Some(p) => {
-            println!("\nGPU time per kernel, one dense decode step");
-            let total: f64 = p.iter().map(|(_, s)| s).sum();
-            for (k, s) in p {
-                println!("{k:<12} {:>8.2} ms {:>5.1}%", s * 1e3, 100.0 * s / total);
-            }
-        }
+        Some(p) => print_profile(p, None),
         None => println!("(no per-kernel times: this adapter has no timestamp queries)"),
     }
     println!("\nGPU memory allocated by Sift: {:.0} MiB", memory as f64 / (1u64 << 20) as f64);

@@ -101,10 +101,10 @@ fn run(args: Args) -> Result<()> {
             let worker = Worker::spawn(shared, adapter, move || ctx.request_repaint());
             let mut app = StudioApp::new(worker, model);
             if let Some(p) = prompt {
-                app.prompt = p;
+                app.controls.prompt = p;
             }
             app.autostart = autostart;
-            (app.mode, app.ar, app.heads) = (mode, ar, heads);
+            (app.controls.mode, app.controls.ar, app.controls.heads) = (mode, ar, heads);
             Ok(Box::new(app))
         }),
     )

@@ -53,10 +53,10 @@ fn slider_sets_the_ar_of_the_next_generation_and_masks_have_a_row_per_layer() {
     }
     assert!(h.query_by_label(&format!("layer {layers}")).is_none());
 
-    h.state_mut().max_tokens = 4;
+    h.state_mut().controls.max_tokens = 4;
     h.get_by_role_and_label(egui::accesskit::Role::Slider, "activation ratio").set_value_accesskit(0.55);
     h.step();
-    assert!((h.state().ar - 0.55).abs() < 1e-9, "the slider moved the AR: {}", h.state().ar);
+    assert!((h.state().controls.ar - 0.55).abs() < 1e-9, "the slider moved the AR: {}", h.state().controls.ar);
     h.get_by_label("Generate").click();
     h.step();
     let req = h.state().last_request.clone().expect("a generation was sent");
@@ -84,8 +84,8 @@ fn slider_sets_the_ar_of_the_next_generation_and_masks_have_a_row_per_layer() {
 fn stop_stops_the_generation() {
     let mut h = studio(tiny_model("stop"));
     wait(&mut h, "the model", |a| a.info.is_some());
-    h.state_mut().max_tokens = 200;
-    h.state_mut().mode = Mode::Oracle;
+    h.state_mut().controls.max_tokens = 200;
+    h.state_mut().controls.mode = Mode::Oracle;
     h.get_by_label("Generate").click();
     h.step();
     assert!(h.state().generating);

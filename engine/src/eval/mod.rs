@@ -46,8 +46,7 @@ fn start(model: &mut GpuModel, attributor: &mut Attributor, prompt: &[u32], spar
     match sparsity {
         Sparsity::Off => model.forward(prompt, Logits::Last),
         Sparsity::Threshold(t) => {
-            model.set_threshold_mask(t)?;
-            model.threshold_every_token(true);
+            model.set_threshold_mask_every_token(t)?;
             model.forward(prompt, Logits::Last)
         }
         Sparsity::Prompt(metric, ratios) => {
@@ -69,7 +68,6 @@ fn step(model: &mut GpuModel, attributor: &mut Attributor, tokens: &[u32], spars
 }
 
 fn finish(model: &mut GpuModel) {
-    model.threshold_every_token(false);
     model.disable_sparsity();
     model.reset();
 }

@@ -90,10 +90,19 @@ impl LayerCalls {
     }
 
     /// The dense MLP after its norm.
-    pub fn plan_mlp<'a>(&'a self, n: u32, out: &mut Vec<Dispatch<'a>>) {
+    /// `zero`: a threshold rule applied to the neuron outputs before the down projection.
+    pub fn plan_mlp<'a>(&'a self, n: u32, zero: Option<&'a Call>, out: &mut Vec<Dispatch<'a>>) {
+        self.plan_neurons(n, out);
+        if let Some(z) = zero {
+            z.plan("threshold_zero", n, out);
+        }
+        self.down.plan("down", n, out);
+    }
+
+    /// The gate|up projection and SwiGLU: the neuron outputs.
+    pub fn plan_neurons<'a>(&'a self, n: u32, out: &mut Vec<Dispatch<'a>>) {
         self.gate_up.plan("gate_up", n, out);
         self.swiglu.plan("swiglu", n, out);
-        self.down.plan("down", n, out);
     }
 }
 
@@ -384,15 +393,7 @@ impl GpuModel {
                 l.plan_attention(n, self.pos, &mut main);
                 l.o.plan("o", n, &mut main);
                 l.ffn_norm.plan("rmsnorm", n, &mut main);
-                match self.threshold_zero(i, n) {
-                    Some(zero) => {
-                        l.gate_up.plan("gate_up", n, &mut main);
-                        l.swiglu.plan("swiglu", n, &mut main);
-                        zero.plan("threshold_zero", n, &mut main);
-                        l.down.plan("down", n, &mut main);
-                    }
-                    None => l.plan_mlp(n, &mut main),
-                }
+                l.plan_mlp(n, self.threshold_zero(i, n), &mut main);
                 continue;
             };
             l.attn_norm.plan("rmsnorm", n, &mut main);
@@ -404,12 +405,8 @@ impl GpuModel {
                 l.o.plan("o", n, &mut main);
             }
             l.ffn_norm.plan("rmsnorm", n, &mut main);
-            let dense_h = |out: &mut Vec<_>| {
-                l.gate_up.plan("gate_up", n, out);
-                l.swiglu.plan("swiglu", n, out);
-            };
-            if !sparse.plan_mlp(dense_h, &mut main) {
-                l.plan_mlp(n, &mut main);
+            if !sparse.plan_mlp(l, &mut main) {
+                l.plan_mlp(n, None, &mut main);
             }
         }
         if logits.is_some() {

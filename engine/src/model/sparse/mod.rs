@@ -286,13 +286,13 @@ impl GpuModel {
         Ok(())
     }
 
-    /// With a threshold rule set: whether batched forwards (prefill,
-    /// perplexity) apply it too, as the Sparsing Law measures it. Off by
-    /// default: decoding alone is sparse.
-    pub fn threshold_every_token(&mut self, on: bool) {
-        if let Some(s) = &mut self.sparse {
-            s.every_token = on;
-        }
+    /// Like [`GpuModel::set_threshold_mask`], and batched forwards (prefill,
+    /// perplexity) apply the rule too, as the Sparsing Law measures it; by
+    /// default only decoding is sparse. `disable_sparsity` ends both.
+    pub fn set_threshold_mask_every_token(&mut self, thresholds: &Thresholds) -> Result<()> {
+        self.set_threshold_mask(thresholds)?;
+        self.sparse_mut()?.every_token = true;
+        Ok(())
     }
 
     /// The zeroing call of layer `l` for a batched forward, when the threshold applies to every token.
@@ -348,6 +348,7 @@ impl GpuModel {
         if let Some(s) = &mut self.sparse {
             s.mlp = MlpMask::Dense;
             s.heads = None;
+            s.every_token = false;
             s.layers.clear();
             s.zero.clear();
         }
@@ -382,14 +383,14 @@ impl SparseLayer {
         .is_some()
     }
 
-    /// The MLP after its norm; `dense_h` plans the dense gate|up and SwiGLU
-    /// (the CETT rule thresholds their output). False when the MLP is dense.
-    pub fn plan_mlp<'a>(&'a self, dense_h: impl FnOnce(&mut Vec<Dispatch<'a>>), out: &mut Vec<Dispatch<'a>>) -> bool {
+    /// The MLP after its norm; the CETT rule thresholds the dense layer's own
+    /// neuron outputs first. False when the MLP is dense.
+    pub fn plan_mlp<'a>(&'a self, dense: &'a super::gpu::LayerCalls, out: &mut Vec<Dispatch<'a>>) -> bool {
         let calls: &[Call] = match &self.mlp {
             MlpCalls::Dense => return false,
             MlpCalls::Fixed(c) => c,
             MlpCalls::Cett(c) => {
-                dense_h(out);
+                dense.plan_neurons(1, out);
                 c
             }
             MlpCalls::Cats(c) => c,
