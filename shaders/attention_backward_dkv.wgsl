@@ -1,7 +1,8 @@
 // Attention backward, key and value gradients, summed over the query heads
-// that share a KV head and over the queries i >= j that saw key j:
-//   dK[j, g] = sum_h sum_i dS[h,i,j] q_i,h      dV[j, g] = sum_h sum_i P[h,i,j] dA_i,h
-// one invocation per (key token, KV head, 4 lanes of the head dimension).
+// that share a KV head and over the query rows i >= r that saw key row r
+// (position pos0 + r; cached keys before pos0 get no gradient):
+//   dK[r, g] = sum_h sum_i dS[h,i,pos0+r] q_i,h      dV[r, g] = sum_h sum_i P[h,i,pos0+r] dA_i,h
+// one invocation per (key row, KV head, 4 lanes of the head dimension).
 
 struct Params { n_heads: u32, n_kv_heads: u32, head_dim: u32, scale: f32 }
 struct Step { n_tokens: u32, pos0: u32, _a: u32, _b: u32 }
@@ -23,12 +24,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let j = gid.y;
     let n = step.n_tokens;
     if (g >= p.n_kv_heads || j >= n) { return; }
+    let keys = step.pos0 + n;
     let group = p.n_heads / p.n_kv_heads;
     var acc_k = vec4<f32>(0.0);
     var acc_v = vec4<f32>(0.0);
     for (var h = g * group; h < (g + 1u) * group; h++) {
         for (var i = j; i < n; i++) {
-            let s = (h * n + i) * n + j;
+            let s = (h * n + i) * keys + step.pos0 + j;
             let qd = (i * p.n_heads + h) * hd4 + d;
             acc_k += dscores[s] * q[qd];
             acc_v += probs[s] * da[qd];

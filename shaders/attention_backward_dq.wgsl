@@ -1,4 +1,4 @@
-// Attention backward, query gradient: dQ[i, h] = sum_{j <= i} dS[h,i,j] k_j,
+// Attention backward, query gradient: dQ[i, h] = sum_{j <= pos0 + i} dS[h,i,j] k_j,
 // one invocation per (token, head, 4 lanes of the head dimension); x runs
 // over heads and lanes so a workgroup has no idle lanes at small head dims.
 
@@ -20,10 +20,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let n = step.n_tokens;
     if (h >= p.n_heads || i >= n) { return; }
     let kvh = h / (p.n_heads / p.n_kv_heads);
-    let row = (h * n + i) * n;
+    let row = (h * n + i) * (step.pos0 + n);
     let kv_stride = p.n_kv_heads * hd4;
     var acc = vec4<f32>(0.0);
-    for (var j = 0u; j <= i; j++) {
+    for (var j = 0u; j <= step.pos0 + i; j++) {
         acc += dscores[row + j] * k[j * kv_stride + kvh * hd4 + d];
     }
     dq[(i * p.n_heads + h) * hd4 + d] = acc;

@@ -1,9 +1,10 @@
-// Attention backward, first step, one invocation per (query token i, head h),
-// keys j <= i (attribution always runs from position 0):
-//   P[h,i,j]  = softmax_j(q_i . k_j * scale), recomputed from the saved q and K
+// Attention backward, first step, one invocation per (query row i, head h).
+// The n rows of this step sit at positions pos0 + i after pos0 cached ones
+// (held constant: their gradients are not needed), so T = pos0 + n keys:
+//   P[h,i,j]  = softmax_j(q_i . k_j * scale), j <= pos0 + i, recomputed from the saved q and K
 //   dS[h,i,j] = scale * P[h,i,j] * (dA_i . v_j - sum_j' P[h,i,j'] dA_i . v_j')
-// where dA is the gradient of the head output. Both are [heads, T, T] with
-// zeros above the diagonal, for the dQ and dK/dV kernels to reduce.
+// where dA is the gradient of the head output. Both are [heads, n, T] with
+// zeros after each row's position, for the dQ and dK/dV kernels to reduce.
 
 struct Params { n_heads: u32, n_kv_heads: u32, head_dim: u32, scale: f32 }
 struct Step { n_tokens: u32, pos0: u32, _a: u32, _b: u32 }
@@ -27,8 +28,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let h = gid.y;
     let n = step.n_tokens;
     if (i >= n || h >= p.n_heads) { return; }
+    let keys = step.pos0 + n;
+    let last = step.pos0 + i;
     let kvh = h / (p.n_heads / p.n_kv_heads);
-    let row = (h * n + i) * n;
+    let row = (h * n + i) * keys;
     var qi: array<vec4<f32>, MAX_HEAD_DIM4>;
     var dai: array<vec4<f32>, MAX_HEAD_DIM4>;
     let qbase = (i * p.n_heads + h) * HEAD_DIM4;
@@ -39,7 +42,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let kv_stride = p.n_kv_heads * HEAD_DIM4;
     // Scores, their maximum, then the softmax in place.
     var m = -3.0e38;
-    for (var j = 0u; j <= i; j++) {
+    for (var j = 0u; j <= last; j++) {
         let kb = j * kv_stride + kvh * HEAD_DIM4;
         var s = 0.0;
         for (var d = 0u; d < HEAD_DIM4; d++) { s += dot(qi[d], k[kb + d]); }
@@ -48,14 +51,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         m = max(m, s);
     }
     var sum = 0.0;
-    for (var j = 0u; j <= i; j++) {
+    for (var j = 0u; j <= last; j++) {
         let e = exp(probs[row + j] - m);
         probs[row + j] = e;
         sum += e;
     }
     let inv = 1.0 / sum;
     var delta = 0.0;
-    for (var j = 0u; j <= i; j++) {
+    for (var j = 0u; j <= last; j++) {
         let pj = probs[row + j] * inv;
         probs[row + j] = pj;
         let vb = j * kv_stride + kvh * HEAD_DIM4;
@@ -64,10 +67,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         dscores[row + j] = dp;
         delta += pj * dp;
     }
-    for (var j = 0u; j <= i; j++) {
+    for (var j = 0u; j <= last; j++) {
         dscores[row + j] = p.scale * probs[row + j] * (dscores[row + j] - delta);
     }
-    for (var j = i + 1u; j < n; j++) {
+    for (var j = last + 1u; j < keys; j++) {
         probs[row + j] = 0.0;
         dscores[row + j] = 0.0;
     }

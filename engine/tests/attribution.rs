@@ -149,6 +149,49 @@ fn every_metric_matches_the_cpu_reference() {
     }
 }
 
+/// Scoring the last token of a sequence that extends the last one attributed
+/// runs only the new token (its keys and values go after the cached ones) and
+/// gives the scores of a full pass; a sequence that differs earlier is run
+/// again from where it differs, never on stale keys.
+#[test]
+fn last_token_scores_reuse_cached_tokens_and_equal_a_full_pass() {
+    let (c, w) = tiny(RopeStyle::Neox, false);
+    let mut model = GpuModel::new(gpu(), &c, &w, 64).unwrap();
+    let mut attr = Attributor::new(&model, &w).unwrap();
+    let opts = AttributeOptions::for_metric(Metric::Gxo, Positions::Last);
+    let mut tokens = prompt(&c, 8);
+    attr.attribute(&mut model, &tokens, &Target::Prompt, &AttributeOptions::default()).unwrap();
+    let ctx = gpu();
+    for (step, extra) in [5u32, 77, 140].into_iter().enumerate() {
+        if step == 2 {
+            // Change an early token: the cache no longer matches from there.
+            tokens[3] = 200;
+        }
+        tokens.push(extra);
+        let target = Target::Token(3);
+        let scores = attr.attribute(&mut model, &tokens, &target, &opts).unwrap();
+        let rows_run = attr.read_trace(0).unwrap().neurons.len() / c.ffn_dim;
+        assert_eq!(rows_run, if step == 2 { tokens.len() - 3 } else { 1 }, "step {step}");
+        assert_eq!(model.position(), tokens.len());
+        let reference = cpu::attribute(&c, &w, &tokens, &cpu_targets(&tokens, &target), &Intervention::default());
+        let (neurons, heads) = cpu::metrics(&c, &reference, tokens.len() - 1, tokens.len());
+        for (i, metric) in [Metric::Magnitude, Metric::Gxo, Metric::Snip, Metric::Fisher, Metric::CorrectedGxo].into_iter().enumerate() {
+            let (gn, gh) = (scores.read_neurons(&ctx, metric).unwrap(), scores.read_heads(&ctx, metric).unwrap());
+            for l in 0..c.n_layers {
+                assert!(rel(&gn[l], &neurons[l][i]) < GRAD_TOL, "step {step} {metric} neurons layer {l}: {}", rel(&gn[l], &neurons[l][i]));
+                assert!(rel(&gh[l], &heads[l][i]) < GRAD_TOL, "step {step} {metric} heads layer {l}: {}", rel(&gh[l], &heads[l][i]));
+            }
+        }
+        // The model's cache holds the dense sequence: the next token decodes
+        // as the reference does.
+        let logits = model.forward(&[9], Logits::Last).unwrap();
+        let mut next = tokens.clone();
+        next.push(9);
+        let r = cpu::attribute(&c, &w, &next, &vec![NONE; next.len()], &Intervention::default());
+        assert!(rel(&logits, &r.logits[(next.len() - 1) * c.vocab_size..]) < 1e-4, "step {step}: decoding after the pass");
+    }
+}
+
 #[test]
 fn corrected_term_is_half_magnitude_times_layer_gradient_norm() {
     let (c, w) = tiny(RopeStyle::Interleaved, false);
@@ -165,9 +208,10 @@ fn corrected_term_is_half_magnitude_times_layer_gradient_norm() {
     let ctx = gpu();
     let (corrected, gxo) = (scores.read_neurons(&ctx, Metric::CorrectedGxo).unwrap(), scores.read_neurons(&ctx, Metric::Gxo).unwrap());
     let (hc, hg) = (scores.read_heads(&ctx, Metric::CorrectedGxo).unwrap(), scores.read_heads(&ctx, Metric::Gxo).unwrap());
-    let last = tokens.len() - 1;
     for l in 0..c.n_layers {
         let tr = attr.read_trace(l).unwrap();
+        // The trace's last row is the last token (the second pass reran only it).
+        let last = tr.neurons.len() / c.ffn_dim - 1;
         // C(i) = 0.5 * |x_i| * sqrt(sum_k g_k^2), k over the layer's units at the last token.
         let x = &tr.neurons[last * c.ffn_dim..][..c.ffn_dim];
         let g = &tr.neuron_grads[last * c.ffn_dim..][..c.ffn_dim];

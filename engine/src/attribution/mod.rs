@@ -206,8 +206,10 @@ pub struct Attributor {
     model_id: u64,
     transposed: Transposed,
     pass: Option<Pass>,
-    /// Tokens in the last attribution.
-    last_tokens: usize,
+    /// Rows the last pass ran (the new tokens only, when it reused cached ones).
+    last_rows: usize,
+    /// The tokens whose dense keys and values the pass's KV cache holds.
+    cached: Vec<u32>,
 }
 
 /// The rows a target touches, resolved against a prompt.
@@ -224,7 +226,7 @@ impl Attributor {
         }
         let interleaved = model.params.family == crate::kernels::KernelFamily::RowPerInvocation;
         let transposed = Transposed::upload(&model.ctx, c, weights, interleaved);
-        Ok(Attributor { ctx: model.ctx.clone(), config: c.clone(), model_id: model.id, transposed, pass: None, last_tokens: 0 })
+        Ok(Attributor { ctx: model.ctx.clone(), config: c.clone(), model_id: model.id, transposed, pass: None, last_rows: 0, cached: Vec::new() })
     }
 
     /// Bytes of the transposed weights on the GPU.
@@ -309,13 +311,20 @@ impl Attributor {
         Ok(ResolvedTarget { targets, rows })
     }
 
-    /// Builds (or reuses) the pass for `n` tokens and writes this run's inputs.
-    fn prepare(&mut self, model: &GpuModel, tokens: &[u32], resolved: &ResolvedTarget, factors: &UnitFactors) -> Result<()> {
-        let n = tokens.len();
+    /// Builds a pass for `n` tokens unless the current one is large enough
+    /// (a new pass starts with an empty cache).
+    fn ensure_pass(&mut self, model: &GpuModel, n: usize) {
         if self.pass.as_ref().is_none_or(|p| p.capacity < n) {
             let capacity = n.next_power_of_two().max(16).min(self.max_tokens(model));
             self.pass = Some(Pass::new(&self.ctx, &self.config, &model.params, &self.transposed, capacity));
+            self.cached.clear();
         }
+    }
+
+    /// Writes this run's inputs: the rows of `tokens` after the first `pos0`.
+    fn prepare(&mut self, model: &GpuModel, tokens: &[u32], pos0: usize, resolved: &ResolvedTarget, factors: &UnitFactors) -> Result<()> {
+        let n = tokens.len();
+        self.ensure_pass(model, n);
         let c = &self.config;
         if factors.neurons.len() != c.n_layers * c.ffn_dim || factors.heads.len() != c.n_layers * c.n_heads {
             return Err(SiftError::InvalidInput(format!(
@@ -325,9 +334,9 @@ impl Attributor {
         }
         let b = &self.pass.as_ref().expect("built above").b;
         let q = &self.ctx.queue;
-        q.write_buffer(&b.step, 0, bytemuck::bytes_of(&Step::new(n, 0)));
-        q.write_buffer(&b.tokens, 0, bytemuck::cast_slice(tokens));
-        let target_rows: &[u32] = if resolved.rows == Rows::Last { &resolved.targets[n - 1..] } else { &resolved.targets };
+        q.write_buffer(&b.step, 0, bytemuck::bytes_of(&Step::new(n - pos0, pos0)));
+        q.write_buffer(&b.tokens, 0, bytemuck::cast_slice(&tokens[pos0..]));
+        let target_rows: &[u32] = if resolved.rows == Rows::Last { &resolved.targets[n - 1..] } else { &resolved.targets[pos0..] };
         q.write_buffer(&b.targets, 0, bytemuck::cast_slice(target_rows));
         q.write_buffer(&b.scaling, 0, bytemuck::cast_slice(&[factors.from_token as u32, 0, 0, 0]));
         q.write_buffer(&b.neuron_factors, 0, bytemuck::cast_slice(&factors.neurons));
@@ -344,8 +353,15 @@ impl Attributor {
         Ok((f, info[2 * count - 1]))
     }
 
-    /// Attributes F (`target`) over `tokens`, run from position 0: the model's
-    /// KV cache then holds the prompt, so decoding can continue from it.
+    /// Attributes F (`target`) over `tokens`: the model's KV cache then holds
+    /// the prompt (dense), so decoding can continue from it.
+    ///
+    /// When only the last token is scored (`Positions::Last`, a `Next` or
+    /// `Token` target, no Integrated Gradients), tokens that an earlier call
+    /// already ran are not run again: their keys and values stay in the pass's
+    /// cache and only the new ones go forward and back. The scores are the
+    /// same, since no earlier token depends on a later one. This makes the
+    /// oracle protocol one token per step instead of the whole sequence.
     pub fn attribute(&mut self, model: &mut GpuModel, tokens: &[u32], target: &Target, opts: &AttributeOptions) -> Result<Scores> {
         self.attribute_with_progress(model, tokens, target, opts, &mut |_, _| {})
     }
@@ -368,11 +384,18 @@ impl Attributor {
         let c = self.config.clone();
         let positions = opts.positions.unwrap_or(if resolved.rows == Rows::Last { Positions::Last } else { Positions::All });
         let n = tokens.len();
+        self.ensure_pass(model, n);
+        let reusable = positions == Positions::Last && resolved.rows == Rows::Last && opts.ig_steps.is_none();
+        let common = self.cached.iter().zip(tokens).take_while(|(a, b)| a == b).count();
+        let pos0 = if reusable { common.min(n - 1) } else { 0 };
         let mut factors = UnitFactors::ones(&c);
-        self.prepare(model, tokens, &resolved, &factors)?;
+        self.prepare(model, tokens, pos0, &resolved, &factors)?;
+        // Until this pass completes, its cache holds nothing reusable.
+        self.cached.clear();
+        let rows = n - pos0;
         let pass = self.pass.as_ref().expect("prepared");
-        let t0 = if positions == Positions::Last { n - 1 } else { 0 };
-        let range = |w: f32| ScoreRange { t0: t0 as u32, t1: n as u32, ig_weight: w, _pad: 0 };
+        let t0 = if positions == Positions::Last { rows - 1 } else { 0 };
+        let range = |w: f32| ScoreRange { t0: t0 as u32, t1: rows as u32, ig_weight: w, _pad: 0 };
         let q = &self.ctx.queue;
         q.write_buffer(&pass.b.range, 0, bytemuck::bytes_of(&range(0.0)));
         // IG accumulates into its slot.
@@ -381,10 +404,10 @@ impl Attributor {
         q.write_buffer(&pass.b.head_scores, 4 * slot_bytes(c.n_heads), &vec![0u8; slot_bytes(c.n_heads) as usize]);
 
         let mut ops = Vec::new();
-        pass.plan_forward(n as u32, 0, resolved.rows, Scaled::None, &mut ops);
-        pass.plan_backward(n as u32, 0, resolved.rows, None, &mut ops);
+        pass.plan_forward(rows as u32, pos0, 0, resolved.rows, Scaled::None, &mut ops);
+        pass.plan_backward(rows as u32, 0, resolved.rows, None, &mut ops);
         pass::submit(&self.ctx, &ops);
-        let (log_prob, last_target) = self.read_target(n, resolved.rows)?;
+        let (log_prob, last_target) = self.read_target(rows, resolved.rows)?;
 
         if let Some(steps) = opts.ig_steps {
             // Each layer's heads, then its neurons, scaled from 0 to 1 with
@@ -402,8 +425,8 @@ impl Attributor {
                         q.write_buffer(buffer, 0, bytemuck::cast_slice(units));
                         q.write_buffer(&pass.b.range, 0, bytemuck::bytes_of(&range(1.0 / (steps as f32 * alpha))));
                         let mut ops = Vec::new();
-                        pass.plan_forward(n as u32, l, resolved.rows, Scaled::Layer(l, kind), &mut ops);
-                        pass.plan_backward(n as u32, l, resolved.rows, Some(kind), &mut ops);
+                        pass.plan_forward(rows as u32, pos0, l, resolved.rows, Scaled::Layer(l, kind), &mut ops);
+                        pass.plan_backward(rows as u32, l, resolved.rows, Some(kind), &mut ops);
                         pass::submit(&self.ctx, &ops);
                     }
                     // The last step (alpha = 1) left layers >= l dense again.
@@ -412,16 +435,19 @@ impl Attributor {
             }
         }
 
-        // Copy the scores out, so the next pass does not overwrite them.
+        // Copy the scores out, so the next pass does not overwrite them, and
+        // the dense keys and values into the model's cache.
         let neurons = zeroed_buffer(&self.ctx, "neuron scores", (scores::SLOTS * c.n_layers * c.ffn_dim * 4) as u64);
         let heads = zeroed_buffer(&self.ctx, "head scores", (scores::SLOTS * c.n_layers * c.n_heads * 4) as u64);
-        let copy = [
+        let mut copy = vec![
             Op::Copy { src: &pass.b.neuron_scores, src_offset: 0, dst: &neurons, dst_offset: 0, bytes: neurons.size() },
             Op::Copy { src: &pass.b.head_scores, src_offset: 0, dst: &heads, dst_offset: 0, bytes: heads.size() },
         ];
+        pass.plan_cache_copy(&model.params, n, c.kv_dim(), &mut copy);
         pass::submit(&self.ctx, &copy);
         model.set_position(n);
-        self.last_tokens = n;
+        self.last_rows = rows;
+        self.cached = tokens.to_vec();
         let single = resolved.rows == Rows::Last;
         Ok(Scores {
             n_layers: c.n_layers,
@@ -442,18 +468,23 @@ impl Attributor {
     pub fn log_prob(&mut self, model: &mut GpuModel, tokens: &[u32], target: &Target, factors: &UnitFactors) -> Result<f32> {
         self.check_model(model)?;
         let resolved = self.resolve(model, tokens, target)?;
-        self.prepare(model, tokens, &resolved, factors)?;
+        self.prepare(model, tokens, 0, &resolved, factors)?;
+        // The scaled keys and values are not the dense ones.
+        self.cached.clear();
         let pass = self.pass.as_ref().expect("prepared");
         let mut ops = Vec::new();
-        pass.plan_forward(tokens.len() as u32, 0, resolved.rows, Scaled::All, &mut ops);
+        pass.plan_forward(tokens.len() as u32, 0, 0, resolved.rows, Scaled::All, &mut ops);
+        pass.plan_cache_copy(&model.params, tokens.len(), self.config.kv_dim(), &mut ops);
         pass::submit(&self.ctx, &ops);
         model.set_position(tokens.len());
         Ok(self.read_target(tokens.len(), resolved.rows)?.0)
     }
 
-    /// Layer `layer`'s unit outputs and gradients from the last attribution.
+    /// Layer `layer`'s unit outputs and gradients from the last attribution,
+    /// for the rows it ran: every token, or only the new ones when it reused
+    /// cached tokens (see [`Attributor::attribute`]).
     pub fn read_trace(&self, layer: usize) -> Result<LayerTrace> {
-        let (Some(pass), n) = (&self.pass, self.last_tokens) else {
+        let (Some(pass), n) = (&self.pass, self.last_rows) else {
             return Err(SiftError::InvalidInput("no attribution has run yet".into()));
         };
         let lb = pass.layers.get(layer).ok_or_else(|| SiftError::InvalidInput(format!("layer {layer} does not exist")))?;

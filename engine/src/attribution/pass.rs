@@ -1,7 +1,9 @@
-//! The attribution pass on the GPU for up to `capacity` tokens: a forward from
-//! position 0 that keeps every layer's inputs and unit outputs, then the
-//! backward from the targeted log-probabilities to every head and neuron
-//! output, scoring each layer as soon as its gradients exist. All bind groups
+//! The attribution pass on the GPU for up to `capacity` tokens: a forward that
+//! keeps every layer's inputs and unit outputs, then the backward from the
+//! targeted log-probabilities to every head and neuron output, scoring each
+//! layer as soon as its gradients exist. The pass has its own KV cache, so a
+//! run can start after `pos0` tokens that an earlier run left there (their
+//! rows are then constants: nothing flows back into them). All bind groups
 //! are built once per capacity; a run writes a few uniforms and records.
 
 use super::transposed::Transposed;
@@ -14,8 +16,11 @@ use crate::kernels::{embedding, rmsnorm, rope, scale_units, Call, Dispatch, Step
 use crate::model::gpu::{LayerCalls, LayerIo, ModelParams};
 use crate::model::Config;
 
-/// One layer's saved activations and gradients, [capacity, width] each.
+/// One layer's saved activations and gradients, [capacity, width] each, and
+/// its dense KV cache.
 pub(super) struct LayerBuffers {
+    pub k_cache: wgpu::Buffer,
+    pub v_cache: wgpu::Buffer,
     pub x_in: wgpu::Buffer,
     pub q: wgpu::Buffer,
     pub heads: wgpu::Buffer,
@@ -167,6 +172,8 @@ impl Pass {
 
         let layers: Vec<LayerBuffers> = (0..l_count)
             .map(|_| LayerBuffers {
+                k_cache: buf("pass k cache", cap * c.kv_dim()),
+                v_cache: buf("pass v cache", cap * c.kv_dim()),
                 x_in: buf("x in", cap * c.dim),
                 q: buf("q", cap * c.q_dim()),
                 heads: buf("heads", cap * c.q_dim()),
@@ -193,7 +200,7 @@ impl Pass {
             .zip(&layers)
             .enumerate()
             .map(|(l, (p, lb))| {
-                let io = LayerIo { x: &b.x, xn: &b.xn, q: &lb.q, heads: &lb.heads, gate_up: &lb.gate_up, neurons: &lb.neurons };
+                let io = LayerIo { x: &b.x, xn: &b.xn, q: &lb.q, heads: &lb.heads, gate_up: &lb.gate_up, neurons: &lb.neurons, k_cache: &lb.k_cache, v_cache: &lb.v_cache };
                 LayerForward {
                     calls: LayerCalls::new(ctx, c, p, &m.rope_table, s, &io, fam),
                     scale_heads: scale_units::call(ctx, c.q_dim(), c.head_dim, l * c.n_heads, s, &b.scaling, &b.head_factors, &lb.heads),
@@ -212,8 +219,8 @@ impl Pass {
                 let score = |units, integrated, x, g, out| scores::call(ctx, units, l, l_count, integrated, &b.range, x, g, &norms, out);
                 let att_bufs = backward::attention::AttentionBuffers {
                     q: &lb.q,
-                    k: &p.k_cache,
-                    v: &p.v_cache,
+                    k: &lb.k_cache,
+                    v: &lb.v_cache,
                     da: &lb.head_grads,
                     probs: &probs,
                     dscores: &dscores,
@@ -264,10 +271,11 @@ impl Pass {
         }
     }
 
-    /// The forward over `n` tokens from layer `from` (0: from the embedding;
-    /// otherwise from that layer's saved input), with the log-softmax
-    /// backward at its end (it also yields the targeted log-probabilities).
-    pub fn plan_forward<'a>(&'a self, n: u32, from: usize, rows: Rows, scaled: Scaled, ops: &mut Vec<Op<'a>>) {
+    /// The forward over `n` tokens after `pos0` cached ones, from layer
+    /// `from` (0: from the embedding; otherwise from that layer's saved
+    /// input), with the log-softmax backward at its end (it also yields the
+    /// targeted log-probabilities).
+    pub fn plan_forward<'a>(&'a self, n: u32, pos0: usize, from: usize, rows: Rows, scaled: Scaled, ops: &mut Vec<Op<'a>>) {
         let row_bytes = (self.dim * 4) as u64;
         let rows_bytes = n as u64 * row_bytes;
         let copy = |src, dst, ops: &mut Vec<Op<'a>>| ops.push(Op::Copy { src, src_offset: 0, dst, dst_offset: 0, bytes: rows_bytes });
@@ -282,7 +290,7 @@ impl Pass {
             let scale = |kind| scaled == Scaled::All || scaled == Scaled::Layer(l, kind);
             let lc = &f.calls;
             copy(&self.b.x, &lb.x_in, ops);
-            lc.plan_attention(n, 0, &mut run);
+            lc.plan_attention(n, pos0, &mut run);
             if scale(UnitKind::Heads) {
                 f.scale_heads.plan("scale_units", n, &mut run);
             }
@@ -313,6 +321,16 @@ impl Pass {
             }
         }
         flush(&mut run, ops);
+    }
+
+    /// Copies the first `tokens` rows of this pass's KV cache into the
+    /// model's, so decoding can continue after the attributed prompt.
+    pub fn plan_cache_copy<'a>(&'a self, model: &'a ModelParams, tokens: usize, kv_dim: usize, ops: &mut Vec<Op<'a>>) {
+        let bytes = (tokens * kv_dim * 4) as u64;
+        for (lb, p) in self.layers.iter().zip(&model.layers) {
+            ops.push(Op::Copy { src: &lb.k_cache, src_offset: 0, dst: &p.k_cache, dst_offset: 0, bytes });
+            ops.push(Op::Copy { src: &lb.v_cache, src_offset: 0, dst: &p.v_cache, dst_offset: 0, bytes });
+        }
     }
 
     /// The backward after [`Pass::plan_forward`], down to layer `stop`'s head

@@ -37,7 +37,9 @@ pub(crate) struct LayerCalls {
 }
 
 /// The buffers a layer's forward reads and writes: the residual stream `x`,
-/// its normed copy `xn`, queries, head outputs, gate|up and neuron outputs.
+/// its normed copy `xn`, queries, head outputs, gate|up and neuron outputs,
+/// and the KV cache (the model's own, or the attribution pass's).
+#[derive(Clone, Copy)]
 pub(crate) struct LayerIo<'a> {
     pub x: &'a wgpu::Buffer,
     pub xn: &'a wgpu::Buffer,
@@ -45,6 +47,8 @@ pub(crate) struct LayerIo<'a> {
     pub heads: &'a wgpu::Buffer,
     pub gate_up: &'a wgpu::Buffer,
     pub neurons: &'a wgpu::Buffer,
+    pub k_cache: &'a wgpu::Buffer,
+    pub v_cache: &'a wgpu::Buffer,
 }
 
 impl LayerCalls {
@@ -59,11 +63,11 @@ impl LayerCalls {
         LayerCalls {
             attn_norm: rmsnorm::call(ctx, c.dim, c.rms_eps, step, io.x, &p.attn_norm, io.xn),
             q: lin(&p.wq, io.xn, io.q, plain),
-            k: lin(&p.wk, io.xn, &p.k_cache, cache_write),
-            v: lin(&p.wv, io.xn, &p.v_cache, cache_write),
+            k: lin(&p.wk, io.xn, io.k_cache, cache_write),
+            v: lin(&p.wv, io.xn, io.v_cache, cache_write),
             rope_q: rope::call(ctx, &rope_shape(c.n_heads), false, step, rope_table, io.q),
-            rope_k: rope::call(ctx, &rope_shape(c.n_kv_heads), true, step, rope_table, &p.k_cache),
-            attention: attention::call_with_family(ctx, att_shape, step, io.q, &p.k_cache, &p.v_cache, io.heads, family),
+            rope_k: rope::call(ctx, &rope_shape(c.n_kv_heads), true, step, rope_table, io.k_cache),
+            attention: attention::call_with_family(ctx, att_shape, step, io.q, io.k_cache, io.v_cache, io.heads, family),
             o: lin(&p.wo, io.heads, io.x, residual),
             ffn_norm: rmsnorm::call(ctx, c.dim, c.rms_eps, step, io.x, &p.ffn_norm, io.xn),
             gate_up: lin(&p.w_gate_up, io.xn, io.gate_up, plain),
@@ -269,8 +273,14 @@ impl GpuModel {
             layers: params_layers,
             family,
         };
-        let io = LayerIo { x: &act.x, xn: &act.xn, q: &act.q, heads: &act.heads, gate_up: &act.gate_up, neurons: &act.neurons };
-        let layers = params.layers.iter().map(|p| LayerCalls::new(&ctx, &c, p, &params.rope_table, &step_all, &io, family)).collect();
+        let layers = params
+            .layers
+            .iter()
+            .map(|p| {
+                let io = LayerIo { x: &act.x, xn: &act.xn, q: &act.q, heads: &act.heads, gate_up: &act.gate_up, neurons: &act.neurons, k_cache: &p.k_cache, v_cache: &p.v_cache };
+                LayerCalls::new(&ctx, &c, p, &params.rope_table, &step_all, &io, family)
+            })
+            .collect();
         let out_norm = rmsnorm::call(&ctx, c.dim, c.rms_eps, &step_all, &act.x, &params.out_norm, &act.xn);
         let embed = embedding::calls(&ctx, &params.embed, &step_all, &act.tokens, &act.x);
         let lm_head_all = LinearCall::with_family(&ctx, params.lm_head(), &step_all, &act.xn, &act.logits, plain, family);

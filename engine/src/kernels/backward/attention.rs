@@ -1,8 +1,9 @@
 //! Causal attention backward, in three kernels (no float atomics in WGSL):
 //! `attention_backward_scores.wgsl` recomputes the softmax rows P and forms dS,
 //! then `attention_backward_dq.wgsl` and `attention_backward_dkv.wgsl` reduce
-//! them along keys and along queries. Attribution runs from position 0, so the
-//! queries are tokens 0..T and the keys the first T rows of the KV cache.
+//! them along keys and along queries. The queries are the step's n rows at
+//! positions pos0.. and the keys the first pos0 + n rows of the KV cache; the
+//! cached keys before pos0 are constants (a full pass has pos0 = 0).
 
 use crate::gpu::{Binding, GpuContext, Kernel};
 use crate::kernels::attention::AttentionShape;
@@ -112,22 +113,32 @@ mod tests {
     use crate::kernels::backward::finite_diff;
     use crate::kernels::{attention, test_util::*, Step};
 
+    /// Every row from position 0, and the last rows after cached ones
+    /// (`pos0` > 0): their gradients equal the full backward's for those rows,
+    /// since earlier rows never see later ones.
     #[test]
     fn attention_backward_matches_reference() {
         let ctx = crate::testing::gpu();
-        let shapes = [(AttentionShape { n_heads: 6, n_kv_heads: 2, head_dim: 80 }, 13usize), (AttentionShape { n_heads: 9, n_kv_heads: 3, head_dim: 64 }, 70)];
-        for (s, t) in shapes {
+        let shapes = [
+            (AttentionShape { n_heads: 6, n_kv_heads: 2, head_dim: 80 }, 13usize, 0usize),
+            (AttentionShape { n_heads: 9, n_kv_heads: 3, head_dim: 64 }, 70, 0),
+            (AttentionShape { n_heads: 9, n_kv_heads: 3, head_dim: 64 }, 40, 39),
+            (AttentionShape { n_heads: 6, n_kv_heads: 2, head_dim: 80 }, 21, 17),
+        ];
+        for (s, t, pos0) in shapes {
             let (qs, kvs) = (s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim);
+            let n = t - pos0;
             let q: Vec<f32> = random(t * qs, 61).iter().map(|v| v * 3.0).collect();
             let (k, v, da) = (random(t * kvs, 62), random(t * kvs, 63), random(t * qs, 64));
-            let step = uniform_buffer(&ctx, "step", &Step::new(t, 0));
-            let [qb, kb, vb, dab] = [&q, &k, &v, &da].map(|x| storage_buffer(&ctx, "in", x));
+            let step = uniform_buffer(&ctx, "step", &Step::new(n, pos0));
+            let [qb, dab] = [&q, &da].map(|x| storage_buffer(&ctx, "in", &x[pos0 * qs..]));
+            let [kb, vb] = [&k, &v].map(|x| storage_buffer(&ctx, "in", x));
             let f = |n: usize| zeroed_buffer(&ctx, "out", (n * 4) as u64);
-            let (probs, dscores, dq, dk, dv) = (f(s.n_heads * t * t), f(s.n_heads * t * t), f(t * qs), f(t * kvs), f(t * kvs));
+            let (probs, dscores, dq, dk, dv) = (f(s.n_heads * n * t), f(s.n_heads * n * t), f(n * qs), f(n * kvs), f(n * kvs));
             let bufs = AttentionBuffers { q: &qb, k: &kb, v: &vb, da: &dab, probs: &probs, dscores: &dscores, dq: &dq, dk: &dk, dv: &dv };
             let call = call(&ctx, s, &step, &bufs);
             let mut plan = Vec::new();
-            call.plan(t as u32, &mut plan);
+            call.plan(n as u32, &mut plan);
             let mut enc = ctx.device.create_command_encoder(&Default::default());
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
@@ -136,10 +147,10 @@ mod tests {
             ctx.queue.submit([enc.finish()]);
             let (wq, wk, wv) = reference(s, &q, &k, &v, &da);
             // Sums of T products after a softmax: 1e-5 relative to the magnitude.
-            for (name, buf, want) in [("dq", &dq, &wq), ("dk", &dk, &wk), ("dv", &dv, &wv)] {
+            for (name, buf, want) in [("dq", &dq, &wq[pos0 * qs..]), ("dk", &dk, &wk[pos0 * kvs..]), ("dv", &dv, &wv[pos0 * kvs..])] {
                 let got = read_buffer_f32(&ctx, buf, 0, want.len()).unwrap();
                 let err = max_err(&got, want);
-                assert!(err < 1e-5, "{name} t={t}: {err}");
+                assert!(err < 1e-5, "{name} t={t} pos0={pos0}: {err}");
             }
         }
     }
