@@ -8,17 +8,18 @@
 use super::{spread, Call};
 use crate::gpu::{uniform_buffer, Binding, GpuContext, Kernel};
 
-/// Active lists of `k` units per layer from `scores[score_offset ..]` ([layers, n_units]):
-/// `index` [layers, n_units] (first k of each layer used, best first) and `active` bitmap.
+/// Active lists of the `k` top-scored units per layer from
+/// `scores[score_offset ..]` ([layers, n_units]): `index` [layers, n_units]
+/// (the first k of each layer used, in ascending id order) and `active` bitmap.
 #[allow(clippy::too_many_arguments)]
 pub fn select_top(ctx: &GpuContext, n_units: usize, n_layers: usize, k: usize, score_offset: usize, scores: &wgpu::Buffer, index: &wgpu::Buffer, active: &wgpu::Buffer) -> Call {
     use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
     let kernel = Kernel::get(ctx, "select_top", include_str!("../../../shaders/select_top.wgsl"), &[U, R, W, W]);
-    let params = uniform_buffer(ctx, "select_top params", &[n_units as u32, k as u32, score_offset as u32, 0]);
+    let params = uniform_buffer(ctx, "select_top params", &[n_units as u32, k as u32, score_offset as u32, n_layers as u32]);
     Call {
         group: kernel.bind(ctx, &[&params, scores, index, active]),
         kernel,
-        grid: Box::new(move |_| [(n_units as u32).div_ceil(64), n_layers as u32, 1]),
+        grid: Box::new(move |_| [(n_layers as u32).div_ceil(8), 1, 1]),
     }
 }
 
@@ -189,20 +190,30 @@ mod tests {
     #[test]
     fn select_top_matches_reference_with_ties_and_nan() {
         let ctx = crate::testing::gpu();
-        let (layers, n, k) = (3usize, 200usize, 37usize);
+        let (layers, n) = (11usize, 200usize);
         let mut s = random(layers * n + 5, 91);
         s[5 + 10] = f32::NAN;
         s[5 + 20] = s[5 + 21]; // a tie
+        // A layer of negative scores with a block of equal ones, a layer all equal.
+        s[5 + 2 * n..5 + 3 * n].iter_mut().enumerate().for_each(|(i, v)| *v = if i % 3 == 0 { -0.5 } else { -1.0 - i as f32 });
+        s[5 + 3 * n..5 + 4 * n].fill(0.25);
+        s[5 + 4 * n..5 + 5 * n].fill(f32::NAN);
+        s[5 + 5 * n] = -0.0;
+        s[5 + 5 * n + 1] = 0.0;
         let sb = storage_buffer(&ctx, "scores", &s);
         let (index, active) = (zeroed_buffer(&ctx, "index", (layers * n * 4) as u64), zeroed_buffer(&ctx, "active", (layers * n * 4) as u64));
-        run_calls(&ctx, &[&select_top(&ctx, n, layers, k, 5, &sb, &index, &active)], 1);
-        let got = read_buffer_u32(&ctx, &index, 0, layers * n).unwrap();
-        let bits = read_buffer_u32(&ctx, &active, 0, layers * n).unwrap();
-        let want = select_top_reference(&s[5..], n, k);
-        for l in 0..layers {
-            assert_eq!(got[l * n..l * n + k], want[l][..], "layer {l}");
-            assert_eq!(bits[l * n..(l + 1) * n].iter().sum::<u32>(), k as u32);
-            assert!(want[l].iter().all(|&i| bits[l * n + i as usize] == 1));
+        for k in [1, 37, 67, n] {
+            run_calls(&ctx, &[&select_top(&ctx, n, layers, k, 5, &sb, &index, &active)], 1);
+            let got = read_buffer_u32(&ctx, &index, 0, layers * n).unwrap();
+            let bits = read_buffer_u32(&ctx, &active, 0, layers * n).unwrap();
+            let want = select_top_reference(&s[5..], n, k);
+            for l in 0..layers {
+                let mut want = want[l].clone();
+                want.sort_unstable();
+                assert_eq!(got[l * n..l * n + k], want[..], "layer {l} k {k}");
+                assert_eq!(bits[l * n..(l + 1) * n].iter().sum::<u32>(), k as u32);
+                assert!(want.iter().all(|&i| bits[l * n + i as usize] == 1));
+            }
         }
     }
 
