@@ -1,11 +1,16 @@
 //! `sift sweep`: TruthfulQA (the paper's generation protocol) for every
 //! metric x activation ratio x mode. Resumable: each finished cell is
 //! appended to `sweep.csv` at once, and a rerun skips the cells already
-//! there. Writes `sweep.json` and the chart `sweep.svg` / `sweep.png` (BLEU vs
-//! AR, one line per metric, one panel per mode) after every cell.
+//! there. Cells run AR by AR (every metric at one AR, then the next), so a
+//! sweep cut short still compares the metrics. The dense references are kept
+//! in `references.json` for reruns. Writes `sweep.json` and the chart
+//! `sweep.svg` / `sweep.png` (BLEU vs AR, one line per metric, one panel per
+//! mode) after every cell.
 
 use crate::chart::{self, Panel, Series};
 use crate::eval::{load_questions, progress, Evaluator};
+use indicatif::ProgressBar;
+use sift_engine::eval::truthfulqa::Question;
 use crate::common::ModelArgs;
 use crate::sparsity::Units;
 use anyhow::{bail, Context, Result};
@@ -150,8 +155,8 @@ pub fn run(args: Args) -> Result<()> {
     let qs = load_questions(&args.data, Some(args.limit))?;
     let mut todo: Vec<(String, Metric, f64)> = Vec::new();
     for mode in &args.modes {
-        for &metric in &metrics {
-            for &ar in &args.ars {
+        for &ar in &args.ars {
+            for &metric in &metrics {
                 let probe = Row { mode: mode.clone(), metric: metric.name().into(), ar, units: units.into(), questions: qs.len(), tokens: args.tokens, bleu: 0.0, token_agreement: 0.0 };
                 if !rows.iter().any(|r| r.key() == probe.key()) {
                     todo.push((mode.clone(), metric, ar));
@@ -163,7 +168,7 @@ pub fn run(args: Args) -> Result<()> {
     if !todo.is_empty() {
         let mut e = Evaluator::load(&args.model, 512)?;
         let pb = progress(qs.len() * (todo.len() + 1), "dense references");
-        let refs = e.references(&qs, args.tokens, &pb)?;
+        let refs = cached_references(&mut e, &args.out.join("references.json"), &qs, args.tokens, &pb)?;
         for (mode, metric, ar) in todo {
             pb.set_message(format!("{mode} {metric} AR {ar}"));
             let ratios = if units == "both" { Ratios::both(ar) } else { Ratios::mlp(ar) };
@@ -181,6 +186,41 @@ pub fn run(args: Args) -> Result<()> {
     print_table(&rows);
     eprintln!("wrote {}, sweep.json, sweep.svg and sweep.png in {}", csv.display(), args.out.display());
     Ok(())
+}
+
+/// The dense greedy references of the paper's protocol, one per question,
+/// from `path` when an earlier run of the same model and token count wrote
+/// them there (question by question), else generated and saved.
+fn cached_references(e: &mut Evaluator, path: &Path, qs: &[Question], tokens: usize, pb: &ProgressBar) -> Result<Vec<Vec<u32>>> {
+    #[derive(serde::Serialize, serde::Deserialize, Default)]
+    struct Saved {
+        model: String,
+        tokens: usize,
+        references: std::collections::BTreeMap<String, Vec<u32>>,
+    }
+    let model = e.m.model.fingerprint.clone();
+    let mut saved: Saved = match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).with_context(|| format!("{} is not a references file; delete it to regenerate", path.display()))?,
+        Err(_) => Saved::default(),
+    };
+    if saved.model != model || saved.tokens != tokens {
+        saved = Saved { model, tokens, references: Default::default() };
+    }
+    let mut out = Vec::with_capacity(qs.len());
+    for q in qs {
+        let r = match saved.references.get(&q.question) {
+            Some(r) => r.clone(),
+            None => {
+                let r = e.generate(q, tokens, &Sparsity::Off)?;
+                saved.references.insert(q.question.clone(), r.clone());
+                r
+            }
+        };
+        out.push(r);
+        pb.inc(1);
+    }
+    std::fs::write(path, serde_json::to_string(&saved)?).with_context(|| format!("writing {}", path.display()))?;
+    Ok(out)
 }
 
 /// BLEU per metric (rows) and AR (columns), one table per mode.
