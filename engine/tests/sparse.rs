@@ -22,6 +22,8 @@ fn rel(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
 }
 
+/// Random fixed masks, both kernel families: the gather kernels (first
+/// decoded token) and the compacted mask (the tokens after it).
 #[test]
 fn sparse_decoding_equals_dense_with_inactive_neurons_zeroed() {
     let c = tiny_config(RopeStyle::Interleaved);
@@ -75,6 +77,8 @@ fn sparse_decoding_equals_dense_with_inactive_neurons_zeroed() {
                 let next = argmax(&logits);
                 tokens.push(next);
                 logits = model.forward(&[next], Logits::Last).unwrap();
+                // The first token gathers active rows; the rest run the mask compacted.
+                assert_eq!(model.mlp_mask_compacted(), step > 0, "step {step}");
                 let r = cpu::attribute(&c, &w, &tokens, &vec![NONE; tokens.len()], &Intervention { scale_layer: None, perturb: Some(&zero_inactive) });
                 let want = &r.logits[(tokens.len() - 1) * c.vocab_size..];
                 // Same tolerance as the dense forward against the CPU: 1e-4 of the logit range.

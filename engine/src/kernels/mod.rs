@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod backward;
+pub mod compact;
 pub mod embedding;
 pub mod linear;
 pub mod rmsnorm;

@@ -355,7 +355,7 @@ impl GpuModel {
     /// Appends `tokens` to the sequence. Returns logits of the last token
     /// ([vocab]) or of every token ([tokens, vocab]).
     pub fn forward(&mut self, tokens: &[u32], logits: Logits) -> Result<Vec<f32>> {
-        let c = &self.config;
+        let (c, vocab) = (&self.config, self.config.vocab_size);
         if tokens.is_empty() {
             return Err(SiftError::InvalidInput("empty token sequence".into()));
         }
@@ -380,10 +380,11 @@ impl GpuModel {
                 Logits::Last if last_chunk => Some(Logits::Last),
                 Logits::Last => None,
             };
+            self.before_forward(chunk.len());
             self.run_chunk(chunk, want)?;
             match want {
-                Some(Logits::All) => out.extend(read_buffer_f32(&self.ctx, &self.act.logits, 0, chunk.len() * c.vocab_size)?),
-                Some(Logits::Last) => out.extend(read_buffer_f32(&self.ctx, &self.act.logits, 0, c.vocab_size)?),
+                Some(Logits::All) => out.extend(read_buffer_f32(&self.ctx, &self.act.logits, 0, chunk.len() * vocab)?),
+                Some(Logits::Last) => out.extend(read_buffer_f32(&self.ctx, &self.act.logits, 0, vocab)?),
                 None => {}
             }
             self.pos += chunk.len();

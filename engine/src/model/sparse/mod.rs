@@ -6,7 +6,11 @@
 //!
 //! MLP masks are fixed lists (from attribution scores or given) or a
 //! per-token threshold rule (`threshold`: CETT or CATS); head masks are fixed
-//! lists. The modes that choose them live in `modes`, the files in `files`.
+//! lists. A fixed MLP mask that decodes a second token is compacted: the
+//! active neurons' weights are copied into dense matrices, and the tokens
+//! after it run the dense linear kernels over k/ffn of the weights. Masks that
+//! change every token (oracle mode) keep the gather kernels. The modes that
+//! choose masks live in `modes`, the files in `files`.
 
 pub mod files;
 pub mod modes;
@@ -18,8 +22,10 @@ use super::{Config, GpuModel, Weights};
 use crate::attribution::{Metric, Scores};
 use crate::error::{Result, SiftError};
 use crate::gpu::{read_buffer_u32, storage_buffer, zeroed_buffer, GpuContext};
+use crate::kernels::compact::{compact_mlp, width_for, CompactMlp};
+use crate::kernels::linear::{LinearCall, LinearOptions};
 use crate::kernels::sparse::{self, ActiveList, RowsMode, SelectOut, ThresholdRule};
-use crate::kernels::{run_calls, Call, Dispatch};
+use crate::kernels::{run_calls, swiglu, Call, Dispatch, KernelFamily};
 
 /// Units per layer for an activation ratio: ceil(ar * n), at least 1.
 pub fn active_count(ar: f64, n: usize) -> Result<usize> {
@@ -50,6 +56,8 @@ enum MlpCalls {
     Dense,
     /// Gate|up of the listed neurons, down (two passes).
     Fixed([Call; 3]),
+    /// A fixed mask compacted: dense gate|up, SwiGLU and down over the active neurons only.
+    Compact(LinearCall, Call, LinearCall),
     /// After the dense gate|up and SwiGLU: select, down (two passes).
     Cett([Call; 3]),
     /// Gate of every neuron, select, up of the kept ones, down (two passes).
@@ -79,6 +87,12 @@ pub(crate) struct SparseDecoding {
     h: wgpu::Buffer,
     partial: wgpu::Buffer,
     mlp: MlpMask,
+    /// One-token forwards run with the current fixed MLP mask.
+    fixed_steps: usize,
+    /// The current fixed MLP mask compacted, per layer, once it is reused.
+    compact: Option<Vec<CompactMlp>>,
+    /// [2 * width_for(ffn)]: the compacted layer's gate|up outputs.
+    compact_gate_up: wgpu::Buffer,
     /// Active heads per layer, when heads are masked.
     heads: Option<Vec<usize>>,
     layers: Vec<SparseLayer>,
@@ -118,9 +132,12 @@ impl SparseDecoding {
             head_bitmap: storage_buffer(ctx, "active heads", &vec![1u32; l * c.n_heads]),
             thresholds: zeroed_buffer(ctx, "thresholds", (l * 4) as u64),
             gate: zeroed_buffer(ctx, "sparse gate", (f * 4) as u64),
-            h: zeroed_buffer(ctx, "sparse h", (f * 4) as u64),
+            h: zeroed_buffer(ctx, "sparse h", (width_for(f) * 4) as u64),
             partial: zeroed_buffer(ctx, "sparse down slices", sparse::down_scratch_bytes(d)),
             mlp: MlpMask::Dense,
+            fixed_steps: 0,
+            compact: None,
+            compact_gate_up: zeroed_buffer(ctx, "compact gate_up out", (2 * width_for(f) * 4) as u64),
             heads: None,
             layers: Vec::new(),
             every_token: false,
@@ -143,6 +160,13 @@ impl SparseDecoding {
     fn on(&self) -> bool {
         self.mlp != MlpMask::Dense || self.heads.is_some()
     }
+
+    /// A new MLP mask: any compaction of the old one is dropped.
+    fn set_mlp(&mut self, mask: MlpMask) {
+        self.mlp = mask;
+        self.fixed_steps = 0;
+        self.compact = None;
+    }
 }
 
 impl GpuModel {
@@ -164,7 +188,7 @@ impl GpuModel {
     fn bind_sparse(&mut self) {
         let (ctx, c) = (self.ctx.clone(), self.config.clone());
         let (x, xn, heads, neurons, q) = (self.act.x.clone(), self.act.xn.clone(), self.act.heads.clone(), self.act.neurons.clone(), self.act.q.clone());
-        let (gate_up, step) = (self.act.gate_up.clone(), self.step_all.clone());
+        let (gate_up, step, family) = (self.act.gate_up.clone(), self.step_all.clone(), self.params.family);
         let s = self.sparse.as_mut().expect("checked");
         s.zero = match s.mlp {
             MlpMask::Threshold(rule) => (0..c.n_layers).map(|l| sparse::threshold_zero(&ctx, c.ffn_dim, l, rule, &step, &neurons, &gate_up, &s.down_norms, &s.thresholds)).collect(),
@@ -182,6 +206,14 @@ impl GpuModel {
                 let down = || sparse::down(&ctx, d, neurons_list, false, &s.h, &s.down_t[l], &s.partial, &x);
                 let mlp = match &s.mlp {
                     MlpMask::Dense => MlpCalls::Dense,
+                    MlpMask::Fixed(_) if s.compact.is_some() => {
+                        let m = &s.compact.as_ref().expect("checked")[l];
+                        let plain = LinearOptions::default();
+                        let gate_up = LinearCall::with_family(&ctx, &m.gate_up, &step, &xn, &s.compact_gate_up, plain, family);
+                        let act = swiglu::call(&ctx, m.width, &step, &s.compact_gate_up, &s.h);
+                        let down = LinearCall::with_family(&ctx, &m.down, &step, &s.h, &x, LinearOptions { accumulate: true, ..plain }, family);
+                        MlpCalls::Compact(gate_up, act, down)
+                    }
                     MlpMask::Fixed(max) => {
                         let list = ActiveList { max_count: max[l], ..neurons_list };
                         let [dn, reduce] = sparse::down(&ctx, d, list, false, &s.h, &s.down_t[l], &s.partial, &x);
@@ -222,7 +254,7 @@ impl GpuModel {
         let select = sparse::select_top(&ctx, c.ffn_dim, c.n_layers, k, offset, &scores.neurons, &s.index, &s.bitmap);
         run_calls(&ctx, &[&select], 1);
         ctx.queue.write_buffer(&s.counts, 0, bytemuck::cast_slice(&vec![k as u32; c.n_layers]));
-        s.mlp = MlpMask::Fixed(vec![k; c.n_layers]);
+        s.set_mlp(MlpMask::Fixed(vec![k; c.n_layers]));
         self.bind_sparse();
         Ok(())
     }
@@ -254,7 +286,7 @@ impl GpuModel {
         q.write_buffer(&s.index, 0, bytemuck::cast_slice(&index));
         q.write_buffer(&s.bitmap, 0, bytemuck::cast_slice(&bitmap));
         q.write_buffer(&s.counts, 0, bytemuck::cast_slice(&counts));
-        s.mlp = MlpMask::Fixed(counts.iter().map(|&k| k as usize).collect());
+        s.set_mlp(MlpMask::Fixed(counts.iter().map(|&k| k as usize).collect()));
         self.bind_sparse();
         Ok(())
     }
@@ -281,7 +313,7 @@ impl GpuModel {
         let q = self.ctx.queue.clone();
         let s = self.sparse_mut()?;
         q.write_buffer(&s.thresholds, 0, bytemuck::cast_slice(&thresholds.thresholds));
-        s.mlp = MlpMask::Threshold(thresholds.rule.kernel_rule());
+        s.set_mlp(MlpMask::Threshold(thresholds.rule.kernel_rule()));
         self.bind_sparse();
         Ok(())
     }
@@ -346,7 +378,7 @@ impl GpuModel {
     /// Back to dense decoding (the sparse weights stay uploaded).
     pub fn disable_sparsity(&mut self) {
         if let Some(s) = &mut self.sparse {
-            s.mlp = MlpMask::Dense;
+            s.set_mlp(MlpMask::Dense);
             s.heads = None;
             s.every_token = false;
             s.layers.clear();
@@ -360,6 +392,38 @@ impl GpuModel {
             s.heads = None;
             self.bind_sparse();
         }
+    }
+
+    /// Whether decoding runs the current fixed MLP mask compacted (from its
+    /// second token on).
+    pub fn mlp_mask_compacted(&self) -> bool {
+        self.sparse.as_ref().is_some_and(|s| s.compact.is_some())
+    }
+
+    /// Before a forward of `n` tokens: a fixed MLP mask that already decoded
+    /// a token is compacted for the tokens after it. Per-token masks (oracle
+    /// mode) are replaced before they are reused, so they never pay for it.
+    pub(crate) fn before_forward(&mut self, n: usize) {
+        let (ctx, c) = (self.ctx.clone(), self.config.clone());
+        let interleaved = self.params.family == KernelFamily::RowPerInvocation;
+        let Some(s) = self.sparse.as_mut() else { return };
+        let MlpMask::Fixed(counts) = &s.mlp else { return };
+        if n != 1 || s.compact.is_some() {
+            return;
+        }
+        s.fixed_steps += 1;
+        if s.fixed_steps < 2 {
+            return;
+        }
+        let (f, d) = (c.ffn_dim, c.dim);
+        let compact = (0..c.n_layers)
+            .map(|l| {
+                let list = ActiveList { index: &s.index, counts: &s.counts, index_offset: l * f, layer: l, max_count: counts[l] };
+                compact_mlp(&ctx, d, list, counts[l], interleaved, &s.gate_up[l], &s.down_t[l])
+            })
+            .collect();
+        s.compact = Some(compact);
+        self.bind_sparse();
     }
 
     /// The sparse calls for layer `l` of a forward over `n` tokens, if any.
@@ -388,6 +452,12 @@ impl SparseLayer {
     pub fn plan_mlp<'a>(&'a self, dense: &'a super::gpu::LayerCalls, out: &mut Vec<Dispatch<'a>>) -> bool {
         let calls: &[Call] = match &self.mlp {
             MlpCalls::Dense => return false,
+            MlpCalls::Compact(gate_up, act, down) => {
+                gate_up.plan("sparse_mlp", 1, out);
+                act.plan("sparse_mlp", 1, out);
+                down.plan("sparse_mlp", 1, out);
+                return true;
+            }
             MlpCalls::Fixed(c) => c,
             MlpCalls::Cett(c) => {
                 dense.plan_neurons(1, out);
