@@ -99,8 +99,9 @@ fn sparse_prompt_mode_decoding_equals_dense_with_units_zeroed() {
     let rm = &mut *guard;
     let c = rm.model.config.clone();
     let prompt = rm.tokenizer.encode("The capital of France is Paris, and the capital of Italy is").unwrap();
-    for ratios in [Ratios::mlp(0.5), Ratios::both(0.2)] {
-        sift_engine::model::sparse::set_prompt_mask(&mut rm.model, &mut rm.attributor, &prompt, Metric::CorrectedGxo, ratios).unwrap();
+    use sift_engine::model::sparse::PromptTarget;
+    for (ratios, target) in [(Ratios::mlp(0.5), PromptTarget::Tokens), (Ratios::both(0.2), PromptTarget::Next)] {
+        sift_engine::model::sparse::set_prompt_mask(&mut rm.model, &mut rm.attributor, &prompt, Metric::CorrectedGxo, ratios, target).unwrap();
         let mask = rm.model.read_mlp_mask().unwrap().unwrap();
         let heads = rm.model.read_head_mask().unwrap();
         assert_eq!(mask[0].len(), (ratios.mlp * c.ffn_dim as f64).ceil() as usize);

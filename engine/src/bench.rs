@@ -6,7 +6,7 @@
 
 use crate::attribution::{Attributor, Metric};
 use crate::error::{Result, SiftError};
-use crate::model::sparse::{set_prompt_mask, Ratios};
+use crate::model::sparse::{set_prompt_mask, PromptTarget, Ratios};
 use crate::model::{GpuModel, Logits};
 use crate::sampling::argmax;
 use serde::Serialize;
@@ -67,9 +67,9 @@ pub fn sparse_sweep(model: &mut GpuModel, attributor: &mut Attributor, prompt: &
         model.reset();
         model.forward(context, Logits::Last)?;
         let (dense, dense_prof) = timed_decode(model, prompt, steps)?;
-        set_prompt_mask(model, attributor, context, Metric::CorrectedGxo, Ratios::mlp(ar))?;
+        set_prompt_mask(model, attributor, context, Metric::CorrectedGxo, Ratios::mlp(ar), PromptTarget::Next)?;
         let (sparse, sparse_prof) = timed_decode(model, prompt, steps)?;
-        set_prompt_mask(model, attributor, context, Metric::CorrectedGxo, Ratios::both(ar))?;
+        set_prompt_mask(model, attributor, context, Metric::CorrectedGxo, Ratios::both(ar), PromptTarget::Next)?;
         let (both, _) = timed_decode(model, prompt, steps)?;
         rows.push(SweepRow {
             ar,

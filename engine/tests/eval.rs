@@ -5,7 +5,7 @@
 use sift_engine::attribution::{Attributor, Metric};
 use sift_engine::eval::{continuation_log_prob, greedy, Sparsity};
 use sift_engine::kernels::rope::RopeStyle;
-use sift_engine::model::sparse::{Ratios, Rule, Thresholds};
+use sift_engine::model::sparse::{PromptTarget, Ratios, Rule, Thresholds};
 use sift_engine::model::{GpuModel, Logits};
 use sift_engine::sampling::argmax;
 use sift_engine::testing::{gpu, random_weights, tiny_config};
@@ -33,11 +33,11 @@ fn sparsity_modes_at_full_ratio_score_like_dense() {
     }
     assert!((dense - want).abs() < 1e-3, "{dense} vs {want}");
     let zero_thresholds = Thresholds::new(&model, Rule::Cett, vec![0.0; c.n_layers], serde_json::Value::Null);
-    for s in [Sparsity::Prompt(Metric::CorrectedGxo, Ratios::both(1.0)), Sparsity::Oracle(Metric::Gxo, Ratios::mlp(1.0)), Sparsity::Threshold(zero_thresholds)] {
+    for s in [Sparsity::Prompt(Metric::CorrectedGxo, Ratios::both(1.0), PromptTarget::Tokens), Sparsity::Oracle(Metric::Gxo, Ratios::mlp(1.0)), Sparsity::Threshold(zero_thresholds)] {
         let got = continuation_log_prob(&mut model, &mut attr, &context, &cont, &s).unwrap();
         assert!((got - dense).abs() < 1e-3, "{}: {got} vs dense {dense}", s.label());
     }
-    for s in [Sparsity::Prompt(Metric::CorrectedGxo, Ratios::both(0.3)), Sparsity::Oracle(Metric::Magnitude, Ratios::mlp(0.2))] {
+    for s in [Sparsity::Prompt(Metric::CorrectedGxo, Ratios::both(0.3), PromptTarget::Next), Sparsity::Oracle(Metric::Magnitude, Ratios::mlp(0.2))] {
         let got = continuation_log_prob(&mut model, &mut attr, &context, &cont, &s).unwrap();
         assert!((got - dense).abs() > 1e-3, "{}: a 30% mask must change the score", s.label());
     }

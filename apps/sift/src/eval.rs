@@ -56,7 +56,7 @@ pub fn shared_data(name: &str) -> PathBuf {
 pub fn engine_sparsity(args: &SparsityArgs) -> Result<Sparsity> {
     Ok(match args.sparsity {
         Mode::Off => Sparsity::Off,
-        Mode::Prompt => Sparsity::Prompt(args.metric()?, args.ratios()?),
+        Mode::Prompt => Sparsity::Prompt(args.metric()?, args.ratios()?, args.prompt_target()?),
         Mode::Oracle => Sparsity::Oracle(args.metric()?, args.ratios()?),
         Mode::Threshold => Sparsity::Threshold(Thresholds::load(args.thresholds.as_ref().context("--sparsity threshold needs --thresholds FILE")?)?),
         Mode::File => bail!("sift eval takes --sparsity off, prompt, oracle or threshold"),

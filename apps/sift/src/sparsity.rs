@@ -4,7 +4,7 @@
 use crate::common::Loaded;
 use anyhow::{bail, Context, Result};
 use sift_engine::attribution::{Attributor, Metric};
-use sift_engine::model::sparse::{self, MaskFile, MlpMask, Ratios, Thresholds};
+use sift_engine::model::sparse::{self, MaskFile, MlpMask, PromptTarget, Ratios, Thresholds};
 use std::path::PathBuf;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +47,11 @@ pub struct SparsityArgs {
     /// Attribution metric that ranks units: magnitude, gxo, snip, fisher, ig, corrected-gxo.
     #[arg(long, default_value = "corrected-gxo")]
     pub metric: String,
+    /// What prompt mode attributes: `next` (log p of the greedy next token,
+    /// the last prompt token's units) or `tokens` (the prompt's own
+    /// next-token log-probabilities, every prompt token's units).
+    #[arg(long, default_value = "next", value_parser = ["next", "tokens"])]
+    pub prompt_target: String,
     /// Thresholds file for --sparsity threshold (from `sift calibrate`).
     #[arg(long)]
     pub thresholds: Option<PathBuf>,
@@ -61,6 +66,10 @@ pub struct SparsityArgs {
 impl SparsityArgs {
     pub fn metric(&self) -> Result<Metric> {
         Metric::parse(&self.metric).with_context(|| format!("unknown metric {:?}; use one of magnitude, gxo, snip, fisher, ig, corrected-gxo", self.metric))
+    }
+
+    pub fn prompt_target(&self) -> Result<PromptTarget> {
+        PromptTarget::parse(&self.prompt_target).with_context(|| format!("unknown prompt target {:?}; use next or tokens", self.prompt_target))
     }
 
     pub fn ratios(&self) -> Result<Ratios> {
@@ -113,10 +122,10 @@ pub fn set_mask(m: &mut Loaded, attributor: Option<&mut Attributor>, ids: &[u32]
         Sparsity::Off | Sparsity::Oracle => return Ok(String::new()),
         Sparsity::Prompt => {
             let attributor = attributor.context("prompt mode needs an attributor")?;
-            let (metric, ratios) = (args.metric()?, args.ratios()?);
-            sparse::set_prompt_mask(&mut m.model, attributor, ids, metric, ratios)?;
+            let (metric, ratios, target) = (args.metric()?, args.ratios()?, args.prompt_target()?);
+            sparse::set_prompt_mask(&mut m.model, attributor, ids, metric, ratios, target)?;
             if let Some(path) = &args.save_mask {
-                let source = serde_json::json!({ "mode": "prompt", "metric": metric.name(), "mlp_ar": ratios.mlp, "head_ar": ratios.heads });
+                let source = serde_json::json!({ "mode": "prompt", "target": target.name(), "metric": metric.name(), "mlp_ar": ratios.mlp, "head_ar": ratios.heads });
                 MaskFile::from_model(&m.model, source)?.save(path)?;
             }
             format!("{metric}, attribution over the prompt: {:.0} ms", t.elapsed().as_secs_f64() * 1e3)

@@ -16,7 +16,7 @@ use crate::sparsity::Units;
 use anyhow::{bail, Context, Result};
 use sift_engine::attribution::Metric;
 use sift_engine::eval::Sparsity;
-use sift_engine::model::sparse::Ratios;
+use sift_engine::model::sparse::{PromptTarget, Ratios};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -30,7 +30,8 @@ pub struct Args {
     /// Activation ratios, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "0.1,0.2,0.3,0.4,0.5,0.6,0.8,1.0")]
     pub ars: Vec<f64>,
-    /// Modes, comma-separated: oracle, prompt.
+    /// Modes, comma-separated: oracle, prompt (masks from the greedy next
+    /// token's attribution), prompt-tokens (from the prompt's own tokens).
     #[arg(long, value_delimiter = ',', default_value = "oracle,prompt")]
     pub modes: Vec<String>,
     /// Which units the AR masks.
@@ -138,8 +139,8 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     for m in &args.modes {
-        if m != "oracle" && m != "prompt" {
-            bail!("--modes: {m:?} is not oracle or prompt");
+        if !["oracle", "prompt", "prompt-tokens"].contains(&m.as_str()) {
+            bail!("--modes: {m:?} is not oracle, prompt or prompt-tokens");
         }
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
@@ -172,7 +173,11 @@ pub fn run(args: Args) -> Result<()> {
         for (mode, metric, ar) in todo {
             pb.set_message(format!("{mode} {metric} AR {ar}"));
             let ratios = if units == "both" { Ratios::both(ar) } else { Ratios::mlp(ar) };
-            let s = if mode == "oracle" { Sparsity::Oracle(metric, ratios) } else { Sparsity::Prompt(metric, ratios) };
+            let s = match mode.as_str() {
+                "oracle" => Sparsity::Oracle(metric, ratios),
+                "prompt" => Sparsity::Prompt(metric, ratios, PromptTarget::Next),
+                _ => Sparsity::Prompt(metric, ratios, PromptTarget::Tokens),
+            };
             let (bleu, agreement) = e.gen_scores(&qs, &refs, args.tokens, &s, &pb)?;
             let row = Row { mode, metric: metric.name().into(), ar, units: units.into(), questions: qs.len(), tokens: args.tokens, bleu, token_agreement: agreement };
             let mut f = std::fs::OpenOptions::new().append(true).open(&csv)?;

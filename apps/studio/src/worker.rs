@@ -208,7 +208,7 @@ impl Engine {
         s.model.reset();
         let mut scores: Option<Scores> = None;
         match req.mode {
-            Mode::Prompt => scores = Some(sparse::set_prompt_mask(&mut s.model, &mut s.attributor, &tokens, req.metric, ratios)?),
+            Mode::Prompt => scores = Some(sparse::set_prompt_mask(&mut s.model, &mut s.attributor, &tokens, req.metric, ratios, sparse::PromptTarget::Next)?),
             Mode::Threshold => {
                 let path = req.thresholds.as_ref().context("threshold mode needs a thresholds file (from `sift calibrate`)")?;
                 s.model.set_threshold_mask(&Thresholds::load(path)?)?;

@@ -7,7 +7,7 @@ pub mod truthfulqa;
 
 use crate::attribution::{Attributor, Metric};
 use crate::error::{Result, SiftError};
-use crate::model::sparse::{oracle_step, set_prompt_mask, Ratios, Thresholds};
+use crate::model::sparse::{oracle_step, set_prompt_mask, PromptTarget, Ratios, Thresholds};
 use crate::model::{GpuModel, Logits};
 use crate::sampling::argmax;
 
@@ -16,7 +16,7 @@ use crate::sampling::argmax;
 pub enum Sparsity {
     Off,
     /// Masks from attribution over the prompt (the context), fixed after.
-    Prompt(Metric, Ratios),
+    Prompt(Metric, Ratios, PromptTarget),
     /// Masks from a dense forward and backward before every token.
     Oracle(Metric, Ratios),
     /// A threshold rule on every token.
@@ -27,7 +27,7 @@ impl Sparsity {
     pub fn label(&self) -> String {
         match self {
             Sparsity::Off => "off".into(),
-            Sparsity::Prompt(m, r) => format!("prompt {m} mlp {} heads {}", r.mlp, r.heads),
+            Sparsity::Prompt(m, r, t) => format!("prompt ({} target) {m} mlp {} heads {}", t.name(), r.mlp, r.heads),
             Sparsity::Oracle(m, r) => format!("oracle {m} mlp {} heads {}", r.mlp, r.heads),
             Sparsity::Threshold(t) => format!("threshold {:?}", t.rule),
         }
@@ -49,8 +49,8 @@ fn start(model: &mut GpuModel, attributor: &mut Attributor, prompt: &[u32], spar
             model.set_threshold_mask_every_token(t)?;
             model.forward(prompt, Logits::Last)
         }
-        Sparsity::Prompt(metric, ratios) => {
-            set_prompt_mask(model, attributor, prompt, *metric, *ratios)?;
+        Sparsity::Prompt(metric, ratios, target) => {
+            set_prompt_mask(model, attributor, prompt, *metric, *ratios, *target)?;
             // The cache holds the prompt; rerun its last token (sparse) for the next logits.
             model.rewind(prompt.len() - 1)?;
             model.forward(&prompt[prompt.len() - 1..], Logits::Last)

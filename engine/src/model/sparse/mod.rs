@@ -16,7 +16,7 @@ pub mod files;
 pub mod modes;
 
 pub use files::{MaskFile, ModelId, Rule, Thresholds};
-pub use modes::{oracle_step, set_prompt_mask, Ratios};
+pub use modes::{oracle_step, set_prompt_mask, PromptTarget, Ratios};
 
 use super::{Config, GpuModel, Weights};
 use crate::attribution::{Metric, Scores};
