@@ -46,7 +46,7 @@ impl Ratios {
 pub enum PromptTarget {
     /// F = log p of the model's greedy next token, with the last prompt
     /// token's units scored: the units the first generated token uses. On
-    /// TruthfulQA this keeps 5-9x the BLEU of `Tokens` (docs/results.md).
+    /// TruthfulQA this keeps 7-9x the BLEU of `Tokens` (docs/results.md).
     #[default]
     Next,
     /// F = the sum of the prompt's own next-token log-probabilities, with
