@@ -50,7 +50,7 @@ pub struct SparsityArgs {
     /// What prompt mode attributes: `next` (log p of the greedy next token,
     /// the last prompt token's units) or `tokens` (the prompt's own
     /// next-token log-probabilities, every prompt token's units).
-    #[arg(long, default_value = "next", value_parser = ["next", "tokens"])]
+    #[arg(long, default_value = "next", value_parser = clap::builder::PossibleValuesParser::new(PromptTarget::ALL.map(PromptTarget::name)))]
     pub prompt_target: String,
     /// Thresholds file for --sparsity threshold (from `sift calibrate`).
     #[arg(long)]

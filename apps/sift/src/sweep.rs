@@ -139,7 +139,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     for m in &args.modes {
-        if !["oracle", "prompt", "prompt-tokens"].contains(&m.as_str()) {
+        if mode_sparsity(m, Metric::Gxo, Ratios::mlp(1.0)).is_none() {
             bail!("--modes: {m:?} is not oracle, prompt or prompt-tokens");
         }
     }
@@ -173,11 +173,7 @@ pub fn run(args: Args) -> Result<()> {
         for (mode, metric, ar) in todo {
             pb.set_message(format!("{mode} {metric} AR {ar}"));
             let ratios = if units == "both" { Ratios::both(ar) } else { Ratios::mlp(ar) };
-            let s = match mode.as_str() {
-                "oracle" => Sparsity::Oracle(metric, ratios),
-                "prompt" => Sparsity::Prompt(metric, ratios, PromptTarget::Next),
-                _ => Sparsity::Prompt(metric, ratios, PromptTarget::Tokens),
-            };
+            let s = mode_sparsity(&mode, metric, ratios).expect("modes checked above");
             let (bleu, agreement) = e.gen_scores(&qs, &refs, args.tokens, &s, &pb)?;
             let row = Row { mode, metric: metric.name().into(), ar, units: units.into(), questions: qs.len(), tokens: args.tokens, bleu, token_agreement: agreement };
             let mut f = std::fs::OpenOptions::new().append(true).open(&csv)?;
@@ -191,6 +187,16 @@ pub fn run(args: Args) -> Result<()> {
     print_table(&rows);
     eprintln!("wrote {}, sweep.json, sweep.svg and sweep.png in {}", csv.display(), args.out.display());
     Ok(())
+}
+
+/// The engine's sparsity for a sweep mode name (None: not a mode).
+fn mode_sparsity(mode: &str, metric: Metric, ratios: Ratios) -> Option<Sparsity> {
+    match mode {
+        "oracle" => Some(Sparsity::Oracle(metric, ratios)),
+        "prompt" => Some(Sparsity::Prompt(metric, ratios, PromptTarget::Next)),
+        "prompt-tokens" => Some(Sparsity::Prompt(metric, ratios, PromptTarget::Tokens)),
+        _ => None,
+    }
 }
 
 /// The dense greedy references of the paper's protocol, one per question,

@@ -67,6 +67,7 @@ mod tests {
     use crate::gpu::{read_buffer_f32, storage_buffer};
     use crate::kernels::linear::{LinearCall, LinearOptions};
     use crate::kernels::sparse::mlp_reference;
+    use crate::kernels::sparse::tests::{pack_gate_up, to_f16, transpose};
     use crate::kernels::{swiglu, test_util::*, KernelFamily, Step};
 
     /// The compacted matrices through the dense linear kernels and SwiGLU
@@ -78,9 +79,7 @@ mod tests {
         let (dim, ffn) = (72usize, 130usize);
         let half = |v: Vec<f32>| crate::testing::round_f16(&v);
         let (x, gate, up, down) = (random(dim, 110), half(random(ffn * dim, 111)), half(random(ffn * dim, 112)), half(random(dim * ffn, 113)));
-        let packed: Vec<half::f16> = (0..ffn).flat_map(|i| gate[i * dim..(i + 1) * dim].iter().chain(&up[i * dim..(i + 1) * dim]).map(|&v| half::f16::from_f32(v))).collect();
-        let down_t: Vec<half::f16> = (0..ffn).flat_map(|i| (0..dim).map(move |d| (d, i))).map(|(d, i)| half::f16::from_f32(down[d * ffn + i])).collect();
-        let (gub, dtb, xb) = (storage_buffer(&ctx, "gate_up", &packed), storage_buffer(&ctx, "down_t", &down_t), storage_buffer(&ctx, "x", &x));
+        let (gub, dtb, xb) = (storage_buffer(&ctx, "gate_up", &pack_gate_up(&gate, &up, ffn, dim)), storage_buffer(&ctx, "down_t", &to_f16(&transpose(&down, dim, ffn))), storage_buffer(&ctx, "x", &x));
         let step = uniform_buffer(&ctx, "step", &Step::new(1, 0));
         for (family, active) in [
             (KernelFamily::RowPerInvocation, (0..ffn as u32).filter(|i| i % 3 != 1).collect::<Vec<u32>>()),

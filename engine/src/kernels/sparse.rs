@@ -182,7 +182,7 @@ pub fn mlp_reference(x: &[f32], gate: &[f32], up: &[f32], down: &[f32], ffn: usi
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::kernels) mod tests {
     use super::*;
     use crate::gpu::{read_buffer_f32, read_buffer_u32, storage_buffer, zeroed_buffer};
     use crate::kernels::{run_calls, test_util::*};
@@ -217,15 +217,16 @@ mod tests {
         }
     }
 
-    fn pack_gate_up(gate: &[f32], up: &[f32], ffn: usize, dim: usize) -> Vec<half::f16> {
+    /// [ffn, gate row | up row] as sparse decoding stores it (f16).
+    pub(in crate::kernels) fn pack_gate_up(gate: &[f32], up: &[f32], ffn: usize, dim: usize) -> Vec<half::f16> {
         (0..ffn).flat_map(|i| gate[i * dim..(i + 1) * dim].iter().chain(&up[i * dim..(i + 1) * dim]).map(|&v| half::f16::from_f32(v)).collect::<Vec<_>>()).collect()
     }
 
-    fn to_f16(v: &[f32]) -> Vec<half::f16> {
+    pub(in crate::kernels) fn to_f16(v: &[f32]) -> Vec<half::f16> {
         v.iter().map(|&x| half::f16::from_f32(x)).collect()
     }
 
-    fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    pub(in crate::kernels) fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         (0..cols).flat_map(|c| (0..rows).map(move |r| (r, c))).map(|(r, c)| w[r * cols + c]).collect()
     }
 

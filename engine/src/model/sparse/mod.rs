@@ -404,8 +404,6 @@ impl GpuModel {
     /// a token is compacted for the tokens after it. Per-token masks (oracle
     /// mode) are replaced before they are reused, so they never pay for it.
     pub(crate) fn before_forward(&mut self, n: usize) {
-        let (ctx, c) = (self.ctx.clone(), self.config.clone());
-        let interleaved = self.params.family == KernelFamily::RowPerInvocation;
         let Some(s) = self.sparse.as_mut() else { return };
         let MlpMask::Fixed(counts) = &s.mlp else { return };
         if n != 1 || s.compact.is_some() {
@@ -415,11 +413,12 @@ impl GpuModel {
         if s.fixed_steps < 2 {
             return;
         }
-        let (f, d) = (c.ffn_dim, c.dim);
+        let (ctx, c) = (&self.ctx, &self.config);
+        let interleaved = self.params.family == KernelFamily::RowPerInvocation;
         let compact = (0..c.n_layers)
             .map(|l| {
-                let list = ActiveList { index: &s.index, counts: &s.counts, index_offset: l * f, layer: l, max_count: counts[l] };
-                compact_mlp(&ctx, d, list, counts[l], interleaved, &s.gate_up[l], &s.down_t[l])
+                let list = ActiveList { index: &s.index, counts: &s.counts, index_offset: l * c.ffn_dim, layer: l, max_count: counts[l] };
+                compact_mlp(ctx, c.dim, list, counts[l], interleaved, &s.gate_up[l], &s.down_t[l])
             })
             .collect();
         s.compact = Some(compact);
