@@ -50,8 +50,7 @@ struct LayerBackward {
     neuron_ig: ScoresCall,
     head_ig: ScoresCall,
     attention: AttentionBackward,
-    rope_q: Call,
-    rope_k: Call,
+    rope: Call,
     q: LinearCall,
     k: LinearCall,
     v: LinearCall,
@@ -188,7 +187,7 @@ impl Pass {
         let plain = LinearOptions::default();
         let acc = LinearOptions { accumulate: true, ..plain };
         let lin = |w, step, x, y, o| LinearCall::with_family(ctx, w, step, x, y, o, fam);
-        let rope_shape = |n_heads| rope::RopeShape { n_heads, head_dim: c.head_dim, rot_dim: c.rot_dim, style: c.rope_style };
+        let rope_shape = rope::RopeShape { n_heads: c.n_heads, head_dim: c.head_dim, rot_dim: c.rot_dim, style: c.rope_style };
         let att_shape = AttentionShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim };
         let neuron_units = Units { n_units: c.ffn_dim, unit_dim: 1 };
         let head_units = Units { n_units: c.n_heads, unit_dim: c.head_dim };
@@ -239,8 +238,7 @@ impl Pass {
                     neuron_ig: score(neuron_units, true, &lb.neurons, &lb.neuron_grads, &b.neuron_scores),
                     head_ig: score(head_units, true, &lb.heads, &lb.head_grads, &b.head_scores),
                     attention: backward::attention::call(ctx, att_shape, s, &att_bufs),
-                    rope_q: rope::call_inverse(ctx, &rope_shape(c.n_heads), s, &m.rope_table, &dq),
-                    rope_k: rope::call_inverse(ctx, &rope_shape(c.n_kv_heads), s, &m.rope_table, &dk),
+                    rope: rope::call_inverse(ctx, &rope_shape, &dq, &rope::Keys { buffer: &dk, n_heads: c.n_kv_heads, rows_from_pos: false }, s, &m.rope_table),
                     q: lin(&tl.wq, s, &dq, &dxn, plain),
                     k: lin(&tl.wk, s, &dk, &dxn, acc),
                     v: lin(&tl.wv, s, &dv, &dxn, acc),
@@ -370,8 +368,7 @@ impl Pass {
                 break;
             }
             bw.attention.plan(n, &mut run);
-            bw.rope_q.plan("rope_backward", n, &mut run);
-            bw.rope_k.plan("rope_backward", n, &mut run);
+            bw.rope.plan("rope_backward", n, &mut run);
             bw.q.plan("qkv_backward", n, &mut run);
             bw.k.plan("qkv_backward", n, &mut run);
             bw.v.plan("qkv_backward", n, &mut run);

@@ -7,13 +7,14 @@ use crate::gpu::{uniform_buffer, Binding, GpuContext, Kernel};
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    n_heads: u32,
+    q_heads: u32,
+    k_heads: u32,
     head_dim: u32,
     rot_dim: u32,
     neox: u32,
-    row_from_pos: u32,
+    k_row_from_pos: u32,
     inverse: u32,
-    _pad: [u32; 2],
+    _pad: u32,
 }
 
 /// How rotated pairs are laid out in a head.
@@ -46,38 +47,50 @@ pub struct RopeShape {
     pub style: RopeStyle,
 }
 
-pub fn call(ctx: &GpuContext, shape: &RopeShape, row_from_pos: bool, step: &wgpu::Buffer, table: &wgpu::Buffer, x: &wgpu::Buffer) -> Call {
-    call_with(ctx, shape, row_from_pos, false, step, table, x)
+/// The keys rotated in the same dispatch as the queries (a dispatch has a
+/// fixed cost, as large as a small kernel's whole work on lavapipe).
+pub struct Keys<'a> {
+    /// [tokens or cache rows, n_heads * head_dim]
+    pub buffer: &'a wgpu::Buffer,
+    pub n_heads: usize,
+    /// The buffer is a KV cache: rotate its rows pos0 .. pos0 + n_tokens.
+    pub rows_from_pos: bool,
+}
+
+/// RoPE in place on queries `q` (`shape`: their heads, rows = tokens) and on `keys`.
+pub fn call(ctx: &GpuContext, shape: &RopeShape, q: &wgpu::Buffer, keys: &Keys, step: &wgpu::Buffer, table: &wgpu::Buffer) -> Call {
+    call_with(ctx, shape, q, keys, false, step, table)
 }
 
 /// The transposed rotation (by -angle), in place: the RoPE backward.
-pub fn call_inverse(ctx: &GpuContext, shape: &RopeShape, step: &wgpu::Buffer, table: &wgpu::Buffer, x: &wgpu::Buffer) -> Call {
-    call_with(ctx, shape, false, true, step, table, x)
+pub fn call_inverse(ctx: &GpuContext, shape: &RopeShape, q: &wgpu::Buffer, keys: &Keys, step: &wgpu::Buffer, table: &wgpu::Buffer) -> Call {
+    call_with(ctx, shape, q, keys, true, step, table)
 }
 
-fn call_with(ctx: &GpuContext, shape: &RopeShape, row_from_pos: bool, inverse: bool, step: &wgpu::Buffer, table: &wgpu::Buffer, x: &wgpu::Buffer) -> Call {
+fn call_with(ctx: &GpuContext, shape: &RopeShape, q: &wgpu::Buffer, keys: &Keys, inverse: bool, step: &wgpu::Buffer, table: &wgpu::Buffer) -> Call {
     let kernel = Kernel::get(
         ctx,
         "rope",
         include_str!("../../../shaders/rope.wgsl"),
-        &[Binding::Uniform, Binding::Uniform, Binding::ReadOnly, Binding::ReadWrite],
+        &[Binding::Uniform, Binding::Uniform, Binding::ReadOnly, Binding::ReadWrite, Binding::ReadWrite],
     );
     let params = uniform_buffer(
         ctx,
         "rope params",
         &Params {
-            n_heads: shape.n_heads as u32,
+            q_heads: shape.n_heads as u32,
+            k_heads: keys.n_heads as u32,
             head_dim: shape.head_dim as u32,
             rot_dim: shape.rot_dim as u32,
             neox: (shape.style == RopeStyle::Neox) as u32,
-            row_from_pos: row_from_pos as u32,
+            k_row_from_pos: keys.rows_from_pos as u32,
             inverse: inverse as u32,
-            _pad: [0; 2],
+            _pad: 0,
         },
     );
-    let (half, heads) = ((shape.rot_dim / 2) as u32, shape.n_heads as u32);
+    let (half, heads) = ((shape.rot_dim / 2) as u32, (shape.n_heads + keys.n_heads) as u32);
     Call {
-        group: kernel.bind(ctx, &[&params, step, table, x]),
+        group: kernel.bind(ctx, &[&params, step, table, q, keys.buffer]),
         kernel,
         grid: Box::new(move |n| [half.div_ceil(64), heads, n]),
     }
@@ -112,33 +125,38 @@ mod tests {
     #[test]
     fn rope_matches_reference_both_styles_and_cache_rows() {
         let ctx = crate::testing::gpu();
-        let (t, pos0, heads, hd) = (6usize, 1000usize, 3usize, 64usize);
+        let (t, pos0, heads, kv_heads, hd) = (6usize, 1000usize, 3usize, 2usize, 64usize);
         let tab = table(10000.0, hd, 2048);
         let tb = storage_buffer(&ctx, "table", &tab);
         let step = uniform_buffer(&ctx, "step", &Step::new(t, pos0));
         for style in [RopeStyle::Interleaved, RopeStyle::Neox] {
             let shape = RopeShape { n_heads: heads, head_dim: hd, rot_dim: hd, style };
-            // Query layout: rows 0..t.
+            let key_shape = RopeShape { n_heads: kv_heads, ..shape };
+            // Queries: rows 0..t. Keys in a cache: rows pos0..pos0+t rotated, others untouched.
             let x = random(t * heads * hd, 8);
-            let xb = storage_buffer(&ctx, "x", &x);
-            run_calls(&ctx, &[&call(&ctx, &shape, false, &step, &tb, &xb)], t as u32);
+            let cache = random((pos0 + t) * kv_heads * hd, 9);
+            let (xb, cb) = (storage_buffer(&ctx, "x", &x), storage_buffer(&ctx, "cache", &cache));
+            let keys = Keys { buffer: &cb, n_heads: kv_heads, rows_from_pos: true };
+            run_calls(&ctx, &[&call(&ctx, &shape, &xb, &keys, &step, &tb)], t as u32);
             let mut want = x.clone();
             reference(&mut want, &shape, pos0, &tab);
             let got = read_buffer_f32(&ctx, &xb, 0, x.len()).unwrap();
-            assert!(max_err(&got, &want) < 1e-6, "{style:?}");
-            // Cache layout: rows pos0..pos0+t rotated, others untouched.
-            let cache = random((pos0 + t) * heads * hd, 9);
-            let cb = storage_buffer(&ctx, "cache", &cache);
-            run_calls(&ctx, &[&call(&ctx, &shape, true, &step, &tb, &cb)], t as u32);
+            assert!(max_err(&got, &want) < 1e-6, "{style:?} queries");
             let mut want = cache.clone();
-            reference(&mut want[pos0 * heads * hd..], &shape, pos0, &tab);
+            reference(&mut want[pos0 * kv_heads * hd..], &key_shape, pos0, &tab);
             let got = read_buffer_f32(&ctx, &cb, 0, cache.len()).unwrap();
             assert!(max_err(&got, &want) < 1e-6, "{style:?} cache");
-            // The inverse undoes the rotation (it is its transpose: the backward).
-            let xb = storage_buffer(&ctx, "x", &x);
-            run_calls(&ctx, &[&call(&ctx, &shape, false, &step, &tb, &xb), &call_inverse(&ctx, &shape, &step, &tb, &xb)], t as u32);
-            let got = read_buffer_f32(&ctx, &xb, 0, x.len()).unwrap();
-            assert!(max_err(&got, &x) < 1e-6, "{style:?} inverse");
+            // Keys as token rows; the inverse undoes the rotation (it is its transpose: the backward).
+            let k = random(t * kv_heads * hd, 10);
+            let (xb, kb) = (storage_buffer(&ctx, "x", &x), storage_buffer(&ctx, "k", &k));
+            let keys = Keys { buffer: &kb, n_heads: kv_heads, rows_from_pos: false };
+            run_calls(&ctx, &[&call(&ctx, &shape, &xb, &keys, &step, &tb)], t as u32);
+            let mut want = k.clone();
+            reference(&mut want, &key_shape, pos0, &tab);
+            assert!(max_err(&read_buffer_f32(&ctx, &kb, 0, k.len()).unwrap(), &want) < 1e-6, "{style:?} keys");
+            run_calls(&ctx, &[&call_inverse(&ctx, &shape, &xb, &keys, &step, &tb)], t as u32);
+            assert!(max_err(&read_buffer_f32(&ctx, &xb, 0, x.len()).unwrap(), &x) < 1e-6, "{style:?} inverse q");
+            assert!(max_err(&read_buffer_f32(&ctx, &kb, 0, k.len()).unwrap(), &k) < 1e-6, "{style:?} inverse k");
         }
     }
 }

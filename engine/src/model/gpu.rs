@@ -25,8 +25,8 @@ pub(crate) struct LayerCalls {
     pub q: LinearCall,
     pub k: LinearCall,
     pub v: LinearCall,
-    pub rope_q: Call,
-    pub rope_k: Call,
+    /// RoPE on the queries and the new cache rows of keys.
+    pub rope: Call,
     pub attention: attention::AttentionCall,
     pub o: LinearCall,
     pub ffn_norm: Call,
@@ -58,15 +58,15 @@ impl LayerCalls {
         let residual = LinearOptions { accumulate: true, ..plain };
         let cache_write = LinearOptions { y_row_from_pos: true, ..plain };
         let lin = |w, x, y, o| LinearCall::with_family(ctx, w, step, x, y, o, family);
-        let rope_shape = |n_heads| rope::RopeShape { n_heads, head_dim: c.head_dim, rot_dim: c.rot_dim, style: c.rope_style };
+        let rope_shape = rope::RopeShape { n_heads: c.n_heads, head_dim: c.head_dim, rot_dim: c.rot_dim, style: c.rope_style };
+        let keys = rope::Keys { buffer: io.k_cache, n_heads: c.n_kv_heads, rows_from_pos: true };
         let att_shape = attention::AttentionShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim };
         LayerCalls {
             attn_norm: rmsnorm::call(ctx, c.dim, c.rms_eps, step, io.x, &p.attn_norm, io.xn),
             q: lin(&p.wq, io.xn, io.q, plain),
             k: lin(&p.wk, io.xn, io.k_cache, cache_write),
             v: lin(&p.wv, io.xn, io.v_cache, cache_write),
-            rope_q: rope::call(ctx, &rope_shape(c.n_heads), false, step, rope_table, io.q),
-            rope_k: rope::call(ctx, &rope_shape(c.n_kv_heads), true, step, rope_table, io.k_cache),
+            rope: rope::call(ctx, &rope_shape, io.q, &keys, step, rope_table),
             attention: attention::call_with_family(ctx, att_shape, step, io.q, io.k_cache, io.v_cache, io.heads, family),
             o: lin(&p.wo, io.heads, io.x, residual),
             ffn_norm: rmsnorm::call(ctx, c.dim, c.rms_eps, step, io.x, &p.ffn_norm, io.xn),
@@ -88,8 +88,7 @@ impl LayerCalls {
     pub fn plan_after_q<'a>(&'a self, n: u32, pos0: usize, out: &mut Vec<Dispatch<'a>>) {
         self.k.plan("k", n, out);
         self.v.plan("v", n, out);
-        self.rope_q.plan("rope", n, out);
-        self.rope_k.plan("rope", n, out);
+        self.rope.plan("rope", n, out);
         self.attention.plan("attention", n, pos0, out);
     }
 
