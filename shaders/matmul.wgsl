@@ -3,7 +3,7 @@
 // 64x64 tile of y, 4x4 per thread, staging 64x16 slices of x and W in shared
 // memory. Same parameters as matvec.wgsl.
 
-// Params, Step, y and store_y come from linear_common.wgsl.
+// Params, Step and store_y come from linear_common.wgsl and an output header.
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read> w: array<u32>;
 

@@ -3,7 +3,7 @@
 // A workgroup computes ROWS output rows for one token: each thread takes a
 // strided slice of k, then the workgroup reduces in shared memory.
 
-// Params, Step, y and store_y come from linear_common.wgsl.
+// Params, Step and store_y come from linear_common.wgsl and an output header.
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> w: array<vec2<u32>>;
 

@@ -8,7 +8,7 @@
 // GPUs use the cooperative matvec.wgsl instead. k must be a multiple of 8.
 // Same parameters and layout as matvec.wgsl.
 
-// Params, Step, y and store_y come from linear_common.wgsl.
+// Params, Step and store_y come from linear_common.wgsl and an output header.
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> w: array<vec4<u32>>;
 

@@ -13,8 +13,11 @@ use std::sync::Arc;
 /// Up to this many tokens the GEMV kernel is faster than the tiled one.
 pub const MATVEC_MAX_TOKENS: u32 = 4;
 const MATMUL_TILE: u32 = 64;
-/// Parameters, output binding and `store_y`, shared by the four kernels.
+/// Parameters and step, shared by the four kernels.
 pub const LINEAR_COMMON: &str = include_str!("../../../shaders/linear_common.wgsl");
+/// The output headers: one buffer, or a layer's queries and KV cache rows.
+pub const LINEAR_STORE: &str = include_str!("../../../shaders/linear_store.wgsl");
+pub const LINEAR_STORE_QKV: &str = include_str!("../../../shaders/linear_store_qkv.wgsl");
 
 pub struct MatrixChunk {
     pub buffer: wgpu::Buffer,
@@ -105,7 +108,8 @@ struct Params {
     y_col0: u32,
     accumulate: u32,
     y_row_from_pos: u32,
-    _pad: [u32; 2],
+    k_row0: u32,
+    v_row0: u32,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -148,23 +152,47 @@ impl Variant {
     }
 }
 
-fn kernels(ctx: &GpuContext, kind: KernelFamily) -> (Variant, Variant) {
-    let layout = [Binding::Uniform, Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadWrite];
-    let get = |name, body, rows, tokens| {
-        let src = format!("{LINEAR_COMMON}\n{body}");
-        Variant { kernel: Kernel::get(ctx, name, &src, &layout), rows, tokens }
+/// Where a linear layer's results go.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Store {
+    /// One buffer (`linear_store.wgsl`).
+    One,
+    /// Queries, then key and value cache rows (`linear_store_qkv.wgsl`).
+    Qkv,
+}
+
+fn kernels(ctx: &GpuContext, kind: KernelFamily, store: Store) -> (Variant, Variant) {
+    let rw = Binding::ReadWrite;
+    let (header, layout) = match store {
+        Store::One => (LINEAR_STORE, &[Binding::Uniform, Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, rw][..]),
+        Store::Qkv => (LINEAR_STORE_QKV, &[Binding::Uniform, Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, rw, rw, rw][..]),
+    };
+    let get = |names: [&'static str; 2], body, rows, tokens| {
+        let src = format!("{LINEAR_COMMON}\n{header}\n{body}");
+        let name = if store == Store::One { names[0] } else { names[1] };
+        Variant { kernel: Kernel::get(ctx, name, &src, layout), rows, tokens }
     };
     if kind.is_cpu_style(ctx) {
         (
-            get("matvec_rows", include_str!("../../../shaders/matvec_rows.wgsl"), INTERLEAVE_ROWS as u32, 1),
-            get("matmul_rows", include_str!("../../../shaders/matmul_rows.wgsl"), 16 * 4, 8),
+            get(["matvec_rows", "matvec_rows_qkv"], include_str!("../../../shaders/matvec_rows.wgsl"), INTERLEAVE_ROWS as u32, 1),
+            get(["matmul_rows", "matmul_rows_qkv"], include_str!("../../../shaders/matmul_rows.wgsl"), 16 * 4, 8),
         )
     } else {
         (
-            get("matvec", include_str!("../../../shaders/matvec.wgsl"), 4, 1),
-            get("matmul", include_str!("../../../shaders/matmul.wgsl"), MATMUL_TILE, MATMUL_TILE),
+            get(["matvec", "matvec_qkv"], include_str!("../../../shaders/matvec.wgsl"), 4, 1),
+            get(["matmul", "matmul_qkv"], include_str!("../../../shaders/matmul.wgsl"), MATMUL_TILE, MATMUL_TILE),
         )
     }
+}
+
+/// The destinations of a fused [Wq; Wk; Wv] projection: queries (row t) and
+/// the layer's KV cache (row pos0 + t).
+pub struct QkvOut<'a> {
+    pub q: &'a wgpu::Buffer,
+    pub q_rows: usize,
+    pub k_cache: &'a wgpu::Buffer,
+    pub v_cache: &'a wgpu::Buffer,
+    pub kv_rows: usize,
 }
 
 impl LinearCall {
@@ -177,8 +205,32 @@ impl LinearCall {
         opts: LinearOptions,
         kind: KernelFamily,
     ) -> LinearCall {
+        Self::build(ctx, w, step, x, &[y], opts, (0, 0), kind)
+    }
+
+    /// The fused query/key/value projection: `w` is [Wq; Wk; Wv] with
+    /// `out.q_rows` query rows and `out.kv_rows` rows each for keys and
+    /// values (`out.q_rows` may be 0: keys and values only).
+    pub fn qkv(ctx: &GpuContext, w: &Matrix, step: &wgpu::Buffer, x: &wgpu::Buffer, out: &QkvOut, kind: KernelFamily) -> LinearCall {
+        assert_eq!(w.rows, out.q_rows + 2 * out.kv_rows, "fused qkv matrix rows");
+        let rows = (out.q_rows as u32, (out.q_rows + out.kv_rows) as u32);
+        Self::build(ctx, w, step, x, &[out.q, out.k_cache, out.v_cache], LinearOptions::default(), rows, kind)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        ctx: &GpuContext,
+        w: &Matrix,
+        step: &wgpu::Buffer,
+        x: &wgpu::Buffer,
+        outputs: &[&wgpu::Buffer],
+        opts: LinearOptions,
+        (k_row0, v_row0): (u32, u32),
+        kind: KernelFamily,
+    ) -> LinearCall {
         assert_eq!(w.interleaved, kind.is_cpu_style(ctx), "matrix layout does not match the kernel family");
-        let (matvec, matmul) = kernels(ctx, kind);
+        let store = if outputs.len() == 3 { Store::Qkv } else { Store::One };
+        let (matvec, matmul) = kernels(ctx, kind, store);
         let chunks = w
             .chunks
             .iter()
@@ -193,10 +245,11 @@ impl LinearCall {
                         y_col0: c.rows.start as u32,
                         accumulate: opts.accumulate as u32,
                         y_row_from_pos: opts.y_row_from_pos as u32,
-                        _pad: [0; 2],
+                        k_row0,
+                        v_row0,
                     },
                 );
-                let buffers = [&params, step, x, &c.buffer, y];
+                let buffers: Vec<&wgpu::Buffer> = [&params, step, x, &c.buffer].into_iter().chain(outputs.iter().copied()).collect();
                 ChunkCall {
                     rows: c.rows.len() as u32,
                     matvec: matvec.kernel.bind(ctx, &buffers),
@@ -235,6 +288,17 @@ mod tests {
     use crate::gpu::{read_buffer_f32, storage_buffer, uniform_buffer};
     use crate::kernels::{test_util::*, Step};
 
+    fn run_linear(ctx: &GpuContext, call: &LinearCall, n_tokens: u32) {
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            let mut plan = Vec::new();
+            call.plan("linear", n_tokens, &mut plan);
+            plan.iter().for_each(|d| d.record(&mut pass));
+        }
+        ctx.queue.submit([enc.finish()]);
+    }
+
     fn run(n_tokens: usize, n: usize, k: usize, max_bytes: u64, opts: LinearOptions, pos0: usize) -> (Vec<f32>, Vec<f32>) {
         run_kind(n_tokens, n, k, max_bytes, opts, pos0, KernelFamily::Auto)
     }
@@ -256,15 +320,7 @@ mod tests {
         let step = uniform_buffer(&ctx, "step", &Step::new(n_tokens, pos0));
         let xb = storage_buffer(&ctx, "x", &x);
         let yb = storage_buffer(&ctx, "y", &y0);
-        let call = LinearCall::with_family(&ctx, &m, &step, &xb, &yb, opts, kind);
-        let mut enc = ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            let mut plan = Vec::new();
-            call.plan("linear", n_tokens as u32, &mut plan);
-            plan.iter().for_each(|d| d.record(&mut pass));
-        }
-        ctx.queue.submit([enc.finish()]);
+        run_linear(&ctx, &LinearCall::with_family(&ctx, &m, &step, &xb, &yb, opts, kind), n_tokens as u32);
         let got = read_buffer_f32(&ctx, &yb, 0, y0.len()).unwrap();
         let mut want = y0.clone();
         let r = reference(&x, &w, n, k);
@@ -305,6 +361,45 @@ mod tests {
             let opts = LinearOptions { accumulate: true, y_row_from_pos: true };
             let (got, want) = run_kind(11, 100, 32, 13 * 32 * 2, opts, 6, kind);
             assert!(max_err(&got, &want) < TOL, "{kind:?} split: {}", max_err(&got, &want));
+        }
+    }
+
+    /// The fused projection writes queries to rows 0..t of q and keys/values
+    /// to cache rows pos0..pos0+t, leaving every other cache row as it was.
+    #[test]
+    fn qkv_projection_writes_queries_and_cache_rows() {
+        let ctx = crate::testing::gpu();
+        let (qd, kvd, k, pos0) = (72usize, 24usize, 32usize, 5usize);
+        let n = qd + 2 * kvd;
+        let w = crate::testing::round_f16(&random(n * k, 21));
+        for kind in [KernelFamily::Cooperative, KernelFamily::RowPerInvocation] {
+            // Unsplit, and split into chunks that cut through the query and key ranges.
+            for max_bytes in [u64::MAX, 80 * k as u64 * 2] {
+                for (t, q_rows) in [(1usize, qd), (3, qd), (9, qd), (2, 0)] {
+                    let w = if q_rows == 0 { w[qd * k..].to_vec() } else { w.clone() };
+                    let m = Matrix::upload_with_limit(&ctx, "wqkv", &w, q_rows + 2 * kvd, k, kind.is_cpu_style(&ctx), max_bytes);
+                    let x = random(t * k, 31);
+                    let (q0, k0, v0) = (random(t * qd, 32), random((pos0 + t + 2) * kvd, 33), random((pos0 + t + 2) * kvd, 34));
+                    let (qb, kb, vb) = (storage_buffer(&ctx, "q", &q0), storage_buffer(&ctx, "k", &k0), storage_buffer(&ctx, "v", &v0));
+                    let step = uniform_buffer(&ctx, "step", &Step::new(t, pos0));
+                    let xb = storage_buffer(&ctx, "x", &x);
+                    let out = QkvOut { q: &qb, q_rows, k_cache: &kb, v_cache: &vb, kv_rows: kvd };
+                    run_linear(&ctx, &LinearCall::qkv(&ctx, &m, &step, &xb, &out, kind), t as u32);
+                    let r = reference(&x, &w, m.rows, k);
+                    let (mut want_q, mut want_k, mut want_v) = (q0.clone(), k0.clone(), v0.clone());
+                    for ti in 0..t {
+                        let row = &r[ti * m.rows..(ti + 1) * m.rows];
+                        want_q[ti * qd..ti * qd + q_rows].copy_from_slice(&row[..q_rows]);
+                        want_k[(pos0 + ti) * kvd..][..kvd].copy_from_slice(&row[q_rows..q_rows + kvd]);
+                        want_v[(pos0 + ti) * kvd..][..kvd].copy_from_slice(&row[q_rows + kvd..]);
+                    }
+                    let read = |b: &wgpu::Buffer, len| read_buffer_f32(&ctx, b, 0, len).unwrap();
+                    let what = format!("{kind:?} t={t} q_rows={q_rows} chunks={}", m.chunks.len());
+                    assert!(max_err(&read(&qb, q0.len()), &want_q) < TOL, "{what}: queries");
+                    assert!(max_err(&read(&kb, k0.len()), &want_k) < TOL, "{what}: keys");
+                    assert!(max_err(&read(&vb, v0.len()), &want_v) < TOL, "{what}: values");
+                }
+            }
         }
     }
 

@@ -157,16 +157,24 @@ mod shader_validation {
                 continue;
             }
             let name = path.file_name().unwrap().to_string_lossy().to_string();
-            if name == "linear_common.wgsl" {
-                continue; // a prelude, validated with the linear kernels
+            if name.starts_with("linear_") {
+                continue; // preludes, validated with the linear kernels
             }
             let body = std::fs::read_to_string(&path).unwrap();
-            let src = if body.contains("store_y(") { format!("{}\n{body}", super::linear::LINEAR_COMMON) } else { body };
-            let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
-            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
-                .validate(&module)
-                .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
-            assert!(src.contains("fn main"), "{}: kernels use the entry point `main`", path.display());
+            // Linear kernels are validated with each output header.
+            let sources = if body.contains("store_y(") {
+                use super::linear::{LINEAR_COMMON, LINEAR_STORE, LINEAR_STORE_QKV};
+                vec![format!("{LINEAR_COMMON}\n{LINEAR_STORE}\n{body}"), format!("{LINEAR_COMMON}\n{LINEAR_STORE_QKV}\n{body}")]
+            } else {
+                vec![body]
+            };
+            for src in sources {
+                let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
+                naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+                    .validate(&module)
+                    .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+                assert!(src.contains("fn main"), "{}: kernels use the entry point `main`", path.display());
+            }
             count += 1;
         }
         assert!(count >= 10, "found only {count} shaders");

@@ -5,7 +5,7 @@
 use super::{Config, Weights};
 use crate::error::{Result, SiftError};
 use crate::gpu::{read_buffer_f32, storage_buffer, uniform_buffer, zeroed_buffer, GpuContext};
-use crate::kernels::linear::{LinearCall, LinearOptions, Matrix};
+use crate::kernels::linear::{LinearCall, LinearOptions, Matrix, QkvOut};
 use crate::kernels::{attention, embedding, linear, rmsnorm, rope, swiglu, Call, Dispatch, KernelFamily, Step};
 use std::sync::Arc;
 
@@ -22,9 +22,8 @@ pub enum Logits {
 /// and the attribution pass build theirs the same way, on different buffers).
 pub(crate) struct LayerCalls {
     pub attn_norm: Call,
-    pub q: LinearCall,
-    pub k: LinearCall,
-    pub v: LinearCall,
+    /// Queries to `q`, keys and values to the KV cache, in one dispatch.
+    pub qkv: LinearCall,
     /// RoPE on the queries and the new cache rows of keys.
     pub rope: Call,
     pub attention: attention::AttentionCall,
@@ -56,16 +55,13 @@ impl LayerCalls {
     pub fn new(ctx: &GpuContext, c: &Config, p: &LayerParams, rope_table: &wgpu::Buffer, step: &wgpu::Buffer, io: &LayerIo, family: KernelFamily) -> LayerCalls {
         let plain = LinearOptions::default();
         let residual = LinearOptions { accumulate: true, ..plain };
-        let cache_write = LinearOptions { y_row_from_pos: true, ..plain };
         let lin = |w, x, y, o| LinearCall::with_family(ctx, w, step, x, y, o, family);
         let rope_shape = rope::RopeShape { n_heads: c.n_heads, head_dim: c.head_dim, rot_dim: c.rot_dim, style: c.rope_style };
         let keys = rope::Keys { buffer: io.k_cache, n_heads: c.n_kv_heads, rows_from_pos: true };
         let att_shape = attention::AttentionShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim };
         LayerCalls {
             attn_norm: rmsnorm::call(ctx, c.dim, c.rms_eps, step, io.x, &p.attn_norm, io.xn),
-            q: lin(&p.wq, io.xn, io.q, plain),
-            k: lin(&p.wk, io.xn, io.k_cache, cache_write),
-            v: lin(&p.wv, io.xn, io.v_cache, cache_write),
+            qkv: LinearCall::qkv(ctx, &p.w_qkv, step, io.xn, &QkvOut { q: io.q, q_rows: c.q_dim(), k_cache: io.k_cache, v_cache: io.v_cache, kv_rows: c.kv_dim() }, family),
             rope: rope::call(ctx, &rope_shape, io.q, &keys, step, rope_table),
             attention: attention::call_with_family(ctx, att_shape, step, io.q, io.k_cache, io.v_cache, io.heads, family),
             o: lin(&p.wo, io.heads, io.x, residual),
@@ -80,14 +76,12 @@ impl LayerCalls {
     /// cached ones: everything up to the head outputs.
     pub fn plan_attention<'a>(&'a self, n: u32, pos0: usize, out: &mut Vec<Dispatch<'a>>) {
         self.attn_norm.plan("rmsnorm", n, out);
-        self.q.plan("q", n, out);
-        self.plan_after_q(n, pos0, out);
+        self.qkv.plan("qkv", n, out);
+        self.plan_after_qkv(n, pos0, out);
     }
 
-    /// Keys, values, RoPE and attention: `plan_attention` after the queries.
-    pub fn plan_after_q<'a>(&'a self, n: u32, pos0: usize, out: &mut Vec<Dispatch<'a>>) {
-        self.k.plan("k", n, out);
-        self.v.plan("v", n, out);
+    /// RoPE and attention: `plan_attention` after the projections.
+    pub fn plan_after_qkv<'a>(&'a self, n: u32, pos0: usize, out: &mut Vec<Dispatch<'a>>) {
         self.rope.plan("rope", n, out);
         self.attention.plan("attention", n, pos0, out);
     }
@@ -129,9 +123,8 @@ pub(crate) struct Activations {
 pub(crate) struct LayerParams {
     pub attn_norm: wgpu::Buffer,
     pub ffn_norm: wgpu::Buffer,
-    pub wq: Matrix,
-    pub wk: Matrix,
-    pub wv: Matrix,
+    /// Query, key and value projections fused into one matrix [q; k; v].
+    pub w_qkv: Matrix,
     pub wo: Matrix,
     /// Gate and up projections fused into one matrix [gate; up].
     pub w_gate_up: Matrix,
@@ -252,9 +245,7 @@ impl GpuModel {
             params_layers.push(LayerParams {
                 attn_norm: storage_buffer(&ctx, "attn_norm", &lw.attn_norm),
                 ffn_norm: storage_buffer(&ctx, "ffn_norm", &lw.ffn_norm),
-                wq: upload("wq", &lw.wq, c.q_dim(), c.dim),
-                wk: upload("wk", &lw.wk, c.kv_dim(), c.dim),
-                wv: upload("wv", &lw.wv, c.kv_dim(), c.dim),
+                w_qkv: upload("w_qkv", &[lw.wq.as_slice(), &lw.wk, &lw.wv].concat(), c.q_dim() + 2 * c.kv_dim(), c.dim),
                 wo: upload("wo", &lw.wo, c.dim, c.q_dim()),
                 // One dispatch instead of two: dispatches have a fixed cost.
                 w_gate_up: upload("w_gate_up", &[lw.w_gate.as_slice(), lw.w_up.as_slice()].concat(), 2 * c.ffn_dim, c.dim),
@@ -407,10 +398,10 @@ impl GpuModel {
                 continue;
             };
             l.attn_norm.plan("rmsnorm", n, &mut main);
-            if !sparse.plan_q(&mut main) {
-                l.q.plan("q", n, &mut main);
+            if !sparse.plan_qkv(&mut main) {
+                l.qkv.plan("qkv", n, &mut main);
             }
-            l.plan_after_q(n, self.pos, &mut main);
+            l.plan_after_qkv(n, self.pos, &mut main);
             if !sparse.plan_o(&mut main) {
                 l.o.plan("o", n, &mut main);
             }

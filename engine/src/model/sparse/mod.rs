@@ -23,7 +23,7 @@ use crate::attribution::{Metric, Scores};
 use crate::error::{Result, SiftError};
 use crate::gpu::{read_buffer_u32, storage_buffer, zeroed_buffer, GpuContext};
 use crate::kernels::compact::{compact_mlp, width_for, CompactMlp};
-use crate::kernels::linear::{LinearCall, LinearOptions};
+use crate::kernels::linear::{LinearCall, LinearOptions, Matrix, QkvOut};
 use crate::kernels::sparse::{self, ActiveList, RowsMode, SelectOut, ThresholdRule};
 use crate::kernels::{run_calls, swiglu, Call, Dispatch, KernelFamily};
 
@@ -47,7 +47,8 @@ pub enum MlpMask {
 
 /// One layer's sparse dispatches; `None` parts run dense.
 pub(crate) struct SparseLayer {
-    q: Option<Call>,
+    /// With heads masked: the active heads' query rows, then keys and values.
+    qkv: Option<(Call, LinearCall)>,
     o: Option<[Call; 2]>,
     mlp: MlpCalls,
 }
@@ -68,6 +69,9 @@ pub(crate) struct SparseDecoding {
     gate_up: Vec<wgpu::Buffer>,
     down_t: Vec<wgpu::Buffer>,
     wq: Vec<wgpu::Buffer>,
+    /// [Wk; Wv] in the kernel family's layout: the keys and values that
+    /// head-masked layers still compute in full.
+    w_kv: Vec<Matrix>,
     wo_t: Vec<wgpu::Buffer>,
     /// [layers, ffn]: ||W_down[:, i]||, for the CETT rule.
     down_norms: wgpu::Buffer,
@@ -107,7 +111,7 @@ fn to_f16(v: &[f32]) -> Vec<half::f16> {
 }
 
 impl SparseDecoding {
-    fn new(ctx: &GpuContext, c: &Config, w: &Weights) -> Result<SparseDecoding> {
+    fn new(ctx: &GpuContext, c: &Config, w: &Weights, interleaved: bool) -> Result<SparseDecoding> {
         let (d, f, l) = (c.dim, c.ffn_dim, c.n_layers);
         let bytes = (f * 2 * d * 2) as u64;
         if bytes > ctx.max_binding_bytes() {
@@ -121,6 +125,7 @@ impl SparseDecoding {
             gate_up: Vec::new(),
             down_t: Vec::new(),
             wq: Vec::new(),
+            w_kv: Vec::new(),
             wo_t: Vec::new(),
             down_norms: zeroed_buffer(ctx, "down norms", 4),
             ones: storage_buffer(ctx, "ones", &vec![1.0f32; l * f]),
@@ -151,6 +156,7 @@ impl SparseDecoding {
             s.gate_up.push(storage_buffer(ctx, "sparse gate_up", &to_f16(&packed)));
             s.down_t.push(storage_buffer(ctx, "sparse down^T", &to_f16(&down_t)));
             s.wq.push(storage_buffer(ctx, "sparse wq", &to_f16(&lw.wq)));
+            s.w_kv.push(Matrix::upload(ctx, "w_kv", &[lw.wk.as_slice(), &lw.wv].concat(), 2 * c.kv_dim(), d, interleaved));
             s.wo_t.push(storage_buffer(ctx, "sparse wo^T", &to_f16(&transpose(&lw.wo, d, c.q_dim(), 0))));
         }
         s.down_norms = storage_buffer(ctx, "down norms", &norms);
@@ -175,7 +181,8 @@ impl GpuModel {
     /// `set_*_mask*` methods.
     pub fn enable_sparse(&mut self, weights: &Weights) -> Result<()> {
         if self.sparse.is_none() {
-            self.sparse = Some(SparseDecoding::new(&self.ctx, &self.config, weights)?);
+            let interleaved = self.params.family == KernelFamily::RowPerInvocation;
+            self.sparse = Some(SparseDecoding::new(&self.ctx, &self.config, weights, interleaved)?);
         }
         Ok(())
     }
@@ -189,6 +196,7 @@ impl GpuModel {
         let (ctx, c) = (self.ctx.clone(), self.config.clone());
         let (x, xn, heads, neurons, q) = (self.act.x.clone(), self.act.xn.clone(), self.act.heads.clone(), self.act.neurons.clone(), self.act.q.clone());
         let (gate_up, step, family) = (self.act.gate_up.clone(), self.step_all.clone(), self.params.family);
+        let layer_params = &self.params.layers;
         let s = self.sparse.as_mut().expect("checked");
         s.zero = match s.mlp {
             MlpMask::Threshold(rule) => (0..c.n_layers).map(|l| sparse::threshold_zero(&ctx, c.ffn_dim, l, rule, &step, &neurons, &gate_up, &s.down_norms, &s.thresholds)).collect(),
@@ -230,14 +238,17 @@ impl GpuModel {
                         MlpCalls::Cats([gate, select(ThresholdRule::Cats, &s.gate, &s.ones), up, dn, reduce])
                     }
                 };
-                let (q, o) = match &s.heads {
+                let (qkv, o) = match &s.heads {
                     None => (None, None),
                     Some(n) => {
                         let list = ActiveList { max_count: n[l] * c.head_dim, ..head_list };
-                        (Some(sparse::rows(&ctx, d, RowsMode::Rows, list, &xn, &s.wq[l], &q)), Some(sparse::down(&ctx, d, list, true, &heads, &s.wo_t[l], &s.partial, &x)))
+                        let cache = &layer_params[l];
+                        let kv_out = QkvOut { q: &q, q_rows: 0, k_cache: &cache.k_cache, v_cache: &cache.v_cache, kv_rows: c.kv_dim() };
+                        let kv = LinearCall::qkv(&ctx, &s.w_kv[l], &step, &xn, &kv_out, family);
+                        (Some((sparse::rows(&ctx, d, RowsMode::Rows, list, &xn, &s.wq[l], &q), kv)), Some(sparse::down(&ctx, d, list, true, &heads, &s.wo_t[l], &s.partial, &x)))
                     }
                 };
-                SparseLayer { q, o, mlp }
+                SparseLayer { qkv, o, mlp }
             })
             .collect();
     }
@@ -432,9 +443,15 @@ impl GpuModel {
 }
 
 impl SparseLayer {
-    /// The query projection, when heads are masked.
-    pub fn plan_q<'a>(&'a self, out: &mut Vec<Dispatch<'a>>) -> bool {
-        self.q.as_ref().map(|c| c.plan("sparse_q", 1, out)).is_some()
+    /// The query (active heads only), key and value projections, when heads are masked.
+    pub fn plan_qkv<'a>(&'a self, out: &mut Vec<Dispatch<'a>>) -> bool {
+        self.qkv
+            .as_ref()
+            .map(|(q, kv)| {
+                q.plan("sparse_q", 1, out);
+                kv.plan("kv", 1, out);
+            })
+            .is_some()
     }
 
     /// The output projection, when heads are masked.
