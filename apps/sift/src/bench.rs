@@ -200,7 +200,9 @@ fn llama_cpp(model: &std::path::Path, threads: usize, prefill: &[u32], decode_pr
     let out = child.wait_with_output()?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        anyhow::bail!("llama-cpp-python not usable ({})", err.lines().last().unwrap_or("no output"));
+        // A crash (a wheel built for another CPU) leaves no message: name the exit status.
+        let last = err.lines().last().map(str::to_string).unwrap_or_else(|| format!("python3 exited with {}", out.status));
+        anyhow::bail!("llama-cpp-python not usable ({last})");
     }
     Ok(serde_json::from_slice(&out.stdout).context("llama.cpp bench output")?)
 }
