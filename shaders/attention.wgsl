@@ -18,6 +18,9 @@ struct Step { n_tokens: u32, pos0: u32, _a: u32, _b: u32 }
 @group(0) @binding(3) var<storage, read> k: array<f32>;
 @group(0) @binding(4) var<storage, read> v: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
+// The KV head each query head reads: h / (n_heads / n_kv_heads) for all
+// heads, or for a compacted list of active heads, their own KV heads.
+@group(0) @binding(6) var<storage, read> kv_head: array<u32>;
 
 const WG: u32 = 256u;
 // Invocations per value group: one dimension each, DIMS_PER_THREAD strides.
@@ -37,7 +40,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let t = wg.y;
     if (h >= p.n_heads || t >= step.n_tokens) { return; }
     let hd = p.head_dim;
-    let kvh = h / (p.n_heads / p.n_kv_heads);
+    let kvh = kv_head[h];
     let kv_stride = p.n_kv_heads * hd;
     let q_base = (t * p.n_heads + h) * hd;
     for (var d = lid.x; d < hd; d += WG) { qs[d] = q[q_base + d] * p.scale; }

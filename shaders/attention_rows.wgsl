@@ -20,6 +20,9 @@ struct Step { n_tokens: u32, pos0: u32, _a: u32, _b: u32 }
 @group(0) @binding(3) var<storage, read> k: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> v: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
+// The KV head each query head reads: h / (n_heads / n_kv_heads) for all
+// heads, or for a compacted list of active heads, their own KV heads.
+@group(0) @binding(6) var<storage, read> kv_head: array<u32>;
 
 // head_dim / 4, fixed when the pipeline is created so the inner loops have a
 // constant trip count the driver unrolls (2x faster on lavapipe).
@@ -45,7 +48,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     if (h >= p.n_heads) { return; }
     let in_range = t < step.n_tokens;
     let hd4 = HEAD_DIM4;
-    let kvh = h / (p.n_heads / p.n_kv_heads);
+    let kvh = kv_head[h];
     let kv_stride4 = p.n_kv_heads * hd4;
     let tq = min(t, step.n_tokens - 1u);
     let q_base = (tq * p.n_heads + h) * p.head_dim;

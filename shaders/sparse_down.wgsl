@@ -1,14 +1,12 @@
-// Sparse down projection (and the attention output projection) for one token,
-// first pass: partial sums of v[a] * W[:, index[a]] over a slice of the
-// active units, reading the matrix stored transposed (one contiguous f16 row
-// of `dim` per unit) so skipped units cost no reads. The active count is
-// counts[layer], on the GPU, so a threshold rule needs no readback. v[a] is
-// h[a] (compact values) or, with `gather`, h[index[a]] (a full-width input
-// such as the attention heads). Invocation (c, s) covers 8 output dimensions
+// Sparse down projection for one token, first pass: partial sums of
+// h[a] * W[:, index[a]] over a slice of the active neurons, reading the matrix
+// stored transposed (one contiguous f16 row of `dim` per neuron) so skipped
+// neurons cost no reads. The active count is counts[layer], on the GPU, so a
+// threshold rule needs no readback. Invocation (c, s) covers 8 output dimensions
 // and slice s; `sparse_down_reduce.wgsl` adds the slices into the residual
 // (no float atomics in WGSL; slices keep every core busy).
 
-struct Params { dim: u32, index_offset: u32, layer: u32, slices: u32, gather: u32, _a: u32, _b: u32, _c: u32 }
+struct Params { dim: u32, index_offset: u32, layer: u32, slices: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> h: array<f32>;
@@ -31,7 +29,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var a = s * per; a < end; a++) {
         let unit = index[p.index_offset + a];
         let q = w[unit * chunks + c];
-        let v = h[select(a, unit, p.gather == 1u)];
+        let v = h[a];
         lo += v * vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
         hi += v * vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
     }

@@ -1,7 +1,7 @@
 // Sparse MLP, second half, second pass: y += the sum of the slices' partial
 // sums, one invocation per 4 output dimensions.
 
-struct Params { dim: u32, index_offset: u32, layer: u32, slices: u32, gather: u32, _a: u32, _b: u32, _c: u32 }
+struct Params { dim: u32, index_offset: u32, layer: u32, slices: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> partial: array<vec4<f32>>;

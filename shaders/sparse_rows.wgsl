@@ -6,7 +6,6 @@
 //   GATE_UP: w = [ffn, gate row | up row]; h[a] = silu(gate . x) * (up . x)
 //   GATE:    every unit a < n_units; h[a] = silu(gate . x) (CATS thresholds this)
 //   UP:      h[a] *= up . x for the active units (h[a] already holds silu(gate))
-//   ROWS:    w = [rows, dim]; y[row] = w[row] . x for the active rows (query heads)
 // One invocation per unit. (Eight invocations sharing a row, for contiguous
 // loads across SIMD lanes, measured slower on lavapipe: the reduction costs more.)
 
@@ -17,7 +16,6 @@ override MODE: u32 = 0u;
 const GATE_UP: u32 = 0u;
 const GATE: u32 = 1u;
 const UP: u32 = 2u;
-const ROWS: u32 = 3u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
@@ -47,7 +45,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     // The first row read, and for GATE_UP the second (up) row after it.
     var row = unit * 2u * chunks;
     if (MODE == UP) { row += chunks; }
-    if (MODE == ROWS) { row = unit * chunks; }
     var s0 = 0.0;
     var s1 = 0.0;
     for (var c = 0u; c < chunks; c++) {
@@ -57,7 +54,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     switch MODE {
         case GATE: { h[a] = silu(s0); }
         case UP: { h[a] *= s0; }
-        case ROWS: { h[unit] = s0; }
         default: { h[a] = silu(s0) * s1; }
     }
 }

@@ -6,7 +6,7 @@
 use super::{Call, Dispatch};
 use crate::kernels::linear::MATVEC_MAX_TOKENS;
 use crate::kernels::KernelFamily;
-use crate::gpu::{uniform_buffer, Binding, GpuContext, Kernel};
+use crate::gpu::{storage_buffer, uniform_buffer, Binding, GpuContext, Kernel};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -84,11 +84,34 @@ pub fn call_with_family(
     out: &wgpu::Buffer,
     kind: KernelFamily,
 ) -> AttentionCall {
-    assert!(s.head_dim <= MAX_HEAD_DIM && s.n_heads % s.n_kv_heads == 0);
-    let layout = [Binding::Uniform, Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadWrite];
+    assert!(s.n_heads.is_multiple_of(s.n_kv_heads));
+    let group = s.n_heads / s.n_kv_heads;
+    let kv_head: Vec<u32> = (0..s.n_heads).map(|h| (h / group) as u32).collect();
+    call_heads(ctx, s, &kv_head, step, q, k, v, out, kind)
+}
+
+/// Attention over a list of query heads: `q` and `out` hold `kv_head.len()`
+/// heads (`s.n_heads` is ignored), head i reading KV head `kv_head[i]`. This
+/// runs a compacted head mask: only the active heads' queries exist.
+#[allow(clippy::too_many_arguments)]
+pub fn call_heads(
+    ctx: &GpuContext,
+    s: AttentionShape,
+    kv_head: &[u32],
+    step: &wgpu::Buffer,
+    q: &wgpu::Buffer,
+    k: &wgpu::Buffer,
+    v: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    kind: KernelFamily,
+) -> AttentionCall {
+    assert!(s.head_dim <= MAX_HEAD_DIM && kv_head.iter().all(|&h| (h as usize) < s.n_kv_heads));
+    let s = AttentionShape { n_heads: kv_head.len(), ..s };
+    let layout = [Binding::Uniform, Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadWrite, Binding::ReadOnly];
     let params = params_buffer(ctx, s);
+    let kv_head = storage_buffer(ctx, "attention kv heads", kv_head);
     let heads = s.n_heads as u32;
-    let buffers = [&params, step, q, k, v, out];
+    let buffers = [&params, step, q, k, v, out, &kv_head];
     let rows = kind.is_cpu_style(ctx).then(|| {
         let src = include_str!("../../../shaders/attention_rows.wgsl");
         let hd4 = (s.head_dim / 4) as f64;
@@ -181,6 +204,35 @@ mod tests {
             // Online vs two-pass softmax differ by rounding only: 1e-5.
             let err = max_err(&got, &reference(s, &q, &k, &v, pos0));
             assert!(err < 1e-5, "{kind:?} t={t} pos0={pos0}: {err}");
+        }
+    }
+
+    /// A compacted head list: the listed heads' queries in list order give
+    /// the full attention's outputs of those heads, on their own KV heads.
+    #[test]
+    fn attention_over_a_head_list_matches_those_heads_of_the_reference() {
+        let ctx = crate::testing::gpu();
+        let s = AttentionShape { n_heads: 9, n_kv_heads: 3, head_dim: 64 };
+        let (list, hd) = ([7usize, 0, 4, 5], s.head_dim);
+        let kv_head: Vec<u32> = list.iter().map(|&h| (h / 3) as u32).collect();
+        for kind in [KernelFamily::Cooperative, KernelFamily::RowPerInvocation] {
+            for (t, pos0) in [(1usize, 300usize), (3, 20)] {
+                let q = random(t * s.n_heads * hd, 21);
+                let (k, v) = (random((pos0 + t) * s.n_kv_heads * hd, 22), random((pos0 + t) * s.n_kv_heads * hd, 23));
+                let pick = |full: &[f32]| -> Vec<f32> { (0..t).flat_map(|ti| list.iter().flat_map(move |&h| full[(ti * s.n_heads + h) * hd..][..hd].to_vec())).collect() };
+                let step = uniform_buffer(&ctx, "step", &Step::new(t, pos0));
+                let (qb, kb, vb) = (storage_buffer(&ctx, "q", &pick(&q)), storage_buffer(&ctx, "k", &k), storage_buffer(&ctx, "v", &v));
+                let out = zeroed_buffer(&ctx, "out", (t * list.len() * hd * 4) as u64);
+                let att = call_heads(&ctx, s, &kv_head, &step, &qb, &kb, &vb, &out, kind);
+                let mut plan = Vec::new();
+                att.plan("attention", t as u32, pos0, &mut plan);
+                let mut enc = ctx.device.create_command_encoder(&Default::default());
+                plan.iter().for_each(|d| d.record(&mut enc.begin_compute_pass(&Default::default())));
+                ctx.queue.submit([enc.finish()]);
+                let got = read_buffer_f32(&ctx, &out, 0, t * list.len() * hd).unwrap();
+                let err = max_err(&got, &pick(&reference(s, &q, &k, &v, pos0)));
+                assert!(err < 1e-5, "{kind:?} t={t} pos0={pos0}: {err}");
+            }
         }
     }
 }

@@ -1,8 +1,10 @@
-//! Compaction of a fixed MLP mask (`compact_mlp.wgsl`): the active neurons'
-//! gate, up and down weights copied, on the GPU, into dense matrices of the
-//! layout the linear kernels read. A mask kept for many tokens (prompt mode, a
-//! mask file) then decodes with the dense matvec over k/ffn of the weights,
-//! which on CPU adapters is faster per weight than gathering scattered rows.
+//! Compaction of a fixed mask (`compact.wgsl`): the active units' weights
+//! copied, on the GPU, into dense matrices of the layout the linear kernels
+//! read. A mask kept for many tokens (prompt mode, a mask file) then decodes
+//! with the dense matvec over only its share of the weights, which on CPU
+//! adapters is faster per weight than gathering scattered rows.
+//! - MLP neurons: their gate and up rows, and their columns of W_down.
+//! - Attention heads: their query rows of W_q and their columns of W_o.
 
 use super::linear::{Matrix, MatrixChunk, INTERLEAVE_ROWS};
 use super::sparse::ActiveList;
@@ -19,7 +21,17 @@ pub struct CompactMlp {
     pub width: usize,
 }
 
-/// Slots for `count` active neurons: a multiple of 8, as the linear kernels need.
+/// One layer's active attention heads as dense matrices.
+pub struct CompactHeads {
+    /// [width, dim]: the active heads' query rows, head after head in list order.
+    pub q: Matrix,
+    /// [dim, width]: the matching columns of W_o.
+    pub o: Matrix,
+    /// Active query rows (heads x head_dim) rounded up to a multiple of 8.
+    pub width: usize,
+}
+
+/// Slots for `count` active units: a multiple of 8, as the linear kernels need.
 pub fn width_for(count: usize) -> usize {
     count.div_ceil(8).max(1) * 8
 }
@@ -30,34 +42,63 @@ fn empty_matrix(ctx: &GpuContext, name: &str, rows: usize, cols: usize, interlea
     Matrix { rows, cols, interleaved, chunks: vec![MatrixChunk { buffer, rows: 0..rows }] }
 }
 
+/// The kernel's modes (`MODE` in compact.wgsl).
+#[derive(Clone, Copy)]
+enum Mode {
+    GateUp = 0,
+    Columns = 1,
+    Rows = 2,
+}
+
+/// Fills each (mode, source, destination) from the listed units; runs at once,
+/// so the matrices are ready for the next submission.
+fn compact(ctx: &GpuContext, dim: usize, active: ActiveList, width: usize, interleaved: bool, jobs: &[(Mode, &wgpu::Buffer, &Matrix)]) {
+    use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
+    assert!(dim.is_multiple_of(8));
+    let params = uniform_buffer(ctx, "compact params", &[dim as u32, width as u32, active.index_offset as u32, active.layer as u32, interleaved as u32, 0, 0, 0]);
+    let calls: Vec<Call> = jobs
+        .iter()
+        .map(|&(mode, src, dst)| {
+            let kernel = Kernel::specialized(ctx, "compact", include_str!("../../../shaders/compact.wgsl"), &[U, R, R, R, W], &[("MODE", mode as u32 as f64)]);
+            let slots = (dst.rows * dst.cols / 8) as u32;
+            Call {
+                group: kernel.bind(ctx, &[&params, active.index, active.counts, src, &dst.chunks[0].buffer]),
+                kernel,
+                grid: Box::new(move |_| {
+                    let [x, y] = spread(slots.div_ceil(64));
+                    [x, y, 1]
+                }),
+            }
+        })
+        .collect();
+    run_calls(ctx, &calls.iter().collect::<Vec<_>>(), 1);
+}
+
 /// Compacts `active` (at most `count` neurons; the list's count buffer says
 /// how many) from the per-neuron layouts of sparse decoding: `gate_up`
 /// [ffn, gate row | up row] and `down_t` (W_down^T, [ffn, dim]), both f16.
-/// Runs at once; the matrices are ready for the next submission.
 pub fn compact_mlp(ctx: &GpuContext, dim: usize, active: ActiveList, count: usize, interleaved: bool, gate_up: &wgpu::Buffer, down_t: &wgpu::Buffer) -> CompactMlp {
-    use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
-    assert!(dim.is_multiple_of(8));
     let width = width_for(count);
     let out = CompactMlp {
         gate_up: empty_matrix(ctx, "compact gate_up", 2 * width, dim, interleaved),
         down: empty_matrix(ctx, "compact down", dim, width, interleaved),
         width,
     };
-    let params = uniform_buffer(ctx, "compact_mlp params", &[dim as u32, width as u32, active.index_offset as u32, active.layer as u32, interleaved as u32, 0, 0, 0]);
-    let call = |mode: u32, src: &wgpu::Buffer, dst: &Matrix, slots: usize| {
-        let kernel = Kernel::specialized(ctx, "compact_mlp", include_str!("../../../shaders/compact_mlp.wgsl"), &[U, R, R, R, W], &[("MODE", mode as f64)]);
-        Call {
-            group: kernel.bind(ctx, &[&params, active.index, active.counts, src, &dst.chunks[0].buffer]),
-            kernel,
-            grid: Box::new(move |_| {
-                let [x, y] = spread((slots as u32).div_ceil(64));
-                [x, y, 1]
-            }),
-        }
+    compact(ctx, dim, active, width, interleaved, &[(Mode::GateUp, gate_up, &out.gate_up), (Mode::Columns, down_t, &out.down)]);
+    out
+}
+
+/// Compacts the active heads' query rows (`active` lists rows of W_q, at most
+/// `count`) from `wq` [q_dim, dim] and W_o's matching columns from `wo_t`
+/// (W_o^T, [q_dim, dim]), both f16 row-major.
+pub fn compact_heads(ctx: &GpuContext, dim: usize, active: ActiveList, count: usize, interleaved: bool, wq: &wgpu::Buffer, wo_t: &wgpu::Buffer) -> CompactHeads {
+    let width = width_for(count);
+    let out = CompactHeads {
+        q: empty_matrix(ctx, "compact wq", width, dim, interleaved),
+        o: empty_matrix(ctx, "compact wo", dim, width, interleaved),
+        width,
     };
-    let gu = call(0, gate_up, &out.gate_up, 2 * width * dim / 8);
-    let dn = call(1, down_t, &out.down, dim * width / 8);
-    run_calls(ctx, &[&gu, &dn], 1);
+    compact(ctx, dim, active, width, interleaved, &[(Mode::Rows, wq, &out.q), (Mode::Columns, wo_t, &out.o)]);
     out
 }
 
@@ -117,6 +158,48 @@ mod tests {
             // Dot products of 72 and sums of up to 130 terms of size ~5 in
             // another order: a few 1e-6; a wrong or missing neuron is O(1).
             assert!(max_err(&got, &want) < 5e-5, "{family:?} {} active: {}", active.len(), max_err(&got, &want));
+        }
+    }
+
+    /// Compacted heads through the dense matvec: the query rows listed, in list
+    /// order, and W_o over only those rows, in both layouts.
+    #[test]
+    fn compacted_heads_give_the_listed_query_rows_and_output_columns() {
+        let ctx = crate::testing::gpu();
+        let (dim, q_dim, hd) = (72usize, 64usize, 16usize);
+        let half = |v: Vec<f32>| crate::testing::round_f16(&v);
+        let (x, wq, wo) = (random(dim, 120), half(random(q_dim * dim, 121)), half(random(dim * q_dim, 122)));
+        let (wqb, wotb, xb) = (storage_buffer(&ctx, "wq", &to_f16(&wq)), storage_buffer(&ctx, "wo_t", &to_f16(&transpose(&wo, dim, q_dim))), storage_buffer(&ctx, "x", &x));
+        let step = uniform_buffer(&ctx, "step", &Step::new(1, 0));
+        for (family, heads) in [(KernelFamily::RowPerInvocation, vec![3u32, 1]), (KernelFamily::Cooperative, vec![2u32]), (KernelFamily::Cooperative, vec![0u32, 1, 2, 3])] {
+            let rows: Vec<u32> = heads.iter().flat_map(|&h| h * hd as u32..(h + 1) * hd as u32).collect();
+            let (ib, counts) = (storage_buffer(&ctx, "index", &rows), storage_buffer(&ctx, "counts", &[rows.len() as u32]));
+            let list = ActiveList { index: &ib, counts: &counts, index_offset: 0, layer: 0, max_count: rows.len() };
+            let interleaved = family == KernelFamily::RowPerInvocation;
+            let c = compact_heads(&ctx, dim, list, rows.len(), interleaved, &wqb, &wotb);
+            assert_eq!(c.width, rows.len());
+            let (q_out, h) = (zeroed_buffer(&ctx, "q", (c.width * 4) as u64), storage_buffer(&ctx, "h", &random(c.width, 123)));
+            let y = zeroed_buffer(&ctx, "y", (dim * 4) as u64);
+            let plain = LinearOptions::default();
+            let mut plan = Vec::new();
+            let (q_call, o_call) = (LinearCall::with_family(&ctx, &c.q, &step, &xb, &q_out, plain, family), LinearCall::with_family(&ctx, &c.o, &step, &h, &y, plain, family));
+            q_call.plan("q", 1, &mut plan);
+            o_call.plan("o", 1, &mut plan);
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                plan.iter().for_each(|d| d.record(&mut pass));
+            }
+            ctx.queue.submit([enc.finish()]);
+            let q_full = crate::kernels::linear::reference(&x, &wq, q_dim, dim);
+            let want_q: Vec<f32> = rows.iter().map(|&r| q_full[r as usize]).collect();
+            assert!(max_err(&read_buffer_f32(&ctx, &q_out, 0, c.width).unwrap(), &want_q) < 1e-4, "{family:?} {heads:?} queries");
+            // W_o applied to h placed at the listed rows of a full head vector.
+            let hv = read_buffer_f32(&ctx, &h, 0, c.width).unwrap();
+            let mut full = vec![0.0f32; q_dim];
+            rows.iter().zip(&hv).for_each(|(&r, &v)| full[r as usize] = v);
+            let want_y = crate::kernels::linear::reference(&full, &wo, dim, q_dim);
+            assert!(max_err(&read_buffer_f32(&ctx, &y, 0, dim).unwrap(), &want_y) < 1e-4, "{family:?} {heads:?} output");
         }
     }
 }

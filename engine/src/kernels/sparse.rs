@@ -1,9 +1,10 @@
 //! Sparse kernels for decoding with an activation mask. `select_top.wgsl`
 //! turns per-layer scores into compact active lists on the GPU and
 //! `threshold_select.wgsl` does so from a per-token threshold rule; then
-//! `sparse_rows.wgsl` and `sparse_down.wgsl` read only the active units'
-//! weights, stored per unit: [gate row | up row], query rows, and the down
-//! (or output) projection's column as a contiguous row of its transpose.
+//! `sparse_rows.wgsl` and `sparse_down.wgsl` read only the active neurons'
+//! weights, stored per neuron: [gate row | up row], and the down projection's
+//! column as a contiguous row of its transpose. (Fixed masks, and every head
+//! mask, run compacted instead: `kernels::compact`.)
 
 use super::{spread, Call};
 use crate::gpu::{uniform_buffer, Binding, GpuContext, Kernel};
@@ -32,8 +33,6 @@ pub enum RowsMode {
     Gate = 1,
     /// h[a] *= up . x for the active neurons.
     Up = 2,
-    /// y[row] = w[row] . x for the active rows; w = [rows, dim].
-    Rows = 3,
 }
 
 /// Where a layer's active units are: `index[index_offset ..]` and `counts[layer]`.
@@ -122,18 +121,17 @@ pub fn down_scratch_bytes(dim: usize) -> u64 {
     (MAX_DOWN_SLICES * dim * 4) as u64
 }
 
-/// y += sum_a v_a * w_t[index[a]] over the active units, in two passes
+/// y += sum_a h[a] * w_t[index[a]] over the active units, in two passes
 /// (slices, then their sum); `w_t` is the transposed projection [units, dim]
-/// f16 and `partial` has [`down_scratch_bytes`]. v_a is `h[a]` (compact
-/// values) or, with `gather`, `h[index[a]]`.
+/// f16 and `partial` has [`down_scratch_bytes`].
 #[allow(clippy::too_many_arguments)]
-pub fn down(ctx: &GpuContext, dim: usize, active: ActiveList, gather: bool, h: &wgpu::Buffer, w_t: &wgpu::Buffer, partial: &wgpu::Buffer, y: &wgpu::Buffer) -> [Call; 2] {
+pub fn down(ctx: &GpuContext, dim: usize, active: ActiveList, h: &wgpu::Buffer, w_t: &wgpu::Buffer, partial: &wgpu::Buffer, y: &wgpu::Buffer) -> [Call; 2] {
     use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
     assert!(dim.is_multiple_of(8));
     let slices = active.max_count.div_ceil(64).clamp(1, MAX_DOWN_SLICES) as u32;
     let kernel = Kernel::get(ctx, "sparse_down", include_str!("../../../shaders/sparse_down.wgsl"), &[U, R, R, R, R, W]);
     let reduce = Kernel::get(ctx, "sparse_down_reduce", include_str!("../../../shaders/sparse_down_reduce.wgsl"), &[U, R, W]);
-    let params = uniform_buffer(ctx, "sparse_down params", &[dim as u32, active.index_offset as u32, active.layer as u32, slices, gather as u32, 0, 0, 0]);
+    let params = uniform_buffer(ctx, "sparse_down params", &[dim as u32, active.index_offset as u32, active.layer as u32, slices]);
     [
         Call {
             group: kernel.bind(ctx, &[&params, h, w_t, active.index, active.counts, partial]),
@@ -249,7 +247,7 @@ pub(in crate::kernels) mod tests {
         let y = storage_buffer(&ctx, "y", &residual);
         let up_call = rows(&ctx, dim, RowsMode::GateUp, list, &xb, &wb, &h);
         let partial = zeroed_buffer(&ctx, "partial", down_scratch_bytes(dim));
-        let [down_call, reduce] = super::down(&ctx, dim, list, false, &h, &db, &partial, &y);
+        let [down_call, reduce] = super::down(&ctx, dim, list, &h, &db, &partial, &y);
         run_calls(&ctx, &[&up_call, &down_call, &reduce], 1);
         let got = read_buffer_f32(&ctx, &y, 0, dim).unwrap();
         let mut want = mlp_reference(&x, &gate, &up, &down, ffn, &active);
@@ -302,7 +300,7 @@ pub(in crate::kernels) mod tests {
         let gate_call = rows(&ctx, dim, RowsMode::Gate, list, &xb, &wb, &g);
         let select = threshold_select(&ctx, ffn, 0, ThresholdRule::Cats, &g, &ones, &tb, SelectOut { index: &index, counts: &counts, bitmap: &bitmap, compact: &h });
         let up_call = rows(&ctx, dim, RowsMode::Up, list, &xb, &wb, &h);
-        let [down_call, reduce] = super::down(&ctx, dim, list, false, &h, &db, &partial, &y);
+        let [down_call, reduce] = super::down(&ctx, dim, list, &h, &db, &partial, &y);
         run_calls(&ctx, &[&gate_call, &select, &up_call, &down_call, &reduce], 1);
         let silu_gate: Vec<f32> = (0..ffn).map(|i| super::super::swiglu::silu(gate[i * dim..(i + 1) * dim].iter().zip(&x).map(|(a, b)| a * b).sum())).collect();
         let active = threshold_reference(&silu_gate, None, t);
@@ -310,36 +308,5 @@ pub(in crate::kernels) mod tests {
         let want = mlp_reference(&x, &gate, &up, &down, ffn, &active);
         let got = read_buffer_f32(&ctx, &y, 0, dim).unwrap();
         assert!(max_err(&got, &want) < 5e-5, "{}", max_err(&got, &want));
-    }
-
-    #[test]
-    fn sparse_attention_projections_match_reference() {
-        // Query rows of the active heads only, and the output projection
-        // gathering those heads from a full-width input.
-        let ctx = crate::testing::gpu();
-        let (dim, head_dim, n_heads) = (48usize, 16usize, 5usize);
-        let q_dim = head_dim * n_heads;
-        let (x, wq, wo, heads) = (random(dim, 103), crate::testing::round_f16(&random(q_dim * dim, 104)), crate::testing::round_f16(&random(dim * q_dim, 105)), random(q_dim, 106));
-        let active_heads = [1usize, 4];
-        let rows_list: Vec<u32> = active_heads.iter().flat_map(|&h| (h * head_dim..(h + 1) * head_dim).map(|r| r as u32)).collect();
-        let (xb, wqb, wob, hb) = (storage_buffer(&ctx, "x", &x), storage_buffer(&ctx, "wq", &to_f16(&wq)), storage_buffer(&ctx, "wo_t", &to_f16(&transpose(&wo, dim, q_dim))), storage_buffer(&ctx, "heads", &heads));
-        let (ib, counts) = (storage_buffer(&ctx, "index", &rows_list), storage_buffer(&ctx, "counts", &[rows_list.len() as u32]));
-        let list = ActiveList { index: &ib, counts: &counts, index_offset: 0, layer: 0, max_count: q_dim };
-        let q = storage_buffer(&ctx, "q", &vec![7.0f32; q_dim]);
-        let y = zeroed_buffer(&ctx, "y", (dim * 4) as u64);
-        let partial = zeroed_buffer(&ctx, "partial", down_scratch_bytes(dim));
-        let q_call = rows(&ctx, dim, RowsMode::Rows, list, &xb, &wqb, &q);
-        let [o_call, reduce] = super::down(&ctx, dim, list, true, &hb, &wob, &partial, &y);
-        run_calls(&ctx, &[&q_call, &o_call, &reduce], 1);
-        let q_got = read_buffer_f32(&ctx, &q, 0, q_dim).unwrap();
-        let q_all = super::super::linear::reference(&x, &wq, q_dim, dim);
-        for r in 0..q_dim {
-            let want = if rows_list.contains(&(r as u32)) { q_all[r] } else { 7.0 };
-            assert!((q_got[r] - want).abs() < 1e-5, "q row {r}");
-        }
-        let masked: Vec<f32> = (0..q_dim).map(|r| if rows_list.contains(&(r as u32)) { heads[r] } else { 0.0 }).collect();
-        let want = super::super::linear::reference(&masked, &wo, dim, q_dim);
-        let got = read_buffer_f32(&ctx, &y, 0, dim).unwrap();
-        assert!(max_err(&got, &want) < 2e-5, "{}", max_err(&got, &want));
     }
 }

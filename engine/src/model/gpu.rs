@@ -398,11 +398,9 @@ impl GpuModel {
                 continue;
             };
             l.attn_norm.plan("rmsnorm", n, &mut main);
-            if !sparse.plan_qkv(&mut main) {
+            if !sparse.plan_attention(self.pos, &mut main) {
                 l.qkv.plan("qkv", n, &mut main);
-            }
-            l.plan_after_qkv(n, self.pos, &mut main);
-            if !sparse.plan_o(&mut main) {
+                l.plan_after_qkv(n, self.pos, &mut main);
                 l.o.plan("o", n, &mut main);
             }
             l.ffn_norm.plan("rmsnorm", n, &mut main);

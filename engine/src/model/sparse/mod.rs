@@ -22,7 +22,9 @@ use super::{Config, GpuModel, Weights};
 use crate::attribution::{Metric, Scores};
 use crate::error::{Result, SiftError};
 use crate::gpu::{read_buffer_u32, storage_buffer, zeroed_buffer, GpuContext};
-use crate::kernels::compact::{compact_mlp, width_for, CompactMlp};
+use crate::kernels::attention::{self, AttentionCall, AttentionShape};
+use crate::kernels::compact::{compact_heads, compact_mlp, width_for, CompactHeads, CompactMlp};
+use crate::kernels::rope;
 use crate::kernels::linear::{LinearCall, LinearOptions, Matrix, QkvOut};
 use crate::kernels::sparse::{self, ActiveList, RowsMode, SelectOut, ThresholdRule};
 use crate::kernels::{run_calls, swiglu, Call, Dispatch, KernelFamily};
@@ -47,10 +49,29 @@ pub enum MlpMask {
 
 /// One layer's sparse dispatches; `None` parts run dense.
 pub(crate) struct SparseLayer {
-    /// With heads masked: the active heads' query rows, then keys and values.
-    qkv: Option<(Call, LinearCall)>,
-    o: Option<[Call; 2]>,
+    heads: Option<HeadCalls>,
     mlp: MlpCalls,
+}
+
+/// A layer's attention with its head mask compacted: only the active heads'
+/// queries, attention and output columns are computed.
+struct HeadCalls {
+    /// The active heads' query rows (compacted W_q).
+    q: LinearCall,
+    /// Keys and values of every KV head ([Wk; Wv]).
+    kv: LinearCall,
+    rope: Call,
+    attention: AttentionCall,
+    /// Compacted W_o, added to the residual.
+    o: LinearCall,
+}
+
+/// The active heads of every layer and their compacted weights.
+struct HeadMask {
+    counts: Vec<usize>,
+    /// Per layer: the KV head of each active head, in list order.
+    kv_heads: Vec<Vec<u32>>,
+    compact: Vec<CompactHeads>,
 }
 
 enum MlpCalls {
@@ -66,8 +87,10 @@ enum MlpCalls {
 }
 
 pub(crate) struct SparseDecoding {
+    /// Per layer, f16 per neuron: [gate row | up row], and W_down^T.
     gate_up: Vec<wgpu::Buffer>,
     down_t: Vec<wgpu::Buffer>,
+    /// Per layer, f16: W_q and W_o^T, what head masks are compacted from.
     wq: Vec<wgpu::Buffer>,
     /// [Wk; Wv] in the kernel family's layout: the keys and values that
     /// head-masked layers still compute in full.
@@ -97,8 +120,8 @@ pub(crate) struct SparseDecoding {
     compact: Option<Vec<CompactMlp>>,
     /// [2 * width_for(ffn)]: the compacted layer's gate|up outputs.
     compact_gate_up: wgpu::Buffer,
-    /// Active heads per layer, when heads are masked.
-    heads: Option<Vec<usize>>,
+    /// When heads are masked.
+    heads: Option<HeadMask>,
     layers: Vec<SparseLayer>,
     /// The threshold rule also zeroes neurons in batched forwards (prefill,
     /// perplexity), one call per layer.
@@ -196,22 +219,21 @@ impl GpuModel {
         let (ctx, c) = (self.ctx.clone(), self.config.clone());
         let (x, xn, heads, neurons, q) = (self.act.x.clone(), self.act.xn.clone(), self.act.heads.clone(), self.act.neurons.clone(), self.act.q.clone());
         let (gate_up, step, family) = (self.act.gate_up.clone(), self.step_all.clone(), self.params.family);
-        let layer_params = &self.params.layers;
+        let (layer_params, rope_table) = (&self.params.layers, &self.params.rope_table);
         let s = self.sparse.as_mut().expect("checked");
         s.zero = match s.mlp {
             MlpMask::Threshold(rule) => (0..c.n_layers).map(|l| sparse::threshold_zero(&ctx, c.ffn_dim, l, rule, &step, &neurons, &gate_up, &s.down_norms, &s.thresholds)).collect(),
             _ => Vec::new(),
         };
-        let (d, f, qd) = (c.dim, c.ffn_dim, c.q_dim());
+        let (d, f) = (c.dim, c.ffn_dim);
         s.layers = (0..c.n_layers)
             .map(|l| {
                 let neurons_list = ActiveList { index: &s.index, counts: &s.counts, index_offset: l * f, layer: l, max_count: f };
-                let head_list = ActiveList { index: &s.head_rows, counts: &s.head_counts, index_offset: l * qd, layer: l, max_count: qd };
-                let select = |rule, values: &wgpu::Buffer, norms: &wgpu::Buffer| {
+                        let select = |rule, values: &wgpu::Buffer, norms: &wgpu::Buffer| {
                     let out = SelectOut { index: &s.index, counts: &s.counts, bitmap: &s.bitmap, compact: &s.h };
                     sparse::threshold_select(&ctx, f, l, rule, values, norms, &s.thresholds, out)
                 };
-                let down = || sparse::down(&ctx, d, neurons_list, false, &s.h, &s.down_t[l], &s.partial, &x);
+                let down = || sparse::down(&ctx, d, neurons_list, &s.h, &s.down_t[l], &s.partial, &x);
                 let mlp = match &s.mlp {
                     MlpMask::Dense => MlpCalls::Dense,
                     MlpMask::Fixed(_) if s.compact.is_some() => {
@@ -224,7 +246,7 @@ impl GpuModel {
                     }
                     MlpMask::Fixed(max) => {
                         let list = ActiveList { max_count: max[l], ..neurons_list };
-                        let [dn, reduce] = sparse::down(&ctx, d, list, false, &s.h, &s.down_t[l], &s.partial, &x);
+                        let [dn, reduce] = sparse::down(&ctx, d, list, &s.h, &s.down_t[l], &s.partial, &x);
                         MlpCalls::Fixed([sparse::rows(&ctx, d, RowsMode::GateUp, list, &xn, &s.gate_up[l], &s.h), dn, reduce])
                     }
                     MlpMask::Threshold(ThresholdRule::Cett) => {
@@ -238,17 +260,22 @@ impl GpuModel {
                         MlpCalls::Cats([gate, select(ThresholdRule::Cats, &s.gate, &s.ones), up, dn, reduce])
                     }
                 };
-                let (qkv, o) = match &s.heads {
-                    None => (None, None),
-                    Some(n) => {
-                        let list = ActiveList { max_count: n[l] * c.head_dim, ..head_list };
-                        let cache = &layer_params[l];
-                        let kv_out = QkvOut { q: &q, q_rows: 0, k_cache: &cache.k_cache, v_cache: &cache.v_cache, kv_rows: c.kv_dim() };
-                        let kv = LinearCall::qkv(&ctx, &s.w_kv[l], &step, &xn, &kv_out, family);
-                        (Some((sparse::rows(&ctx, d, RowsMode::Rows, list, &xn, &s.wq[l], &q), kv)), Some(sparse::down(&ctx, d, list, true, &heads, &s.wo_t[l], &s.partial, &x)))
+                let heads = s.heads.as_ref().map(|h| {
+                    let (cache, compact, kv_heads) = (&layer_params[l], &h.compact[l], &h.kv_heads[l]);
+                    let plain = LinearOptions::default();
+                    let kv_out = QkvOut { q: &q, q_rows: 0, k_cache: &cache.k_cache, v_cache: &cache.v_cache, kv_rows: c.kv_dim() };
+                    let rope_shape = rope::RopeShape { n_heads: kv_heads.len(), head_dim: c.head_dim, rot_dim: c.rot_dim, style: c.rope_style };
+                    let keys = rope::Keys { buffer: &cache.k_cache, n_heads: c.n_kv_heads, rows_from_pos: true };
+                    let shape = AttentionShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim };
+                    HeadCalls {
+                        q: LinearCall::with_family(&ctx, &compact.q, &step, &xn, &q, plain, family),
+                        kv: LinearCall::qkv(&ctx, &s.w_kv[l], &step, &xn, &kv_out, family),
+                        rope: rope::call(&ctx, &rope_shape, &q, &keys, &step, rope_table),
+                        attention: attention::call_heads(&ctx, shape, kv_heads, &step, &q, &cache.k_cache, &cache.v_cache, &heads, family),
+                        o: LinearCall::with_family(&ctx, &compact.o, &step, &heads, &x, LinearOptions { accumulate: true, ..plain }, family),
                     }
-                };
-                SparseLayer { qkv, o, mlp }
+                });
+                SparseLayer { heads, mlp }
             })
             .collect();
     }
@@ -307,12 +334,22 @@ impl GpuModel {
         let c = self.config.clone();
         let (_, bitmap, counts) = pack_lists(active, c.n_layers, c.n_heads, "head")?;
         let (rows, _, row_counts) = pack_lists(&expand_heads(active, c.head_dim), c.n_layers, c.q_dim(), "query row")?;
+        let (ctx, interleaved) = (self.ctx.clone(), self.params.family == KernelFamily::RowPerInvocation);
         let q = self.ctx.queue.clone();
         let s = self.sparse_mut()?;
         q.write_buffer(&s.head_rows, 0, bytemuck::cast_slice(&rows));
         q.write_buffer(&s.head_counts, 0, bytemuck::cast_slice(&row_counts));
         q.write_buffer(&s.head_bitmap, 0, bytemuck::cast_slice(&bitmap));
-        s.heads = Some(counts.iter().map(|&k| k as usize).collect());
+        let compact = (0..c.n_layers)
+            .map(|l| {
+                let rows = row_counts[l] as usize;
+                let list = ActiveList { index: &s.head_rows, counts: &s.head_counts, index_offset: l * c.q_dim(), layer: l, max_count: rows };
+                compact_heads(&ctx, c.dim, list, rows, interleaved, &s.wq[l], &s.wo_t[l])
+            })
+            .collect();
+        let group = (c.n_heads / c.n_kv_heads) as u32;
+        let kv_heads = active.iter().map(|ids| ids.iter().map(|&h| h / group).collect()).collect();
+        s.heads = Some(HeadMask { counts: counts.iter().map(|&k| k as usize).collect(), kv_heads, compact });
         self.bind_sparse();
         Ok(())
     }
@@ -382,7 +419,7 @@ impl GpuModel {
             MlpMask::Fixed(k) => mean(k, c.ffn_dim),
             MlpMask::Threshold(_) => mean(&read_buffer_u32(&self.ctx, &s.counts, 0, c.n_layers)?.iter().map(|&k| k as usize).collect::<Vec<_>>(), c.ffn_dim),
         };
-        let heads = s.heads.as_ref().map_or(1.0, |k| mean(k, c.n_heads));
+        let heads = s.heads.as_ref().map_or(1.0, |h| mean(&h.counts, c.n_heads));
         Ok((mlp, heads))
     }
 
@@ -443,24 +480,16 @@ impl GpuModel {
 }
 
 impl SparseLayer {
-    /// The query (active heads only), key and value projections, when heads are masked.
-    pub fn plan_qkv<'a>(&'a self, out: &mut Vec<Dispatch<'a>>) -> bool {
-        self.qkv
-            .as_ref()
-            .map(|(q, kv)| {
-                q.plan("sparse_q", 1, out);
-                kv.plan("kv", 1, out);
-            })
-            .is_some()
-    }
-
-    /// The output projection, when heads are masked.
-    pub fn plan_o<'a>(&'a self, out: &mut Vec<Dispatch<'a>>) -> bool {
-        self.o.as_ref().map(|[a, b]| {
-            a.plan("sparse_o", 1, out);
-            b.plan("sparse_o", 1, out);
-        })
-        .is_some()
+    /// Attention after its norm over the active heads only, up to the
+    /// residual add, at position `pos0`. False when heads are dense.
+    pub fn plan_attention<'a>(&'a self, pos0: usize, out: &mut Vec<Dispatch<'a>>) -> bool {
+        let Some(h) = &self.heads else { return false };
+        h.q.plan("sparse_q", 1, out);
+        h.kv.plan("qkv", 1, out);
+        h.rope.plan("rope", 1, out);
+        h.attention.plan("attention", 1, pos0, out);
+        h.o.plan("sparse_o", 1, out);
+        true
     }
 
     /// The MLP after its norm; the CETT rule thresholds the dense layer's own

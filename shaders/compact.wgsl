@@ -1,11 +1,15 @@
-// Copies the active neurons' MLP weights into dense f16 matrices in the layout
-// the linear kernels read (kernels::linear::Matrix), so a mask kept for many
-// tokens decodes with the dense matvec over only k/ffn of the weights.
+// Copies the weights of a fixed mask's active units into dense f16 matrices in
+// the layout the linear kernels read (kernels::linear::Matrix), so a mask kept
+// for many tokens decodes with the dense matvec over only its share of the
+// weights.
 // MODE (a pipeline constant):
 //   GATE_UP: out [2 * width, dim]: the active neurons' gate rows, then their up
 //            rows; src is [ffn, gate row | up row]
-//   DOWN:    out [dim, width]: W_down's columns of the active neurons; src is
-//            W_down^T [ffn, dim]
+//   COLUMNS: out [dim, width]: the listed columns of a matrix (W_down's of
+//            active neurons, W_o's of active heads' rows); src is its
+//            transpose [units, dim]
+//   ROWS:    out [width, dim]: the listed rows of src [units, dim] (W_q's
+//            query rows of active heads)
 // Slots a >= counts[layer] (padding up to width, a multiple of 8) are zero, so
 // padded neurons have h = silu(0) * 0 = 0 and add nothing.
 // interleaved = 1: the lane-interleaved layout of CPU adapters; 0: row-major.
@@ -15,6 +19,8 @@ struct Params { dim: u32, width: u32, index_offset: u32, layer: u32, interleaved
 
 override MODE: u32 = 0u;
 const GATE_UP: u32 = 0u;
+const COLUMNS: u32 = 1u;
+const ROWS: u32 = 2u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> index: array<u32>;
@@ -31,7 +37,7 @@ fn out_slot(row: u32, chunk: u32, chunks: u32) -> u32 {
     return row * chunks + chunk;
 }
 
-// Half `d` of active slot a's W_down column (0 past the count), as 16 bits.
+// Half `d` of active slot a's column (0 past the count), as 16 bits.
 fn down_half(a: u32, count: u32, d: u32) -> u32 {
     if (a >= count) { return 0u; }
     let e = index[p.index_offset + a] * p.dim + d;
@@ -56,6 +62,17 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             v = vec4<u32>(src[base], src[base + 1u], src[base + 2u], src[base + 3u]);
         }
         out[out_slot(row, c, chunks)] = v;
+    } else if (MODE == ROWS) {
+        let chunks = p.dim / 8u;
+        if (id >= p.width * chunks) { return; }
+        let a = id / chunks;
+        let c = id % chunks;
+        var v = vec4<u32>(0u);
+        if (a < count) {
+            let base = (index[p.index_offset + a] * chunks + c) * 4u;
+            v = vec4<u32>(src[base], src[base + 1u], src[base + 2u], src[base + 3u]);
+        }
+        out[out_slot(a, c, chunks)] = v;
     } else {
         let chunks = p.width / 8u;
         if (id >= p.dim * chunks) { return; }
