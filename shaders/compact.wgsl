@@ -8,14 +8,15 @@
 //   COLUMNS: out [dim, width]: the listed columns of a matrix (W_down's of
 //            active neurons, W_o's of active heads' rows); src is its
 //            transpose [units, dim]
-//   ROWS:    out [width, dim]: the listed rows of src [units, dim] (W_q's
-//            query rows of active heads)
+//   ROWS:    out rows row0 .. row0 + width: the listed rows of src [units,
+//            dim] (W_q's query rows of active heads, then every row of
+//            [W_k; W_v] after them: one fused projection)
 // Slots a >= counts[layer] (padding up to width, a multiple of 8) are zero, so
 // padded neurons have h = silu(0) * 0 = 0 and add nothing.
 // interleaved = 1: the lane-interleaved layout of CPU adapters; 0: row-major.
 // One invocation per 8 output halves (one vec4<u32>).
 
-struct Params { dim: u32, width: u32, index_offset: u32, layer: u32, interleaved: u32, _a: u32, _b: u32, _c: u32 }
+struct Params { dim: u32, width: u32, index_offset: u32, layer: u32, interleaved: u32, row0: u32, _b: u32, _c: u32 }
 
 override MODE: u32 = 0u;
 const GATE_UP: u32 = 0u;
@@ -72,7 +73,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             let base = (index[p.index_offset + a] * chunks + c) * 4u;
             v = vec4<u32>(src[base], src[base + 1u], src[base + 2u], src[base + 3u]);
         }
-        out[out_slot(a, c, chunks)] = v;
+        out[out_slot(p.row0 + a, c, chunks)] = v;
     } else {
         let chunks = p.width / 8u;
         if (id >= p.dim * chunks) { return; }

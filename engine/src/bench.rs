@@ -34,6 +34,8 @@ pub struct SweepRow {
     pub sparse_mlp_ms: f64,
     /// Per-kernel GPU seconds of one sparse decode step (MLP-only masks).
     pub sparse_kernel_seconds: Option<Profile>,
+    /// Same, with heads masked too.
+    pub sparse_with_heads_kernel_seconds: Option<Profile>,
 }
 
 /// Milliseconds of the MLP kernels in a profile.
@@ -70,7 +72,7 @@ pub fn sparse_sweep(model: &mut GpuModel, attributor: &mut Attributor, prompt: &
         set_prompt_mask(model, attributor, context, Metric::CorrectedGxo, Ratios::mlp(ar), PromptTarget::Next)?;
         let (sparse, sparse_prof) = timed_decode(model, prompt, steps)?;
         set_prompt_mask(model, attributor, context, Metric::CorrectedGxo, Ratios::both(ar), PromptTarget::Next)?;
-        let (both, _) = timed_decode(model, prompt, steps)?;
+        let (both, both_prof) = timed_decode(model, prompt, steps)?;
         rows.push(SweepRow {
             ar,
             dense_tokens_per_second: dense,
@@ -81,6 +83,7 @@ pub fn sparse_sweep(model: &mut GpuModel, attributor: &mut Attributor, prompt: &
             dense_mlp_ms: mlp_ms(&dense_prof),
             sparse_mlp_ms: mlp_ms(&sparse_prof),
             sparse_kernel_seconds: sparse_prof,
+            sparse_with_heads_kernel_seconds: both_prof,
         });
         progress(i + 1);
     }

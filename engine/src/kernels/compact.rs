@@ -23,9 +23,10 @@ pub struct CompactMlp {
 
 /// One layer's active attention heads as dense matrices.
 pub struct CompactHeads {
-    /// [width, dim]: the active heads' query rows, head after head in list order.
-    pub q: Matrix,
-    /// [dim, width]: the matching columns of W_o.
+    /// [width + kv rows, dim]: the active heads' query rows, head after head
+    /// in list order, then [W_k; W_v]: one fused projection.
+    pub qkv: Matrix,
+    /// [dim, width]: W_o's columns of the active query rows.
     pub o: Matrix,
     /// Active query rows (heads x head_dim) rounded up to a multiple of 8.
     pub width: usize,
@@ -50,19 +51,30 @@ enum Mode {
     Rows = 2,
 }
 
-/// Fills each (mode, source, destination) from the listed units; runs at once,
-/// so the matrices are ready for the next submission.
-fn compact(ctx: &GpuContext, dim: usize, active: ActiveList, width: usize, interleaved: bool, jobs: &[(Mode, &wgpu::Buffer, &Matrix)]) {
+/// One copy: `width` units of `list` from `src` into `dst` (from row `row0` in ROWS mode).
+struct Job<'a> {
+    mode: Mode,
+    list: ActiveList<'a>,
+    width: usize,
+    row0: usize,
+    src: &'a wgpu::Buffer,
+    dst: &'a Matrix,
+}
+
+/// Runs the copies at once, so the matrices are ready for the next submission.
+fn compact(ctx: &GpuContext, dim: usize, interleaved: bool, jobs: &[Job]) {
     use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
     assert!(dim.is_multiple_of(8));
-    let params = uniform_buffer(ctx, "compact params", &[dim as u32, width as u32, active.index_offset as u32, active.layer as u32, interleaved as u32, 0, 0, 0]);
     let calls: Vec<Call> = jobs
         .iter()
-        .map(|&(mode, src, dst)| {
-            let kernel = Kernel::specialized(ctx, "compact", include_str!("../../../shaders/compact.wgsl"), &[U, R, R, R, W], &[("MODE", mode as u32 as f64)]);
-            let slots = (dst.rows * dst.cols / 8) as u32;
+        .map(|j| {
+            let kernel = Kernel::specialized(ctx, "compact", include_str!("../../../shaders/compact.wgsl"), &[U, R, R, R, W], &[("MODE", j.mode as u32 as f64)]);
+            let params = [dim, j.width, j.list.index_offset, j.list.layer, interleaved as usize, j.row0, 0, 0].map(|v| v as u32);
+            let params = uniform_buffer(ctx, "compact params", &params);
+            let out_rows = if let Mode::GateUp = j.mode { 2 * j.width } else { j.width };
+            let slots = (out_rows * dim / 8) as u32;
             Call {
-                group: kernel.bind(ctx, &[&params, active.index, active.counts, src, &dst.chunks[0].buffer]),
+                group: kernel.bind(ctx, &[&params, j.list.index, j.list.counts, j.src, &j.dst.chunks[0].buffer]),
                 kernel,
                 grid: Box::new(move |_| {
                     let [x, y] = spread(slots.div_ceil(64));
@@ -84,21 +96,33 @@ pub fn compact_mlp(ctx: &GpuContext, dim: usize, active: ActiveList, count: usiz
         down: empty_matrix(ctx, "compact down", dim, width, interleaved),
         width,
     };
-    compact(ctx, dim, active, width, interleaved, &[(Mode::GateUp, gate_up, &out.gate_up), (Mode::Columns, down_t, &out.down)]);
+    let job = |mode, src, dst| Job { mode, list: active, width, row0: 0, src, dst };
+    compact(ctx, dim, interleaved, &[job(Mode::GateUp, gate_up, &out.gate_up), job(Mode::Columns, down_t, &out.down)]);
     out
 }
 
 /// Compacts the active heads' query rows (`active` lists rows of W_q, at most
-/// `count`) from `wq` [q_dim, dim] and W_o's matching columns from `wo_t`
-/// (W_o^T, [q_dim, dim]), both f16 row-major.
-pub fn compact_heads(ctx: &GpuContext, dim: usize, active: ActiveList, count: usize, interleaved: bool, wq: &wgpu::Buffer, wo_t: &wgpu::Buffer) -> CompactHeads {
+/// `count`) from `wq` [q_dim, dim] followed by every row of `w_kv` ([W_k; W_v],
+/// `kv.max_count` rows, `kv` listing them all), and W_o's columns of the
+/// active rows from `wo_t` (W_o^T, [q_dim, dim]); all f16 row-major.
+#[allow(clippy::too_many_arguments)]
+pub fn compact_heads(ctx: &GpuContext, dim: usize, active: ActiveList, count: usize, kv: ActiveList, interleaved: bool, wq: &wgpu::Buffer, w_kv: &wgpu::Buffer, wo_t: &wgpu::Buffer) -> CompactHeads {
     let width = width_for(count);
     let out = CompactHeads {
-        q: empty_matrix(ctx, "compact wq", width, dim, interleaved),
+        qkv: empty_matrix(ctx, "compact wqkv", width + kv.max_count, dim, interleaved),
         o: empty_matrix(ctx, "compact wo", dim, width, interleaved),
         width,
     };
-    compact(ctx, dim, active, width, interleaved, &[(Mode::Rows, wq, &out.q), (Mode::Columns, wo_t, &out.o)]);
+    compact(
+        ctx,
+        dim,
+        interleaved,
+        &[
+            Job { mode: Mode::Rows, list: active, width, row0: 0, src: wq, dst: &out.qkv },
+            Job { mode: Mode::Rows, list: kv, width: kv.max_count, row0: width, src: w_kv, dst: &out.qkv },
+            Job { mode: Mode::Columns, list: active, width, row0: 0, src: wo_t, dst: &out.o },
+        ],
+    );
     out
 }
 
@@ -106,7 +130,7 @@ pub fn compact_heads(ctx: &GpuContext, dim: usize, active: ActiveList, count: us
 mod tests {
     use super::*;
     use crate::gpu::{read_buffer_f32, storage_buffer};
-    use crate::kernels::linear::{LinearCall, LinearOptions};
+    use crate::kernels::linear::{LinearCall, LinearOptions, QkvOut};
     use crate::kernels::sparse::mlp_reference;
     use crate::kernels::sparse::tests::{pack_gate_up, to_f16, transpose};
     use crate::kernels::{swiglu, test_util::*, KernelFamily, Step};
@@ -161,29 +185,34 @@ mod tests {
         }
     }
 
-    /// Compacted heads through the dense matvec: the query rows listed, in list
-    /// order, and W_o over only those rows, in both layouts.
+    /// Compacted heads through the dense kernels: the fused projection gives
+    /// the listed query rows in list order and every key and value row, and
+    /// W_o runs over only those query rows; in both layouts.
     #[test]
-    fn compacted_heads_give_the_listed_query_rows_and_output_columns() {
+    fn compacted_heads_give_the_listed_query_rows_keys_values_and_output_columns() {
         let ctx = crate::testing::gpu();
-        let (dim, q_dim, hd) = (72usize, 64usize, 16usize);
+        let (dim, q_dim, hd, kv_dim) = (72usize, 64usize, 16usize, 32usize);
         let half = |v: Vec<f32>| crate::testing::round_f16(&v);
-        let (x, wq, wo) = (random(dim, 120), half(random(q_dim * dim, 121)), half(random(dim * q_dim, 122)));
-        let (wqb, wotb, xb) = (storage_buffer(&ctx, "wq", &to_f16(&wq)), storage_buffer(&ctx, "wo_t", &to_f16(&transpose(&wo, dim, q_dim))), storage_buffer(&ctx, "x", &x));
+        let (x, wq, w_kv, wo) = (random(dim, 120), half(random(q_dim * dim, 121)), half(random(2 * kv_dim * dim, 124)), half(random(dim * q_dim, 122)));
+        let wqb = storage_buffer(&ctx, "wq", &to_f16(&wq));
+        let (wkvb, wotb, xb) = (storage_buffer(&ctx, "w_kv", &to_f16(&w_kv)), storage_buffer(&ctx, "wo_t", &to_f16(&transpose(&wo, dim, q_dim))), storage_buffer(&ctx, "x", &x));
+        let (kv_index, kv_count) = (storage_buffer(&ctx, "kv rows", &(0..2 * kv_dim as u32).collect::<Vec<_>>()), storage_buffer(&ctx, "kv count", &[2 * kv_dim as u32]));
+        let kv = ActiveList { index: &kv_index, counts: &kv_count, index_offset: 0, layer: 0, max_count: 2 * kv_dim };
         let step = uniform_buffer(&ctx, "step", &Step::new(1, 0));
         for (family, heads) in [(KernelFamily::RowPerInvocation, vec![3u32, 1]), (KernelFamily::Cooperative, vec![2u32]), (KernelFamily::Cooperative, vec![0u32, 1, 2, 3])] {
             let rows: Vec<u32> = heads.iter().flat_map(|&h| h * hd as u32..(h + 1) * hd as u32).collect();
             let (ib, counts) = (storage_buffer(&ctx, "index", &rows), storage_buffer(&ctx, "counts", &[rows.len() as u32]));
             let list = ActiveList { index: &ib, counts: &counts, index_offset: 0, layer: 0, max_count: rows.len() };
             let interleaved = family == KernelFamily::RowPerInvocation;
-            let c = compact_heads(&ctx, dim, list, rows.len(), interleaved, &wqb, &wotb);
+            let c = compact_heads(&ctx, dim, list, rows.len(), kv, interleaved, &wqb, &wkvb, &wotb);
             assert_eq!(c.width, rows.len());
-            let (q_out, h) = (zeroed_buffer(&ctx, "q", (c.width * 4) as u64), storage_buffer(&ctx, "h", &random(c.width, 123)));
+            let (q_out, k_out, v_out) = (zeroed_buffer(&ctx, "q", (c.width * 4) as u64), zeroed_buffer(&ctx, "k", (kv_dim * 4) as u64), zeroed_buffer(&ctx, "v", (kv_dim * 4) as u64));
+            let h = storage_buffer(&ctx, "h", &random(c.width, 123));
             let y = zeroed_buffer(&ctx, "y", (dim * 4) as u64);
-            let plain = LinearOptions::default();
+            let out = QkvOut { q: &q_out, q_rows: c.width, k_cache: &k_out, v_cache: &v_out, kv_rows: kv_dim };
+            let (qkv_call, o_call) = (LinearCall::qkv(&ctx, &c.qkv, &step, &xb, &out, family), LinearCall::with_family(&ctx, &c.o, &step, &h, &y, LinearOptions::default(), family));
             let mut plan = Vec::new();
-            let (q_call, o_call) = (LinearCall::with_family(&ctx, &c.q, &step, &xb, &q_out, plain, family), LinearCall::with_family(&ctx, &c.o, &step, &h, &y, plain, family));
-            q_call.plan("q", 1, &mut plan);
+            qkv_call.plan("qkv", 1, &mut plan);
             o_call.plan("o", 1, &mut plan);
             let mut enc = ctx.device.create_command_encoder(&Default::default());
             {
@@ -194,6 +223,9 @@ mod tests {
             let q_full = crate::kernels::linear::reference(&x, &wq, q_dim, dim);
             let want_q: Vec<f32> = rows.iter().map(|&r| q_full[r as usize]).collect();
             assert!(max_err(&read_buffer_f32(&ctx, &q_out, 0, c.width).unwrap(), &want_q) < 1e-4, "{family:?} {heads:?} queries");
+            let kv_full = crate::kernels::linear::reference(&x, &w_kv, 2 * kv_dim, dim);
+            assert!(max_err(&read_buffer_f32(&ctx, &k_out, 0, kv_dim).unwrap(), &kv_full[..kv_dim]) < 1e-4, "{family:?} {heads:?} keys");
+            assert!(max_err(&read_buffer_f32(&ctx, &v_out, 0, kv_dim).unwrap(), &kv_full[kv_dim..]) < 1e-4, "{family:?} {heads:?} values");
             // W_o applied to h placed at the listed rows of a full head vector.
             let hv = read_buffer_f32(&ctx, &h, 0, c.width).unwrap();
             let mut full = vec![0.0f32; q_dim];

@@ -25,7 +25,7 @@ use crate::gpu::{read_buffer_u32, storage_buffer, zeroed_buffer, GpuContext};
 use crate::kernels::attention::{self, AttentionCall, AttentionShape};
 use crate::kernels::compact::{compact_heads, compact_mlp, width_for, CompactHeads, CompactMlp};
 use crate::kernels::rope;
-use crate::kernels::linear::{LinearCall, LinearOptions, Matrix, QkvOut};
+use crate::kernels::linear::{LinearCall, LinearOptions, QkvOut};
 use crate::kernels::sparse::{self, ActiveList, RowsMode, SelectOut, ThresholdRule};
 use crate::kernels::{run_calls, swiglu, Call, Dispatch, KernelFamily};
 
@@ -56,10 +56,8 @@ pub(crate) struct SparseLayer {
 /// A layer's attention with its head mask compacted: only the active heads'
 /// queries, attention and output columns are computed.
 struct HeadCalls {
-    /// The active heads' query rows (compacted W_q).
-    q: LinearCall,
-    /// Keys and values of every KV head ([Wk; Wv]).
-    kv: LinearCall,
+    /// The active heads' query rows and every key and value row, fused.
+    qkv: LinearCall,
     rope: Call,
     attention: AttentionCall,
     /// Compacted W_o, added to the residual.
@@ -92,9 +90,12 @@ pub(crate) struct SparseDecoding {
     down_t: Vec<wgpu::Buffer>,
     /// Per layer, f16: W_q and W_o^T, what head masks are compacted from.
     wq: Vec<wgpu::Buffer>,
-    /// [Wk; Wv] in the kernel family's layout: the keys and values that
-    /// head-masked layers still compute in full.
-    w_kv: Vec<Matrix>,
+    /// [Wk; Wv], f16: the keys and values that head-masked layers still
+    /// compute in full, fused after their compacted query rows.
+    w_kv: Vec<wgpu::Buffer>,
+    /// The identity list of [Wk; Wv]'s rows, for that compaction.
+    kv_rows: wgpu::Buffer,
+    kv_rows_count: wgpu::Buffer,
     wo_t: Vec<wgpu::Buffer>,
     /// [layers, ffn]: ||W_down[:, i]||, for the CETT rule.
     down_norms: wgpu::Buffer,
@@ -134,7 +135,7 @@ fn to_f16(v: &[f32]) -> Vec<half::f16> {
 }
 
 impl SparseDecoding {
-    fn new(ctx: &GpuContext, c: &Config, w: &Weights, interleaved: bool) -> Result<SparseDecoding> {
+    fn new(ctx: &GpuContext, c: &Config, w: &Weights) -> Result<SparseDecoding> {
         let (d, f, l) = (c.dim, c.ffn_dim, c.n_layers);
         let bytes = (f * 2 * d * 2) as u64;
         if bytes > ctx.max_binding_bytes() {
@@ -149,6 +150,8 @@ impl SparseDecoding {
             down_t: Vec::new(),
             wq: Vec::new(),
             w_kv: Vec::new(),
+            kv_rows: storage_buffer(ctx, "kv rows", &(0..2 * c.kv_dim() as u32).collect::<Vec<_>>()),
+            kv_rows_count: storage_buffer(ctx, "kv row count", &[2 * c.kv_dim() as u32]),
             wo_t: Vec::new(),
             down_norms: zeroed_buffer(ctx, "down norms", 4),
             ones: storage_buffer(ctx, "ones", &vec![1.0f32; l * f]),
@@ -179,7 +182,7 @@ impl SparseDecoding {
             s.gate_up.push(storage_buffer(ctx, "sparse gate_up", &to_f16(&packed)));
             s.down_t.push(storage_buffer(ctx, "sparse down^T", &to_f16(&down_t)));
             s.wq.push(storage_buffer(ctx, "sparse wq", &to_f16(&lw.wq)));
-            s.w_kv.push(Matrix::upload(ctx, "w_kv", &[lw.wk.as_slice(), &lw.wv].concat(), 2 * c.kv_dim(), d, interleaved));
+            s.w_kv.push(storage_buffer(ctx, "sparse w_kv", &to_f16(&[lw.wk.as_slice(), &lw.wv].concat())));
             s.wo_t.push(storage_buffer(ctx, "sparse wo^T", &to_f16(&transpose(&lw.wo, d, c.q_dim(), 0))));
         }
         s.down_norms = storage_buffer(ctx, "down norms", &norms);
@@ -204,8 +207,7 @@ impl GpuModel {
     /// `set_*_mask*` methods.
     pub fn enable_sparse(&mut self, weights: &Weights) -> Result<()> {
         if self.sparse.is_none() {
-            let interleaved = self.params.family == KernelFamily::RowPerInvocation;
-            self.sparse = Some(SparseDecoding::new(&self.ctx, &self.config, weights, interleaved)?);
+            self.sparse = Some(SparseDecoding::new(&self.ctx, &self.config, weights)?);
         }
         Ok(())
     }
@@ -263,13 +265,12 @@ impl GpuModel {
                 let heads = s.heads.as_ref().map(|h| {
                     let (cache, compact, kv_heads) = (&layer_params[l], &h.compact[l], &h.kv_heads[l]);
                     let plain = LinearOptions::default();
-                    let kv_out = QkvOut { q: &q, q_rows: 0, k_cache: &cache.k_cache, v_cache: &cache.v_cache, kv_rows: c.kv_dim() };
+                    let qkv_out = QkvOut { q: &q, q_rows: compact.width, k_cache: &cache.k_cache, v_cache: &cache.v_cache, kv_rows: c.kv_dim() };
                     let rope_shape = rope::RopeShape { n_heads: kv_heads.len(), head_dim: c.head_dim, rot_dim: c.rot_dim, style: c.rope_style };
                     let keys = rope::Keys { buffer: &cache.k_cache, n_heads: c.n_kv_heads, rows_from_pos: true };
                     let shape = AttentionShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim };
                     HeadCalls {
-                        q: LinearCall::with_family(&ctx, &compact.q, &step, &xn, &q, plain, family),
-                        kv: LinearCall::qkv(&ctx, &s.w_kv[l], &step, &xn, &kv_out, family),
+                        qkv: LinearCall::qkv(&ctx, &compact.qkv, &step, &xn, &qkv_out, family),
                         rope: rope::call(&ctx, &rope_shape, &q, &keys, &step, rope_table),
                         attention: attention::call_heads(&ctx, shape, kv_heads, &step, &q, &cache.k_cache, &cache.v_cache, &heads, family),
                         o: LinearCall::with_family(&ctx, &compact.o, &step, &heads, &x, LinearOptions { accumulate: true, ..plain }, family),
@@ -344,7 +345,8 @@ impl GpuModel {
             .map(|l| {
                 let rows = row_counts[l] as usize;
                 let list = ActiveList { index: &s.head_rows, counts: &s.head_counts, index_offset: l * c.q_dim(), layer: l, max_count: rows };
-                compact_heads(&ctx, c.dim, list, rows, interleaved, &s.wq[l], &s.wo_t[l])
+                let kv = ActiveList { index: &s.kv_rows, counts: &s.kv_rows_count, index_offset: 0, layer: 0, max_count: 2 * c.kv_dim() };
+                compact_heads(&ctx, c.dim, list, rows, kv, interleaved, &s.wq[l], &s.w_kv[l], &s.wo_t[l])
             })
             .collect();
         let group = (c.n_heads / c.n_kv_heads) as u32;
@@ -484,8 +486,7 @@ impl SparseLayer {
     /// residual add, at position `pos0`. False when heads are dense.
     pub fn plan_attention<'a>(&'a self, pos0: usize, out: &mut Vec<Dispatch<'a>>) -> bool {
         let Some(h) = &self.heads else { return false };
-        h.q.plan("sparse_q", 1, out);
-        h.kv.plan("qkv", 1, out);
+        h.qkv.plan("sparse_qkv", 1, out);
         h.rope.plan("rope", 1, out);
         h.attention.plan("attention", 1, pos0, out);
         h.o.plan("sparse_o", 1, out);
