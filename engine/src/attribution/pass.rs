@@ -201,7 +201,8 @@ impl Pass {
             .map(|(l, (p, lb))| {
                 let io = LayerIo { x: &b.x, xn: &b.xn, q: &lb.q, heads: &lb.heads, gate_up: &lb.gate_up, neurons: &lb.neurons, k_cache: &lb.k_cache, v_cache: &lb.v_cache };
                 LayerForward {
-                    calls: LayerCalls::new(ctx, c, p, &m.rope_table, s, &io, fam),
+                    // Norms stay separate dispatches here, so `xn` is always written.
+                    calls: LayerCalls::new(ctx, c, p, &m.rope_table, s, &io, fam, false),
                     scale_heads: scale_units::call(ctx, c.q_dim(), c.head_dim, l * c.n_heads, s, &b.scaling, &b.head_factors, &lb.heads),
                     scale_neurons: scale_units::call(ctx, c.ffn_dim, 1, l * c.ffn_dim, s, &b.scaling, &b.neuron_factors, &lb.neurons),
                 }
@@ -295,9 +296,7 @@ impl Pass {
             lc.o.plan("o", n, &mut run);
             flush(&mut run, ops);
             copy(&self.b.x, &lb.x_mid, ops);
-            lc.ffn_norm.plan("rmsnorm", n, &mut run);
-            lc.gate_up.plan("gate_up", n, &mut run);
-            lc.swiglu.plan("swiglu", n, &mut run);
+            lc.plan_neurons(n, &mut run);
             if scale(UnitKind::Neurons) {
                 f.scale_neurons.plan("scale_units", n, &mut run);
             }

@@ -18,6 +18,9 @@ pub const LINEAR_COMMON: &str = include_str!("../../../shaders/linear_common.wgs
 /// The output headers: one buffer, or a layer's queries and KV cache rows.
 pub const LINEAR_STORE: &str = include_str!("../../../shaders/linear_store.wgsl");
 pub const LINEAR_STORE_QKV: &str = include_str!("../../../shaders/linear_store_qkv.wgsl");
+/// The input headers: as stored, or with an RMSNorm fused in (GPU matvec only).
+pub const LINEAR_INPUT: &str = include_str!("../../../shaders/linear_input.wgsl");
+pub const LINEAR_INPUT_NORM: &str = include_str!("../../../shaders/linear_input_norm.wgsl");
 
 pub struct MatrixChunk {
     pub buffer: wgpu::Buffer,
@@ -110,6 +113,8 @@ struct Params {
     y_row_from_pos: u32,
     k_row0: u32,
     v_row0: u32,
+    norm_eps: f32,
+    _pad: [u32; 3],
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -123,14 +128,29 @@ pub struct LinearOptions {
 struct ChunkCall {
     rows: u32,
     matvec: wgpu::BindGroup,
-    matmul: wgpu::BindGroup,
+    matmul: Option<wgpu::BindGroup>,
 }
 
 /// A linear layer bound to its input and output buffers.
 pub struct LinearCall {
     matvec: Variant,
-    matmul: Variant,
+    /// None with a fused norm: that runs for few tokens only.
+    matmul: Option<Variant>,
     chunks: Vec<ChunkCall>,
+}
+
+/// An RMSNorm fused into a GPU matvec: its weight and epsilon.
+#[derive(Clone, Copy)]
+pub struct FusedNorm<'a> {
+    pub weight: &'a wgpu::Buffer,
+    pub eps: f32,
+}
+
+/// Where a linear layer writes.
+#[derive(Clone, Copy)]
+pub enum Output<'a> {
+    One(&'a wgpu::Buffer, LinearOptions),
+    Qkv(&'a QkvOut<'a>),
 }
 
 /// A kernel with the output rows and tokens one workgroup covers.
@@ -156,31 +176,42 @@ impl Variant {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Store {
     /// One buffer (`linear_store.wgsl`).
-    One,
+    One = 0,
     /// Queries, then key and value cache rows (`linear_store_qkv.wgsl`).
-    Qkv,
+    Qkv = 1,
 }
 
-fn kernels(ctx: &GpuContext, kind: KernelFamily, store: Store) -> (Variant, Variant) {
-    let rw = Binding::ReadWrite;
-    let (header, layout) = match store {
-        Store::One => (LINEAR_STORE, &[Binding::Uniform, Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, rw][..]),
-        Store::Qkv => (LINEAR_STORE_QKV, &[Binding::Uniform, Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, rw, rw, rw][..]),
+/// The matvec and matmul kernels for a family, output and input; with a
+/// fused norm only the GPU matvec exists.
+fn kernels(ctx: &GpuContext, kind: KernelFamily, store: Store, norm: bool) -> (Variant, Option<Variant>) {
+    use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
+    let (header, mut layout) = match store {
+        Store::One => (LINEAR_STORE, vec![U, U, R, R, W]),
+        Store::Qkv => (LINEAR_STORE_QKV, vec![U, U, R, R, W, W, W]),
     };
-    let get = |names: [&'static str; 2], body, rows, tokens| {
-        let src = format!("{LINEAR_COMMON}\n{header}\n{body}");
-        let name = if store == Store::One { names[0] } else { names[1] };
-        Variant { kernel: Kernel::get(ctx, name, &src, layout), rows, tokens }
+    // The norm weight binds after the outputs, so its number depends on them.
+    let input = if norm {
+        let decl = format!("@group(0) @binding({}) var<storage, read> norm_weight: array<vec4<f32>>;", layout.len());
+        layout.push(R);
+        format!("{decl}\n{LINEAR_INPUT_NORM}")
+    } else {
+        LINEAR_INPUT.to_string()
+    };
+    let index = store as usize + 2 * norm as usize;
+    let get = |names: [&'static str; 4], body, rows, tokens| {
+        let src = format!("{LINEAR_COMMON}\n{header}\n{input}\n{body}");
+        Variant { kernel: Kernel::get(ctx, names[index], &src, &layout), rows, tokens }
     };
     if kind.is_cpu_style(ctx) {
+        assert!(!norm, "fused norms are for the GPU matvec");
         (
-            get(["matvec_rows", "matvec_rows_qkv"], include_str!("../../../shaders/matvec_rows.wgsl"), INTERLEAVE_ROWS as u32, 1),
-            get(["matmul_rows", "matmul_rows_qkv"], include_str!("../../../shaders/matmul_rows.wgsl"), 16 * 4, 8),
+            get(["matvec_rows", "matvec_rows_qkv", "", ""], include_str!("../../../shaders/matvec_rows.wgsl"), INTERLEAVE_ROWS as u32, 1),
+            Some(get(["matmul_rows", "matmul_rows_qkv", "", ""], include_str!("../../../shaders/matmul_rows.wgsl"), 16 * 4, 8)),
         )
     } else {
         (
-            get(["matvec", "matvec_qkv"], include_str!("../../../shaders/matvec.wgsl"), 4, 1),
-            get(["matmul", "matmul_qkv"], include_str!("../../../shaders/matmul.wgsl"), MATMUL_TILE, MATMUL_TILE),
+            get(["matvec", "matvec_qkv", "matvec_norm", "matvec_qkv_norm"], include_str!("../../../shaders/matvec.wgsl"), 4, 1),
+            (!norm).then(|| get(["matmul", "matmul_qkv", "", ""], include_str!("../../../shaders/matmul.wgsl"), MATMUL_TILE, MATMUL_TILE)),
         )
     }
 }
@@ -205,32 +236,38 @@ impl LinearCall {
         opts: LinearOptions,
         kind: KernelFamily,
     ) -> LinearCall {
-        Self::build(ctx, w, step, x, &[y], opts, (0, 0), kind)
+        Self::build(ctx, w, step, x, Output::One(y, opts), None, kind)
     }
 
     /// The fused query/key/value projection: `w` is [Wq; Wk; Wv] with
     /// `out.q_rows` query rows and `out.kv_rows` rows each for keys and
     /// values (`out.q_rows` may be 0: keys and values only).
     pub fn qkv(ctx: &GpuContext, w: &Matrix, step: &wgpu::Buffer, x: &wgpu::Buffer, out: &QkvOut, kind: KernelFamily) -> LinearCall {
-        assert_eq!(w.rows, out.q_rows + 2 * out.kv_rows, "fused qkv matrix rows");
-        let rows = (out.q_rows as u32, (out.q_rows + out.kv_rows) as u32);
-        Self::build(ctx, w, step, x, &[out.q, out.k_cache, out.v_cache], LinearOptions::default(), rows, kind)
+        Self::build(ctx, w, step, x, Output::Qkv(out), None, kind)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn build(
-        ctx: &GpuContext,
-        w: &Matrix,
-        step: &wgpu::Buffer,
-        x: &wgpu::Buffer,
-        outputs: &[&wgpu::Buffer],
-        opts: LinearOptions,
-        (k_row0, v_row0): (u32, u32),
-        kind: KernelFamily,
-    ) -> LinearCall {
+    /// The layer writing to `out`.
+    pub fn build_for(ctx: &GpuContext, w: &Matrix, step: &wgpu::Buffer, x: &wgpu::Buffer, out: Output, kind: KernelFamily) -> LinearCall {
+        Self::build(ctx, w, step, x, out, None, kind)
+    }
+
+    /// RMSNorm(x) then the layer, in one GPU matvec per chunk: `x` is the
+    /// un-normed input. Runs for at most [`MATVEC_MAX_TOKENS`] tokens.
+    pub fn normed(ctx: &GpuContext, w: &Matrix, step: &wgpu::Buffer, x: &wgpu::Buffer, out: Output, norm: FusedNorm, kind: KernelFamily) -> LinearCall {
+        Self::build(ctx, w, step, x, out, Some(norm), kind)
+    }
+
+    fn build(ctx: &GpuContext, w: &Matrix, step: &wgpu::Buffer, x: &wgpu::Buffer, out: Output, norm: Option<FusedNorm>, kind: KernelFamily) -> LinearCall {
         assert_eq!(w.interleaved, kind.is_cpu_style(ctx), "matrix layout does not match the kernel family");
-        let store = if outputs.len() == 3 { Store::Qkv } else { Store::One };
-        let (matvec, matmul) = kernels(ctx, kind, store);
+        let (store, mut buffers, opts, (k_row0, v_row0)) = match out {
+            Output::One(y, opts) => (Store::One, vec![y], opts, (0, 0)),
+            Output::Qkv(o) => {
+                assert_eq!(w.rows, o.q_rows + 2 * o.kv_rows, "fused qkv matrix rows");
+                (Store::Qkv, vec![o.q, o.k_cache, o.v_cache], LinearOptions::default(), (o.q_rows as u32, (o.q_rows + o.kv_rows) as u32))
+            }
+        };
+        buffers.extend(norm.map(|n| n.weight));
+        let (matvec, matmul) = kernels(ctx, kind, store, norm.is_some());
         let chunks = w
             .chunks
             .iter()
@@ -247,13 +284,15 @@ impl LinearCall {
                         y_row_from_pos: opts.y_row_from_pos as u32,
                         k_row0,
                         v_row0,
+                        norm_eps: norm.map_or(0.0, |n| n.eps),
+                        _pad: [0; 3],
                     },
                 );
-                let buffers: Vec<&wgpu::Buffer> = [&params, step, x, &c.buffer].into_iter().chain(outputs.iter().copied()).collect();
+                let buffers: Vec<&wgpu::Buffer> = [&params, step, x, &c.buffer].into_iter().chain(buffers.iter().copied()).collect();
                 ChunkCall {
                     rows: c.rows.len() as u32,
                     matvec: matvec.kernel.bind(ctx, &buffers),
-                    matmul: matmul.kernel.bind(ctx, &buffers),
+                    matmul: matmul.as_ref().map(|m| m.kernel.bind(ctx, &buffers)),
                 }
             })
             .collect();
@@ -262,7 +301,13 @@ impl LinearCall {
 
     pub fn plan<'a>(&'a self, label: &'static str, n_tokens: u32, out: &mut Vec<Dispatch<'a>>) {
         for c in &self.chunks {
-            let (variant, group) = if n_tokens <= MATVEC_MAX_TOKENS { (&self.matvec, &c.matvec) } else { (&self.matmul, &c.matmul) };
+            let (variant, group) = match (&self.matmul, &c.matmul) {
+                (Some(matmul), Some(group)) if n_tokens > MATVEC_MAX_TOKENS => (matmul, group),
+                _ => {
+                    assert!(n_tokens <= MATVEC_MAX_TOKENS, "a linear layer with a fused norm runs for at most {MATVEC_MAX_TOKENS} tokens");
+                    (&self.matvec, &c.matvec)
+                }
+            };
             out.push(Dispatch { label, kernel: &variant.kernel, group, grid: variant.grid(c.rows, n_tokens) });
         }
     }
@@ -285,7 +330,7 @@ pub fn reference(x: &[f32], w: &[f32], n: usize, k: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::{read_buffer_f32, storage_buffer, uniform_buffer};
+    use crate::gpu::{read_buffer_f32, storage_buffer, uniform_buffer, zeroed_buffer};
     use crate::kernels::{test_util::*, Step};
 
     fn run_linear(ctx: &GpuContext, call: &LinearCall, n_tokens: u32) {
@@ -400,6 +445,39 @@ mod tests {
                     assert!(max_err(&read(&vb, v0.len()), &want_v) < TOL, "{what}: values");
                 }
             }
+        }
+    }
+
+    /// RMSNorm fused into the GPU matvec equals the norm then the layer, for
+    /// one output (with accumulate) and for the fused qkv output.
+    #[test]
+    fn fused_norm_matvec_equals_norm_then_linear() {
+        let ctx = crate::testing::gpu();
+        let (k, n, eps) = (96usize, 40usize, 1e-5f32);
+        let kind = KernelFamily::Cooperative;
+        let w = crate::testing::round_f16(&random(n * k, 41));
+        let m = Matrix::upload_with_limit(&ctx, "w", &w, n, k, false, 24 * k as u64 * 2);
+        let gain: Vec<f32> = random(k, 42).iter().map(|v| 1.0 + 0.5 * v).collect();
+        let gb = storage_buffer(&ctx, "gain", &gain);
+        let norm = FusedNorm { weight: &gb, eps };
+        for t in [1usize, 3] {
+            let x: Vec<f32> = random(t * k, 43).iter().map(|v| 3.0 * v).collect();
+            let want_all = reference(&super::super::rmsnorm::reference(&x, &gain, eps), &w, n, k);
+            let (xb, step) = (storage_buffer(&ctx, "x", &x), uniform_buffer(&ctx, "step", &Step::new(t, 2)));
+            // One output, accumulating.
+            let y0 = random(t * n, 44);
+            let yb = storage_buffer(&ctx, "y", &y0);
+            run_linear(&ctx, &LinearCall::normed(&ctx, &m, &step, &xb, Output::One(&yb, LinearOptions { accumulate: true, ..Default::default() }), norm, kind), t as u32);
+            let want: Vec<f32> = want_all.iter().zip(&y0).map(|(a, b)| a + b).collect();
+            assert!(max_err(&read_buffer_f32(&ctx, &yb, 0, t * n).unwrap(), &want) < TOL, "t={t} one output");
+            // Queries, keys and values (16 + 12 + 12 rows), cache rows 2..2+t.
+            let (q, kc, vc) = (zeroed_buffer(&ctx, "q", (t * 16 * 4) as u64), zeroed_buffer(&ctx, "k", ((2 + t) * 12 * 4) as u64), zeroed_buffer(&ctx, "v", ((2 + t) * 12 * 4) as u64));
+            let out = QkvOut { q: &q, q_rows: 16, k_cache: &kc, v_cache: &vc, kv_rows: 12 };
+            run_linear(&ctx, &LinearCall::normed(&ctx, &m, &step, &xb, Output::Qkv(&out), norm, kind), t as u32);
+            let rows = |lo: usize, hi: usize| -> Vec<f32> { (0..t).flat_map(|ti| want_all[ti * n + lo..ti * n + hi].to_vec()).collect() };
+            assert!(max_err(&read_buffer_f32(&ctx, &q, 0, t * 16).unwrap(), &rows(0, 16)) < TOL, "t={t} queries");
+            assert!(max_err(&read_buffer_f32(&ctx, &kc, 2 * 12, t * 12).unwrap(), &rows(16, 28)) < TOL, "t={t} keys");
+            assert!(max_err(&read_buffer_f32(&ctx, &vc, 2 * 12, t * 12).unwrap(), &rows(28, 40)) < TOL, "t={t} values");
         }
     }
 

@@ -11,6 +11,7 @@ pub mod backward;
 pub mod compact;
 pub mod embedding;
 pub mod linear;
+pub mod norm_linear;
 pub mod rmsnorm;
 pub mod rope;
 pub mod scale_units;
@@ -163,8 +164,12 @@ mod shader_validation {
             let body = std::fs::read_to_string(&path).unwrap();
             // Linear kernels are validated with each output header.
             let sources = if body.contains("store_y(") {
-                use super::linear::{LINEAR_COMMON, LINEAR_STORE, LINEAR_STORE_QKV};
-                vec![format!("{LINEAR_COMMON}\n{LINEAR_STORE}\n{body}"), format!("{LINEAR_COMMON}\n{LINEAR_STORE_QKV}\n{body}")]
+                use super::linear::{LINEAR_COMMON, LINEAR_INPUT, LINEAR_INPUT_NORM, LINEAR_STORE, LINEAR_STORE_QKV};
+                let norm = format!("@group(0) @binding(7) var<storage, read> norm_weight: array<vec4<f32>>;\n{LINEAR_INPUT_NORM}");
+                [LINEAR_STORE, LINEAR_STORE_QKV]
+                    .into_iter()
+                    .flat_map(|store| [LINEAR_INPUT.to_string(), norm.clone()].map(|input| format!("{LINEAR_COMMON}\n{store}\n{input}\n{body}")))
+                    .collect()
             } else {
                 vec![body]
             };

@@ -5,7 +5,8 @@
 use super::{Config, Weights};
 use crate::error::{Result, SiftError};
 use crate::gpu::{read_buffer_f32, storage_buffer, uniform_buffer, zeroed_buffer, GpuContext};
-use crate::kernels::linear::{LinearCall, LinearOptions, Matrix, QkvOut};
+use crate::kernels::linear::{LinearCall, LinearOptions, Matrix, Output, QkvOut};
+use crate::kernels::norm_linear::{NormLinear, NormSpec};
 use crate::kernels::{attention, embedding, linear, rmsnorm, rope, swiglu, Call, Dispatch, KernelFamily, Step};
 use std::sync::Arc;
 
@@ -21,16 +22,15 @@ pub enum Logits {
 /// One layer's forward dispatches, bound to its buffers (the dense forward
 /// and the attribution pass build theirs the same way, on different buffers).
 pub(crate) struct LayerCalls {
-    pub attn_norm: Call,
-    /// Queries to `q`, keys and values to the KV cache, in one dispatch.
-    pub qkv: LinearCall,
+    /// The attention norm, then queries to `q` and keys and values to the KV
+    /// cache in one projection.
+    pub qkv: NormLinear,
     /// RoPE on the queries and the new cache rows of keys.
     pub rope: Call,
     pub attention: attention::AttentionCall,
     pub o: LinearCall,
-    pub ffn_norm: Call,
-    /// Gate and up projections fused into one matrix [gate; up].
-    pub gate_up: LinearCall,
+    /// The MLP norm, then the gate and up projections fused into one matrix [gate; up].
+    pub gate_up: NormLinear,
     pub swiglu: Call,
     pub down: LinearCall,
 }
@@ -52,21 +52,24 @@ pub(crate) struct LayerIo<'a> {
 
 impl LayerCalls {
     /// Keys and values go to the layer's KV cache rows pos0 .. pos0 + n.
-    pub fn new(ctx: &GpuContext, c: &Config, p: &LayerParams, rope_table: &wgpu::Buffer, step: &wgpu::Buffer, io: &LayerIo, family: KernelFamily) -> LayerCalls {
+    /// `fuse_norms`: decode on GPUs runs each norm inside the projection
+    /// after it, leaving `xn` unwritten (see `kernels::norm_linear`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(ctx: &GpuContext, c: &Config, p: &LayerParams, rope_table: &wgpu::Buffer, step: &wgpu::Buffer, io: &LayerIo, family: KernelFamily, fuse_norms: bool) -> LayerCalls {
         let plain = LinearOptions::default();
         let residual = LinearOptions { accumulate: true, ..plain };
         let lin = |w, x, y, o| LinearCall::with_family(ctx, w, step, x, y, o, family);
         let rope_shape = rope::RopeShape { n_heads: c.n_heads, head_dim: c.head_dim, rot_dim: c.rot_dim, style: c.rope_style };
         let keys = rope::Keys { buffer: io.k_cache, n_heads: c.n_kv_heads, rows_from_pos: true };
         let att_shape = attention::AttentionShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim };
+        let norm = |weight| NormSpec { x: io.x, xn: io.xn, weight, eps: c.rms_eps };
+        let qkv_out = QkvOut { q: io.q, q_rows: c.q_dim(), k_cache: io.k_cache, v_cache: io.v_cache, kv_rows: c.kv_dim() };
         LayerCalls {
-            attn_norm: rmsnorm::call(ctx, c.dim, c.rms_eps, step, io.x, &p.attn_norm, io.xn),
-            qkv: LinearCall::qkv(ctx, &p.w_qkv, step, io.xn, &QkvOut { q: io.q, q_rows: c.q_dim(), k_cache: io.k_cache, v_cache: io.v_cache, kv_rows: c.kv_dim() }, family),
+            qkv: NormLinear::new(ctx, c.dim, &norm(&p.attn_norm), &p.w_qkv, step, Output::Qkv(&qkv_out), family, fuse_norms),
             rope: rope::call(ctx, &rope_shape, io.q, &keys, step, rope_table),
             attention: attention::call_with_family(ctx, att_shape, step, io.q, io.k_cache, io.v_cache, io.heads, family),
             o: lin(&p.wo, io.heads, io.x, residual),
-            ffn_norm: rmsnorm::call(ctx, c.dim, c.rms_eps, step, io.x, &p.ffn_norm, io.xn),
-            gate_up: lin(&p.w_gate_up, io.xn, io.gate_up, plain),
+            gate_up: NormLinear::new(ctx, c.dim, &norm(&p.ffn_norm), &p.w_gate_up, step, Output::One(io.gate_up, plain), family, fuse_norms),
             swiglu: swiglu::call(ctx, c.ffn_dim, step, io.gate_up, io.neurons),
             down: lin(&p.w_down, io.neurons, io.x, residual),
         }
@@ -75,7 +78,6 @@ impl LayerCalls {
     /// RMSNorm, q/k/v, RoPE and attention over `n` tokens after `pos0`
     /// cached ones: everything up to the head outputs.
     pub fn plan_attention<'a>(&'a self, n: u32, pos0: usize, out: &mut Vec<Dispatch<'a>>) {
-        self.attn_norm.plan("rmsnorm", n, out);
         self.qkv.plan("qkv", n, out);
         self.plan_after_qkv(n, pos0, out);
     }
@@ -86,7 +88,7 @@ impl LayerCalls {
         self.attention.plan("attention", n, pos0, out);
     }
 
-    /// The dense MLP after its norm.
+    /// The dense MLP, its norm included.
     /// `zero`: a threshold rule applied to the neuron outputs before the down projection.
     pub fn plan_mlp<'a>(&'a self, n: u32, zero: Option<&'a Call>, out: &mut Vec<Dispatch<'a>>) {
         self.plan_neurons(n, out);
@@ -96,7 +98,7 @@ impl LayerCalls {
         self.down.plan("down", n, out);
     }
 
-    /// The gate|up projection and SwiGLU: the neuron outputs.
+    /// The MLP norm, the gate|up projection and SwiGLU: the neuron outputs.
     pub fn plan_neurons<'a>(&'a self, n: u32, out: &mut Vec<Dispatch<'a>>) {
         self.gate_up.plan("gate_up", n, out);
         self.swiglu.plan("swiglu", n, out);
@@ -268,7 +270,7 @@ impl GpuModel {
             .iter()
             .map(|p| {
                 let io = LayerIo { x: &act.x, xn: &act.xn, q: &act.q, heads: &act.heads, gate_up: &act.gate_up, neurons: &act.neurons, k_cache: &p.k_cache, v_cache: &p.v_cache };
-                LayerCalls::new(&ctx, &c, p, &params.rope_table, &step_all, &io, family)
+                LayerCalls::new(&ctx, &c, p, &params.rope_table, &step_all, &io, family, true)
             })
             .collect();
         let out_norm = rmsnorm::call(&ctx, c.dim, c.rms_eps, &step_all, &act.x, &params.out_norm, &act.xn);
@@ -393,17 +395,13 @@ impl GpuModel {
             let Some(sparse) = self.sparse_layer(i, n) else {
                 l.plan_attention(n, self.pos, &mut main);
                 l.o.plan("o", n, &mut main);
-                l.ffn_norm.plan("rmsnorm", n, &mut main);
                 l.plan_mlp(n, self.threshold_zero(i, n), &mut main);
                 continue;
             };
-            l.attn_norm.plan("rmsnorm", n, &mut main);
-            if !sparse.plan_attention(self.pos, &mut main) {
-                l.qkv.plan("qkv", n, &mut main);
-                l.plan_after_qkv(n, self.pos, &mut main);
+            if !sparse.plan_attention(l, self.pos, &mut main) {
+                l.plan_attention(n, self.pos, &mut main);
                 l.o.plan("o", n, &mut main);
             }
-            l.ffn_norm.plan("rmsnorm", n, &mut main);
             if !sparse.plan_mlp(l, &mut main) {
                 l.plan_mlp(n, None, &mut main);
             }

@@ -482,10 +482,11 @@ impl GpuModel {
 }
 
 impl SparseLayer {
-    /// Attention after its norm over the active heads only, up to the
-    /// residual add, at position `pos0`. False when heads are dense.
-    pub fn plan_attention<'a>(&'a self, pos0: usize, out: &mut Vec<Dispatch<'a>>) -> bool {
+    /// Attention over the active heads only, from its norm to the residual
+    /// add, at position `pos0`. False when heads are dense.
+    pub fn plan_attention<'a>(&'a self, dense: &'a super::gpu::LayerCalls, pos0: usize, out: &mut Vec<Dispatch<'a>>) -> bool {
         let Some(h) = &self.heads else { return false };
+        dense.qkv.norm.plan("rmsnorm", 1, out);
         h.qkv.plan("sparse_qkv", 1, out);
         h.rope.plan("rope", 1, out);
         h.attention.plan("attention", 1, pos0, out);
@@ -493,23 +494,32 @@ impl SparseLayer {
         true
     }
 
-    /// The MLP after its norm; the CETT rule thresholds the dense layer's own
-    /// neuron outputs first. False when the MLP is dense.
+    /// The MLP, its norm included; the CETT rule thresholds the dense
+    /// layer's own neuron outputs first. False when the MLP is dense.
     pub fn plan_mlp<'a>(&'a self, dense: &'a super::gpu::LayerCalls, out: &mut Vec<Dispatch<'a>>) -> bool {
+        let norm = |out: &mut Vec<Dispatch<'a>>| dense.gate_up.norm.plan("rmsnorm", 1, out);
         let calls: &[Call] = match &self.mlp {
             MlpCalls::Dense => return false,
             MlpCalls::Compact(gate_up, act, down) => {
+                norm(out);
                 gate_up.plan("sparse_mlp", 1, out);
                 act.plan("sparse_mlp", 1, out);
                 down.plan("sparse_mlp", 1, out);
                 return true;
             }
-            MlpCalls::Fixed(c) => c,
+            MlpCalls::Fixed(c) => {
+                norm(out);
+                c
+            }
+            MlpCalls::Cats(c) => {
+                norm(out);
+                c
+            }
+            // The rule reads every neuron: the dense norm and gate|up (fused where it can be).
             MlpCalls::Cett(c) => {
                 dense.plan_neurons(1, out);
                 c
             }
-            MlpCalls::Cats(c) => c,
         };
         calls.iter().for_each(|c| c.plan("sparse_mlp", 1, out));
         true
