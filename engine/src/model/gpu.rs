@@ -398,7 +398,7 @@ impl GpuModel {
                 l.plan_mlp(n, self.threshold_zero(i, n), &mut main);
                 continue;
             };
-            if !sparse.plan_attention(l, self.pos, &mut main) {
+            if !sparse.plan_attention(self.pos, &mut main) {
                 l.plan_attention(n, self.pos, &mut main);
                 l.o.plan("o", n, &mut main);
             }

@@ -25,7 +25,8 @@ use crate::gpu::{read_buffer_u32, storage_buffer, zeroed_buffer, GpuContext};
 use crate::kernels::attention::{self, AttentionCall, AttentionShape};
 use crate::kernels::compact::{compact_heads, compact_mlp, width_for, CompactHeads, CompactMlp};
 use crate::kernels::rope;
-use crate::kernels::linear::{LinearCall, LinearOptions, QkvOut};
+use crate::kernels::linear::{LinearCall, LinearOptions, Output, QkvOut};
+use crate::kernels::norm_linear::{NormLinear, NormSpec};
 use crate::kernels::sparse::{self, ActiveList, RowsMode, SelectOut, ThresholdRule};
 use crate::kernels::{run_calls, swiglu, Call, Dispatch, KernelFamily};
 
@@ -56,8 +57,9 @@ pub(crate) struct SparseLayer {
 /// A layer's attention with its head mask compacted: only the active heads'
 /// queries, attention and output columns are computed.
 struct HeadCalls {
-    /// The active heads' query rows and every key and value row, fused.
-    qkv: LinearCall,
+    /// The attention norm, then the active heads' query rows and every key
+    /// and value row in one projection.
+    qkv: NormLinear,
     rope: Call,
     attention: AttentionCall,
     /// Compacted W_o, added to the residual.
@@ -77,7 +79,7 @@ enum MlpCalls {
     /// Gate|up of the listed neurons, down (two passes).
     Fixed([Call; 3]),
     /// A fixed mask compacted: dense gate|up, SwiGLU and down over the active neurons only.
-    Compact(LinearCall, Call, LinearCall),
+    Compact(NormLinear, Call, LinearCall),
     /// After the dense gate|up and SwiGLU: select, down (two passes).
     Cett([Call; 3]),
     /// Gate of every neuron, select, up of the kept ones, down (two passes).
@@ -241,7 +243,8 @@ impl GpuModel {
                     MlpMask::Fixed(_) if s.compact.is_some() => {
                         let m = &s.compact.as_ref().expect("checked")[l];
                         let plain = LinearOptions::default();
-                        let gate_up = LinearCall::with_family(&ctx, &m.gate_up, &step, &xn, &s.compact_gate_up, plain, family);
+                        let norm = NormSpec { x: &x, xn: &xn, weight: &layer_params[l].ffn_norm, eps: c.rms_eps };
+                        let gate_up = NormLinear::new(&ctx, d, &norm, &m.gate_up, &step, Output::One(&s.compact_gate_up, plain), family, true);
                         let act = swiglu::call(&ctx, m.width, &step, &s.compact_gate_up, &s.h);
                         let down = LinearCall::with_family(&ctx, &m.down, &step, &s.h, &x, LinearOptions { accumulate: true, ..plain }, family);
                         MlpCalls::Compact(gate_up, act, down)
@@ -270,7 +273,7 @@ impl GpuModel {
                     let keys = rope::Keys { buffer: &cache.k_cache, n_heads: c.n_kv_heads, rows_from_pos: true };
                     let shape = AttentionShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim };
                     HeadCalls {
-                        qkv: LinearCall::qkv(&ctx, &compact.qkv, &step, &xn, &qkv_out, family),
+                        qkv: NormLinear::new(&ctx, d, &NormSpec { x: &x, xn: &xn, weight: &cache.attn_norm, eps: c.rms_eps }, &compact.qkv, &step, Output::Qkv(&qkv_out), family, true),
                         rope: rope::call(&ctx, &rope_shape, &q, &keys, &step, rope_table),
                         attention: attention::call_heads(&ctx, shape, kv_heads, &step, &q, &cache.k_cache, &cache.v_cache, &heads, family),
                         o: LinearCall::with_family(&ctx, &compact.o, &step, &heads, &x, LinearOptions { accumulate: true, ..plain }, family),
@@ -484,9 +487,8 @@ impl GpuModel {
 impl SparseLayer {
     /// Attention over the active heads only, from its norm to the residual
     /// add, at position `pos0`. False when heads are dense.
-    pub fn plan_attention<'a>(&'a self, dense: &'a super::gpu::LayerCalls, pos0: usize, out: &mut Vec<Dispatch<'a>>) -> bool {
+    pub fn plan_attention<'a>(&'a self, pos0: usize, out: &mut Vec<Dispatch<'a>>) -> bool {
         let Some(h) = &self.heads else { return false };
-        dense.qkv.norm.plan("rmsnorm", 1, out);
         h.qkv.plan("sparse_qkv", 1, out);
         h.rope.plan("rope", 1, out);
         h.attention.plan("attention", 1, pos0, out);
@@ -501,7 +503,6 @@ impl SparseLayer {
         let calls: &[Call] = match &self.mlp {
             MlpCalls::Dense => return false,
             MlpCalls::Compact(gate_up, act, down) => {
-                norm(out);
                 gate_up.plan("sparse_mlp", 1, out);
                 act.plan("sparse_mlp", 1, out);
                 down.plan("sparse_mlp", 1, out);
