@@ -68,50 +68,34 @@ pub(crate) fn params_buffer(ctx: &GpuContext, s: AttentionShape) -> wgpu::Buffer
     uniform_buffer(ctx, "attention params", &params)
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn call(ctx: &GpuContext, s: AttentionShape, step: &wgpu::Buffer, q: &wgpu::Buffer, k: &wgpu::Buffer, v: &wgpu::Buffer, out: &wgpu::Buffer) -> AttentionCall {
-    call_with_family(ctx, s, step, q, k, v, out, KernelFamily::Auto)
+/// Attention's buffers: queries [n_tokens, heads * hd], the KV caches and the head outputs.
+#[derive(Clone, Copy)]
+pub struct AttentionIo<'a> {
+    pub q: &'a wgpu::Buffer,
+    pub k: &'a wgpu::Buffer,
+    pub v: &'a wgpu::Buffer,
+    pub out: &'a wgpu::Buffer,
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn call_with_family(
-    ctx: &GpuContext,
-    s: AttentionShape,
-    step: &wgpu::Buffer,
-    q: &wgpu::Buffer,
-    k: &wgpu::Buffer,
-    v: &wgpu::Buffer,
-    out: &wgpu::Buffer,
-    kind: KernelFamily,
-) -> AttentionCall {
+/// Attention over every head, each group of n_heads / n_kv_heads sharing a KV head.
+pub fn call(ctx: &GpuContext, s: AttentionShape, step: &wgpu::Buffer, io: &AttentionIo, kind: KernelFamily) -> AttentionCall {
     assert!(s.n_heads.is_multiple_of(s.n_kv_heads));
     let group = s.n_heads / s.n_kv_heads;
     let kv_head: Vec<u32> = (0..s.n_heads).map(|h| (h / group) as u32).collect();
-    call_heads(ctx, s, &kv_head, step, q, k, v, out, kind)
+    call_heads(ctx, s, &kv_head, step, io, kind)
 }
 
 /// Attention over a list of query heads: `q` and `out` hold `kv_head.len()`
 /// heads (`s.n_heads` is ignored), head i reading KV head `kv_head[i]`. This
 /// runs a compacted head mask: only the active heads' queries exist.
-#[allow(clippy::too_many_arguments)]
-pub fn call_heads(
-    ctx: &GpuContext,
-    s: AttentionShape,
-    kv_head: &[u32],
-    step: &wgpu::Buffer,
-    q: &wgpu::Buffer,
-    k: &wgpu::Buffer,
-    v: &wgpu::Buffer,
-    out: &wgpu::Buffer,
-    kind: KernelFamily,
-) -> AttentionCall {
+pub fn call_heads(ctx: &GpuContext, s: AttentionShape, kv_head: &[u32], step: &wgpu::Buffer, io: &AttentionIo, kind: KernelFamily) -> AttentionCall {
     assert!(s.head_dim <= MAX_HEAD_DIM && kv_head.iter().all(|&h| (h as usize) < s.n_kv_heads));
     let s = AttentionShape { n_heads: kv_head.len(), ..s };
     let layout = [Binding::Uniform, Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadWrite, Binding::ReadOnly];
     let params = params_buffer(ctx, s);
     let kv_head = storage_buffer(ctx, "attention kv heads", kv_head);
     let heads = s.n_heads as u32;
-    let buffers = [&params, step, q, k, v, out, &kv_head];
+    let buffers = [&params, step, io.q, io.k, io.v, io.out, &kv_head];
     let rows = kind.is_cpu_style(ctx).then(|| {
         let src = include_str!("../../../shaders/attention_rows.wgsl");
         let hd4 = (s.head_dim / 4) as f64;
@@ -194,7 +178,7 @@ mod tests {
             let step = uniform_buffer(&ctx, "step", &Step::new(t, pos0));
             let (qb, kb, vb) = (storage_buffer(&ctx, "q", &q), storage_buffer(&ctx, "k", &k), storage_buffer(&ctx, "v", &v));
             let out = zeroed_buffer(&ctx, "out", (q.len() * 4) as u64);
-            let att = call_with_family(&ctx, s, &step, &qb, &kb, &vb, &out, kind);
+            let att = call(&ctx, s, &step, &AttentionIo { q: &qb, k: &kb, v: &vb, out: &out }, kind);
             let mut plan = Vec::new();
             att.plan("attention", t as u32, pos0, &mut plan);
             let mut enc = ctx.device.create_command_encoder(&Default::default());
@@ -223,7 +207,7 @@ mod tests {
                 let step = uniform_buffer(&ctx, "step", &Step::new(t, pos0));
                 let (qb, kb, vb) = (storage_buffer(&ctx, "q", &pick(&q)), storage_buffer(&ctx, "k", &k), storage_buffer(&ctx, "v", &v));
                 let out = zeroed_buffer(&ctx, "out", (t * list.len() * hd * 4) as u64);
-                let att = call_heads(&ctx, s, &kv_head, &step, &qb, &kb, &vb, &out, kind);
+                let att = call_heads(&ctx, s, &kv_head, &step, &AttentionIo { q: &qb, k: &kb, v: &vb, out: &out }, kind);
                 let mut plan = Vec::new();
                 att.plan("attention", t as u32, pos0, &mut plan);
                 let mut enc = ctx.device.create_command_encoder(&Default::default());

@@ -52,7 +52,7 @@ impl Matrix {
     /// Like [`Matrix::upload`] with an explicit binding limit (tests force splits).
     pub fn upload_with_limit(ctx: &GpuContext, name: &str, data: &[f32], rows: usize, cols: usize, interleaved: bool, max_bytes: u64) -> Matrix {
         assert_eq!(data.len(), rows * cols, "matrix {name}: data does not match {rows}x{cols}");
-        assert!(cols % 8 == 0, "matrix {name}: column count {cols} must be a multiple of 8");
+        assert!(cols.is_multiple_of(8), "matrix {name}: column count {cols} must be a multiple of 8");
         let row_bytes = cols as u64 * 2;
         let ranges = if interleaved {
             // Chunks hold whole blocks.

@@ -17,8 +17,9 @@ pub struct NormLinear {
     fused: Option<LinearCall>,
 }
 
-/// The norm's input and output buffers, weight and epsilon.
+/// The norm's width, input and output buffers, weight and epsilon.
 pub struct NormSpec<'a> {
+    pub dim: usize,
     pub x: &'a wgpu::Buffer,
     pub xn: &'a wgpu::Buffer,
     pub weight: &'a wgpu::Buffer,
@@ -27,10 +28,10 @@ pub struct NormSpec<'a> {
 
 impl NormLinear {
     /// `fuse`: allow the fused dispatch (it is built on GPU families only).
-    pub fn new(ctx: &GpuContext, dim: usize, norm: &NormSpec, w: &Matrix, step: &wgpu::Buffer, out: Output, kind: KernelFamily, fuse: bool) -> NormLinear {
+    pub fn new(ctx: &GpuContext, norm: &NormSpec, w: &Matrix, step: &wgpu::Buffer, out: Output, kind: KernelFamily, fuse: bool) -> NormLinear {
         let fused = (fuse && !kind.is_cpu_style(ctx)).then(|| LinearCall::normed(ctx, w, step, norm.x, out, FusedNorm { weight: norm.weight, eps: norm.eps }, kind));
         NormLinear {
-            norm: rmsnorm::call(ctx, dim, norm.eps, step, norm.x, norm.weight, norm.xn),
+            norm: rmsnorm::call(ctx, norm.dim, norm.eps, step, norm.x, norm.weight, norm.xn),
             linear: LinearCall::build_for(ctx, w, step, norm.xn, out, kind),
             fused,
         }

@@ -62,14 +62,14 @@ impl LayerCalls {
         let rope_shape = rope::RopeShape { n_heads: c.n_heads, head_dim: c.head_dim, rot_dim: c.rot_dim, style: c.rope_style };
         let keys = rope::Keys { buffer: io.k_cache, n_heads: c.n_kv_heads, rows_from_pos: true };
         let att_shape = attention::AttentionShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim };
-        let norm = |weight| NormSpec { x: io.x, xn: io.xn, weight, eps: c.rms_eps };
+        let norm = |weight| NormSpec { dim: c.dim, x: io.x, xn: io.xn, weight, eps: c.rms_eps };
         let qkv_out = QkvOut { q: io.q, q_rows: c.q_dim(), k_cache: io.k_cache, v_cache: io.v_cache, kv_rows: c.kv_dim() };
         LayerCalls {
-            qkv: NormLinear::new(ctx, c.dim, &norm(&p.attn_norm), &p.w_qkv, step, Output::Qkv(&qkv_out), family, fuse_norms),
+            qkv: NormLinear::new(ctx, &norm(&p.attn_norm), &p.w_qkv, step, Output::Qkv(&qkv_out), family, fuse_norms),
             rope: rope::call(ctx, &rope_shape, io.q, &keys, step, rope_table),
-            attention: attention::call_with_family(ctx, att_shape, step, io.q, io.k_cache, io.v_cache, io.heads, family),
+            attention: attention::call(ctx, att_shape, step, &attention::AttentionIo { q: io.q, k: io.k_cache, v: io.v_cache, out: io.heads }, family),
             o: lin(&p.wo, io.heads, io.x, residual),
-            gate_up: NormLinear::new(ctx, c.dim, &norm(&p.ffn_norm), &p.w_gate_up, step, Output::One(io.gate_up, plain), family, fuse_norms),
+            gate_up: NormLinear::new(ctx, &norm(&p.ffn_norm), &p.w_gate_up, step, Output::One(io.gate_up, plain), family, fuse_norms),
             swiglu: swiglu::call(ctx, c.ffn_dim, step, io.gate_up, io.neurons),
             down: lin(&p.w_down, io.neurons, io.x, residual),
         }

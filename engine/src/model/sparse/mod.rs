@@ -22,7 +22,7 @@ use super::{Config, GpuModel, Weights};
 use crate::attribution::{Metric, Scores};
 use crate::error::{Result, SiftError};
 use crate::gpu::{read_buffer_u32, storage_buffer, zeroed_buffer, GpuContext};
-use crate::kernels::attention::{self, AttentionCall, AttentionShape};
+use crate::kernels::attention::{self, AttentionCall, AttentionIo, AttentionShape};
 use crate::kernels::compact::{compact_heads, compact_mlp, width_for, CompactHeads, CompactMlp};
 use crate::kernels::rope;
 use crate::kernels::linear::{LinearCall, LinearOptions, Output, QkvOut};
@@ -243,8 +243,8 @@ impl GpuModel {
                     MlpMask::Fixed(_) if s.compact.is_some() => {
                         let m = &s.compact.as_ref().expect("checked")[l];
                         let plain = LinearOptions::default();
-                        let norm = NormSpec { x: &x, xn: &xn, weight: &layer_params[l].ffn_norm, eps: c.rms_eps };
-                        let gate_up = NormLinear::new(&ctx, d, &norm, &m.gate_up, &step, Output::One(&s.compact_gate_up, plain), family, true);
+                        let norm = NormSpec { dim: d, x: &x, xn: &xn, weight: &layer_params[l].ffn_norm, eps: c.rms_eps };
+                        let gate_up = NormLinear::new(&ctx, &norm, &m.gate_up, &step, Output::One(&s.compact_gate_up, plain), family, true);
                         let act = swiglu::call(&ctx, m.width, &step, &s.compact_gate_up, &s.h);
                         let down = LinearCall::with_family(&ctx, &m.down, &step, &s.h, &x, LinearOptions { accumulate: true, ..plain }, family);
                         MlpCalls::Compact(gate_up, act, down)
@@ -273,9 +273,9 @@ impl GpuModel {
                     let keys = rope::Keys { buffer: &cache.k_cache, n_heads: c.n_kv_heads, rows_from_pos: true };
                     let shape = AttentionShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim };
                     HeadCalls {
-                        qkv: NormLinear::new(&ctx, d, &NormSpec { x: &x, xn: &xn, weight: &cache.attn_norm, eps: c.rms_eps }, &compact.qkv, &step, Output::Qkv(&qkv_out), family, true),
+                        qkv: NormLinear::new(&ctx, &NormSpec { dim: d, x: &x, xn: &xn, weight: &cache.attn_norm, eps: c.rms_eps }, &compact.qkv, &step, Output::Qkv(&qkv_out), family, true),
                         rope: rope::call(&ctx, &rope_shape, &q, &keys, &step, rope_table),
-                        attention: attention::call_heads(&ctx, shape, kv_heads, &step, &q, &cache.k_cache, &cache.v_cache, &heads, family),
+                        attention: attention::call_heads(&ctx, shape, kv_heads, &step, &AttentionIo { q: &q, k: &cache.k_cache, v: &cache.v_cache, out: &heads }, family),
                         o: LinearCall::with_family(&ctx, &compact.o, &step, &heads, &x, LinearOptions { accumulate: true, ..plain }, family),
                     }
                 });
