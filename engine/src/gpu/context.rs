@@ -76,7 +76,7 @@ pub fn describe_adapter(adapter: &wgpu::Adapter) -> AdapterSummary {
         backend: format!("{:?}", info.backend).to_lowercase(),
         device_type: format!("{:?}", info.device_type),
         driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
-        max_storage_binding_mib: adapter.limits().max_storage_buffer_binding_size as u64 >> 20,
+        max_storage_binding_mib: adapter.limits().max_storage_buffer_binding_size >> 20,
         shader_f16: f.contains(wgpu::Features::SHADER_F16),
         subgroup: f.contains(wgpu::Features::SUBGROUP),
         timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
@@ -193,7 +193,7 @@ impl GpuContext {
 
     /// Largest storage binding in bytes; tensors above it are split by rows.
     pub fn max_binding_bytes(&self) -> u64 {
-        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
     }
 
     pub fn describe(&self) -> String {

@@ -104,7 +104,7 @@ impl Kernel {
     }
 
     pub fn dispatch(&self, pass: &mut wgpu::ComputePass<'_>, group: &wgpu::BindGroup, workgroups: [u32; 3]) {
-        if workgroups.iter().any(|&w| w == 0) {
+        if workgroups.contains(&0) {
             return;
         }
         pass.set_pipeline(&self.pipeline);

@@ -122,16 +122,16 @@ impl Config {
             return bad(format!("absurd layer count {}", c.n_layers));
         }
         // Weight rows are read 8 values at a time.
-        if c.dim == 0 || c.dim > 65536 || c.dim % 8 != 0 {
+        if c.dim == 0 || c.dim > 65536 || !c.dim.is_multiple_of(8) {
             return bad(format!("hidden size {} must be a positive multiple of 8 up to 65536", c.dim));
         }
-        if c.ffn_dim == 0 || c.ffn_dim > 1 << 18 || c.ffn_dim % 8 != 0 {
+        if c.ffn_dim == 0 || c.ffn_dim > 1 << 18 || !c.ffn_dim.is_multiple_of(8) {
             return bad(format!("absurd feed-forward size {}", c.ffn_dim));
         }
-        if c.n_heads == 0 || c.n_kv_heads == 0 || c.n_heads % c.n_kv_heads != 0 {
+        if c.n_heads == 0 || c.n_kv_heads == 0 || !c.n_heads.is_multiple_of(c.n_kv_heads) {
             return bad(format!("{} heads cannot share {} KV heads", c.n_heads, c.n_kv_heads));
         }
-        if c.head_dim == 0 || c.head_dim > MAX_HEAD_DIM || c.head_dim % 8 != 0 || c.rot_dim > c.head_dim || c.rot_dim % 2 != 0 {
+        if c.head_dim == 0 || c.head_dim > MAX_HEAD_DIM || !c.head_dim.is_multiple_of(8) || c.rot_dim > c.head_dim || !c.rot_dim.is_multiple_of(2) {
             return bad(format!("head dim {} / rotary dim {} unsupported (head dim up to {MAX_HEAD_DIM})", c.head_dim, c.rot_dim));
         }
         if c.vocab_size == 0 || c.vocab_size > 1 << 20 {
