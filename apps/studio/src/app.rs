@@ -6,6 +6,7 @@ use crate::masks::{MaskView, View};
 use crate::worker::{Command, Event, Mode, ModelInfo, Request, Stats, Worker};
 use eframe::egui;
 use sift_engine::attribution::Metric;
+use sift_engine::model::sparse::PromptTarget;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
@@ -48,6 +49,7 @@ impl StudioApp {
                 metric: Metric::CorrectedGxo,
                 ar: 0.3,
                 heads: false,
+                prompt_target: PromptTarget::Next,
                 thresholds: None,
             },
             thresholds_path: String::new(),
@@ -200,6 +202,19 @@ impl StudioApp {
         });
         ui.add(egui::Slider::new(&mut self.controls.ar, 0.05..=1.0).text("activation ratio").fixed_decimals(2));
         ui.checkbox(&mut self.controls.heads, "mask attention heads too");
+        // Always shown (disabled outside prompt mode), so the layout does not jump.
+        let target = &mut self.controls.prompt_target;
+        ui.add_enabled_ui(self.controls.mode == Mode::Prompt, |ui| {
+            egui::ComboBox::from_label("prompt target")
+                .selected_text(prompt_target_label(*target))
+                .show_ui(ui, |ui| {
+                    for t in PromptTarget::ALL {
+                        ui.selectable_value(target, t, prompt_target_label(t)).on_hover_text(prompt_target_help(t));
+                    }
+                })
+                .response
+                .on_hover_text(prompt_target_help(*target));
+        });
         if self.controls.mode == Mode::Threshold {
             let label = ui.label("thresholds file");
             ui.add(egui::TextEdit::singleline(&mut self.thresholds_path).hint_text("from `sift calibrate`")).labelled_by(label.id);
@@ -273,6 +288,20 @@ fn mode_help(mode: Mode) -> &'static str {
         Mode::Prompt => "attribution over the prompt once; the mask stays fixed while decoding (fast)",
         Mode::Oracle => "a dense forward and backward before every token picks its mask (slower than dense; the paper's protocol)",
         Mode::Threshold => "per-token rule from a calibration file: neurons below the layer's threshold are skipped",
+    }
+}
+
+fn prompt_target_label(t: PromptTarget) -> &'static str {
+    match t {
+        PromptTarget::Next => "next token",
+        PromptTarget::Tokens => "prompt tokens",
+    }
+}
+
+fn prompt_target_help(t: PromptTarget) -> &'static str {
+    match t {
+        PromptTarget::Next => "keep the units that the model's first reply token uses (scored at the last prompt token)",
+        PromptTarget::Tokens => "keep the units that predicting the prompt's own tokens uses (scores summed over the prompt)",
     }
 }
 

@@ -49,6 +49,8 @@ pub struct Request {
     pub ar: f64,
     /// Heads masked at the same AR too.
     pub heads: bool,
+    /// What prompt mode attributes.
+    pub prompt_target: sparse::PromptTarget,
     pub thresholds: Option<PathBuf>,
 }
 
@@ -208,7 +210,7 @@ impl Engine {
         s.model.reset();
         let mut scores: Option<Scores> = None;
         match req.mode {
-            Mode::Prompt => scores = Some(sparse::set_prompt_mask(&mut s.model, &mut s.attributor, &tokens, req.metric, ratios, sparse::PromptTarget::Next)?),
+            Mode::Prompt => scores = Some(sparse::set_prompt_mask(&mut s.model, &mut s.attributor, &tokens, req.metric, ratios, req.prompt_target)?),
             Mode::Threshold => {
                 let path = req.thresholds.as_ref().context("threshold mode needs a thresholds file (from `sift calibrate`)")?;
                 s.model.set_threshold_mask(&Thresholds::load(path)?)?;

@@ -1,6 +1,7 @@
 //! Sift Studio driven as a person would, through egui_kittest, with the real
 //! engine on a tiny random model (lavapipe where there is no GPU): the slider
-//! sets the AR of the next generation, the mask view has one row per layer,
+//! sets the AR of the next generation, the prompt target reaches it too, the
+//! mask view has one row per layer,
 //! Stop stops, and a bad model file's error shows in the window.
 
 use egui_kittest::kittest::Queryable;
@@ -8,6 +9,7 @@ use egui_kittest::Harness;
 use sift_engine::gpu::AdapterRequest;
 use sift_engine::kernels::rope::RopeStyle;
 use sift_engine::loader::quant::GgmlType;
+use sift_engine::model::sparse::PromptTarget;
 use sift_engine::testing::{gguf_bytes, random_weights, tiny_config};
 use sift_studio::app::StudioApp;
 use sift_studio::worker::{Mode, Worker};
@@ -67,12 +69,16 @@ fn slider_sets_the_ar_of_the_next_generation_and_masks_have_a_row_per_layer() {
     // ceil(0.55 * 96) = 53 of 96 neurons per layer were active.
     assert!((h.state().stats.mlp_active - 53.0 / 96.0).abs() < 1e-9, "{}", h.state().stats.mlp_active);
 
-    // A second generation takes the slider's new value.
+    // A second generation takes the slider's new value, and the prompt target chosen.
+    assert_eq!(req.prompt_target, PromptTarget::Next, "the default prompt target");
+    h.get_by_label("prompt target");
+    h.state_mut().controls.prompt_target = PromptTarget::Tokens;
     h.get_by_role_and_label(egui::accesskit::Role::Slider, "activation ratio").set_value_accesskit(0.2);
     h.step();
     h.get_by_label("Generate").click();
     h.step();
     assert!((h.state().last_request.as_ref().unwrap().ar - 0.2).abs() < 1e-9);
+    assert_eq!(h.state().last_request.as_ref().unwrap().prompt_target, PromptTarget::Tokens);
     wait(&mut h, "the second generation", |a| !a.generating);
     assert!((h.state().stats.mlp_active - 20.0 / 96.0).abs() < 1e-9, "{}", h.state().stats.mlp_active);
     for l in 0..layers {
