@@ -152,7 +152,8 @@ fn every_metric_matches_the_cpu_reference() {
 /// Scoring the last token of a sequence that extends the last one attributed
 /// runs only the new token (its keys and values go after the cached ones) and
 /// gives the scores of a full pass; a sequence that differs earlier is run
-/// again from where it differs, never on stale keys.
+/// again from where it differs, never on stale keys; forgetting the cache
+/// runs every token again.
 #[test]
 fn last_token_scores_reuse_cached_tokens_and_equal_a_full_pass() {
     let (c, w) = tiny(RopeStyle::Neox, false);
@@ -190,6 +191,14 @@ fn last_token_scores_reuse_cached_tokens_and_equal_a_full_pass() {
         let r = cpu::attribute(&c, &w, &next, &vec![NONE; next.len()], &Intervention::default());
         assert!(rel(&logits, &r.logits[(next.len() - 1) * c.vocab_size..]) < 1e-4, "step {step}: decoding after the pass");
     }
+    // The same tokens again reuse everything but the last; once forgotten, every token runs.
+    let rerun = |attr: &mut Attributor, model: &mut GpuModel| {
+        attr.attribute(model, &tokens, &Target::Token(3), &opts).unwrap();
+        attr.read_trace(0).unwrap().neurons.len() / c.ffn_dim
+    };
+    assert_eq!(rerun(&mut attr, &mut model), 1);
+    attr.forget_cached_tokens();
+    assert_eq!(rerun(&mut attr, &mut model), tokens.len());
 }
 
 #[test]

@@ -162,6 +162,8 @@ fn attribution_ratio(model: &mut sift_engine::model::GpuModel, attributor: &mut 
         let t = Instant::now();
         model.forward(prompt, Logits::Last)?;
         let f = t.elapsed().as_secs_f64();
+        // A full pass: without this, the same prompt would reuse the last one.
+        attributor.forget_cached_tokens();
         let t = Instant::now();
         attributor.attribute(model, prompt, &Target::Next, &opts)?;
         let a = t.elapsed().as_secs_f64();

@@ -311,6 +311,12 @@ impl Attributor {
         Ok(ResolvedTarget { targets, rows })
     }
 
+    /// Forgets the tokens the last pass ran, so the next one runs every token
+    /// (a benchmark of a full pass, for one).
+    pub fn forget_cached_tokens(&mut self) {
+        self.cached.clear();
+    }
+
     /// Builds a pass for `n` tokens unless the current one is large enough
     /// (a new pass starts with an empty cache).
     fn ensure_pass(&mut self, model: &GpuModel, n: usize) {
