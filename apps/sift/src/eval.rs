@@ -10,7 +10,7 @@ use serde_json::json;
 use sift_engine::attribution::Attributor;
 use sift_engine::eval::{bleu, continuation_log_prob, greedy, truthfulqa, Sparsity};
 use sift_engine::model::sparse::Thresholds;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Task {
@@ -45,6 +45,11 @@ pub struct Args {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// truthfulqa-gen: keep the dense references in this JSON file and reuse
+    /// them on later runs with the same model and --tokens (they are most of
+    /// the run's time).
+    #[arg(long)]
+    pub references: Option<PathBuf>,
 }
 
 /// `../shared/data/NAME` beside the repository.
@@ -88,6 +93,41 @@ impl Evaluator {
                 r
             })
             .collect()
+    }
+
+    /// The dense greedy references of the paper's protocol, one per question,
+    /// from `path` when an earlier run of the same model and token count wrote
+    /// them there (question by question), else generated and saved.
+    pub fn cached_references(&mut self, path: &Path, qs: &[truthfulqa::Question], tokens: usize, pb: &ProgressBar) -> Result<Vec<Vec<u32>>> {
+        #[derive(serde::Serialize, serde::Deserialize, Default)]
+        struct Saved {
+            model: String,
+            tokens: usize,
+            references: std::collections::BTreeMap<String, Vec<u32>>,
+        }
+        let model = self.m.model.fingerprint.clone();
+        let mut saved: Saved = match std::fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text).with_context(|| format!("{} is not a references file; delete it to regenerate", path.display()))?,
+            Err(_) => Saved::default(),
+        };
+        if saved.model != model || saved.tokens != tokens {
+            saved = Saved { model, tokens, references: Default::default() };
+        }
+        let mut out = Vec::with_capacity(qs.len());
+        for q in qs {
+            let r = match saved.references.get(&q.question) {
+                Some(r) => r.clone(),
+                None => {
+                    let r = self.generate(q, tokens, &Sparsity::Off)?;
+                    saved.references.insert(q.question.clone(), r.clone());
+                    r
+                }
+            };
+            out.push(r);
+            pb.inc(1);
+        }
+        std::fs::write(path, serde_json::to_string(&saved)?).with_context(|| format!("writing {}", path.display()))?;
+        Ok(out)
     }
 
     pub fn generate(&mut self, q: &truthfulqa::Question, tokens: usize, s: &Sparsity) -> Result<Vec<u32>> {
@@ -146,7 +186,10 @@ pub fn run(args: Args) -> Result<()> {
             let qs = load_questions(&args.data, args.limit)?;
             let mut e = Evaluator::load(&args.model, 512)?;
             let pb = progress(2 * qs.len(), "TruthfulQA generation");
-            let refs = e.references(&qs, args.tokens, &pb)?;
+            let refs = match &args.references {
+                Some(path) => e.cached_references(path, &qs, args.tokens, &pb)?,
+                None => e.references(&qs, args.tokens, &pb)?,
+            };
             let (bleu, agreement) = e.gen_scores(&qs, &refs, args.tokens, &sparsity, &pb)?;
             pb.finish_and_clear();
             json!({ "task": "truthfulqa-gen", "questions": qs.len(), "bleu": bleu, "token_agreement": agreement })

@@ -9,8 +9,6 @@
 
 use crate::chart::{self, Panel, Series};
 use crate::eval::{load_questions, progress, Evaluator};
-use indicatif::ProgressBar;
-use sift_engine::eval::truthfulqa::Question;
 use crate::common::ModelArgs;
 use crate::sparsity::Units;
 use anyhow::{bail, Context, Result};
@@ -169,7 +167,7 @@ pub fn run(args: Args) -> Result<()> {
     if !todo.is_empty() {
         let mut e = Evaluator::load(&args.model, 512)?;
         let pb = progress(qs.len() * (todo.len() + 1), "dense references");
-        let refs = cached_references(&mut e, &args.out.join("references.json"), &qs, args.tokens, &pb)?;
+        let refs = e.cached_references(&args.out.join("references.json"), &qs, args.tokens, &pb)?;
         for (mode, metric, ar) in todo {
             pb.set_message(format!("{mode} {metric} AR {ar}"));
             let ratios = if units == "both" { Ratios::both(ar) } else { Ratios::mlp(ar) };
@@ -197,41 +195,6 @@ fn mode_sparsity(mode: &str, metric: Metric, ratios: Ratios) -> Option<Sparsity>
         "prompt-tokens" => Some(Sparsity::Prompt(metric, ratios, PromptTarget::Tokens)),
         _ => None,
     }
-}
-
-/// The dense greedy references of the paper's protocol, one per question,
-/// from `path` when an earlier run of the same model and token count wrote
-/// them there (question by question), else generated and saved.
-fn cached_references(e: &mut Evaluator, path: &Path, qs: &[Question], tokens: usize, pb: &ProgressBar) -> Result<Vec<Vec<u32>>> {
-    #[derive(serde::Serialize, serde::Deserialize, Default)]
-    struct Saved {
-        model: String,
-        tokens: usize,
-        references: std::collections::BTreeMap<String, Vec<u32>>,
-    }
-    let model = e.m.model.fingerprint.clone();
-    let mut saved: Saved = match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text).with_context(|| format!("{} is not a references file; delete it to regenerate", path.display()))?,
-        Err(_) => Saved::default(),
-    };
-    if saved.model != model || saved.tokens != tokens {
-        saved = Saved { model, tokens, references: Default::default() };
-    }
-    let mut out = Vec::with_capacity(qs.len());
-    for q in qs {
-        let r = match saved.references.get(&q.question) {
-            Some(r) => r.clone(),
-            None => {
-                let r = e.generate(q, tokens, &Sparsity::Off)?;
-                saved.references.insert(q.question.clone(), r.clone());
-                r
-            }
-        };
-        out.push(r);
-        pb.inc(1);
-    }
-    std::fs::write(path, serde_json::to_string(&saved)?).with_context(|| format!("writing {}", path.display()))?;
-    Ok(out)
 }
 
 /// BLEU per metric (rows) and AR (columns), one table per mode.

@@ -285,6 +285,19 @@ fn eval_tasks_score_sparse_against_dense() {
     let v = json(&sift(&["eval", "truthfulqa-gen", "-m", m, "--data", d, "--tokens", "6", "--sparsity", "oracle", "--ar", "0.1", "--limit", "2", "--json"]));
     assert_eq!(v["questions"].as_u64(), Some(2));
     assert!((0.0..=100.0).contains(&v["bleu"].as_f64().unwrap()));
+    // --references keeps the dense references: the first run writes them, a
+    // rerun reads them and scores the same; a file that is not one is an error.
+    let refs = dir.join("refs.json");
+    let r = refs.to_str().unwrap();
+    let with_refs = ["eval", "truthfulqa-gen", "-m", m, "--data", d, "--tokens", "6", "--sparsity", "oracle", "--ar", "0.1", "--limit", "2", "--json", "--references", r];
+    let first = json(&sift(&with_refs));
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&refs).unwrap()).unwrap();
+    assert_eq!((saved["tokens"].as_u64(), saved["references"].as_object().map(|o| o.len())), (Some(6), Some(2)), "{saved}");
+    assert_eq!(json(&sift(&with_refs))["bleu"], first["bleu"]);
+    assert_eq!(first["bleu"], v["bleu"], "cached references score like fresh ones");
+    std::fs::write(&refs, "not json").unwrap();
+    let o = sift(&with_refs);
+    assert!(!o.status.success() && text(&o).contains("is not a references file"), "{}", text(&o));
     let v = json(&sift(&["eval", "truthfulqa-mc", "-m", m, "--data", d, "--json"]));
     assert!((0.0..=1.0).contains(&v["mc1"].as_f64().unwrap()) && (0.0..=1.0).contains(&v["mc2"].as_f64().unwrap()), "{v}");
     // MC under a full-ratio prompt mask equals dense MC.
