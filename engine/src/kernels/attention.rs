@@ -181,9 +181,7 @@ mod tests {
             let att = call(&ctx, s, &step, &AttentionIo { q: &qb, k: &kb, v: &vb, out: &out }, kind);
             let mut plan = Vec::new();
             att.plan("attention", t as u32, pos0, &mut plan);
-            let mut enc = ctx.device.create_command_encoder(&Default::default());
-            plan.iter().for_each(|d| d.record(&mut enc.begin_compute_pass(&Default::default())));
-            ctx.queue.submit([enc.finish()]);
+            crate::kernels::run_plan(&ctx, &plan);
             let got = read_buffer_f32(&ctx, &out, 0, q.len()).unwrap();
             // Online vs two-pass softmax differ by rounding only: 1e-5.
             let err = max_err(&got, &reference(s, &q, &k, &v, pos0));
@@ -210,9 +208,7 @@ mod tests {
                 let att = call_heads(&ctx, s, &kv_head, &step, &AttentionIo { q: &qb, k: &kb, v: &vb, out: &out }, kind);
                 let mut plan = Vec::new();
                 att.plan("attention", t as u32, pos0, &mut plan);
-                let mut enc = ctx.device.create_command_encoder(&Default::default());
-                plan.iter().for_each(|d| d.record(&mut enc.begin_compute_pass(&Default::default())));
-                ctx.queue.submit([enc.finish()]);
+                crate::kernels::run_plan(&ctx, &plan);
                 let got = read_buffer_f32(&ctx, &out, 0, t * list.len() * hd).unwrap();
                 let err = max_err(&got, &pick(&reference(s, &q, &k, &v, pos0)));
                 assert!(err < 1e-5, "{kind:?} t={t} pos0={pos0}: {err}");

@@ -86,54 +86,92 @@ fn compact(ctx: &GpuContext, dim: usize, interleaved: bool, jobs: &[Job]) {
     run_calls(ctx, &calls.iter().collect::<Vec<_>>(), 1);
 }
 
-/// Compacts `active` (at most `count` neurons; the list's count buffer says
-/// how many) from the per-neuron layouts of sparse decoding: `gate_up`
-/// [ffn, gate row | up row] and `down_t` (W_down^T, [ffn, dim]), both f16.
-pub fn compact_mlp(ctx: &GpuContext, dim: usize, active: ActiveList, count: usize, interleaved: bool, gate_up: &wgpu::Buffer, down_t: &wgpu::Buffer) -> CompactMlp {
-    let width = width_for(count);
-    let out = CompactMlp {
-        gate_up: empty_matrix(ctx, "compact gate_up", 2 * width, dim, interleaved),
-        down: empty_matrix(ctx, "compact down", dim, width, interleaved),
-        width,
-    };
-    let job = |mode, src, dst| Job { mode, list: active, width, row0: 0, src, dst };
-    compact(ctx, dim, interleaved, &[job(Mode::GateUp, gate_up, &out.gate_up), job(Mode::Columns, down_t, &out.down)]);
-    out
+/// One layer's active neurons (at most `count`; the list's count buffer says
+/// how many) and the per-neuron layouts of sparse decoding they are copied
+/// from: `gate_up` [ffn, gate row | up row] and `down_t` (W_down^T, [ffn,
+/// dim]), both f16.
+pub struct MlpSources<'a> {
+    pub active: ActiveList<'a>,
+    pub count: usize,
+    pub gate_up: &'a wgpu::Buffer,
+    pub down_t: &'a wgpu::Buffer,
 }
 
-/// Compacts the active heads' query rows (`active` lists rows of W_q, at most
-/// `count`) from `wq` [q_dim, dim] followed by every row of `w_kv` ([W_k; W_v],
-/// `kv.max_count` rows, `kv` listing them all), and W_o's columns of the
-/// active rows from `wo_t` (W_o^T, [q_dim, dim]); all f16 row-major.
-#[allow(clippy::too_many_arguments)]
-pub fn compact_heads(ctx: &GpuContext, dim: usize, active: ActiveList, count: usize, kv: ActiveList, interleaved: bool, wq: &wgpu::Buffer, w_kv: &wgpu::Buffer, wo_t: &wgpu::Buffer) -> CompactHeads {
-    let width = width_for(count);
-    let out = CompactHeads {
-        qkv: empty_matrix(ctx, "compact wqkv", width + kv.max_count, dim, interleaved),
-        o: empty_matrix(ctx, "compact wo", dim, width, interleaved),
-        width,
-    };
-    compact(
-        ctx,
-        dim,
-        interleaved,
-        &[
-            Job { mode: Mode::Rows, list: active, width, row0: 0, src: wq, dst: &out.qkv },
-            Job { mode: Mode::Rows, list: kv, width: kv.max_count, row0: width, src: w_kv, dst: &out.qkv },
-            Job { mode: Mode::Columns, list: active, width, row0: 0, src: wo_t, dst: &out.o },
-        ],
-    );
-    out
+/// Compacts every listed layer's active neurons, in one submission.
+pub fn compact_mlp(ctx: &GpuContext, dim: usize, interleaved: bool, layers: &[MlpSources]) -> Vec<CompactMlp> {
+    let outs: Vec<CompactMlp> = layers
+        .iter()
+        .map(|l| {
+            let width = width_for(l.count);
+            CompactMlp {
+                gate_up: empty_matrix(ctx, "compact gate_up", 2 * width, dim, interleaved),
+                down: empty_matrix(ctx, "compact down", dim, width, interleaved),
+                width,
+            }
+        })
+        .collect();
+    let jobs: Vec<Job> = layers
+        .iter()
+        .zip(&outs)
+        .flat_map(|(l, out)| {
+            let job = |mode, src, dst| Job { mode, list: l.active, width: out.width, row0: 0, src, dst };
+            [job(Mode::GateUp, l.gate_up, &out.gate_up), job(Mode::Columns, l.down_t, &out.down)]
+        })
+        .collect();
+    compact(ctx, dim, interleaved, &jobs);
+    outs
+}
+
+/// One layer's active query rows (`active`, at most `count`) and the f16
+/// row-major matrices they are copied from: `wq` [q_dim, dim], `w_kv`
+/// ([W_k; W_v], copied whole after the query rows) and `wo_t` (W_o^T,
+/// [q_dim, dim]).
+pub struct HeadSources<'a> {
+    pub active: ActiveList<'a>,
+    pub count: usize,
+    pub wq: &'a wgpu::Buffer,
+    pub w_kv: &'a wgpu::Buffer,
+    pub wo_t: &'a wgpu::Buffer,
+}
+
+/// Compacts every listed layer's active heads, in one submission. `kv` lists
+/// all of [W_k; W_v]'s rows (`kv.max_count` of them).
+pub fn compact_heads(ctx: &GpuContext, dim: usize, interleaved: bool, kv: ActiveList, layers: &[HeadSources]) -> Vec<CompactHeads> {
+    let outs: Vec<CompactHeads> = layers
+        .iter()
+        .map(|l| {
+            let width = width_for(l.count);
+            CompactHeads {
+                qkv: empty_matrix(ctx, "compact wqkv", width + kv.max_count, dim, interleaved),
+                o: empty_matrix(ctx, "compact wo", dim, width, interleaved),
+                width,
+            }
+        })
+        .collect();
+    let jobs: Vec<Job> = layers
+        .iter()
+        .zip(&outs)
+        .flat_map(|(l, out)| {
+            let width = out.width;
+            [
+                Job { mode: Mode::Rows, list: l.active, width, row0: 0, src: l.wq, dst: &out.qkv },
+                Job { mode: Mode::Rows, list: kv, width: kv.max_count, row0: width, src: l.w_kv, dst: &out.qkv },
+                Job { mode: Mode::Columns, list: l.active, width, row0: 0, src: l.wo_t, dst: &out.o },
+            ]
+        })
+        .collect();
+    compact(ctx, dim, interleaved, &jobs);
+    outs
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::gpu::{read_buffer_f32, storage_buffer};
-    use crate::kernels::linear::{LinearCall, LinearOptions, QkvOut};
+    use crate::kernels::linear::{LinearCall, LinearOptions, Output, QkvOut};
     use crate::kernels::sparse::mlp_reference;
     use crate::kernels::sparse::tests::{pack_gate_up, to_f16, transpose};
-    use crate::kernels::{swiglu, test_util::*, KernelFamily, Step};
+    use crate::kernels::{run_plan, swiglu, test_util::*, KernelFamily, Step};
 
     /// The compacted matrices through the dense linear kernels and SwiGLU
     /// give the MLP of only the active neurons, in both layouts, for a count
@@ -157,7 +195,7 @@ mod tests {
             let (ib, counts) = (storage_buffer(&ctx, "index", &index), storage_buffer(&ctx, "counts", &[3u32, active.len() as u32]));
             let list = ActiveList { index: &ib, counts: &counts, index_offset: 5, layer: 1, max_count: active.len() };
             let interleaved = family == KernelFamily::RowPerInvocation;
-            let c = compact_mlp(&ctx, dim, list, active.len(), interleaved, &gub, &dtb);
+            let c = compact_mlp(&ctx, dim, interleaved, &[MlpSources { active: list, count: active.len(), gate_up: &gub, down_t: &dtb }]).remove(0);
             assert_eq!(c.width % 8, 0);
             let (gu_out, h) = (zeroed_buffer(&ctx, "gu", (2 * c.width * 4) as u64), zeroed_buffer(&ctx, "h", (c.width * 4) as u64));
             let residual = random(dim, 114);
@@ -170,12 +208,7 @@ mod tests {
             gu_call.plan("gate_up", 1, &mut plan);
             act.plan("swiglu", 1, &mut plan);
             down_call.plan("down", 1, &mut plan);
-            let mut enc = ctx.device.create_command_encoder(&Default::default());
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                plan.iter().for_each(|d| d.record(&mut pass));
-            }
-            ctx.queue.submit([enc.finish()]);
+            run_plan(&ctx, &plan);
             let got = read_buffer_f32(&ctx, &y, 0, dim).unwrap();
             let mut want = mlp_reference(&x, &gate, &up, &down, ffn, &active);
             want.iter_mut().zip(&residual).for_each(|(a, b)| *a += b);
@@ -204,22 +237,17 @@ mod tests {
             let (ib, counts) = (storage_buffer(&ctx, "index", &rows), storage_buffer(&ctx, "counts", &[rows.len() as u32]));
             let list = ActiveList { index: &ib, counts: &counts, index_offset: 0, layer: 0, max_count: rows.len() };
             let interleaved = family == KernelFamily::RowPerInvocation;
-            let c = compact_heads(&ctx, dim, list, rows.len(), kv, interleaved, &wqb, &wkvb, &wotb);
+            let c = compact_heads(&ctx, dim, interleaved, kv, &[HeadSources { active: list, count: rows.len(), wq: &wqb, w_kv: &wkvb, wo_t: &wotb }]).remove(0);
             assert_eq!(c.width, rows.len());
             let (q_out, k_out, v_out) = (zeroed_buffer(&ctx, "q", (c.width * 4) as u64), zeroed_buffer(&ctx, "k", (kv_dim * 4) as u64), zeroed_buffer(&ctx, "v", (kv_dim * 4) as u64));
             let h = storage_buffer(&ctx, "h", &random(c.width, 123));
             let y = zeroed_buffer(&ctx, "y", (dim * 4) as u64);
             let out = QkvOut { q: &q_out, q_rows: c.width, k_cache: &k_out, v_cache: &v_out, kv_rows: kv_dim };
-            let (qkv_call, o_call) = (LinearCall::qkv(&ctx, &c.qkv, &step, &xb, &out, family), LinearCall::with_family(&ctx, &c.o, &step, &h, &y, LinearOptions::default(), family));
+            let (qkv_call, o_call) = (LinearCall::build_for(&ctx, &c.qkv, &step, &xb, Output::Qkv(&out), family), LinearCall::with_family(&ctx, &c.o, &step, &h, &y, LinearOptions::default(), family));
             let mut plan = Vec::new();
             qkv_call.plan("qkv", 1, &mut plan);
             o_call.plan("o", 1, &mut plan);
-            let mut enc = ctx.device.create_command_encoder(&Default::default());
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                plan.iter().for_each(|d| d.record(&mut pass));
-            }
-            ctx.queue.submit([enc.finish()]);
+            run_plan(&ctx, &plan);
             let q_full = crate::kernels::linear::reference(&x, &wq, q_dim, dim);
             let want_q: Vec<f32> = rows.iter().map(|&r| q_full[r as usize]).collect();
             assert!(max_err(&read_buffer_f32(&ctx, &q_out, 0, c.width).unwrap(), &want_q) < 1e-4, "{family:?} {heads:?} queries");

@@ -217,7 +217,8 @@ fn kernels(ctx: &GpuContext, kind: KernelFamily, store: Store, norm: bool) -> (V
 }
 
 /// The destinations of a fused [Wq; Wk; Wv] projection: queries (row t) and
-/// the layer's KV cache (row pos0 + t).
+/// the layer's KV cache (row pos0 + t). The matrix has `q_rows` query rows
+/// (0: keys and values only), then `kv_rows` rows each for keys and values.
 pub struct QkvOut<'a> {
     pub q: &'a wgpu::Buffer,
     pub q_rows: usize,
@@ -237,13 +238,6 @@ impl LinearCall {
         kind: KernelFamily,
     ) -> LinearCall {
         Self::build(ctx, w, step, x, Output::One(y, opts), None, kind)
-    }
-
-    /// The fused query/key/value projection: `w` is [Wq; Wk; Wv] with
-    /// `out.q_rows` query rows and `out.kv_rows` rows each for keys and
-    /// values (`out.q_rows` may be 0: keys and values only).
-    pub fn qkv(ctx: &GpuContext, w: &Matrix, step: &wgpu::Buffer, x: &wgpu::Buffer, out: &QkvOut, kind: KernelFamily) -> LinearCall {
-        Self::build(ctx, w, step, x, Output::Qkv(out), None, kind)
     }
 
     /// The layer writing to `out`.
@@ -334,14 +328,9 @@ mod tests {
     use crate::kernels::{test_util::*, Step};
 
     fn run_linear(ctx: &GpuContext, call: &LinearCall, n_tokens: u32) {
-        let mut enc = ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            let mut plan = Vec::new();
-            call.plan("linear", n_tokens, &mut plan);
-            plan.iter().for_each(|d| d.record(&mut pass));
-        }
-        ctx.queue.submit([enc.finish()]);
+        let mut plan = Vec::new();
+        call.plan("linear", n_tokens, &mut plan);
+        crate::kernels::run_plan(ctx, &plan);
     }
 
     fn run(n_tokens: usize, n: usize, k: usize, max_bytes: u64, opts: LinearOptions, pos0: usize) -> (Vec<f32>, Vec<f32>) {
@@ -429,7 +418,7 @@ mod tests {
                     let step = uniform_buffer(&ctx, "step", &Step::new(t, pos0));
                     let xb = storage_buffer(&ctx, "x", &x);
                     let out = QkvOut { q: &qb, q_rows, k_cache: &kb, v_cache: &vb, kv_rows: kvd };
-                    run_linear(&ctx, &LinearCall::qkv(&ctx, &m, &step, &xb, &out, kind), t as u32);
+                    run_linear(&ctx, &LinearCall::build_for(&ctx, &m, &step, &xb, Output::Qkv(&out), kind), t as u32);
                     let r = reference(&x, &w, m.rows, k);
                     let (mut want_q, mut want_k, mut want_v) = (q0.clone(), k0.clone(), v0.clone());
                     for ti in 0..t {

@@ -113,6 +113,16 @@ pub fn spread(groups: u32) -> [u32; 2] {
     }
 }
 
+/// Records planned dispatches in one compute pass and submits them.
+pub fn run_plan(ctx: &GpuContext, plan: &[Dispatch]) {
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        plan.iter().for_each(|d| d.record(&mut pass));
+    }
+    ctx.queue.submit([enc.finish()]);
+}
+
 /// Records a list of calls in one compute pass and submits it.
 pub fn run_calls(ctx: &GpuContext, calls: &[&Call], n_tokens: u32) {
     let mut enc = ctx.device.create_command_encoder(&Default::default());

@@ -139,12 +139,7 @@ mod tests {
             let call = call(&ctx, s, &step, &bufs);
             let mut plan = Vec::new();
             call.plan(n as u32, &mut plan);
-            let mut enc = ctx.device.create_command_encoder(&Default::default());
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                plan.iter().for_each(|d| d.record(&mut pass));
-            }
-            ctx.queue.submit([enc.finish()]);
+            crate::kernels::run_plan(&ctx, &plan);
             let (wq, wk, wv) = reference(s, &q, &k, &v, &da);
             // Sums of T products after a softmax: 1e-5 relative to the magnitude.
             for (name, buf, want) in [("dq", &dq, &wq[pos0 * qs..]), ("dk", &dk, &wk[pos0 * kvs..]), ("dv", &dv, &wv[pos0 * kvs..])] {

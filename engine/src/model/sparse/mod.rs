@@ -23,7 +23,7 @@ use crate::attribution::{Metric, Scores};
 use crate::error::{Result, SiftError};
 use crate::gpu::{read_buffer_u32, storage_buffer, zeroed_buffer, GpuContext};
 use crate::kernels::attention::{self, AttentionCall, AttentionIo, AttentionShape};
-use crate::kernels::compact::{compact_heads, compact_mlp, width_for, CompactHeads, CompactMlp};
+use crate::kernels::compact::{compact_heads, compact_mlp, width_for, CompactHeads, CompactMlp, HeadSources, MlpSources};
 use crate::kernels::rope;
 use crate::kernels::linear::{LinearCall, LinearOptions, Output, QkvOut};
 use crate::kernels::norm_linear::{NormLinear, NormSpec};
@@ -68,8 +68,8 @@ struct HeadCalls {
 
 /// The active heads of every layer and their compacted weights.
 struct HeadMask {
-    counts: Vec<usize>,
-    /// Per layer: the KV head of each active head, in list order.
+    /// Per layer: the KV head of each active head, in list order (so its
+    /// length is the layer's active head count).
     kv_heads: Vec<Vec<u32>>,
     compact: Vec<CompactHeads>,
 }
@@ -233,7 +233,7 @@ impl GpuModel {
         s.layers = (0..c.n_layers)
             .map(|l| {
                 let neurons_list = ActiveList { index: &s.index, counts: &s.counts, index_offset: l * f, layer: l, max_count: f };
-                        let select = |rule, values: &wgpu::Buffer, norms: &wgpu::Buffer| {
+                let select = |rule, values: &wgpu::Buffer, norms: &wgpu::Buffer| {
                     let out = SelectOut { index: &s.index, counts: &s.counts, bitmap: &s.bitmap, compact: &s.h };
                     sparse::threshold_select(&ctx, f, l, rule, values, norms, &s.thresholds, out)
                 };
@@ -336,7 +336,7 @@ impl GpuModel {
     /// Sets the active attention heads of every layer explicitly (at least one each).
     pub fn set_head_mask(&mut self, active: &[Vec<u32>]) -> Result<()> {
         let c = self.config.clone();
-        let (_, bitmap, counts) = pack_lists(active, c.n_layers, c.n_heads, "head")?;
+        let (_, bitmap, _) = pack_lists(active, c.n_layers, c.n_heads, "head")?;
         let (rows, _, row_counts) = pack_lists(&expand_heads(active, c.head_dim), c.n_layers, c.q_dim(), "query row")?;
         let (ctx, interleaved) = (self.ctx.clone(), self.params.family == KernelFamily::RowPerInvocation);
         let q = self.ctx.queue.clone();
@@ -344,17 +344,18 @@ impl GpuModel {
         q.write_buffer(&s.head_rows, 0, bytemuck::cast_slice(&rows));
         q.write_buffer(&s.head_counts, 0, bytemuck::cast_slice(&row_counts));
         q.write_buffer(&s.head_bitmap, 0, bytemuck::cast_slice(&bitmap));
-        let compact = (0..c.n_layers)
+        let layers: Vec<HeadSources> = (0..c.n_layers)
             .map(|l| {
                 let rows = row_counts[l] as usize;
-                let list = ActiveList { index: &s.head_rows, counts: &s.head_counts, index_offset: l * c.q_dim(), layer: l, max_count: rows };
-                let kv = ActiveList { index: &s.kv_rows, counts: &s.kv_rows_count, index_offset: 0, layer: 0, max_count: 2 * c.kv_dim() };
-                compact_heads(&ctx, c.dim, list, rows, kv, interleaved, &s.wq[l], &s.w_kv[l], &s.wo_t[l])
+                let active = ActiveList { index: &s.head_rows, counts: &s.head_counts, index_offset: l * c.q_dim(), layer: l, max_count: rows };
+                HeadSources { active, count: rows, wq: &s.wq[l], w_kv: &s.w_kv[l], wo_t: &s.wo_t[l] }
             })
             .collect();
+        let kv = ActiveList { index: &s.kv_rows, counts: &s.kv_rows_count, index_offset: 0, layer: 0, max_count: 2 * c.kv_dim() };
+        let compact = compact_heads(&ctx, c.dim, interleaved, kv, &layers);
         let group = (c.n_heads / c.n_kv_heads) as u32;
         let kv_heads = active.iter().map(|ids| ids.iter().map(|&h| h / group).collect()).collect();
-        s.heads = Some(HeadMask { counts: counts.iter().map(|&k| k as usize).collect(), kv_heads, compact });
+        s.heads = Some(HeadMask { kv_heads, compact });
         self.bind_sparse();
         Ok(())
     }
@@ -424,7 +425,7 @@ impl GpuModel {
             MlpMask::Fixed(k) => mean(k, c.ffn_dim),
             MlpMask::Threshold(_) => mean(&read_buffer_u32(&self.ctx, &s.counts, 0, c.n_layers)?.iter().map(|&k| k as usize).collect::<Vec<_>>(), c.ffn_dim),
         };
-        let heads = s.heads.as_ref().map_or(1.0, |h| mean(&h.counts, c.n_heads));
+        let heads = s.heads.as_ref().map_or(1.0, |h| h.kv_heads.iter().map(Vec::len).sum::<usize>() as f64 / (c.n_layers * c.n_heads) as f64);
         Ok((mlp, heads))
     }
 
@@ -468,12 +469,13 @@ impl GpuModel {
         }
         let (ctx, c) = (&self.ctx, &self.config);
         let interleaved = self.params.family == KernelFamily::RowPerInvocation;
-        let compact = (0..c.n_layers)
+        let layers: Vec<MlpSources> = (0..c.n_layers)
             .map(|l| {
-                let list = ActiveList { index: &s.index, counts: &s.counts, index_offset: l * c.ffn_dim, layer: l, max_count: counts[l] };
-                compact_mlp(ctx, c.dim, list, counts[l], interleaved, &s.gate_up[l], &s.down_t[l])
+                let active = ActiveList { index: &s.index, counts: &s.counts, index_offset: l * c.ffn_dim, layer: l, max_count: counts[l] };
+                MlpSources { active, count: counts[l], gate_up: &s.gate_up[l], down_t: &s.down_t[l] }
             })
             .collect();
+        let compact = compact_mlp(ctx, c.dim, interleaved, &layers);
         s.compact = Some(compact);
         self.bind_sparse();
     }
