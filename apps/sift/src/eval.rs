@@ -83,22 +83,10 @@ impl Evaluator {
         Ok(Evaluator { m, attributor })
     }
 
-    /// Dense greedy references of the paper's protocol, one per question.
-    pub fn references(&mut self, questions: &[truthfulqa::Question], tokens: usize, pb: &ProgressBar) -> Result<Vec<Vec<u32>>> {
-        questions
-            .iter()
-            .map(|q| {
-                let r = self.generate(q, tokens, &Sparsity::Off);
-                pb.inc(1);
-                r
-            })
-            .collect()
-    }
-
-    /// The dense greedy references of the paper's protocol, one per question,
-    /// from `path` when an earlier run of the same model and token count wrote
-    /// them there (question by question), else generated and saved.
-    pub fn cached_references(&mut self, path: &Path, qs: &[truthfulqa::Question], tokens: usize, pb: &ProgressBar) -> Result<Vec<Vec<u32>>> {
+    /// The dense greedy references of the paper's protocol, one per question.
+    /// With `cache`, those an earlier run of the same model and token count
+    /// saved there are reused (question by question), and the file is updated.
+    pub fn references(&mut self, cache: Option<&Path>, qs: &[truthfulqa::Question], tokens: usize, pb: &ProgressBar) -> Result<Vec<Vec<u32>>> {
         #[derive(serde::Serialize, serde::Deserialize, Default)]
         struct Saved {
             model: String,
@@ -106,9 +94,9 @@ impl Evaluator {
             references: std::collections::BTreeMap<String, Vec<u32>>,
         }
         let model = self.m.model.fingerprint.clone();
-        let mut saved: Saved = match std::fs::read_to_string(path) {
-            Ok(text) => serde_json::from_str(&text).with_context(|| format!("{} is not a references file; delete it to regenerate", path.display()))?,
-            Err(_) => Saved::default(),
+        let mut saved: Saved = match cache.map(|path| (path, std::fs::read_to_string(path))) {
+            Some((path, Ok(text))) => serde_json::from_str(&text).with_context(|| format!("{} is not a references file; delete it to regenerate", path.display()))?,
+            _ => Saved::default(),
         };
         if saved.model != model || saved.tokens != tokens {
             saved = Saved { model, tokens, references: Default::default() };
@@ -126,7 +114,9 @@ impl Evaluator {
             out.push(r);
             pb.inc(1);
         }
-        std::fs::write(path, serde_json::to_string(&saved)?).with_context(|| format!("writing {}", path.display()))?;
+        if let Some(path) = cache {
+            std::fs::write(path, serde_json::to_string(&saved)?).with_context(|| format!("writing {}", path.display()))?;
+        }
         Ok(out)
     }
 
@@ -186,10 +176,7 @@ pub fn run(args: Args) -> Result<()> {
             let qs = load_questions(&args.data, args.limit)?;
             let mut e = Evaluator::load(&args.model, 512)?;
             let pb = progress(2 * qs.len(), "TruthfulQA generation");
-            let refs = match &args.references {
-                Some(path) => e.cached_references(path, &qs, args.tokens, &pb)?,
-                None => e.references(&qs, args.tokens, &pb)?,
-            };
+            let refs = e.references(args.references.as_deref(), &qs, args.tokens, &pb)?;
             let (bleu, agreement) = e.gen_scores(&qs, &refs, args.tokens, &sparsity, &pb)?;
             pb.finish_and_clear();
             json!({ "task": "truthfulqa-gen", "questions": qs.len(), "bleu": bleu, "token_agreement": agreement })

@@ -167,7 +167,7 @@ pub fn run(args: Args) -> Result<()> {
     if !todo.is_empty() {
         let mut e = Evaluator::load(&args.model, 512)?;
         let pb = progress(qs.len() * (todo.len() + 1), "dense references");
-        let refs = e.cached_references(&args.out.join("references.json"), &qs, args.tokens, &pb)?;
+        let refs = e.references(Some(&args.out.join("references.json")), &qs, args.tokens, &pb)?;
         for (mode, metric, ar) in todo {
             pb.set_message(format!("{mode} {metric} AR {ar}"));
             let ratios = if units == "both" { Ratios::both(ar) } else { Ratios::mlp(ar) };
