@@ -1,10 +1,10 @@
 // y[t, col0 + o] (+)= sum_k x[t, k] * W[o, k] for a few tokens (decode), on GPUs;
-// with linear_input_norm.wgsl, x is RMSNorm(x) computed on the fly.
+// an input header may compute x on the fly (RMSNorm, SwiGLU).
 // W is row-major [n, k] packed as f16 pairs, so one row is k/2 u32 words.
 // A workgroup computes ROWS output rows for one token: each thread takes a
 // strided slice of k, then the workgroup reduces in shared memory.
 
-// Params, Step, store_y, input and output_scale come from linear_common.wgsl
+// Params, Step, store_y, load_x, input and output_scale come from linear_common.wgsl
 // and the output and input headers.
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> w: array<vec2<u32>>;
@@ -21,10 +21,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let row0 = (wg.x + wg.y * nwg.x) * ROWS;
     if (t >= step.n_tokens || row0 >= p.n) { return; }
     let k4 = p.k / 4u;
-    let xbase = t * k4;
     var acc = array<f32, 5>(0.0, 0.0, 0.0, 0.0, 0.0);
     for (var i = lid.x; i < k4; i += WG) {
-        let raw = x[xbase + i];
+        let raw = load_x(t, i);
         acc[ROWS] += dot(raw, raw);
         let xv = input(i, raw);
         for (var r = 0u; r < ROWS; r++) {

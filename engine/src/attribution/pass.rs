@@ -300,7 +300,7 @@ impl Pass {
             if scale(UnitKind::Neurons) {
                 f.scale_neurons.plan("scale_units", n, &mut run);
             }
-            lc.down.plan("down", n, &mut run);
+            lc.down.linear.plan("down", n, &mut run);
             flush(&mut run, ops);
         }
         copy(&self.b.x, &self.b.x_final, ops);

@@ -12,20 +12,20 @@ pub enum Binding {
 }
 
 pub struct Kernel {
-    pub name: &'static str,
+    pub name: String,
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
 }
 
 impl Kernel {
     /// Compiles once per context; later calls return the cached kernel.
-    pub fn get(ctx: &GpuContext, name: &'static str, source: &str, bindings: &[Binding]) -> Arc<Kernel> {
+    pub fn get(ctx: &GpuContext, name: &str, source: &str, bindings: &[Binding]) -> Arc<Kernel> {
         Self::specialized(ctx, name, source, bindings, &[])
     }
 
     /// Like [`Kernel::get`] with values for the shader's `override` constants:
     /// loop bounds known at pipeline creation let the driver unroll them.
-    pub fn specialized(ctx: &GpuContext, name: &'static str, source: &str, bindings: &[Binding], constants: &[(&str, f64)]) -> Arc<Kernel> {
+    pub fn specialized(ctx: &GpuContext, name: &str, source: &str, bindings: &[Binding], constants: &[(&str, f64)]) -> Arc<Kernel> {
         let key = constants.iter().fold(name.to_string(), |k, (c, v)| format!("{k} {c}={v}"));
         let mut cache = ctx.kernels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(k) = cache.get(&key) {
@@ -82,7 +82,7 @@ impl Kernel {
             compilation_options: wgpu::PipelineCompilationOptions { constants, ..Default::default() },
             cache: None,
         });
-        let kernel = Arc::new(Kernel { name, pipeline, layout });
+        let kernel = Arc::new(Kernel { name: name.to_string(), pipeline, layout });
         cache.insert(key, kernel.clone());
         kernel
     }
@@ -97,7 +97,7 @@ impl Kernel {
             })
             .collect();
         ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(self.name),
+            label: Some(&self.name),
             layout: &self.layout,
             entries: &entries,
         })

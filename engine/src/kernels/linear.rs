@@ -18,9 +18,11 @@ pub const LINEAR_COMMON: &str = include_str!("../../../shaders/linear_common.wgs
 /// The output headers: one buffer, or a layer's queries and KV cache rows.
 pub const LINEAR_STORE: &str = include_str!("../../../shaders/linear_store.wgsl");
 pub const LINEAR_STORE_QKV: &str = include_str!("../../../shaders/linear_store_qkv.wgsl");
-/// The input headers: as stored, or with an RMSNorm fused in (GPU matvec only).
+/// The matvec kernels' input headers: as stored, or computed as it is loaded
+/// (an RMSNorm or SwiGLU fused in). The matmul kernels read x as stored.
 pub const LINEAR_INPUT: &str = include_str!("../../../shaders/linear_input.wgsl");
 pub const LINEAR_INPUT_NORM: &str = include_str!("../../../shaders/linear_input_norm.wgsl");
+pub const LINEAR_INPUT_SWIGLU: &str = include_str!("../../../shaders/linear_input_swiglu.wgsl");
 
 pub struct MatrixChunk {
     pub buffer: wgpu::Buffer,
@@ -134,16 +136,27 @@ struct ChunkCall {
 /// A linear layer bound to its input and output buffers.
 pub struct LinearCall {
     matvec: Variant,
-    /// None with a fused norm: that runs for few tokens only.
+    /// None with a fused input: that runs for few tokens only.
     matmul: Option<Variant>,
     chunks: Vec<ChunkCall>,
 }
 
-/// An RMSNorm fused into a GPU matvec: its weight and epsilon.
+/// An elementwise step fused into a matvec, computed on its input as it is
+/// loaded (decode, where each dispatch saved is a fixed cost saved).
 #[derive(Clone, Copy)]
-pub struct FusedNorm<'a> {
-    pub weight: &'a wgpu::Buffer,
-    pub eps: f32,
+pub enum FusedInput<'a> {
+    /// x is the residual stream; the layer reads RMSNorm(x) with this weight and epsilon.
+    Norm { weight: &'a wgpu::Buffer, eps: f32 },
+    /// x is [gate | up] per token; the layer reads silu(gate) * up.
+    SwiGlu,
+}
+
+/// How a matvec reads its input: the header and a kernel-name suffix.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Input {
+    Stored,
+    Norm,
+    SwiGlu,
 }
 
 /// Where a linear layer writes.
@@ -182,36 +195,40 @@ enum Store {
 }
 
 /// The matvec and matmul kernels for a family, output and input; with a
-/// fused norm only the GPU matvec exists.
-fn kernels(ctx: &GpuContext, kind: KernelFamily, store: Store, norm: bool) -> (Variant, Option<Variant>) {
+/// fused input only the matvec exists.
+fn kernels(ctx: &GpuContext, kind: KernelFamily, store: Store, input: Input) -> (Variant, Option<Variant>) {
     use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
-    let (header, mut layout) = match store {
-        Store::One => (LINEAR_STORE, vec![U, U, R, R, W]),
-        Store::Qkv => (LINEAR_STORE_QKV, vec![U, U, R, R, W, W, W]),
+    let (header, store_name, mut layout) = match store {
+        Store::One => (LINEAR_STORE, "", vec![U, U, R, R, W]),
+        Store::Qkv => (LINEAR_STORE_QKV, "_qkv", vec![U, U, R, R, W, W, W]),
     };
-    // The norm weight binds after the outputs, so its number depends on them.
-    let input = if norm {
-        let decl = format!("@group(0) @binding({}) var<storage, read> norm_weight: array<vec4<f32>>;", layout.len());
-        layout.push(R);
-        format!("{decl}\n{LINEAR_INPUT_NORM}")
-    } else {
-        LINEAR_INPUT.to_string()
+    let (input_src, input_name) = match input {
+        Input::Stored => (LINEAR_INPUT.to_string(), ""),
+        Input::SwiGlu => (LINEAR_INPUT_SWIGLU.to_string(), "_swiglu"),
+        // The norm weight binds after the outputs, so its number depends on them.
+        Input::Norm => {
+            let decl = format!("@group(0) @binding({}) var<storage, read> norm_weight: array<vec4<f32>>;", layout.len());
+            layout.push(R);
+            (format!("{decl}\n{LINEAR_INPUT_NORM}"), "_norm")
+        }
     };
-    let index = store as usize + 2 * norm as usize;
-    let get = |names: [&'static str; 4], body, rows, tokens| {
-        let src = format!("{LINEAR_COMMON}\n{header}\n{input}\n{body}");
-        Variant { kernel: Kernel::get(ctx, names[index], &src, &layout), rows, tokens }
+    let matvec = |name: &str, body: &str, rows| {
+        let src = format!("{LINEAR_COMMON}\n{header}\n{input_src}\n{body}");
+        Variant { kernel: Kernel::get(ctx, &format!("{name}{store_name}{input_name}"), &src, &layout), rows, tokens: 1 }
+    };
+    let matmul = |name: &str, body: &str, rows, tokens| {
+        let src = format!("{LINEAR_COMMON}\n{header}\n{body}");
+        (input == Input::Stored).then(|| Variant { kernel: Kernel::get(ctx, &format!("{name}{store_name}"), &src, &layout), rows, tokens })
     };
     if kind.is_cpu_style(ctx) {
-        assert!(!norm, "fused norms are for the GPU matvec");
         (
-            get(["matvec_rows", "matvec_rows_qkv", "", ""], include_str!("../../../shaders/matvec_rows.wgsl"), INTERLEAVE_ROWS as u32, 1),
-            Some(get(["matmul_rows", "matmul_rows_qkv", "", ""], include_str!("../../../shaders/matmul_rows.wgsl"), 16 * 4, 8)),
+            matvec("matvec_rows", include_str!("../../../shaders/matvec_rows.wgsl"), INTERLEAVE_ROWS as u32),
+            matmul("matmul_rows", include_str!("../../../shaders/matmul_rows.wgsl"), 16 * 4, 8),
         )
     } else {
         (
-            get(["matvec", "matvec_qkv", "matvec_norm", "matvec_qkv_norm"], include_str!("../../../shaders/matvec.wgsl"), 4, 1),
-            (!norm).then(|| get(["matmul", "matmul_qkv", "", ""], include_str!("../../../shaders/matmul.wgsl"), MATMUL_TILE, MATMUL_TILE)),
+            matvec("matvec", include_str!("../../../shaders/matvec.wgsl"), 4),
+            matmul("matmul", include_str!("../../../shaders/matmul.wgsl"), MATMUL_TILE, MATMUL_TILE),
         )
     }
 }
@@ -245,13 +262,14 @@ impl LinearCall {
         Self::build(ctx, w, step, x, out, None, kind)
     }
 
-    /// RMSNorm(x) then the layer, in one GPU matvec per chunk: `x` is the
-    /// un-normed input. Runs for at most [`MATVEC_MAX_TOKENS`] tokens.
-    pub fn normed(ctx: &GpuContext, w: &Matrix, step: &wgpu::Buffer, x: &wgpu::Buffer, out: Output, norm: FusedNorm, kind: KernelFamily) -> LinearCall {
-        Self::build(ctx, w, step, x, out, Some(norm), kind)
+    /// `fused` (an RMSNorm or SwiGLU) then the layer, in one matvec per
+    /// chunk: `x` is the fused step's input. Runs for at most
+    /// [`MATVEC_MAX_TOKENS`] tokens.
+    pub fn fused(ctx: &GpuContext, w: &Matrix, step: &wgpu::Buffer, x: &wgpu::Buffer, out: Output, fused: FusedInput, kind: KernelFamily) -> LinearCall {
+        Self::build(ctx, w, step, x, out, Some(fused), kind)
     }
 
-    fn build(ctx: &GpuContext, w: &Matrix, step: &wgpu::Buffer, x: &wgpu::Buffer, out: Output, norm: Option<FusedNorm>, kind: KernelFamily) -> LinearCall {
+    fn build(ctx: &GpuContext, w: &Matrix, step: &wgpu::Buffer, x: &wgpu::Buffer, out: Output, fused: Option<FusedInput>, kind: KernelFamily) -> LinearCall {
         assert_eq!(w.interleaved, kind.is_cpu_style(ctx), "matrix layout does not match the kernel family");
         let (store, mut buffers, opts, (k_row0, v_row0)) = match out {
             Output::One(y, opts) => (Store::One, vec![y], opts, (0, 0)),
@@ -260,8 +278,15 @@ impl LinearCall {
                 (Store::Qkv, vec![o.q, o.k_cache, o.v_cache], LinearOptions::default(), (o.q_rows as u32, (o.q_rows + o.kv_rows) as u32))
             }
         };
-        buffers.extend(norm.map(|n| n.weight));
-        let (matvec, matmul) = kernels(ctx, kind, store, norm.is_some());
+        let (input, norm_eps) = match fused {
+            None => (Input::Stored, 0.0),
+            Some(FusedInput::SwiGlu) => (Input::SwiGlu, 0.0),
+            Some(FusedInput::Norm { weight, eps }) => {
+                buffers.push(weight);
+                (Input::Norm, eps)
+            }
+        };
+        let (matvec, matmul) = kernels(ctx, kind, store, input);
         let chunks = w
             .chunks
             .iter()
@@ -278,7 +303,7 @@ impl LinearCall {
                         y_row_from_pos: opts.y_row_from_pos as u32,
                         k_row0,
                         v_row0,
-                        norm_eps: norm.map_or(0.0, |n| n.eps),
+                        norm_eps,
                         _pad: [0; 3],
                     },
                 );
@@ -298,7 +323,7 @@ impl LinearCall {
             let (variant, group) = match (&self.matmul, &c.matmul) {
                 (Some(matmul), Some(group)) if n_tokens > MATVEC_MAX_TOKENS => (matmul, group),
                 _ => {
-                    assert!(n_tokens <= MATVEC_MAX_TOKENS, "a linear layer with a fused norm runs for at most {MATVEC_MAX_TOKENS} tokens");
+                    assert!(n_tokens <= MATVEC_MAX_TOKENS, "a linear layer with a fused input runs for at most {MATVEC_MAX_TOKENS} tokens");
                     (&self.matvec, &c.matvec)
                 }
             };
@@ -437,36 +462,62 @@ mod tests {
         }
     }
 
-    /// RMSNorm fused into the GPU matvec equals the norm then the layer, for
-    /// one output (with accumulate) and for the fused qkv output.
+    /// RMSNorm fused into the matvec equals the norm then the layer, for one
+    /// output (with accumulate) and for the fused qkv output, in both families.
     #[test]
     fn fused_norm_matvec_equals_norm_then_linear() {
         let ctx = crate::testing::gpu();
         let (k, n, eps) = (96usize, 40usize, 1e-5f32);
-        let kind = KernelFamily::Cooperative;
         let w = crate::testing::round_f16(&random(n * k, 41));
-        let m = Matrix::upload_with_limit(&ctx, "w", &w, n, k, false, 24 * k as u64 * 2);
         let gain: Vec<f32> = random(k, 42).iter().map(|v| 1.0 + 0.5 * v).collect();
         let gb = storage_buffer(&ctx, "gain", &gain);
-        let norm = FusedNorm { weight: &gb, eps };
-        for t in [1usize, 3] {
-            let x: Vec<f32> = random(t * k, 43).iter().map(|v| 3.0 * v).collect();
-            let want_all = reference(&super::super::rmsnorm::reference(&x, &gain, eps), &w, n, k);
-            let (xb, step) = (storage_buffer(&ctx, "x", &x), uniform_buffer(&ctx, "step", &Step::new(t, 2)));
-            // One output, accumulating.
-            let y0 = random(t * n, 44);
-            let yb = storage_buffer(&ctx, "y", &y0);
-            run_linear(&ctx, &LinearCall::normed(&ctx, &m, &step, &xb, Output::One(&yb, LinearOptions { accumulate: true, ..Default::default() }), norm, kind), t as u32);
-            let want: Vec<f32> = want_all.iter().zip(&y0).map(|(a, b)| a + b).collect();
-            assert!(max_err(&read_buffer_f32(&ctx, &yb, 0, t * n).unwrap(), &want) < TOL, "t={t} one output");
-            // Queries, keys and values (16 + 12 + 12 rows), cache rows 2..2+t.
-            let (q, kc, vc) = (zeroed_buffer(&ctx, "q", (t * 16 * 4) as u64), zeroed_buffer(&ctx, "k", ((2 + t) * 12 * 4) as u64), zeroed_buffer(&ctx, "v", ((2 + t) * 12 * 4) as u64));
-            let out = QkvOut { q: &q, q_rows: 16, k_cache: &kc, v_cache: &vc, kv_rows: 12 };
-            run_linear(&ctx, &LinearCall::normed(&ctx, &m, &step, &xb, Output::Qkv(&out), norm, kind), t as u32);
-            let rows = |lo: usize, hi: usize| -> Vec<f32> { (0..t).flat_map(|ti| want_all[ti * n + lo..ti * n + hi].to_vec()).collect() };
-            assert!(max_err(&read_buffer_f32(&ctx, &q, 0, t * 16).unwrap(), &rows(0, 16)) < TOL, "t={t} queries");
-            assert!(max_err(&read_buffer_f32(&ctx, &kc, 2 * 12, t * 12).unwrap(), &rows(16, 28)) < TOL, "t={t} keys");
-            assert!(max_err(&read_buffer_f32(&ctx, &vc, 2 * 12, t * 12).unwrap(), &rows(28, 40)) < TOL, "t={t} values");
+        let norm = FusedInput::Norm { weight: &gb, eps };
+        for kind in [KernelFamily::Cooperative, KernelFamily::RowPerInvocation] {
+            let m = Matrix::upload_with_limit(&ctx, "w", &w, n, k, kind.is_cpu_style(&ctx), 24 * k as u64 * 2);
+            for t in [1usize, 3] {
+                let x: Vec<f32> = random(t * k, 43).iter().map(|v| 3.0 * v).collect();
+                let want_all = reference(&super::super::rmsnorm::reference(&x, &gain, eps), &w, n, k);
+                let (xb, step) = (storage_buffer(&ctx, "x", &x), uniform_buffer(&ctx, "step", &Step::new(t, 2)));
+                // One output, accumulating.
+                let y0 = random(t * n, 44);
+                let yb = storage_buffer(&ctx, "y", &y0);
+                run_linear(&ctx, &LinearCall::fused(&ctx, &m, &step, &xb, Output::One(&yb, LinearOptions { accumulate: true, ..Default::default() }), norm, kind), t as u32);
+                let want: Vec<f32> = want_all.iter().zip(&y0).map(|(a, b)| a + b).collect();
+                assert!(max_err(&read_buffer_f32(&ctx, &yb, 0, t * n).unwrap(), &want) < TOL, "{kind:?} t={t} one output");
+                // Queries, keys and values (16 + 12 + 12 rows), cache rows 2..2+t.
+                let (q, kc, vc) = (zeroed_buffer(&ctx, "q", (t * 16 * 4) as u64), zeroed_buffer(&ctx, "k", ((2 + t) * 12 * 4) as u64), zeroed_buffer(&ctx, "v", ((2 + t) * 12 * 4) as u64));
+                let out = QkvOut { q: &q, q_rows: 16, k_cache: &kc, v_cache: &vc, kv_rows: 12 };
+                run_linear(&ctx, &LinearCall::fused(&ctx, &m, &step, &xb, Output::Qkv(&out), norm, kind), t as u32);
+                let rows = |lo: usize, hi: usize| -> Vec<f32> { (0..t).flat_map(|ti| want_all[ti * n + lo..ti * n + hi].to_vec()).collect() };
+                assert!(max_err(&read_buffer_f32(&ctx, &q, 0, t * 16).unwrap(), &rows(0, 16)) < TOL, "{kind:?} t={t} queries");
+                assert!(max_err(&read_buffer_f32(&ctx, &kc, 2 * 12, t * 12).unwrap(), &rows(16, 28)) < TOL, "{kind:?} t={t} keys");
+                assert!(max_err(&read_buffer_f32(&ctx, &vc, 2 * 12, t * 12).unwrap(), &rows(28, 40)) < TOL, "{kind:?} t={t} values");
+            }
+        }
+    }
+
+    /// SwiGLU fused into the matvec equals SwiGLU then the layer, in both
+    /// families, over a split matrix (two chunks) and several tokens.
+    #[test]
+    fn fused_swiglu_matvec_equals_swiglu_then_linear() {
+        let ctx = crate::testing::gpu();
+        let (k, n) = (72usize, 130usize);
+        let w = crate::testing::round_f16(&random(n * k, 51));
+        for kind in [KernelFamily::Cooperative, KernelFamily::RowPerInvocation] {
+            let m = Matrix::upload_with_limit(&ctx, "w", &w, n, k, kind.is_cpu_style(&ctx), 64 * k as u64 * 2);
+            assert!(m.chunks.len() > 1, "the test needs a split matrix");
+            for t in [1usize, 4] {
+                // Gates over the range where SiLU bends; rows of [gate | up].
+                let gate_up: Vec<f32> = random(t * 2 * k, 52).iter().map(|v| 4.0 * v).collect();
+                let h: Vec<f32> = gate_up.chunks(2 * k).flat_map(|row| super::super::swiglu::reference(&row[..k], &row[k..])).collect();
+                let y0 = random(t * n, 53);
+                let want: Vec<f32> = reference(&h, &w, n, k).iter().zip(&y0).map(|(a, b)| a + b).collect();
+                let (xb, yb, step) = (storage_buffer(&ctx, "gate_up", &gate_up), storage_buffer(&ctx, "y", &y0), uniform_buffer(&ctx, "step", &Step::new(t, 0)));
+                let opts = LinearOptions { accumulate: true, ..Default::default() };
+                run_linear(&ctx, &LinearCall::fused(&ctx, &m, &step, &xb, Output::One(&yb, opts), FusedInput::SwiGlu, kind), t as u32);
+                let err = max_err(&read_buffer_f32(&ctx, &yb, 0, t * n).unwrap(), &want);
+                assert!(err < TOL, "{kind:?} t={t}: {err}");
+            }
         }
     }
 

@@ -11,7 +11,7 @@ pub mod backward;
 pub mod compact;
 pub mod embedding;
 pub mod linear;
-pub mod norm_linear;
+pub mod prepared_linear;
 pub mod rmsnorm;
 pub mod rope;
 pub mod scale_units;
@@ -172,13 +172,15 @@ mod shader_validation {
                 continue; // preludes, validated with the linear kernels
             }
             let body = std::fs::read_to_string(&path).unwrap();
-            // Linear kernels are validated with each output header.
+            // Linear kernels are validated with each output header, and the
+            // matvec kernels with each input header.
             let sources = if body.contains("store_y(") {
-                use super::linear::{LINEAR_COMMON, LINEAR_INPUT, LINEAR_INPUT_NORM, LINEAR_STORE, LINEAR_STORE_QKV};
+                use super::linear::{LINEAR_COMMON, LINEAR_INPUT, LINEAR_INPUT_NORM, LINEAR_INPUT_SWIGLU, LINEAR_STORE, LINEAR_STORE_QKV};
                 let norm = format!("@group(0) @binding(7) var<storage, read> norm_weight: array<vec4<f32>>;\n{LINEAR_INPUT_NORM}");
+                let inputs = if body.contains("load_x(") { vec![LINEAR_INPUT.to_string(), norm, LINEAR_INPUT_SWIGLU.to_string()] } else { vec![String::new()] };
                 [LINEAR_STORE, LINEAR_STORE_QKV]
                     .into_iter()
-                    .flat_map(|store| [LINEAR_INPUT.to_string(), norm.clone()].map(|input| format!("{LINEAR_COMMON}\n{store}\n{input}\n{body}")))
+                    .flat_map(|store| inputs.iter().map(|input| format!("{LINEAR_COMMON}\n{store}\n{input}\n{body}")).collect::<Vec<_>>())
                     .collect()
             } else {
                 vec![body]

@@ -6,8 +6,8 @@ use super::{Config, Weights};
 use crate::error::{Result, SiftError};
 use crate::gpu::{read_buffer_f32, storage_buffer, uniform_buffer, zeroed_buffer, GpuContext};
 use crate::kernels::linear::{LinearCall, LinearOptions, Matrix, Output, QkvOut};
-use crate::kernels::norm_linear::{NormLinear, NormSpec};
-use crate::kernels::{attention, embedding, linear, rmsnorm, rope, swiglu, Call, Dispatch, KernelFamily, Step};
+use crate::kernels::prepared_linear::{NormSpec, PreparedLinear, SwiGluSpec};
+use crate::kernels::{attention, embedding, linear, rmsnorm, rope, Call, Dispatch, KernelFamily, Step};
 use std::sync::Arc;
 
 /// Which logits a forward returns.
@@ -24,15 +24,15 @@ pub enum Logits {
 pub(crate) struct LayerCalls {
     /// The attention norm, then queries to `q` and keys and values to the KV
     /// cache in one projection.
-    pub qkv: NormLinear,
+    pub qkv: PreparedLinear,
     /// RoPE on the queries and the new cache rows of keys.
     pub rope: Call,
     pub attention: attention::AttentionCall,
     pub o: LinearCall,
     /// The MLP norm, then the gate and up projections fused into one matrix [gate; up].
-    pub gate_up: NormLinear,
-    pub swiglu: Call,
-    pub down: LinearCall,
+    pub gate_up: PreparedLinear,
+    /// SwiGLU, then the down projection.
+    pub down: PreparedLinear,
 }
 
 /// The buffers a layer's forward reads and writes: the residual stream `x`,
@@ -52,26 +52,25 @@ pub(crate) struct LayerIo<'a> {
 
 impl LayerCalls {
     /// Keys and values go to the layer's KV cache rows pos0 .. pos0 + n.
-    /// `fuse_norms`: decode on GPUs runs each norm inside the projection
-    /// after it, leaving `xn` unwritten (see `kernels::norm_linear`).
+    /// `fuse`: decode runs each norm and SwiGLU inside the projection after
+    /// it, leaving `xn` and `neurons` unwritten (see `kernels::prepared_linear`).
     #[allow(clippy::too_many_arguments)]
-    pub fn new(ctx: &GpuContext, c: &Config, p: &LayerParams, rope_table: &wgpu::Buffer, step: &wgpu::Buffer, io: &LayerIo, family: KernelFamily, fuse_norms: bool) -> LayerCalls {
+    pub fn new(ctx: &GpuContext, c: &Config, p: &LayerParams, rope_table: &wgpu::Buffer, step: &wgpu::Buffer, io: &LayerIo, family: KernelFamily, fuse: bool) -> LayerCalls {
         let plain = LinearOptions::default();
         let residual = LinearOptions { accumulate: true, ..plain };
-        let lin = |w, x, y, o| LinearCall::with_family(ctx, w, step, x, y, o, family);
         let rope_shape = rope::RopeShape { n_heads: c.n_heads, head_dim: c.head_dim, rot_dim: c.rot_dim, style: c.rope_style };
         let keys = rope::Keys { buffer: io.k_cache, n_heads: c.n_kv_heads, rows_from_pos: true };
         let att_shape = attention::AttentionShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim };
         let norm = |weight| NormSpec { dim: c.dim, x: io.x, xn: io.xn, weight, eps: c.rms_eps };
         let qkv_out = QkvOut { q: io.q, q_rows: c.q_dim(), k_cache: io.k_cache, v_cache: io.v_cache, kv_rows: c.kv_dim() };
+        let swiglu = SwiGluSpec { width: c.ffn_dim, gate_up: io.gate_up, h: io.neurons };
         LayerCalls {
-            qkv: NormLinear::new(ctx, &norm(&p.attn_norm), &p.w_qkv, step, Output::Qkv(&qkv_out), family, fuse_norms),
+            qkv: PreparedLinear::norm(ctx, &norm(&p.attn_norm), &p.w_qkv, step, Output::Qkv(&qkv_out), family, fuse),
             rope: rope::call(ctx, &rope_shape, io.q, &keys, step, rope_table),
             attention: attention::call(ctx, att_shape, step, &attention::AttentionIo { q: io.q, k: io.k_cache, v: io.v_cache, out: io.heads }, family),
-            o: lin(&p.wo, io.heads, io.x, residual),
-            gate_up: NormLinear::new(ctx, &norm(&p.ffn_norm), &p.w_gate_up, step, Output::One(io.gate_up, plain), family, fuse_norms),
-            swiglu: swiglu::call(ctx, c.ffn_dim, step, io.gate_up, io.neurons),
-            down: lin(&p.w_down, io.neurons, io.x, residual),
+            o: LinearCall::with_family(ctx, &p.wo, step, io.heads, io.x, residual, family),
+            gate_up: PreparedLinear::norm(ctx, &norm(&p.ffn_norm), &p.w_gate_up, step, Output::One(io.gate_up, plain), family, fuse),
+            down: PreparedLinear::swiglu(ctx, &swiglu, &p.w_down, step, Output::One(io.x, residual), family, fuse),
         }
     }
 
@@ -91,17 +90,21 @@ impl LayerCalls {
     /// The dense MLP, its norm included.
     /// `zero`: a threshold rule applied to the neuron outputs before the down projection.
     pub fn plan_mlp<'a>(&'a self, n: u32, zero: Option<&'a Call>, out: &mut Vec<Dispatch<'a>>) {
+        let Some(z) = zero else {
+            self.gate_up.plan("gate_up", n, out);
+            self.down.plan("down", n, out);
+            return;
+        };
         self.plan_neurons(n, out);
-        if let Some(z) = zero {
-            z.plan("threshold_zero", n, out);
-        }
-        self.down.plan("down", n, out);
+        z.plan("threshold_zero", n, out);
+        self.down.linear.plan("down", n, out);
     }
 
-    /// The MLP norm, the gate|up projection and SwiGLU: the neuron outputs.
+    /// The MLP norm, the gate|up projection and SwiGLU: the neuron outputs
+    /// written out (the down projection after them is `down.linear`).
     pub fn plan_neurons<'a>(&'a self, n: u32, out: &mut Vec<Dispatch<'a>>) {
         self.gate_up.plan("gate_up", n, out);
-        self.swiglu.plan("swiglu", n, out);
+        self.down.prepare.plan("swiglu", n, out);
     }
 }
 

@@ -136,6 +136,8 @@ impl MaskFile {
         model.disable_sparsity();
         if let Some(n) = &self.neurons {
             model.set_mlp_mask(n)?;
+            // A mask file decodes whole generations.
+            model.compact_mlp_mask();
         }
         if let Some(h) = &self.heads {
             model.set_head_mask(h)?;

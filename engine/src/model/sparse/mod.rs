@@ -26,9 +26,9 @@ use crate::kernels::attention::{self, AttentionCall, AttentionIo, AttentionShape
 use crate::kernels::compact::{compact_heads, compact_mlp, width_for, CompactHeads, CompactMlp, HeadSources, MlpSources};
 use crate::kernels::rope;
 use crate::kernels::linear::{LinearCall, LinearOptions, Output, QkvOut};
-use crate::kernels::norm_linear::{NormLinear, NormSpec};
+use crate::kernels::prepared_linear::{NormSpec, PreparedLinear, SwiGluSpec};
 use crate::kernels::sparse::{self, ActiveList, RowsMode, SelectOut, ThresholdRule};
-use crate::kernels::{run_calls, swiglu, Call, Dispatch, KernelFamily};
+use crate::kernels::{run_calls, Call, Dispatch, KernelFamily};
 
 /// Units per layer for an activation ratio: ceil(ar * n), at least 1.
 pub fn active_count(ar: f64, n: usize) -> Result<usize> {
@@ -59,7 +59,7 @@ pub(crate) struct SparseLayer {
 struct HeadCalls {
     /// The attention norm, then the active heads' query rows and every key
     /// and value row in one projection.
-    qkv: NormLinear,
+    qkv: PreparedLinear,
     rope: Call,
     attention: AttentionCall,
     /// Compacted W_o, added to the residual.
@@ -78,8 +78,9 @@ enum MlpCalls {
     Dense,
     /// Gate|up of the listed neurons, down (two passes).
     Fixed([Call; 3]),
-    /// A fixed mask compacted: dense gate|up, SwiGLU and down over the active neurons only.
-    Compact(NormLinear, Call, LinearCall),
+    /// A fixed mask compacted: the dense norm and gate|up, then SwiGLU and
+    /// down, over the active neurons only.
+    Compact(PreparedLinear, PreparedLinear),
     /// After the dense gate|up and SwiGLU: select, down (two passes).
     Cett([Call; 3]),
     /// Gate of every neuron, select, up of the kept ones, down (two passes).
@@ -244,10 +245,10 @@ impl GpuModel {
                         let m = &s.compact.as_ref().expect("checked")[l];
                         let plain = LinearOptions::default();
                         let norm = NormSpec { dim: d, x: &x, xn: &xn, weight: &layer_params[l].ffn_norm, eps: c.rms_eps };
-                        let gate_up = NormLinear::new(&ctx, &norm, &m.gate_up, &step, Output::One(&s.compact_gate_up, plain), family, true);
-                        let act = swiglu::call(&ctx, m.width, &step, &s.compact_gate_up, &s.h);
-                        let down = LinearCall::with_family(&ctx, &m.down, &step, &s.h, &x, LinearOptions { accumulate: true, ..plain }, family);
-                        MlpCalls::Compact(gate_up, act, down)
+                        let gate_up = PreparedLinear::norm(&ctx, &norm, &m.gate_up, &step, Output::One(&s.compact_gate_up, plain), family, true);
+                        let act = SwiGluSpec { width: m.width, gate_up: &s.compact_gate_up, h: &s.h };
+                        let down = PreparedLinear::swiglu(&ctx, &act, &m.down, &step, Output::One(&x, LinearOptions { accumulate: true, ..plain }), family, true);
+                        MlpCalls::Compact(gate_up, down)
                     }
                     MlpMask::Fixed(max) => {
                         let list = ActiveList { max_count: max[l], ..neurons_list };
@@ -273,7 +274,7 @@ impl GpuModel {
                     let keys = rope::Keys { buffer: &cache.k_cache, n_heads: c.n_kv_heads, rows_from_pos: true };
                     let shape = AttentionShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim };
                     HeadCalls {
-                        qkv: NormLinear::new(&ctx, &NormSpec { dim: d, x: &x, xn: &xn, weight: &cache.attn_norm, eps: c.rms_eps }, &compact.qkv, &step, Output::Qkv(&qkv_out), family, true),
+                        qkv: PreparedLinear::norm(&ctx, &NormSpec { dim: d, x: &x, xn: &xn, weight: &cache.attn_norm, eps: c.rms_eps }, &compact.qkv, &step, Output::Qkv(&qkv_out), family, true),
                         rope: rope::call(&ctx, &rope_shape, &q, &keys, &step, rope_table),
                         attention: attention::call_heads(&ctx, shape, kv_heads, &step, &AttentionIo { q: &q, k: &cache.k_cache, v: &cache.v_cache, out: &heads }, family),
                         o: LinearCall::with_family(&ctx, &compact.o, &step, &heads, &x, LinearOptions { accumulate: true, ..plain }, family),
@@ -459,12 +460,24 @@ impl GpuModel {
     /// mode) are replaced before they are reused, so they never pay for it.
     pub(crate) fn before_forward(&mut self, n: usize) {
         let Some(s) = self.sparse.as_mut() else { return };
-        let MlpMask::Fixed(counts) = &s.mlp else { return };
-        if n != 1 || s.compact.is_some() {
+        if n != 1 || !matches!(s.mlp, MlpMask::Fixed(_)) || s.compact.is_some() {
             return;
         }
         s.fixed_steps += 1;
-        if s.fixed_steps < 2 {
+        if s.fixed_steps >= 2 {
+            self.compact_mlp_mask();
+        }
+    }
+
+    /// Copies the active neurons' weights of the current fixed MLP mask into
+    /// dense matrices now, so that every token it decodes runs compacted
+    /// (prompt mode and mask files, whose masks decode many tokens). Other
+    /// fixed masks are compacted when they decode their second token; other
+    /// masks are left as they are.
+    pub fn compact_mlp_mask(&mut self) {
+        let Some(s) = self.sparse.as_mut() else { return };
+        let MlpMask::Fixed(counts) = &s.mlp else { return };
+        if s.compact.is_some() {
             return;
         }
         let (ctx, c) = (&self.ctx, &self.config);
@@ -501,12 +514,11 @@ impl SparseLayer {
     /// The MLP, its norm included; the CETT rule thresholds the dense
     /// layer's own neuron outputs first. False when the MLP is dense.
     pub fn plan_mlp<'a>(&'a self, dense: &'a super::gpu::LayerCalls, out: &mut Vec<Dispatch<'a>>) -> bool {
-        let norm = |out: &mut Vec<Dispatch<'a>>| dense.gate_up.norm.plan("rmsnorm", 1, out);
+        let norm = |out: &mut Vec<Dispatch<'a>>| dense.gate_up.prepare.plan("rmsnorm", 1, out);
         let calls: &[Call] = match &self.mlp {
             MlpCalls::Dense => return false,
-            MlpCalls::Compact(gate_up, act, down) => {
+            MlpCalls::Compact(gate_up, down) => {
                 gate_up.plan("sparse_mlp", 1, out);
-                act.plan("sparse_mlp", 1, out);
                 down.plan("sparse_mlp", 1, out);
                 return true;
             }

@@ -97,6 +97,8 @@ pub fn set_prompt_mask(model: &mut GpuModel, attributor: &mut Attributor, prompt
     let opts = AttributeOptions::for_metric(metric, positions);
     let scores = attributor.attribute(model, prompt, &target, &opts)?;
     model.set_masks_from_scores(&scores, metric, ratios)?;
+    // The mask decodes the whole generation: compact it now, with the prompt.
+    model.compact_mlp_mask();
     Ok(scores)
 }
 
