@@ -2,7 +2,7 @@
 //! llama.cpp golden fixtures, and the path of the shared evaluation data.
 
 use sift_engine::attribution::Attributor;
-use sift_engine::model::{self, GpuModel};
+use sift_engine::model::{self, GpuModel, ModelOptions};
 use sift_engine::tokenizer::Tokenizer;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
@@ -16,15 +16,17 @@ pub struct RealModel {
 /// The default model (SmolLM2-135M-Instruct Q4_1), fetched and uploaded once per test binary.
 pub fn real_model() -> &'static Mutex<RealModel> {
     static MODEL: OnceLock<Mutex<RealModel>> = OnceLock::new();
-    MODEL.get_or_init(|| {
-        let path = sift_engine::default_model::path().expect("default model (run .ci/run or `sift generate` once)");
-        let loaded = model::load(&path).expect("default model loads");
-        let model = GpuModel::new(sift_engine::testing::gpu(), &loaded.config, &loaded.weights, 1024).unwrap();
-        let attributor = Attributor::new(&model, &loaded.weights).unwrap();
-        let mut model = model;
-        model.enable_sparse(&loaded.weights).unwrap();
-        Mutex::new(RealModel { model, tokenizer: loaded.tokenizer, attributor })
-    })
+    MODEL.get_or_init(|| Mutex::new(real_model_with(ModelOptions::default())))
+}
+
+/// The default model uploaded with `options`, sparse decoding enabled.
+pub fn real_model_with(options: ModelOptions) -> RealModel {
+    let path = sift_engine::default_model::path().expect("default model (run .ci/run or `sift generate` once)");
+    let loaded = model::load(&path).expect("default model loads");
+    let mut model = GpuModel::with_options(sift_engine::testing::gpu(), &loaded.config, &loaded.weights, 1024, options).unwrap();
+    let attributor = Attributor::new(&model, &loaded.weights).unwrap();
+    model.enable_sparse(&loaded.weights).unwrap();
+    RealModel { model, tokenizer: loaded.tokenizer, attributor }
 }
 
 pub fn fixtures_dir() -> PathBuf {

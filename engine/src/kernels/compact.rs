@@ -5,6 +5,11 @@
 //! adapters is faster per weight than gathering scattered rows.
 //! - MLP neurons: their gate and up rows, and their columns of W_down.
 //! - Attention heads: their query rows of W_q and their columns of W_o.
+//!
+//! Where the dense matrix has a 4-bit copy (`kernels::quant4`), the copied
+//! rows get one too (`compact_q4.wgsl`): rows keep their blocks of 32
+//! weights, so the copy is exact. Columns (W_down's, W_o's) cut across those
+//! blocks and stay f16.
 
 use super::linear::{Matrix, MatrixChunk, INTERLEAVE_ROWS};
 use super::sparse::ActiveList;
@@ -40,7 +45,7 @@ pub fn width_for(count: usize) -> usize {
 fn empty_matrix(ctx: &GpuContext, name: &str, rows: usize, cols: usize, interleaved: bool) -> Matrix {
     let stored_rows = if interleaved { rows.div_ceil(INTERLEAVE_ROWS) * INTERLEAVE_ROWS } else { rows };
     let buffer = zeroed_buffer(ctx, name, (stored_rows * cols * 2) as u64);
-    Matrix { rows, cols, interleaved, chunks: vec![MatrixChunk { buffer, rows: 0..rows }] }
+    Matrix { rows, cols, interleaved, chunks: vec![MatrixChunk { buffer, rows: 0..rows }], q4: None }
 }
 
 /// The kernel's modes (`MODE` in compact.wgsl).
@@ -61,11 +66,50 @@ struct Job<'a> {
     dst: &'a Matrix,
 }
 
+/// One copy of rows between 4-bit matrices (see `compact_q4.wgsl`): in each
+/// of `halves` groups h, output row `row0 + h * width + a` is source row
+/// `src_row0 + h * src_half + list[a]`.
+struct Q4Job<'a> {
+    list: ActiveList<'a>,
+    width: usize,
+    halves: usize,
+    row0: usize,
+    src_row0: usize,
+    src_half: usize,
+    src: &'a Matrix,
+    dst: &'a Matrix,
+}
+
+/// An empty 4-bit copy for a compacted matrix, when its source has one.
+fn q4_copy(ctx: &GpuContext, source: Option<&Matrix>, rows: usize, cols: usize) -> Option<wgpu::Buffer> {
+    source.and_then(|m| m.q4.as_ref())?;
+    let units = rows.div_ceil(INTERLEAVE_ROWS) * INTERLEAVE_ROWS * (cols / super::quant4::BLOCK);
+    Some(zeroed_buffer(ctx, "compact q4", (units * 5 * 4) as u64))
+}
+
+fn q4_call(ctx: &GpuContext, dim: usize, j: &Q4Job) -> Call {
+    use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
+    let kernel = Kernel::get(ctx, "compact_q4", include_str!("../../../shaders/compact_q4.wgsl"), &[U, R, R, R, W]);
+    let k32 = dim / super::quant4::BLOCK;
+    let params = [k32, j.width, j.list.index_offset, j.list.layer, j.row0, j.src_row0, j.src_half, j.halves, j.src.rows, j.dst.rows, 0, 0].map(|v| v as u32);
+    let params = uniform_buffer(ctx, "compact q4 params", &params);
+    let (src, dst) = (j.src.q4.as_ref().expect("source has a 4-bit copy"), j.dst.q4.as_ref().expect("output has a 4-bit copy"));
+    let slots = (j.halves * j.width * k32) as u32;
+    Call {
+        group: kernel.bind(ctx, &[&params, j.list.index, j.list.counts, src, dst]),
+        kernel,
+        grid: Box::new(move |_| {
+            let [x, y] = spread(slots.div_ceil(64));
+            [x, y, 1]
+        }),
+    }
+}
+
 /// Runs the copies at once, so the matrices are ready for the next submission.
-fn compact(ctx: &GpuContext, dim: usize, interleaved: bool, jobs: &[Job]) {
+fn compact(ctx: &GpuContext, dim: usize, interleaved: bool, jobs: &[Job], q4_jobs: &[Q4Job]) {
     use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
     assert!(dim.is_multiple_of(8));
-    let calls: Vec<Call> = jobs
+    let mut calls: Vec<Call> = jobs
         .iter()
         .map(|j| {
             let kernel = Kernel::specialized(ctx, "compact", include_str!("../../../shaders/compact.wgsl"), &[U, R, R, R, W], &[("MODE", j.mode as u32 as f64)]);
@@ -83,18 +127,21 @@ fn compact(ctx: &GpuContext, dim: usize, interleaved: bool, jobs: &[Job]) {
             }
         })
         .collect();
+    calls.extend(q4_jobs.iter().map(|j| q4_call(ctx, dim, j)));
     run_calls(ctx, &calls.iter().collect::<Vec<_>>(), 1);
 }
 
 /// One layer's active neurons (at most `count`; the list's count buffer says
 /// how many) and the per-neuron layouts of sparse decoding they are copied
 /// from: `gate_up` [ffn, gate row | up row] and `down_t` (W_down^T, [ffn,
-/// dim]), both f16.
+/// dim]), both f16; and the dense [gate; up] matrix, whose 4-bit copy (if
+/// any) the compacted gate|up rows are copied from.
 pub struct MlpSources<'a> {
     pub active: ActiveList<'a>,
     pub count: usize,
     pub gate_up: &'a wgpu::Buffer,
     pub down_t: &'a wgpu::Buffer,
+    pub dense_gate_up: Option<&'a Matrix>,
 }
 
 /// Compacts every listed layer's active neurons, in one submission.
@@ -103,8 +150,10 @@ pub fn compact_mlp(ctx: &GpuContext, dim: usize, interleaved: bool, layers: &[Ml
         .iter()
         .map(|l| {
             let width = width_for(l.count);
+            let mut gate_up = empty_matrix(ctx, "compact gate_up", 2 * width, dim, interleaved);
+            gate_up.q4 = q4_copy(ctx, l.dense_gate_up.filter(|_| interleaved), 2 * width, dim);
             CompactMlp {
-                gate_up: empty_matrix(ctx, "compact gate_up", 2 * width, dim, interleaved),
+                gate_up,
                 down: empty_matrix(ctx, "compact down", dim, width, interleaved),
                 width,
             }
@@ -118,20 +167,31 @@ pub fn compact_mlp(ctx: &GpuContext, dim: usize, interleaved: bool, layers: &[Ml
             [job(Mode::GateUp, l.gate_up, &out.gate_up), job(Mode::Columns, l.down_t, &out.down)]
         })
         .collect();
-    compact(ctx, dim, interleaved, &jobs);
+    let q4_jobs: Vec<Q4Job> = layers
+        .iter()
+        .zip(&outs)
+        .filter(|(_, out)| out.gate_up.q4.is_some())
+        .map(|(l, out)| {
+            let src = l.dense_gate_up.expect("a 4-bit copy has a source");
+            Q4Job { list: l.active, width: out.width, halves: 2, row0: 0, src_row0: 0, src_half: src.rows / 2, src, dst: &out.gate_up }
+        })
+        .collect();
+    compact(ctx, dim, interleaved, &jobs, &q4_jobs);
     outs
 }
 
 /// One layer's active query rows (`active`, at most `count`) and the f16
 /// row-major matrices they are copied from: `wq` [q_dim, dim], `w_kv`
 /// ([W_k; W_v], copied whole after the query rows) and `wo_t` (W_o^T,
-/// [q_dim, dim]).
+/// [q_dim, dim]); and the dense [W_q; W_k; W_v] matrix, whose 4-bit copy
+/// (if any) the compacted projection's rows are copied from.
 pub struct HeadSources<'a> {
     pub active: ActiveList<'a>,
     pub count: usize,
     pub wq: &'a wgpu::Buffer,
     pub w_kv: &'a wgpu::Buffer,
     pub wo_t: &'a wgpu::Buffer,
+    pub dense_qkv: Option<&'a Matrix>,
 }
 
 /// Compacts every listed layer's active heads, in one submission. `kv` lists
@@ -141,8 +201,10 @@ pub fn compact_heads(ctx: &GpuContext, dim: usize, interleaved: bool, kv: Active
         .iter()
         .map(|l| {
             let width = width_for(l.count);
+            let mut qkv = empty_matrix(ctx, "compact wqkv", width + kv.max_count, dim, interleaved);
+            qkv.q4 = q4_copy(ctx, l.dense_qkv.filter(|_| interleaved), width + kv.max_count, dim);
             CompactHeads {
-                qkv: empty_matrix(ctx, "compact wqkv", width + kv.max_count, dim, interleaved),
+                qkv,
                 o: empty_matrix(ctx, "compact wo", dim, width, interleaved),
                 width,
             }
@@ -160,7 +222,18 @@ pub fn compact_heads(ctx: &GpuContext, dim: usize, interleaved: bool, kv: Active
             ]
         })
         .collect();
-    compact(ctx, dim, interleaved, &jobs);
+    // The query rows by their ids, then every key and value row after them.
+    let q4_jobs: Vec<Q4Job> = layers
+        .iter()
+        .zip(&outs)
+        .filter(|(_, out)| out.qkv.q4.is_some())
+        .flat_map(|(l, out)| {
+            let src = l.dense_qkv.expect("a 4-bit copy has a source");
+            let job = |list, width, row0, src_row0| Q4Job { list, width, halves: 1, row0, src_row0, src_half: 0, src, dst: &out.qkv };
+            [job(l.active, out.width, 0, 0), job(kv, kv.max_count, out.width, src.rows - kv.max_count)]
+        })
+        .collect();
+    compact(ctx, dim, interleaved, &jobs, &q4_jobs);
     outs
 }
 
@@ -195,7 +268,7 @@ mod tests {
             let (ib, counts) = (storage_buffer(&ctx, "index", &index), storage_buffer(&ctx, "counts", &[3u32, active.len() as u32]));
             let list = ActiveList { index: &ib, counts: &counts, index_offset: 5, layer: 1, max_count: active.len() };
             let interleaved = family == KernelFamily::RowPerInvocation;
-            let c = compact_mlp(&ctx, dim, interleaved, &[MlpSources { active: list, count: active.len(), gate_up: &gub, down_t: &dtb }]).remove(0);
+            let c = compact_mlp(&ctx, dim, interleaved, &[MlpSources { active: list, count: active.len(), gate_up: &gub, down_t: &dtb, dense_gate_up: None }]).remove(0);
             assert_eq!(c.width % 8, 0);
             let (gu_out, h) = (zeroed_buffer(&ctx, "gu", (2 * c.width * 4) as u64), zeroed_buffer(&ctx, "h", (c.width * 4) as u64));
             let residual = random(dim, 114);
@@ -237,7 +310,7 @@ mod tests {
             let (ib, counts) = (storage_buffer(&ctx, "index", &rows), storage_buffer(&ctx, "counts", &[rows.len() as u32]));
             let list = ActiveList { index: &ib, counts: &counts, index_offset: 0, layer: 0, max_count: rows.len() };
             let interleaved = family == KernelFamily::RowPerInvocation;
-            let c = compact_heads(&ctx, dim, interleaved, kv, &[HeadSources { active: list, count: rows.len(), wq: &wqb, w_kv: &wkvb, wo_t: &wotb }]).remove(0);
+            let c = compact_heads(&ctx, dim, interleaved, kv, &[HeadSources { active: list, count: rows.len(), wq: &wqb, w_kv: &wkvb, wo_t: &wotb, dense_qkv: None }]).remove(0);
             assert_eq!(c.width, rows.len());
             let (q_out, k_out, v_out) = (zeroed_buffer(&ctx, "q", (c.width * 4) as u64), zeroed_buffer(&ctx, "k", (kv_dim * 4) as u64), zeroed_buffer(&ctx, "v", (kv_dim * 4) as u64));
             let h = storage_buffer(&ctx, "h", &random(c.width, 123));
@@ -261,5 +334,53 @@ mod tests {
             let want_y = crate::kernels::linear::reference(&full, &wo, dim, q_dim);
             assert!(max_err(&read_buffer_f32(&ctx, &y, 0, dim).unwrap(), &want_y) < 1e-4, "{family:?} {heads:?} output");
         }
+    }
+    /// Where the dense matrices have 4-bit copies, the compacted rows get
+    /// them too, and the 4-bit matvec over them gives the listed gate and up
+    /// rows (padding zero), and the listed query rows then every key and
+    /// value row.
+    #[test]
+    fn compacted_rows_keep_the_4_bit_copy() {
+        let ctx = crate::testing::gpu();
+        let family = KernelFamily::RowPerInvocation;
+        let (dim, ffn, q_dim, kv_dim) = (96usize, 130usize, 64usize, 32usize);
+        let x = random(dim, 130);
+        let (xb, step) = (storage_buffer(&ctx, "x", &x), uniform_buffer(&ctx, "step", &Step::new(1, 0)));
+        let run = |m: &Matrix, rows: usize| -> Vec<f32> {
+            assert!(m.q4.is_some(), "the compacted matrix has a 4-bit copy");
+            let y = zeroed_buffer(&ctx, "y", (rows * 4) as u64);
+            let mut plan = Vec::new();
+            let call = LinearCall::with_family(&ctx, m, &step, &xb, &y, LinearOptions::default(), family);
+            call.plan("linear", 1, &mut plan);
+            run_plan(&ctx, &plan);
+            read_buffer_f32(&ctx, &y, 0, rows).unwrap()
+        };
+        let dummy = storage_buffer(&ctx, "f16 sources (not checked here)", &vec![0u32; ffn * dim]);
+        // MLP: 13 of 130 neurons, so 3 padding slots.
+        let gate_up = q4_1_weights(2 * ffn * dim, 131);
+        let dense = Matrix::upload(&ctx, "gate_up", &gate_up, 2 * ffn, dim, true);
+        let active: Vec<u32> = (0..13).map(|i| (i * 37 + 5) % ffn as u32).collect();
+        let (ib, counts) = (storage_buffer(&ctx, "index", &active), storage_buffer(&ctx, "counts", &[active.len() as u32]));
+        let list = ActiveList { index: &ib, counts: &counts, index_offset: 0, layer: 0, max_count: active.len() };
+        let c = compact_mlp(&ctx, dim, true, &[MlpSources { active: list, count: active.len(), gate_up: &dummy, down_t: &dummy, dense_gate_up: Some(&dense) }]).remove(0);
+        let full = crate::kernels::linear::reference(&x, &gate_up, 2 * ffn, dim);
+        let mut want = vec![0.0f32; 2 * c.width];
+        for (a, &n) in active.iter().enumerate() {
+            want[a] = full[n as usize];
+            want[c.width + a] = full[ffn + n as usize];
+        }
+        assert!(max_err(&run(&c.gate_up, 2 * c.width), &want) < 1e-4, "gate and up rows");
+        // Heads: query rows 48..64 and 0..16, then the 64 key and value rows.
+        let qkv = q4_1_weights((q_dim + 2 * kv_dim) * dim, 132);
+        let dense = Matrix::upload(&ctx, "qkv", &qkv, q_dim + 2 * kv_dim, dim, true);
+        let rows: Vec<u32> = (48..64).chain(0..16).collect();
+        let (ib, counts) = (storage_buffer(&ctx, "index", &rows), storage_buffer(&ctx, "counts", &[rows.len() as u32]));
+        let list = ActiveList { index: &ib, counts: &counts, index_offset: 0, layer: 0, max_count: rows.len() };
+        let (kv_index, kv_count) = (storage_buffer(&ctx, "kv rows", &(0..2 * kv_dim as u32).collect::<Vec<_>>()), storage_buffer(&ctx, "kv count", &[2 * kv_dim as u32]));
+        let kv = ActiveList { index: &kv_index, counts: &kv_count, index_offset: 0, layer: 0, max_count: 2 * kv_dim };
+        let c = compact_heads(&ctx, dim, true, kv, &[HeadSources { active: list, count: rows.len(), wq: &dummy, w_kv: &dummy, wo_t: &dummy, dense_qkv: Some(&dense) }]).remove(0);
+        let full = crate::kernels::linear::reference(&x, &qkv, q_dim + 2 * kv_dim, dim);
+        let want: Vec<f32> = rows.iter().map(|&r| full[r as usize]).chain(full[q_dim..].iter().copied()).collect();
+        assert!(max_err(&run(&c.qkv, c.width + 2 * kv_dim), &want) < 1e-4, "query, key and value rows");
     }
 }

@@ -39,20 +39,33 @@ pub const INTERLEAVE_ROWS: usize = 64;
 /// invocation `lane` as its r-th row, and the 8 invocations' weights for the
 /// same k-slice are stored side by side ([block][r][k / 8][lane] of 8 halves),
 /// so a SIMD load over the lanes is contiguous (15-20% faster matvec on lavapipe).
+/// There, a matrix that 4 bits reproduce exactly (one loaded from Q4_1) also
+/// gets a 4-bit copy for the decode matvec (`kernels::quant4`).
 pub struct Matrix {
     pub rows: usize,
     pub cols: usize,
     pub interleaved: bool,
     pub chunks: Vec<MatrixChunk>,
+    /// The 4-bit copy (one binding, interleaved only).
+    pub q4: Option<wgpu::Buffer>,
 }
 
 impl Matrix {
     pub fn upload(ctx: &GpuContext, name: &str, data: &[f32], rows: usize, cols: usize, interleaved: bool) -> Matrix {
-        Self::upload_with_limit(ctx, name, data, rows, cols, interleaved, ctx.max_binding_bytes())
+        Self::upload_as(ctx, name, data, rows, cols, interleaved, true)
+    }
+
+    /// Like [`Matrix::upload`]; `four_bit` false skips the 4-bit copy.
+    pub fn upload_as(ctx: &GpuContext, name: &str, data: &[f32], rows: usize, cols: usize, interleaved: bool, four_bit: bool) -> Matrix {
+        Self::upload_inner(ctx, name, data, [rows, cols], interleaved, ctx.max_binding_bytes(), four_bit)
     }
 
     /// Like [`Matrix::upload`] with an explicit binding limit (tests force splits).
     pub fn upload_with_limit(ctx: &GpuContext, name: &str, data: &[f32], rows: usize, cols: usize, interleaved: bool, max_bytes: u64) -> Matrix {
+        Self::upload_inner(ctx, name, data, [rows, cols], interleaved, max_bytes, true)
+    }
+
+    fn upload_inner(ctx: &GpuContext, name: &str, data: &[f32], [rows, cols]: [usize; 2], interleaved: bool, max_bytes: u64, four_bit: bool) -> Matrix {
         assert_eq!(data.len(), rows * cols, "matrix {name}: data does not match {rows}x{cols}");
         assert!(cols.is_multiple_of(8), "matrix {name}: column count {cols} must be a multiple of 8");
         let row_bytes = cols as u64 * 2;
@@ -76,10 +89,16 @@ impl Matrix {
                     rows: r,
                 }
             })
-            .collect();
-        Matrix { rows, cols, interleaved, chunks }
+            .collect::<Vec<_>>();
+        let q4 = (four_bit && interleaved && chunks.len() == 1)
+            .then(|| super::quant4::pack(data, rows, cols))
+            .flatten()
+            .filter(|p| (p.len() * 4) as u64 <= max_bytes)
+            .map(|p| storage_buffer(ctx, name, &p));
+        Matrix { rows, cols, interleaved, chunks, q4 }
     }
 
+    /// Bytes of the f16 weights (the 4-bit copy not counted).
     pub fn bytes(&self) -> u64 {
         (self.rows * self.cols * 2) as u64
     }
@@ -196,7 +215,8 @@ enum Store {
 
 /// The matvec and matmul kernels for a family, output and input; with a
 /// fused input only the matvec exists.
-fn kernels(ctx: &GpuContext, kind: KernelFamily, store: Store, input: Input) -> (Variant, Option<Variant>) {
+/// `q4`: the CPU-adapter kernels read the matrix's 4-bit copy.
+fn kernels(ctx: &GpuContext, kind: KernelFamily, store: Store, input: Input, q4: bool) -> (Variant, Option<Variant>) {
     use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
     let (header, store_name, mut layout) = match store {
         Store::One => (LINEAR_STORE, "", vec![U, U, R, R, W]),
@@ -221,6 +241,12 @@ fn kernels(ctx: &GpuContext, kind: KernelFamily, store: Store, input: Input) -> 
         (input == Input::Stored).then(|| Variant { kernel: Kernel::get(ctx, &format!("{name}{store_name}"), &src, &layout), rows, tokens })
     };
     if kind.is_cpu_style(ctx) {
+        if q4 {
+            return (
+                matvec("matvec_rows_q4", include_str!("../../../shaders/matvec_rows_q4.wgsl"), INTERLEAVE_ROWS as u32),
+                matmul("matmul_rows_q4", include_str!("../../../shaders/matmul_rows_q4.wgsl"), 16 * 4, 8),
+            );
+        }
         (
             matvec("matvec_rows", include_str!("../../../shaders/matvec_rows.wgsl"), INTERLEAVE_ROWS as u32),
             matmul("matmul_rows", include_str!("../../../shaders/matmul_rows.wgsl"), 16 * 4, 8),
@@ -286,7 +312,8 @@ impl LinearCall {
                 (Input::Norm, eps)
             }
         };
-        let (matvec, matmul) = kernels(ctx, kind, store, input);
+        let q4 = w.q4.as_ref().filter(|_| kind.is_cpu_style(ctx));
+        let (matvec, matmul) = kernels(ctx, kind, store, input, q4.is_some());
         let chunks = w
             .chunks
             .iter()
@@ -307,11 +334,14 @@ impl LinearCall {
                         _pad: [0; 3],
                     },
                 );
-                let buffers: Vec<&wgpu::Buffer> = [&params, step, x, &c.buffer].into_iter().chain(buffers.iter().copied()).collect();
+                let bind = |kernel: &Kernel, weights| {
+                    let all: Vec<&wgpu::Buffer> = [&params, step, x, weights].into_iter().chain(buffers.iter().copied()).collect();
+                    kernel.bind(ctx, &all)
+                };
                 ChunkCall {
                     rows: c.rows.len() as u32,
-                    matvec: matvec.kernel.bind(ctx, &buffers),
-                    matmul: matmul.as_ref().map(|m| m.kernel.bind(ctx, &buffers)),
+                    matvec: bind(&matvec.kernel, q4.unwrap_or(&c.buffer)),
+                    matmul: matmul.as_ref().map(|m| bind(&m.kernel, q4.unwrap_or(&c.buffer))),
                 }
             })
             .collect();
@@ -517,6 +547,46 @@ mod tests {
                 run_linear(&ctx, &LinearCall::fused(&ctx, &m, &step, &xb, Output::One(&yb, opts), FusedInput::SwiGlu, kind), t as u32);
                 let err = max_err(&read_buffer_f32(&ctx, &yb, 0, t * n).unwrap(), &want);
                 assert!(err < TOL, "{kind:?} t={t}: {err}");
+            }
+        }
+    }
+
+    /// The 4-bit kernels (CPU adapters, a matrix loaded from Q4_1) equal the
+    /// reference on the same weights: the matvec as stored, with a fused norm
+    /// and with a fused SwiGLU, and the matmul (9 and 20 tokens, ragged
+    /// token tiles), over ragged blocks of rows.
+    #[test]
+    fn q4_kernels_match_reference() {
+        let ctx = crate::testing::gpu();
+        let kind = KernelFamily::RowPerInvocation;
+        let (k, n) = (96usize, 100usize);
+        let w = q4_1_weights(n * k, 61);
+        let m = Matrix::upload(&ctx, "w", &w, n, k, true);
+        assert!(m.q4.is_some(), "Q4_1 weights get the 4-bit copy");
+        let gain: Vec<f32> = random(k, 62).iter().map(|v| 1.0 + 0.5 * v).collect();
+        let gb = storage_buffer(&ctx, "gain", &gain);
+        let opts = LinearOptions { accumulate: true, ..Default::default() };
+        for t in [1usize, 3, 9, 20] {
+            let step = uniform_buffer(&ctx, "step", &Step::new(t, 0));
+            let x: Vec<f32> = random(t * 2 * k, 63).iter().map(|v| 3.0 * v).collect();
+            let xb = storage_buffer(&ctx, "x", &x);
+            // Stored and normed inputs read [t, k]; SwiGLU reads [t, gate | up].
+            let stored = x[..t * k].to_vec();
+            let normed = super::super::rmsnorm::reference(&stored, &gain, 1e-5);
+            let swiglu: Vec<f32> = x.chunks(2 * k).flat_map(|r| super::super::swiglu::reference(&r[..k], &r[k..])).collect();
+            let cases = [(None, stored), (Some(FusedInput::Norm { weight: &gb, eps: 1e-5 }), normed), (Some(FusedInput::SwiGlu), swiglu)];
+            // Fused inputs are for the matvec only (a few tokens).
+            for (fused, input) in cases.into_iter().filter(|(f, _)| f.is_none() || t as u32 <= MATVEC_MAX_TOKENS) {
+                let y0 = random(t * n, 64);
+                let yb = storage_buffer(&ctx, "y", &y0);
+                let call = match fused {
+                    None => LinearCall::with_family(&ctx, &m, &step, &xb, &yb, opts, kind),
+                    Some(f) => LinearCall::fused(&ctx, &m, &step, &xb, Output::One(&yb, opts), f, kind),
+                };
+                run_linear(&ctx, &call, t as u32);
+                let want: Vec<f32> = reference(&input, &w, n, k).iter().zip(&y0).map(|(a, b)| a + b).collect();
+                let err = max_err(&read_buffer_f32(&ctx, &yb, 0, t * n).unwrap(), &want);
+                assert!(err < TOL, "t={t} fused={}: {err}", fused.is_some());
             }
         }
     }

@@ -12,6 +12,7 @@ pub mod compact;
 pub mod embedding;
 pub mod linear;
 pub mod prepared_linear;
+pub mod quant4;
 pub mod rmsnorm;
 pub mod rope;
 pub mod scale_units;
@@ -142,6 +143,12 @@ pub(crate) mod test_util {
     pub fn random(n: usize, seed: u64) -> Vec<f32> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    }
+
+    /// Random weights through GGUF's Q4_1 and back: what a Q4_1 model loads.
+    pub fn q4_1_weights(n: usize, seed: u64) -> Vec<f32> {
+        use crate::loader::quant::{dequantize, quantize, GgmlType};
+        dequantize(GgmlType::Q4_1, &quantize(GgmlType::Q4_1, &random(n, seed)), n)
     }
 
     /// Max |a - b| / (1 + |b|): absolute near zero, relative for large values.

@@ -182,15 +182,36 @@ pub struct GpuModel {
     _buffers: Vec<wgpu::Buffer>,
 }
 
+/// Choices made when a model is uploaded.
+#[derive(Clone, Copy, Debug)]
+pub struct ModelOptions {
+    pub family: KernelFamily,
+    /// On CPU adapters, matrices that 4 bits reproduce exactly (loaded from
+    /// Q4_1) are read in 4 bits (`kernels::quant4`); false keeps f16 only.
+    pub four_bit: bool,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        ModelOptions { family: KernelFamily::Auto, four_bit: true }
+    }
+}
+
 impl GpuModel {
-    /// Uploads weights (matrices as f16) and builds every kernel call.
+    /// Uploads weights (matrices as f16, and in 4 bits where that is exact
+    /// and the adapter is a CPU) and builds every kernel call.
     /// `max_ctx` bounds the KV cache; prompts beyond it are refused.
     pub fn new(ctx: Arc<GpuContext>, config: &Config, weights: &Weights, max_ctx: usize) -> Result<GpuModel> {
-        Self::with_family(ctx, config, weights, max_ctx, KernelFamily::Auto)
+        Self::with_options(ctx, config, weights, max_ctx, ModelOptions::default())
     }
 
     /// Like [`GpuModel::new`] with an explicit kernel family (tests run both).
     pub fn with_family(ctx: Arc<GpuContext>, config: &Config, weights: &Weights, max_ctx: usize, family: KernelFamily) -> Result<GpuModel> {
+        Self::with_options(ctx, config, weights, max_ctx, ModelOptions { family, ..Default::default() })
+    }
+
+    pub fn with_options(ctx: Arc<GpuContext>, config: &Config, weights: &Weights, max_ctx: usize, options: ModelOptions) -> Result<GpuModel> {
+        let family = options.family;
         let c = config.clone();
         if max_ctx == 0 {
             return Err(SiftError::InvalidInput("context size must be positive".into()));
@@ -237,7 +258,7 @@ impl GpuModel {
         let interleaved = family.is_cpu_style(&ctx);
         let family = if interleaved { KernelFamily::RowPerInvocation } else { KernelFamily::Cooperative };
         let mut upload = |name: &str, data: &[f32], rows: usize, cols: usize| {
-            let m = Matrix::upload(&ctx, name, data, rows, cols, interleaved);
+            let m = Matrix::upload_as(&ctx, name, data, rows, cols, interleaved, options.four_bit);
             weight_bytes += m.bytes();
             m
         };

@@ -216,7 +216,7 @@ impl GpuModel {
     }
 
     fn sparse_mut(&mut self) -> Result<&mut SparseDecoding> {
-        self.sparse.as_mut().ok_or_else(|| SiftError::InvalidInput("sparse decoding is not enabled on this model (enable_sparse)".into()))
+        self.sparse.as_mut().ok_or_else(sparse_not_enabled)
     }
 
     /// Rebuilds every layer's sparse calls for the current masks.
@@ -341,7 +341,8 @@ impl GpuModel {
         let (rows, _, row_counts) = pack_lists(&expand_heads(active, c.head_dim), c.n_layers, c.q_dim(), "query row")?;
         let (ctx, interleaved) = (self.ctx.clone(), self.params.family == KernelFamily::RowPerInvocation);
         let q = self.ctx.queue.clone();
-        let s = self.sparse_mut()?;
+        let s = self.sparse.as_mut().ok_or_else(sparse_not_enabled)?;
+        let dense = &self.params.layers;
         q.write_buffer(&s.head_rows, 0, bytemuck::cast_slice(&rows));
         q.write_buffer(&s.head_counts, 0, bytemuck::cast_slice(&row_counts));
         q.write_buffer(&s.head_bitmap, 0, bytemuck::cast_slice(&bitmap));
@@ -349,7 +350,7 @@ impl GpuModel {
             .map(|l| {
                 let rows = row_counts[l] as usize;
                 let active = ActiveList { index: &s.head_rows, counts: &s.head_counts, index_offset: l * c.q_dim(), layer: l, max_count: rows };
-                HeadSources { active, count: rows, wq: &s.wq[l], w_kv: &s.w_kv[l], wo_t: &s.wo_t[l] }
+                HeadSources { active, count: rows, wq: &s.wq[l], w_kv: &s.w_kv[l], wo_t: &s.wo_t[l], dense_qkv: Some(&dense[l].w_qkv) }
             })
             .collect();
         let kv = ActiveList { index: &s.kv_rows, counts: &s.kv_rows_count, index_offset: 0, layer: 0, max_count: 2 * c.kv_dim() };
@@ -485,7 +486,7 @@ impl GpuModel {
         let layers: Vec<MlpSources> = (0..c.n_layers)
             .map(|l| {
                 let active = ActiveList { index: &s.index, counts: &s.counts, index_offset: l * c.ffn_dim, layer: l, max_count: counts[l] };
-                MlpSources { active, count: counts[l], gate_up: &s.gate_up[l], down_t: &s.down_t[l] }
+                MlpSources { active, count: counts[l], gate_up: &s.gate_up[l], down_t: &s.down_t[l], dense_gate_up: Some(&self.params.layers[l].w_gate_up) }
             })
             .collect();
         let compact = compact_mlp(ctx, c.dim, interleaved, &layers);
@@ -539,6 +540,10 @@ impl SparseLayer {
         calls.iter().for_each(|c| c.plan("sparse_mlp", 1, out));
         true
     }
+}
+
+fn sparse_not_enabled() -> SiftError {
+    SiftError::InvalidInput("sparse decoding is not enabled on this model (enable_sparse)".into())
 }
 
 /// Active lists per layer → (index [layers, width], bitmap [layers, width], counts [layers]),
