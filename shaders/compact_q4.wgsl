@@ -1,4 +1,4 @@
-// Copies rows of a 4-bit matrix (kernels::quant4: the layout matvec_rows_q4.wgsl
+// Copies rows of a 4-bit matrix (kernels::packed: the layout matvec_rows_q4.wgsl
 // reads) into the 4-bit copy of a compacted matrix (kernels::compact), so a
 // fixed mask's gate|up rows and query rows decode with the 4-bit matvec too.
 // In each of `halves` groups h (gate rows then up rows: 2; query rows, or key

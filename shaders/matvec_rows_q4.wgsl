@@ -4,7 +4,7 @@
 // stores, so one vec4<u32> load brings 32 weights where f16 brings 8. On
 // lavapipe, weight loads are gathers, and their count is what bounds a
 // decode step. kernels::linear uses this layout only when it reproduces the
-// model's weights exactly (kernels::quant4).
+// model's weights exactly (kernels::packed).
 //
 // Layout, for blocks of 64 rows as in matvec_rows.wgsl: the quants,
 // [block][r][k / 32][lane] vec4<u32> (word j holds weights 8j .. 8j + 7, four

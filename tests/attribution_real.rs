@@ -92,21 +92,21 @@ fn zeroing_factors(c: &sift_engine::model::Config, neurons: &[Vec<u32>], heads: 
 
 /// Prompt-mode sparse decoding on the default model equals the dense forward
 /// with the inactive neurons (and heads) zeroed at the decoded positions:
-/// with f16 weights everywhere, to within f32 summation order; with the 4-bit
-/// weights of CPU adapters, to within the f16 rounding of the compacted
-/// W_down and W_o columns (4-bit blocks run along the neurons, so a subset of
-/// columns is copied in f16) against the dense model's exact 4-bit weights.
+/// with f16 weights everywhere, to within f32 summation order; with the
+/// packed weights of CPU adapters, to within the f16 rounding of the
+/// compacted W_down and W_o columns (4-bit blocks run along the neurons, so a
+/// subset of columns is copied in f16) against the dense model's exact ones.
 #[test]
 fn sparse_prompt_mode_decoding_equals_dense_with_units_zeroed() {
-    let mut f16_only = real_model_with(ModelOptions { four_bit: false, ..Default::default() });
+    let mut f16_only = real_model_with(ModelOptions { packed: false, ..Default::default() });
     sparse_prompt_mode_matches_zeroed(&mut f16_only, 2e-3);
     drop(f16_only);
     let mut guard = real_model().lock().unwrap();
-    let four_bit = guard.model.ctx.is_software();
+    let packed = guard.model.ctx.is_software();
     // Rounding ~20% of the MLP's and the heads' weights to f16 (relative
     // 2^-11 each) moves log p by up to about 7e-3 over 30 layers; a wrong
     // or missing unit moves it by far more.
-    sparse_prompt_mode_matches_zeroed(&mut guard, if four_bit { 1e-2 } else { 2e-3 });
+    sparse_prompt_mode_matches_zeroed(&mut guard, if packed { 1e-2 } else { 2e-3 });
 }
 
 fn sparse_prompt_mode_matches_zeroed(rm: &mut RealModel, tolerance: f32) {

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use sift_engine::gpu::{list_adapters as engine_list, AdapterRequest, GpuContext};
-use sift_engine::model::{self, GpuModel, Weights};
+use sift_engine::model::{self, GpuModel, ModelOptions, Weights};
 use sift_engine::tokenizer::Tokenizer;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +34,11 @@ pub struct ModelArgs {
     /// tokenizer.json). Default: SmolLM2-135M-Instruct, fetched once with pip.
     #[arg(short, long)]
     pub model: Option<PathBuf>,
+    /// Keep every weight matrix in f16. By default, on CPU adapters (lavapipe),
+    /// matrices loaded from Q4_1 or Q8_0 tensors are also kept packed in 4 or 8
+    /// bits, exactly as stored, and read that way (decoding about 1.4x faster).
+    #[arg(long, global = true)]
+    pub f16_weights: bool,
     #[command(flatten)]
     pub adapter: AdapterArgs,
 }
@@ -76,12 +81,14 @@ pub fn load_with(args: &ModelArgs, ctx: usize, keep_weights: bool) -> Result<Loa
     let loaded = model::load(&path)?;
     let ctx = ctx.min(loaded.config.context_length).max(1);
     pb.set_message(format!("uploading to {}", gpu.describe()));
-    let mut model = GpuModel::new(gpu, &loaded.config, &loaded.weights, ctx)?;
+    let options = ModelOptions { packed: !args.f16_weights, ..Default::default() };
+    let mut model = GpuModel::with_options(gpu, &loaded.config, &loaded.weights, ctx, options)?;
     pb.set_message("compiling kernels");
     model.warm_up()?;
     pb.finish_and_clear();
+    let (packed, matrices) = model.packed_matrices();
     eprintln!(
-        "sift: {} on {} ({} layers, {:.0} MiB of weights, context {ctx})",
+        "sift: {} on {} ({} layers, {:.0} MiB of f16 weights, {packed} of {matrices} matrices also packed in 4/8 bits, context {ctx})",
         path.file_name().unwrap_or_default().to_string_lossy(),
         model.ctx.describe(),
         loaded.config.n_layers,

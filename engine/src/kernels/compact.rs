@@ -6,12 +6,13 @@
 //! - MLP neurons: their gate and up rows, and their columns of W_down.
 //! - Attention heads: their query rows of W_q and their columns of W_o.
 //!
-//! Where the dense matrix has a 4-bit copy (`kernels::quant4`), the copied
+//! Where the dense matrix has a 4-bit copy (`kernels::packed`), the copied
 //! rows get one too (`compact_q4.wgsl`): rows keep their blocks of 32
 //! weights, so the copy is exact. Columns (W_down's, W_o's) cut across those
 //! blocks and stay f16.
 
-use super::linear::{Matrix, MatrixChunk, INTERLEAVE_ROWS};
+use super::linear::{Matrix, MatrixChunk, Packed, INTERLEAVE_ROWS};
+use super::packed::{Format, BLOCK};
 use super::sparse::ActiveList;
 use super::{run_calls, spread, Call};
 use crate::gpu::{uniform_buffer, zeroed_buffer, Binding, GpuContext, Kernel};
@@ -45,7 +46,7 @@ pub fn width_for(count: usize) -> usize {
 fn empty_matrix(ctx: &GpuContext, name: &str, rows: usize, cols: usize, interleaved: bool) -> Matrix {
     let stored_rows = if interleaved { rows.div_ceil(INTERLEAVE_ROWS) * INTERLEAVE_ROWS } else { rows };
     let buffer = zeroed_buffer(ctx, name, (stored_rows * cols * 2) as u64);
-    Matrix { rows, cols, interleaved, chunks: vec![MatrixChunk { buffer, rows: 0..rows }], q4: None }
+    Matrix { rows, cols, interleaved, chunks: vec![MatrixChunk { buffer, rows: 0..rows }], packed: None }
 }
 
 /// The kernel's modes (`MODE` in compact.wgsl).
@@ -81,19 +82,19 @@ struct Q4Job<'a> {
 }
 
 /// An empty 4-bit copy for a compacted matrix, when its source has one.
-fn q4_copy(ctx: &GpuContext, source: Option<&Matrix>, rows: usize, cols: usize) -> Option<wgpu::Buffer> {
-    source.and_then(|m| m.q4.as_ref())?;
-    let units = rows.div_ceil(INTERLEAVE_ROWS) * INTERLEAVE_ROWS * (cols / super::quant4::BLOCK);
-    Some(zeroed_buffer(ctx, "compact q4", (units * 5 * 4) as u64))
+fn q4_copy(ctx: &GpuContext, source: Option<&Matrix>, rows: usize, cols: usize) -> Option<Packed> {
+    source.and_then(|m| m.q4())?;
+    let units = rows.div_ceil(INTERLEAVE_ROWS) * INTERLEAVE_ROWS * (cols / BLOCK);
+    Some(Packed { format: Format::Q4, buffer: zeroed_buffer(ctx, "compact q4", (units * 5 * 4) as u64) })
 }
 
 fn q4_call(ctx: &GpuContext, dim: usize, j: &Q4Job) -> Call {
     use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
     let kernel = Kernel::get(ctx, "compact_q4", include_str!("../../../shaders/compact_q4.wgsl"), &[U, R, R, R, W]);
-    let k32 = dim / super::quant4::BLOCK;
+    let k32 = dim / BLOCK;
     let params = [k32, j.width, j.list.index_offset, j.list.layer, j.row0, j.src_row0, j.src_half, j.halves, j.src.rows, j.dst.rows, 0, 0].map(|v| v as u32);
     let params = uniform_buffer(ctx, "compact q4 params", &params);
-    let (src, dst) = (j.src.q4.as_ref().expect("source has a 4-bit copy"), j.dst.q4.as_ref().expect("output has a 4-bit copy"));
+    let (src, dst) = (j.src.q4().expect("source has a 4-bit copy"), j.dst.q4().expect("output has a 4-bit copy"));
     let slots = (j.halves * j.width * k32) as u32;
     Call {
         group: kernel.bind(ctx, &[&params, j.list.index, j.list.counts, src, dst]),
@@ -151,7 +152,7 @@ pub fn compact_mlp(ctx: &GpuContext, dim: usize, interleaved: bool, layers: &[Ml
         .map(|l| {
             let width = width_for(l.count);
             let mut gate_up = empty_matrix(ctx, "compact gate_up", 2 * width, dim, interleaved);
-            gate_up.q4 = q4_copy(ctx, l.dense_gate_up.filter(|_| interleaved), 2 * width, dim);
+            gate_up.packed = q4_copy(ctx, l.dense_gate_up.filter(|_| interleaved), 2 * width, dim);
             CompactMlp {
                 gate_up,
                 down: empty_matrix(ctx, "compact down", dim, width, interleaved),
@@ -170,7 +171,7 @@ pub fn compact_mlp(ctx: &GpuContext, dim: usize, interleaved: bool, layers: &[Ml
     let q4_jobs: Vec<Q4Job> = layers
         .iter()
         .zip(&outs)
-        .filter(|(_, out)| out.gate_up.q4.is_some())
+        .filter(|(_, out)| out.gate_up.q4().is_some())
         .map(|(l, out)| {
             let src = l.dense_gate_up.expect("a 4-bit copy has a source");
             Q4Job { list: l.active, width: out.width, halves: 2, row0: 0, src_row0: 0, src_half: src.rows / 2, src, dst: &out.gate_up }
@@ -202,7 +203,7 @@ pub fn compact_heads(ctx: &GpuContext, dim: usize, interleaved: bool, kv: Active
         .map(|l| {
             let width = width_for(l.count);
             let mut qkv = empty_matrix(ctx, "compact wqkv", width + kv.max_count, dim, interleaved);
-            qkv.q4 = q4_copy(ctx, l.dense_qkv.filter(|_| interleaved), width + kv.max_count, dim);
+            qkv.packed = q4_copy(ctx, l.dense_qkv.filter(|_| interleaved), width + kv.max_count, dim);
             CompactHeads {
                 qkv,
                 o: empty_matrix(ctx, "compact wo", dim, width, interleaved),
@@ -226,7 +227,7 @@ pub fn compact_heads(ctx: &GpuContext, dim: usize, interleaved: bool, kv: Active
     let q4_jobs: Vec<Q4Job> = layers
         .iter()
         .zip(&outs)
-        .filter(|(_, out)| out.qkv.q4.is_some())
+        .filter(|(_, out)| out.qkv.q4().is_some())
         .flat_map(|(l, out)| {
             let src = l.dense_qkv.expect("a 4-bit copy has a source");
             let job = |list, width, row0, src_row0| Q4Job { list, width, halves: 1, row0, src_row0, src_half: 0, src, dst: &out.qkv };
@@ -347,7 +348,7 @@ mod tests {
         let x = random(dim, 130);
         let (xb, step) = (storage_buffer(&ctx, "x", &x), uniform_buffer(&ctx, "step", &Step::new(1, 0)));
         let run = |m: &Matrix, rows: usize| -> Vec<f32> {
-            assert!(m.q4.is_some(), "the compacted matrix has a 4-bit copy");
+            assert!(m.q4().is_some(), "the compacted matrix has a 4-bit copy");
             let y = zeroed_buffer(&ctx, "y", (rows * 4) as u64);
             let mut plan = Vec::new();
             let call = LinearCall::with_family(&ctx, m, &step, &xb, &y, LinearOptions::default(), family);

@@ -6,6 +6,7 @@
 //! `matmul_rows.wgsl`, register-blocked with no barriers.
 
 use super::{spread, Dispatch, KernelFamily};
+use super::packed::Format;
 use crate::gpu::{split_rows, storage_buffer, uniform_buffer, Binding, GpuContext, Kernel};
 use std::ops::Range;
 use std::sync::Arc;
@@ -39,15 +40,21 @@ pub const INTERLEAVE_ROWS: usize = 64;
 /// invocation `lane` as its r-th row, and the 8 invocations' weights for the
 /// same k-slice are stored side by side ([block][r][k / 8][lane] of 8 halves),
 /// so a SIMD load over the lanes is contiguous (15-20% faster matvec on lavapipe).
-/// There, a matrix that 4 bits reproduce exactly (one loaded from Q4_1) also
-/// gets a 4-bit copy for the decode matvec (`kernels::quant4`).
+/// There, a matrix that 4 or 8 bits reproduce exactly (one loaded from Q4_1
+/// or Q8_0) also gets a packed copy (`kernels::packed`), which the kernels
+/// read instead.
 pub struct Matrix {
     pub rows: usize,
     pub cols: usize,
     pub interleaved: bool,
     pub chunks: Vec<MatrixChunk>,
-    /// The 4-bit copy (one binding, interleaved only).
-    pub q4: Option<wgpu::Buffer>,
+    /// The packed copy (one binding, interleaved only).
+    pub packed: Option<Packed>,
+}
+
+pub struct Packed {
+    pub format: Format,
+    pub buffer: wgpu::Buffer,
 }
 
 impl Matrix {
@@ -55,9 +62,9 @@ impl Matrix {
         Self::upload_as(ctx, name, data, rows, cols, interleaved, true)
     }
 
-    /// Like [`Matrix::upload`]; `four_bit` false skips the 4-bit copy.
-    pub fn upload_as(ctx: &GpuContext, name: &str, data: &[f32], rows: usize, cols: usize, interleaved: bool, four_bit: bool) -> Matrix {
-        Self::upload_inner(ctx, name, data, [rows, cols], interleaved, ctx.max_binding_bytes(), four_bit)
+    /// Like [`Matrix::upload`]; `pack` false skips the packed copy.
+    pub fn upload_as(ctx: &GpuContext, name: &str, data: &[f32], rows: usize, cols: usize, interleaved: bool, pack: bool) -> Matrix {
+        Self::upload_inner(ctx, name, data, [rows, cols], interleaved, ctx.max_binding_bytes(), pack)
     }
 
     /// Like [`Matrix::upload`] with an explicit binding limit (tests force splits).
@@ -65,7 +72,7 @@ impl Matrix {
         Self::upload_inner(ctx, name, data, [rows, cols], interleaved, max_bytes, true)
     }
 
-    fn upload_inner(ctx: &GpuContext, name: &str, data: &[f32], [rows, cols]: [usize; 2], interleaved: bool, max_bytes: u64, four_bit: bool) -> Matrix {
+    fn upload_inner(ctx: &GpuContext, name: &str, data: &[f32], [rows, cols]: [usize; 2], interleaved: bool, max_bytes: u64, pack: bool) -> Matrix {
         assert_eq!(data.len(), rows * cols, "matrix {name}: data does not match {rows}x{cols}");
         assert!(cols.is_multiple_of(8), "matrix {name}: column count {cols} must be a multiple of 8");
         let row_bytes = cols as u64 * 2;
@@ -90,15 +97,20 @@ impl Matrix {
                 }
             })
             .collect::<Vec<_>>();
-        let q4 = (four_bit && interleaved && chunks.len() == 1)
-            .then(|| super::quant4::pack(data, rows, cols))
+        let packed = (pack && interleaved && chunks.len() == 1)
+            .then(|| super::packed::pack(data, rows, cols))
             .flatten()
-            .filter(|p| (p.len() * 4) as u64 <= max_bytes)
-            .map(|p| storage_buffer(ctx, name, &p));
-        Matrix { rows, cols, interleaved, chunks, q4 }
+            .filter(|(_, p)| (p.len() * 4) as u64 <= max_bytes)
+            .map(|(format, p)| Packed { format, buffer: storage_buffer(ctx, name, &p) });
+        Matrix { rows, cols, interleaved, chunks, packed }
     }
 
-    /// Bytes of the f16 weights (the 4-bit copy not counted).
+    /// The 4-bit copy, if the matrix has one.
+    pub fn q4(&self) -> Option<&wgpu::Buffer> {
+        self.packed.as_ref().filter(|p| p.format == Format::Q4).map(|p| &p.buffer)
+    }
+
+    /// Bytes of the f16 weights (the packed copy not counted).
     pub fn bytes(&self) -> u64 {
         (self.rows * self.cols * 2) as u64
     }
@@ -215,8 +227,9 @@ enum Store {
 
 /// The matvec and matmul kernels for a family, output and input; with a
 /// fused input only the matvec exists.
-/// `q4`: the CPU-adapter kernels read the matrix's 4-bit copy.
-fn kernels(ctx: &GpuContext, kind: KernelFamily, store: Store, input: Input, q4: bool) -> (Variant, Option<Variant>) {
+/// `packed`: the CPU-adapter kernels read the matrix's packed copy (Q8: the
+/// matvec only; many tokens read the f16 weights).
+fn kernels(ctx: &GpuContext, kind: KernelFamily, store: Store, input: Input, packed: Option<Format>) -> (Variant, Option<Variant>) {
     use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
     let (header, store_name, mut layout) = match store {
         Store::One => (LINEAR_STORE, "", vec![U, U, R, R, W]),
@@ -241,16 +254,16 @@ fn kernels(ctx: &GpuContext, kind: KernelFamily, store: Store, input: Input, q4:
         (input == Input::Stored).then(|| Variant { kernel: Kernel::get(ctx, &format!("{name}{store_name}"), &src, &layout), rows, tokens })
     };
     if kind.is_cpu_style(ctx) {
-        if q4 {
-            return (
-                matvec("matvec_rows_q4", include_str!("../../../shaders/matvec_rows_q4.wgsl"), INTERLEAVE_ROWS as u32),
+        let rows = INTERLEAVE_ROWS as u32;
+        let f16_matmul = || matmul("matmul_rows", include_str!("../../../shaders/matmul_rows.wgsl"), 16 * 4, 8);
+        match packed {
+            Some(Format::Q4) => (
+                matvec("matvec_rows_q4", include_str!("../../../shaders/matvec_rows_q4.wgsl"), rows),
                 matmul("matmul_rows_q4", include_str!("../../../shaders/matmul_rows_q4.wgsl"), 16 * 4, 8),
-            );
+            ),
+            Some(Format::Q8) => (matvec("matvec_rows_q8", include_str!("../../../shaders/matvec_rows_q8.wgsl"), rows), f16_matmul()),
+            None => (matvec("matvec_rows", include_str!("../../../shaders/matvec_rows.wgsl"), rows), f16_matmul()),
         }
-        (
-            matvec("matvec_rows", include_str!("../../../shaders/matvec_rows.wgsl"), INTERLEAVE_ROWS as u32),
-            matmul("matmul_rows", include_str!("../../../shaders/matmul_rows.wgsl"), 16 * 4, 8),
-        )
     } else {
         (
             matvec("matvec", include_str!("../../../shaders/matvec.wgsl"), 4),
@@ -312,8 +325,9 @@ impl LinearCall {
                 (Input::Norm, eps)
             }
         };
-        let q4 = w.q4.as_ref().filter(|_| kind.is_cpu_style(ctx));
-        let (matvec, matmul) = kernels(ctx, kind, store, input, q4.is_some());
+        let packed = w.packed.as_ref().filter(|_| kind.is_cpu_style(ctx));
+        let (matvec, matmul) = kernels(ctx, kind, store, input, packed.map(|p| p.format));
+        let q4 = packed.filter(|p| p.format == Format::Q4).map(|p| &p.buffer);
         let chunks = w
             .chunks
             .iter()
@@ -340,7 +354,7 @@ impl LinearCall {
                 };
                 ChunkCall {
                     rows: c.rows.len() as u32,
-                    matvec: bind(&matvec.kernel, q4.unwrap_or(&c.buffer)),
+                    matvec: bind(&matvec.kernel, packed.map_or(&c.buffer, |p| &p.buffer)),
                     matmul: matmul.as_ref().map(|m| bind(&m.kernel, q4.unwrap_or(&c.buffer))),
                 }
             })
@@ -551,42 +565,46 @@ mod tests {
         }
     }
 
-    /// The 4-bit kernels (CPU adapters, a matrix loaded from Q4_1) equal the
-    /// reference on the same weights: the matvec as stored, with a fused norm
-    /// and with a fused SwiGLU, and the matmul (9 and 20 tokens, ragged
-    /// token tiles), over ragged blocks of rows.
+    /// The packed kernels (CPU adapters, a matrix loaded from Q4_1 or Q8_0)
+    /// equal the reference on the same weights: the matvec as stored, with a
+    /// fused norm and with a fused SwiGLU, and many tokens (9 and 20, ragged
+    /// token tiles: the 4-bit matmul, or the f16 one for Q8), over ragged
+    /// blocks of rows.
     #[test]
-    fn q4_kernels_match_reference() {
+    fn packed_kernels_match_reference() {
         let ctx = crate::testing::gpu();
         let kind = KernelFamily::RowPerInvocation;
         let (k, n) = (96usize, 100usize);
-        let w = q4_1_weights(n * k, 61);
-        let m = Matrix::upload(&ctx, "w", &w, n, k, true);
-        assert!(m.q4.is_some(), "Q4_1 weights get the 4-bit copy");
         let gain: Vec<f32> = random(k, 62).iter().map(|v| 1.0 + 0.5 * v).collect();
         let gb = storage_buffer(&ctx, "gain", &gain);
         let opts = LinearOptions { accumulate: true, ..Default::default() };
-        for t in [1usize, 3, 9, 20] {
-            let step = uniform_buffer(&ctx, "step", &Step::new(t, 0));
-            let x: Vec<f32> = random(t * 2 * k, 63).iter().map(|v| 3.0 * v).collect();
-            let xb = storage_buffer(&ctx, "x", &x);
-            // Stored and normed inputs read [t, k]; SwiGLU reads [t, gate | up].
-            let stored = x[..t * k].to_vec();
-            let normed = super::super::rmsnorm::reference(&stored, &gain, 1e-5);
-            let swiglu: Vec<f32> = x.chunks(2 * k).flat_map(|r| super::super::swiglu::reference(&r[..k], &r[k..])).collect();
-            let cases = [(None, stored), (Some(FusedInput::Norm { weight: &gb, eps: 1e-5 }), normed), (Some(FusedInput::SwiGlu), swiglu)];
-            // Fused inputs are for the matvec only (a few tokens).
-            for (fused, input) in cases.into_iter().filter(|(f, _)| f.is_none() || t as u32 <= MATVEC_MAX_TOKENS) {
-                let y0 = random(t * n, 64);
-                let yb = storage_buffer(&ctx, "y", &y0);
-                let call = match fused {
-                    None => LinearCall::with_family(&ctx, &m, &step, &xb, &yb, opts, kind),
-                    Some(f) => LinearCall::fused(&ctx, &m, &step, &xb, Output::One(&yb, opts), f, kind),
-                };
-                run_linear(&ctx, &call, t as u32);
-                let want: Vec<f32> = reference(&input, &w, n, k).iter().zip(&y0).map(|(a, b)| a + b).collect();
-                let err = max_err(&read_buffer_f32(&ctx, &yb, 0, t * n).unwrap(), &want);
-                assert!(err < TOL, "t={t} fused={}: {err}", fused.is_some());
+        for (format, weights) in [(Format::Q4, q4_1_weights(n * k, 61)), (Format::Q8, q8_0_weights(n * k, 65))] {
+            let m = Matrix::upload(&ctx, "w", &weights, n, k, true);
+            assert_eq!(m.packed.as_ref().map(|p| p.format), Some(format));
+            for t in [1usize, 3, 9, 20] {
+                // Q8 has no matmul: many tokens read the f16 weights.
+                let w = if format == Format::Q8 && t as u32 > MATVEC_MAX_TOKENS { crate::testing::round_f16(&weights) } else { weights.clone() };
+                let step = uniform_buffer(&ctx, "step", &Step::new(t, 0));
+                let x: Vec<f32> = random(t * 2 * k, 63).iter().map(|v| 3.0 * v).collect();
+                let xb = storage_buffer(&ctx, "x", &x);
+                // Stored and normed inputs read [t, k]; SwiGLU reads [t, gate | up].
+                let stored = x[..t * k].to_vec();
+                let normed = super::super::rmsnorm::reference(&stored, &gain, 1e-5);
+                let swiglu: Vec<f32> = x.chunks(2 * k).flat_map(|r| super::super::swiglu::reference(&r[..k], &r[k..])).collect();
+                let cases = [(None, stored), (Some(FusedInput::Norm { weight: &gb, eps: 1e-5 }), normed), (Some(FusedInput::SwiGlu), swiglu)];
+                // Fused inputs are for the matvec only (a few tokens).
+                for (fused, input) in cases.into_iter().filter(|(f, _)| f.is_none() || t as u32 <= MATVEC_MAX_TOKENS) {
+                    let y0 = random(t * n, 64);
+                    let yb = storage_buffer(&ctx, "y", &y0);
+                    let call = match fused {
+                        None => LinearCall::with_family(&ctx, &m, &step, &xb, &yb, opts, kind),
+                        Some(f) => LinearCall::fused(&ctx, &m, &step, &xb, Output::One(&yb, opts), f, kind),
+                    };
+                    run_linear(&ctx, &call, t as u32);
+                    let want: Vec<f32> = reference(&input, &w, n, k).iter().zip(&y0).map(|(a, b)| a + b).collect();
+                    let err = max_err(&read_buffer_f32(&ctx, &yb, 0, t * n).unwrap(), &want);
+                    assert!(err < TOL, "{format:?} t={t} fused={}: {err}", fused.is_some());
+                }
             }
         }
     }

@@ -11,8 +11,8 @@ pub mod backward;
 pub mod compact;
 pub mod embedding;
 pub mod linear;
+pub mod packed;
 pub mod prepared_linear;
-pub mod quant4;
 pub mod rmsnorm;
 pub mod rope;
 pub mod scale_units;
@@ -149,6 +149,12 @@ pub(crate) mod test_util {
     pub fn q4_1_weights(n: usize, seed: u64) -> Vec<f32> {
         use crate::loader::quant::{dequantize, quantize, GgmlType};
         dequantize(GgmlType::Q4_1, &quantize(GgmlType::Q4_1, &random(n, seed)), n)
+    }
+
+    /// The same through Q8_0.
+    pub fn q8_0_weights(n: usize, seed: u64) -> Vec<f32> {
+        use crate::loader::quant::{dequantize, quantize, GgmlType};
+        dequantize(GgmlType::Q8_0, &quantize(GgmlType::Q8_0, &random(n, seed)), n)
     }
 
     /// Max |a - b| / (1 + |b|): absolute near zero, relative for large values.

@@ -186,20 +186,21 @@ pub struct GpuModel {
 #[derive(Clone, Copy, Debug)]
 pub struct ModelOptions {
     pub family: KernelFamily,
-    /// On CPU adapters, matrices that 4 bits reproduce exactly (loaded from
-    /// Q4_1) are read in 4 bits (`kernels::quant4`); false keeps f16 only.
-    pub four_bit: bool,
+    /// On CPU adapters, matrices that 4 or 8 bits reproduce exactly (loaded
+    /// from Q4_1 or Q8_0) are read packed (`kernels::packed`); false keeps
+    /// f16 only.
+    pub packed: bool,
 }
 
 impl Default for ModelOptions {
     fn default() -> Self {
-        ModelOptions { family: KernelFamily::Auto, four_bit: true }
+        ModelOptions { family: KernelFamily::Auto, packed: true }
     }
 }
 
 impl GpuModel {
-    /// Uploads weights (matrices as f16, and in 4 bits where that is exact
-    /// and the adapter is a CPU) and builds every kernel call.
+    /// Uploads weights (matrices as f16, and packed in 4 or 8 bits where that
+    /// is exact and the adapter is a CPU) and builds every kernel call.
     /// `max_ctx` bounds the KV cache; prompts beyond it are refused.
     pub fn new(ctx: Arc<GpuContext>, config: &Config, weights: &Weights, max_ctx: usize) -> Result<GpuModel> {
         Self::with_options(ctx, config, weights, max_ctx, ModelOptions::default())
@@ -258,7 +259,7 @@ impl GpuModel {
         let interleaved = family.is_cpu_style(&ctx);
         let family = if interleaved { KernelFamily::RowPerInvocation } else { KernelFamily::Cooperative };
         let mut upload = |name: &str, data: &[f32], rows: usize, cols: usize| {
-            let m = Matrix::upload_as(&ctx, name, data, rows, cols, interleaved, options.four_bit);
+            let m = Matrix::upload_as(&ctx, name, data, rows, cols, interleaved, options.packed);
             weight_bytes += m.bytes();
             m
         };
@@ -363,9 +364,16 @@ impl GpuModel {
         self.pos = pos;
     }
 
-    /// Bytes of weights on the GPU.
+    /// Bytes of weights on the GPU (as f16).
     pub fn weight_bytes(&self) -> u64 {
         self.weight_bytes
+    }
+
+    /// Weight matrices that also have a packed 4- or 8-bit copy, of all of them.
+    pub fn packed_matrices(&self) -> (usize, usize) {
+        let p = &self.params;
+        let all: Vec<&Matrix> = p.layers.iter().flat_map(|l| [&l.w_qkv, &l.wo, &l.w_gate_up, &l.w_down]).chain(p.lm_head.as_ref()).chain([&p.embed]).collect();
+        (all.iter().filter(|m| m.packed.is_some()).count(), all.len())
     }
 
     /// Appends `tokens` to the sequence. Returns logits of the last token

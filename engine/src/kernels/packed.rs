@@ -1,0 +1,165 @@
+//! Packed weights for the CPU-adapter kernels, in blocks of 32 along a row:
+//! - Q4 (`matvec_rows_q4.wgsl`, `matmul_rows_q4.wgsl`): w = d * q + m, q in
+//!   0..15, d and m f16: the form of GGUF's Q4_1.
+//! - Q8 (`matvec_rows_q8.wgsl`): w = d * q, q in -127..127, d f16: GGUF's Q8_0.
+//!
+//! A block's d (and m) are recovered from its weights, so a matrix is packed
+//! only when that reproduces every weight (one loaded from those tensor
+//! types); anything else keeps f16. Packed this way a matrix is exactly the
+//! model's, and one vec4 load brings 32 (Q4) or 16 (Q8) weights where f16
+//! brings 8: on lavapipe, where weight loads are gathers, their count is what
+//! bounds a decode step.
+
+use super::linear::INTERLEAVE_ROWS;
+use half::f16;
+
+/// Weights per block.
+pub const BLOCK: usize = 32;
+
+/// How a matrix is packed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Q4,
+    Q8,
+}
+
+impl Format {
+    /// Words of quants per block.
+    pub fn quant_words(self) -> usize {
+        match self {
+            Format::Q4 => 4,
+            Format::Q8 => 8,
+        }
+    }
+}
+
+/// A block's d, m and quants, if 4 bits reproduce it to within a few f32
+/// rounding steps of its range (a dequantized Q4_1 block does; other data
+/// does not).
+fn q4_block(v: &[f32]) -> Option<(f16, f16, Vec<u32>)> {
+    let lo = v.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let (m, d) = (f16::from_f32(lo), f16::from_f32((hi - lo) / 15.0));
+    let (mf, df) = (m.to_f32(), d.to_f32());
+    if !lo.is_finite() || !hi.is_finite() || mf != lo {
+        return None;
+    }
+    let tol = (mf.abs() + 15.0 * df.abs()) * f32::EPSILON * 8.0;
+    let mut words = vec![0u32; 4];
+    for (e, &x) in v.iter().enumerate() {
+        let q = if df > 0.0 { ((x - mf) / df).round().clamp(0.0, 15.0) } else { 0.0 };
+        if (q * df + mf - x).abs() > tol {
+            return None;
+        }
+        words[e / 8] |= (q as u32) << (4 * (e % 8));
+    }
+    Some((d, m, words))
+}
+
+/// A block's d (m = 0) and 8-bit quants, four to a word from the low byte
+/// up, if they reproduce it exactly (a dequantized Q8_0 block: the weight of
+/// largest magnitude is d * ±127, and every weight d times an integer).
+fn q8_block(v: &[f32]) -> Option<(f16, f16, Vec<u32>)> {
+    let amax = v.iter().fold(0.0f32, |a, &x| a.max(x.abs()));
+    let d = f16::from_f32(amax / 127.0);
+    let df = d.to_f32();
+    if !amax.is_finite() {
+        return None;
+    }
+    let mut words = vec![0u32; 8];
+    for (e, &x) in v.iter().enumerate() {
+        let q = if df > 0.0 { (x / df).round().clamp(-127.0, 127.0) } else { 0.0 };
+        if q * df != x {
+            return None;
+        }
+        words[e / 4] |= ((q as i32 as u32) & 0xff) << (8 * (e % 4));
+    }
+    Some((d, f16::ZERO, words))
+}
+
+/// The first format that reproduces a [rows, cols] matrix exactly (Q4,
+/// then Q8), and its packed layout (see `matvec_rows_q4.wgsl`): the quants,
+/// [block of 64 rows][r][k / 32][lane], 4 (Q4) or 8 (Q8) words each, then
+/// the scales, one word (d low, m high) per unit in the same order. Rows are
+/// padded with zeros. None when `cols` is not a multiple of 32 or neither
+/// format is exact.
+pub fn pack(data: &[f32], rows: usize, cols: usize) -> Option<(Format, Vec<u32>)> {
+    if !cols.is_multiple_of(BLOCK) || data.len() != rows * cols || rows == 0 {
+        return None;
+    }
+    [Format::Q4, Format::Q8].into_iter().find_map(|f| pack_as(f, data, rows, cols).map(|p| (f, p)))
+}
+
+fn pack_as(format: Format, data: &[f32], rows: usize, cols: usize) -> Option<Vec<u32>> {
+    let (k32, words) = (cols / BLOCK, format.quant_words());
+    let units = rows.div_ceil(INTERLEAVE_ROWS) * INTERLEAVE_ROWS * k32;
+    let mut out = vec![0u32; units * (words + 1)];
+    let (quants, scales) = out.split_at_mut(units * words);
+    for row in 0..rows {
+        let (block, rb) = (row / INTERLEAVE_ROWS, row % INTERLEAVE_ROWS);
+        let (r, lane) = (rb / 8, rb % 8);
+        for i in 0..k32 {
+            let v = &data[row * cols + i * BLOCK..][..BLOCK];
+            let (d, m, q) = match format {
+                Format::Q4 => q4_block(v)?,
+                Format::Q8 => q8_block(v)?,
+            };
+            let unit = (block * INTERLEAVE_ROWS * k32) + (r * k32 + i) * 8 + lane;
+            quants[unit * words..(unit + 1) * words].copy_from_slice(&q);
+            scales[unit] = d.to_bits() as u32 | (m.to_bits() as u32) << 16;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::test_util::{q4_1_weights, q8_0_weights, random};
+
+    /// Unpacks one row from the layout, as the kernels read it.
+    fn unpack_row(format: Format, packed: &[u32], rows: usize, cols: usize, row: usize) -> Vec<f32> {
+        let (k32, words) = (cols / BLOCK, format.quant_words());
+        let units = rows.div_ceil(INTERLEAVE_ROWS) * INTERLEAVE_ROWS * k32;
+        let (block, rb) = (row / INTERLEAVE_ROWS, row % INTERLEAVE_ROWS);
+        (0..cols)
+            .map(|k| {
+                let unit = (block * INTERLEAVE_ROWS * k32) + ((rb / 8) * k32 + k / BLOCK) * 8 + rb % 8;
+                let e = k % BLOCK;
+                let q = match format {
+                    Format::Q4 => ((packed[unit * words + e / 8] >> (4 * (e % 8))) & 15) as f32,
+                    Format::Q8 => ((packed[unit * words + e / 4] >> (8 * (e % 4))) as u8 as i8) as f32,
+                };
+                let s = packed[units * words + unit];
+                let (d, m) = (f16::from_bits(s as u16).to_f32(), f16::from_bits((s >> 16) as u16).to_f32());
+                q * d + m
+            })
+            .collect()
+    }
+
+    #[test]
+    fn q4_1_and_q8_0_weights_pack_exactly() {
+        let (rows, cols) = (70, 96);
+        for (want_format, w) in [(Format::Q4, q4_1_weights(rows * cols, 3)), (Format::Q8, q8_0_weights(rows * cols, 8))] {
+            let (format, packed) = pack(&w, rows, cols).expect("Q4_1 and Q8_0 data pack");
+            assert_eq!(format, want_format);
+            for row in [0, 8, 63, 64, 69] {
+                let got = unpack_row(format, &packed, rows, cols, row);
+                let want = &w[row * cols..(row + 1) * cols];
+                let err = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+                assert!(err < 1e-6, "{format:?} row {row}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn other_weights_are_refused() {
+        assert!(pack(&random(64 * 96, 4), 64, 96).is_none(), "random f32 weights");
+        assert!(pack(&crate::testing::round_f16(&random(64 * 96, 5)), 64, 96).is_none(), "f16 weights");
+        assert!(pack(&q4_1_weights(64 * 64, 6)[..64 * 48], 64, 48).is_none(), "48 columns");
+        for mut w in [q4_1_weights(64 * 96, 7), q8_0_weights(64 * 96, 9)] {
+            w[100] += 1e-3;
+            assert!(pack(&w, 64, 96).is_none(), "one weight off the grid");
+        }
+    }
+}

@@ -1,0 +1,63 @@
+// y[t, col0 + o] (+)= sum_k x[t, k] * W[o, k] like matvec_rows.wgsl (CPU
+// adapters, decode), with W in 8 bits: blocks of 32 weights w = d * q (q in
+// -127..127, d f16), the form of GGUF's Q8_0, so one vec4<u32> load brings 16
+// weights where f16 brings 8 (the lm-head of models whose embedding is Q8_0).
+// kernels::linear uses it only when it reproduces the weights exactly
+// (kernels::packed).
+//
+// Layout, for blocks of 64 rows as in matvec_rows.wgsl: the quants,
+// [block][r][k / 32][lane] as 2 vec4<u32> (word j holds weights 4j .. 4j + 3,
+// a byte each from the low byte up), then the scales, [block][r][k / 32][lane]
+// u32 (d in the low half), four to a vec4. k must be a multiple of 32.
+
+// Params, Step, store_y, load_x, input and output_scale come from
+// linear_common.wgsl and the output and input headers.
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> w: array<vec4<u32>>;
+
+const ROWS: u32 = 8u;
+
+// The word's 4 signed bytes.
+fn bytes4(word: u32) -> vec4<f32> {
+    return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(word) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+}
+
+// sum over the 16 weights of a vec4 of words, against 4 vec4 of inputs.
+fn dot16(q: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>) -> f32 {
+    return dot(x0, bytes4(q.x)) + dot(x1, bytes4(q.y)) + dot(x2, bytes4(q.z)) + dot(x3, bytes4(q.w));
+}
+
+@compute @workgroup_size(8)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32,
+        @builtin(num_workgroups) nwg: vec3<u32>) {
+    // This workgroup's block of 64 rows; invocation `lane` owns rows 8r + lane.
+    let block = wg.x + wg.y * nwg.x;
+    let t = wg.z;
+    if (t >= step.n_tokens || block * 64u >= p.n) { return; }
+    let k32 = p.k / 32u;
+    let wbase = block * 64u * k32;
+    let scales = 2u * ((p.n + 63u) / 64u) * 64u * k32;
+    // Padding rows of the last block are zeros; their results are not stored.
+    var acc: array<f32, ROWS>;
+    var sum_sq = 0.0;
+    for (var i = 0u; i < k32; i++) {
+        var xs: array<vec4<f32>, 8>;
+        for (var j = 0u; j < 8u; j++) {
+            let raw = load_x(t, 8u * i + j);
+            sum_sq += dot(raw, raw);
+            xs[j] = input(8u * i + j, raw);
+        }
+        for (var r = 0u; r < ROWS; r++) {
+            let unit = wbase + (r * k32 + i) * 8u + lane;
+            let d = unpack2x16float(w[scales + unit / 4u][unit % 4u]).x;
+            let q_dot = dot16(w[2u * unit], xs[0], xs[1], xs[2], xs[3]) + dot16(w[2u * unit + 1u], xs[4], xs[5], xs[6], xs[7]);
+            acc[r] += d * q_dot;
+        }
+    }
+    let scale = output_scale(sum_sq);
+    for (var r = 0u; r < ROWS; r++) {
+        let row = block * 64u + r * 8u + lane;
+        if (row >= p.n) { continue; }
+        store_y(t, row, acc[r] * scale);
+    }
+}
