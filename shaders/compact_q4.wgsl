@@ -1,16 +1,21 @@
-// Copies rows of a 4-bit matrix (kernels::packed: the layout matvec_rows_q4.wgsl
-// reads) into the 4-bit copy of a compacted matrix (kernels::compact), so a
-// fixed mask's gate|up rows and query rows decode with the 4-bit matvec too.
-// In each of `halves` groups h (gate rows then up rows: 2; query rows, or key
-// and value rows: 1), output row row0 + h * width + a is source row
-// src_row0 + h * src_half + index[index_offset + a], or zeros for a >=
-// counts[layer] (padding). One invocation per output row and block of 32
-// weights: 4 words of quants and the word of scales.
+// Copies 4-bit weights (kernels::packed: the layout matvec_rows_q4.wgsl reads)
+// into the 4-bit copy of a compacted matrix (kernels::compact), so a fixed
+// mask's gate|up rows, query rows and W_o columns decode with the 4-bit
+// matvec too. One invocation per output row and block of 32 weights: 4 words
+// of quants and the word of scales.
+// columns = 0, rows: in each of `halves` groups h (gate rows then up rows: 2;
+//   query rows, or key and value rows: 1), output row row0 + h * width + a is
+//   source row src_row0 + h * src_half + index[index_offset + a], or zeros for
+//   a >= counts[layer] (padding).
+// columns = 1, blocks of columns: output block i of every row is the source
+//   block holding column index[index_offset + 32 i] (the listed columns come
+//   in whole, aligned blocks: W_o's columns of heads whose width is a
+//   multiple of 32), or zeros past the count.
 
 struct Params {
-    k32: u32, width: u32, index_offset: u32, layer: u32,
+    src_k32: u32, out_k32: u32, index_offset: u32, layer: u32,
     row0: u32, src_row0: u32, src_half: u32, halves: u32,
-    src_rows: u32, out_rows: u32, _a: u32, _b: u32,
+    src_rows: u32, out_rows: u32, width: u32, columns: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -19,36 +24,51 @@ struct Params {
 @group(0) @binding(3) var<storage, read> src: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<u32>;
 
-// The unit (4 quant words, 1 scale word) of a row's first block.
-fn first_unit(row: u32) -> u32 {
+// The unit (4 quant words, 1 scale word) of a row's first block, in a
+// matrix of k32 blocks per row.
+fn first_unit(row: u32, k32: u32) -> u32 {
     let rb = row % 64u;
-    return (row / 64u) * 64u * p.k32 + (rb / 8u) * p.k32 * 8u + rb % 8u;
+    return (row / 64u) * 64u * k32 + (rb / 8u) * k32 * 8u + rb % 8u;
 }
 
 // Units in a matrix of `rows` rows: where its scales start, in words / 4.
-fn units(rows: u32) -> u32 {
-    return ((rows + 63u) / 64u) * 64u * p.k32;
+fn units(rows: u32, k32: u32) -> u32 {
+    return ((rows + 63u) / 64u) * 64u * k32;
 }
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let id = gid.x + gid.y * nwg.x * 64u;
-    if (id >= p.halves * p.width * p.k32) { return; }
-    let i = id % p.k32;
-    let slot = id / p.k32;
-    let h = slot / p.width;
-    let a = slot % p.width;
-    let dst = first_unit(p.row0 + h * p.width + a) + 8u * i;
+    let count = counts[p.layer];
+    var dst = 0u;
+    var su = 0u;
+    var copy = false;
+    if (p.columns == 0u) {
+        if (id >= p.halves * p.width * p.out_k32) { return; }
+        let i = id % p.out_k32;
+        let slot = id / p.out_k32;
+        let h = slot / p.width;
+        let a = slot % p.width;
+        dst = first_unit(p.row0 + h * p.width + a, p.out_k32) + 8u * i;
+        copy = a < count;
+        if (copy) { su = first_unit(p.src_row0 + h * p.src_half + index[p.index_offset + a], p.src_k32) + 8u * i; }
+    } else {
+        if (id >= p.out_rows * p.out_k32) { return; }
+        let i = id % p.out_k32;
+        let row = id / p.out_k32;
+        dst = first_unit(row, p.out_k32) + 8u * i;
+        copy = 32u * i < count;
+        if (copy) { su = first_unit(row, p.src_k32) + 8u * (index[p.index_offset + 32u * i] / 32u); }
+    }
     var q = vec4<u32>(0u);
     var s = 0u;
-    if (a < counts[p.layer]) {
-        let su = first_unit(p.src_row0 + h * p.src_half + index[p.index_offset + a]) + 8u * i;
+    if (copy) {
         q = vec4<u32>(src[4u * su], src[4u * su + 1u], src[4u * su + 2u], src[4u * su + 3u]);
-        s = src[4u * units(p.src_rows) + su];
+        s = src[4u * units(p.src_rows, p.src_k32) + su];
     }
     out[4u * dst] = q.x;
     out[4u * dst + 1u] = q.y;
     out[4u * dst + 2u] = q.z;
     out[4u * dst + 3u] = q.w;
-    out[4u * units(p.out_rows) + dst] = s;
+    out[4u * units(p.out_rows, p.out_k32) + dst] = s;
 }

@@ -94,8 +94,8 @@ fn zeroing_factors(c: &sift_engine::model::Config, neurons: &[Vec<u32>], heads: 
 /// with the inactive neurons (and heads) zeroed at the decoded positions:
 /// with f16 weights everywhere, to within f32 summation order; with the
 /// packed weights of CPU adapters, to within the f16 rounding of the
-/// compacted W_down and W_o columns (4-bit blocks run along the neurons, so a
-/// subset of columns is copied in f16) against the dense model's exact ones.
+/// compacted W_down columns (4-bit blocks run along the neurons, so a subset
+/// of columns is copied in f16) against the dense model's exact ones.
 #[test]
 fn sparse_prompt_mode_decoding_equals_dense_with_units_zeroed() {
     let mut f16_only = real_model_with(ModelOptions { packed: false, ..Default::default() });
@@ -103,9 +103,9 @@ fn sparse_prompt_mode_decoding_equals_dense_with_units_zeroed() {
     drop(f16_only);
     let mut guard = real_model().lock().unwrap();
     let packed = guard.model.ctx.is_software();
-    // Rounding ~20% of the MLP's and the heads' weights to f16 (relative
-    // 2^-11 each) moves log p by up to about 7e-3 over 30 layers; a wrong
-    // or missing unit moves it by far more.
+    // Rounding the active neurons' W_down weights to f16 (relative 2^-11
+    // each) moved log p by up to about 7e-3 over 30 layers; a wrong or
+    // missing unit moves it by far more.
     sparse_prompt_mode_matches_zeroed(&mut guard, if packed { 1e-2 } else { 2e-3 });
 }
 

@@ -67,18 +67,21 @@ struct Job<'a> {
     dst: &'a Matrix,
 }
 
-/// One copy of rows between 4-bit matrices (see `compact_q4.wgsl`): in each
-/// of `halves` groups h, output row `row0 + h * width + a` is source row
-/// `src_row0 + h * src_half + list[a]`.
+/// One copy between 4-bit matrices (see `compact_q4.wgsl`).
 struct Q4Job<'a> {
     list: ActiveList<'a>,
-    width: usize,
-    halves: usize,
-    row0: usize,
-    src_row0: usize,
-    src_half: usize,
+    copy: Q4Copy,
     src: &'a Matrix,
     dst: &'a Matrix,
+}
+
+enum Q4Copy {
+    /// In each of `halves` groups h, output row `row0 + h * width + a` is
+    /// source row `src_row0 + h * src_half + list[a]`.
+    Rows { width: usize, halves: usize, row0: usize, src_row0: usize, src_half: usize },
+    /// Output block i of every row is the source block holding column
+    /// `list[32 i]` (columns listed in whole, aligned blocks).
+    ColumnBlocks,
 }
 
 /// An empty 4-bit copy for a compacted matrix, when its source has one.
@@ -88,14 +91,18 @@ fn q4_copy(ctx: &GpuContext, source: Option<&Matrix>, rows: usize, cols: usize) 
     Some(Packed { format: Format::Q4, buffer: zeroed_buffer(ctx, "compact q4", (units * 5 * 4) as u64) })
 }
 
-fn q4_call(ctx: &GpuContext, dim: usize, j: &Q4Job) -> Call {
+fn q4_call(ctx: &GpuContext, j: &Q4Job) -> Call {
     use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
     let kernel = Kernel::get(ctx, "compact_q4", include_str!("../../../shaders/compact_q4.wgsl"), &[U, R, R, R, W]);
-    let k32 = dim / BLOCK;
-    let params = [k32, j.width, j.list.index_offset, j.list.layer, j.row0, j.src_row0, j.src_half, j.halves, j.src.rows, j.dst.rows, 0, 0].map(|v| v as u32);
+    let (src_k32, out_k32) = (j.src.cols / BLOCK, j.dst.cols / BLOCK);
+    let ([width, halves, row0, src_row0, src_half], columns, slots) = match j.copy {
+        Q4Copy::Rows { width, halves, row0, src_row0, src_half } => ([width, halves, row0, src_row0, src_half], 0, halves * width * out_k32),
+        Q4Copy::ColumnBlocks => ([0; 5], 1, j.dst.rows * out_k32),
+    };
+    let params = [src_k32, out_k32, j.list.index_offset, j.list.layer, row0, src_row0, src_half, halves, j.src.rows, j.dst.rows, width, columns].map(|v| v as u32);
     let params = uniform_buffer(ctx, "compact q4 params", &params);
     let (src, dst) = (j.src.q4().expect("source has a 4-bit copy"), j.dst.q4().expect("output has a 4-bit copy"));
-    let slots = (j.halves * j.width * k32) as u32;
+    let slots = slots as u32;
     Call {
         group: kernel.bind(ctx, &[&params, j.list.index, j.list.counts, src, dst]),
         kernel,
@@ -128,7 +135,7 @@ fn compact(ctx: &GpuContext, dim: usize, interleaved: bool, jobs: &[Job], q4_job
             }
         })
         .collect();
-    calls.extend(q4_jobs.iter().map(|j| q4_call(ctx, dim, j)));
+    calls.extend(q4_jobs.iter().map(|j| q4_call(ctx, j)));
     run_calls(ctx, &calls.iter().collect::<Vec<_>>(), 1);
 }
 
@@ -174,7 +181,8 @@ pub fn compact_mlp(ctx: &GpuContext, dim: usize, interleaved: bool, layers: &[Ml
         .filter(|(_, out)| out.gate_up.q4().is_some())
         .map(|(l, out)| {
             let src = l.dense_gate_up.expect("a 4-bit copy has a source");
-            Q4Job { list: l.active, width: out.width, halves: 2, row0: 0, src_row0: 0, src_half: src.rows / 2, src, dst: &out.gate_up }
+            let copy = Q4Copy::Rows { width: out.width, halves: 2, row0: 0, src_row0: 0, src_half: src.rows / 2 };
+            Q4Job { list: l.active, copy, src, dst: &out.gate_up }
         })
         .collect();
     compact(ctx, dim, interleaved, &jobs, &q4_jobs);
@@ -184,8 +192,10 @@ pub fn compact_mlp(ctx: &GpuContext, dim: usize, interleaved: bool, layers: &[Ml
 /// One layer's active query rows (`active`, at most `count`) and the f16
 /// row-major matrices they are copied from: `wq` [q_dim, dim], `w_kv`
 /// ([W_k; W_v], copied whole after the query rows) and `wo_t` (W_o^T,
-/// [q_dim, dim]); and the dense [W_q; W_k; W_v] matrix, whose 4-bit copy
-/// (if any) the compacted projection's rows are copied from.
+/// [q_dim, dim]); and the dense [W_q; W_k; W_v] and W_o matrices, whose
+/// 4-bit copies (if any) the compacted projection's rows are copied from,
+/// and the compacted W_o's columns (`dense_o` only where heads are whole
+/// blocks of 32 columns).
 pub struct HeadSources<'a> {
     pub active: ActiveList<'a>,
     pub count: usize,
@@ -193,6 +203,7 @@ pub struct HeadSources<'a> {
     pub w_kv: &'a wgpu::Buffer,
     pub wo_t: &'a wgpu::Buffer,
     pub dense_qkv: Option<&'a Matrix>,
+    pub dense_o: Option<&'a Matrix>,
 }
 
 /// Compacts every listed layer's active heads, in one submission. `kv` lists
@@ -204,9 +215,11 @@ pub fn compact_heads(ctx: &GpuContext, dim: usize, interleaved: bool, kv: Active
             let width = width_for(l.count);
             let mut qkv = empty_matrix(ctx, "compact wqkv", width + kv.max_count, dim, interleaved);
             qkv.packed = q4_copy(ctx, l.dense_qkv.filter(|_| interleaved), width + kv.max_count, dim);
+            let mut o = empty_matrix(ctx, "compact wo", dim, width, interleaved);
+            o.packed = q4_copy(ctx, l.dense_o.filter(|_| interleaved && width.is_multiple_of(BLOCK)), dim, width);
             CompactHeads {
                 qkv,
-                o: empty_matrix(ctx, "compact wo", dim, width, interleaved),
+                o,
                 width,
             }
         })
@@ -223,17 +236,24 @@ pub fn compact_heads(ctx: &GpuContext, dim: usize, interleaved: bool, kv: Active
             ]
         })
         .collect();
-    // The query rows by their ids, then every key and value row after them.
-    let q4_jobs: Vec<Q4Job> = layers
+    // The query rows by their ids, then every key and value row after them;
+    // W_o's columns of the active heads.
+    let mut q4_jobs: Vec<Q4Job> = layers
         .iter()
         .zip(&outs)
         .filter(|(_, out)| out.qkv.q4().is_some())
         .flat_map(|(l, out)| {
             let src = l.dense_qkv.expect("a 4-bit copy has a source");
-            let job = |list, width, row0, src_row0| Q4Job { list, width, halves: 1, row0, src_row0, src_half: 0, src, dst: &out.qkv };
+            let job = |list, width, row0, src_row0| Q4Job { list, copy: Q4Copy::Rows { width, halves: 1, row0, src_row0, src_half: 0 }, src, dst: &out.qkv };
             [job(l.active, out.width, 0, 0), job(kv, kv.max_count, out.width, src.rows - kv.max_count)]
         })
         .collect();
+    q4_jobs.extend(layers.iter().zip(&outs).filter(|(_, out)| out.o.q4().is_some()).map(|(l, out)| Q4Job {
+        list: l.active,
+        copy: Q4Copy::ColumnBlocks,
+        src: l.dense_o.expect("a 4-bit copy has a source"),
+        dst: &out.o,
+    }));
     compact(ctx, dim, interleaved, &jobs, &q4_jobs);
     outs
 }
@@ -311,7 +331,7 @@ mod tests {
             let (ib, counts) = (storage_buffer(&ctx, "index", &rows), storage_buffer(&ctx, "counts", &[rows.len() as u32]));
             let list = ActiveList { index: &ib, counts: &counts, index_offset: 0, layer: 0, max_count: rows.len() };
             let interleaved = family == KernelFamily::RowPerInvocation;
-            let c = compact_heads(&ctx, dim, interleaved, kv, &[HeadSources { active: list, count: rows.len(), wq: &wqb, w_kv: &wkvb, wo_t: &wotb, dense_qkv: None }]).remove(0);
+            let c = compact_heads(&ctx, dim, interleaved, kv, &[HeadSources { active: list, count: rows.len(), wq: &wqb, w_kv: &wkvb, wo_t: &wotb, dense_qkv: None, dense_o: None }]).remove(0);
             assert_eq!(c.width, rows.len());
             let (q_out, k_out, v_out) = (zeroed_buffer(&ctx, "q", (c.width * 4) as u64), zeroed_buffer(&ctx, "k", (kv_dim * 4) as u64), zeroed_buffer(&ctx, "v", (kv_dim * 4) as u64));
             let h = storage_buffer(&ctx, "h", &random(c.width, 123));
@@ -336,26 +356,27 @@ mod tests {
             assert!(max_err(&read_buffer_f32(&ctx, &y, 0, dim).unwrap(), &want_y) < 1e-4, "{family:?} {heads:?} output");
         }
     }
-    /// Where the dense matrices have 4-bit copies, the compacted rows get
+    /// Where the dense matrices have 4-bit copies, the compacted matrices get
     /// them too, and the 4-bit matvec over them gives the listed gate and up
-    /// rows (padding zero), and the listed query rows then every key and
-    /// value row.
+    /// rows (padding zero); the listed query rows, then every key and value
+    /// row; and W_o over the listed heads' columns (heads of 32, whole blocks).
     #[test]
     fn compacted_rows_keep_the_4_bit_copy() {
         let ctx = crate::testing::gpu();
         let family = KernelFamily::RowPerInvocation;
-        let (dim, ffn, q_dim, kv_dim) = (96usize, 130usize, 64usize, 32usize);
+        let (dim, ffn, q_dim, kv_dim) = (96usize, 130usize, 96usize, 32usize);
         let x = random(dim, 130);
         let (xb, step) = (storage_buffer(&ctx, "x", &x), uniform_buffer(&ctx, "step", &Step::new(1, 0)));
-        let run = |m: &Matrix, rows: usize| -> Vec<f32> {
+        let run_on = |m: &Matrix, xb: &wgpu::Buffer, rows: usize| -> Vec<f32> {
             assert!(m.q4().is_some(), "the compacted matrix has a 4-bit copy");
             let y = zeroed_buffer(&ctx, "y", (rows * 4) as u64);
             let mut plan = Vec::new();
-            let call = LinearCall::with_family(&ctx, m, &step, &xb, &y, LinearOptions::default(), family);
+            let call = LinearCall::with_family(&ctx, m, &step, xb, &y, LinearOptions::default(), family);
             call.plan("linear", 1, &mut plan);
             run_plan(&ctx, &plan);
             read_buffer_f32(&ctx, &y, 0, rows).unwrap()
         };
+        let run = |m: &Matrix, rows: usize| run_on(m, &xb, rows);
         let dummy = storage_buffer(&ctx, "f16 sources (not checked here)", &vec![0u32; ffn * dim]);
         // MLP: 13 of 130 neurons, so 3 padding slots.
         let gate_up = q4_1_weights(2 * ffn * dim, 131);
@@ -371,17 +392,26 @@ mod tests {
             want[c.width + a] = full[ffn + n as usize];
         }
         assert!(max_err(&run(&c.gate_up, 2 * c.width), &want) < 1e-4, "gate and up rows");
-        // Heads: query rows 48..64 and 0..16, then the 64 key and value rows.
+        // Heads of 32: query rows 64..96 and 0..32, then the 64 key and value rows.
         let qkv = q4_1_weights((q_dim + 2 * kv_dim) * dim, 132);
         let dense = Matrix::upload(&ctx, "qkv", &qkv, q_dim + 2 * kv_dim, dim, true);
-        let rows: Vec<u32> = (48..64).chain(0..16).collect();
+        let rows: Vec<u32> = (64..96).chain(0..32).collect();
         let (ib, counts) = (storage_buffer(&ctx, "index", &rows), storage_buffer(&ctx, "counts", &[rows.len() as u32]));
         let list = ActiveList { index: &ib, counts: &counts, index_offset: 0, layer: 0, max_count: rows.len() };
         let (kv_index, kv_count) = (storage_buffer(&ctx, "kv rows", &(0..2 * kv_dim as u32).collect::<Vec<_>>()), storage_buffer(&ctx, "kv count", &[2 * kv_dim as u32]));
         let kv = ActiveList { index: &kv_index, counts: &kv_count, index_offset: 0, layer: 0, max_count: 2 * kv_dim };
-        let c = compact_heads(&ctx, dim, true, kv, &[HeadSources { active: list, count: rows.len(), wq: &dummy, w_kv: &dummy, wo_t: &dummy, dense_qkv: Some(&dense) }]).remove(0);
+        let wo = q4_1_weights(dim * q_dim, 133);
+        let dense_o = Matrix::upload(&ctx, "wo", &wo, dim, q_dim, true);
+        let sources = HeadSources { active: list, count: rows.len(), wq: &dummy, w_kv: &dummy, wo_t: &dummy, dense_qkv: Some(&dense), dense_o: Some(&dense_o) };
+        let c = compact_heads(&ctx, dim, true, kv, &[sources]).remove(0);
         let full = crate::kernels::linear::reference(&x, &qkv, q_dim + 2 * kv_dim, dim);
         let want: Vec<f32> = rows.iter().map(|&r| full[r as usize]).chain(full[q_dim..].iter().copied()).collect();
         assert!(max_err(&run(&c.qkv, c.width + 2 * kv_dim), &want) < 1e-4, "query, key and value rows");
+        // W_o applied to h placed at the listed rows of a full head vector.
+        let h = random(c.width, 134);
+        let mut placed = vec![0.0f32; q_dim];
+        rows.iter().zip(&h).for_each(|(&r, &v)| placed[r as usize] = v);
+        let want_o = crate::kernels::linear::reference(&placed, &wo, dim, q_dim);
+        assert!(max_err(&run_on(&c.o, &storage_buffer(&ctx, "h", &h), dim), &want_o) < 1e-4, "output columns");
     }
 }

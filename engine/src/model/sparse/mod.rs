@@ -343,6 +343,9 @@ impl GpuModel {
         let q = self.ctx.queue.clone();
         let s = self.sparse.as_mut().ok_or_else(sparse_not_enabled)?;
         let dense = &self.params.layers;
+        // W_o's 4-bit blocks run along its columns, the heads' query rows:
+        // whole heads are whole blocks when head_dim is a multiple of 32.
+        let whole_blocks = c.head_dim.is_multiple_of(crate::kernels::packed::BLOCK);
         q.write_buffer(&s.head_rows, 0, bytemuck::cast_slice(&rows));
         q.write_buffer(&s.head_counts, 0, bytemuck::cast_slice(&row_counts));
         q.write_buffer(&s.head_bitmap, 0, bytemuck::cast_slice(&bitmap));
@@ -350,7 +353,7 @@ impl GpuModel {
             .map(|l| {
                 let rows = row_counts[l] as usize;
                 let active = ActiveList { index: &s.head_rows, counts: &s.head_counts, index_offset: l * c.q_dim(), layer: l, max_count: rows };
-                HeadSources { active, count: rows, wq: &s.wq[l], w_kv: &s.w_kv[l], wo_t: &s.wo_t[l], dense_qkv: Some(&dense[l].w_qkv) }
+                HeadSources { active, count: rows, wq: &s.wq[l], w_kv: &s.w_kv[l], wo_t: &s.wo_t[l], dense_qkv: Some(&dense[l].w_qkv), dense_o: whole_blocks.then_some(&dense[l].wo) }
             })
             .collect();
         let kv = ActiveList { index: &s.kv_rows, counts: &s.kv_rows_count, index_offset: 0, layer: 0, max_count: 2 * c.kv_dim() };
