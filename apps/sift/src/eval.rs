@@ -84,8 +84,9 @@ impl Evaluator {
     }
 
     /// The dense greedy references of the paper's protocol, one per question.
-    /// With `cache`, those an earlier run of the same model and token count
-    /// saved there are reused (question by question), and the file is updated.
+    /// With `cache`, those an earlier run of the same model (weights read the
+    /// same way, `GpuModel::numerics_key`) and token count saved there are
+    /// reused (question by question), and the file is updated.
     pub fn references(&mut self, cache: Option<&Path>, qs: &[truthfulqa::Question], tokens: usize, pb: &ProgressBar) -> Result<Vec<Vec<u32>>> {
         #[derive(serde::Serialize, serde::Deserialize, Default)]
         struct Saved {
@@ -93,7 +94,7 @@ impl Evaluator {
             tokens: usize,
             references: std::collections::BTreeMap<String, Vec<u32>>,
         }
-        let model = self.m.model.fingerprint.clone();
+        let model = self.m.model.numerics_key();
         let mut saved: Saved = match cache.map(|path| (path, std::fs::read_to_string(path))) {
             Some((path, Ok(text))) => serde_json::from_str(&text).with_context(|| format!("{} is not a references file; delete it to regenerate", path.display()))?,
             _ => Saved::default(),
@@ -118,6 +119,12 @@ impl Evaluator {
             std::fs::write(path, serde_json::to_string(&saved)?).with_context(|| format!("writing {}", path.display()))?;
         }
         Ok(out)
+    }
+
+    /// The model key a references file was saved under, if it is one.
+    pub fn saved_references_key(path: &Path) -> Option<String> {
+        let text = std::fs::read_to_string(path).ok()?;
+        serde_json::from_str::<serde_json::Value>(&text).ok()?.get("model")?.as_str().map(str::to_string)
     }
 
     pub fn generate(&mut self, q: &truthfulqa::Question, tokens: usize, s: &Sparsity) -> Result<Vec<u32>> {

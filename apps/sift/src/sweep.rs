@@ -166,8 +166,18 @@ pub fn run(args: Args) -> Result<()> {
     eprintln!("sift sweep: {} cells to run, {} already in {}", todo.len(), rows.len(), csv.display());
     if !todo.is_empty() {
         let mut e = Evaluator::load(&args.model, 512)?;
+        let references = args.out.join("references.json");
+        // Cells already there must come from the same numerics as the new ones.
+        if let Some(saved) = Evaluator::saved_references_key(&references).filter(|k| !rows.is_empty() && *k != e.m.model.numerics_key()) {
+            bail!(
+                "{} holds results of {saved}, but this run reads the weights as {}; rerun with{} --f16-weights, or choose another --out",
+                args.out.display(),
+                e.m.model.numerics_key(),
+                if saved.contains("packed") { "out" } else { "" }
+            );
+        }
         let pb = progress(qs.len() * (todo.len() + 1), "dense references");
-        let refs = e.references(Some(&args.out.join("references.json")), &qs, args.tokens, &pb)?;
+        let refs = e.references(Some(&references), &qs, args.tokens, &pb)?;
         for (mode, metric, ar) in todo {
             pb.set_message(format!("{mode} {metric} AR {ar}"));
             let ratios = if units == "both" { Ratios::both(ar) } else { Ratios::mlp(ar) };

@@ -369,6 +369,16 @@ impl GpuModel {
         self.weight_bytes
     }
 
+    /// The weights' fingerprint, marked when some are read packed: results
+    /// that depend on exact numerics (cached dense references, sweeps) are
+    /// comparable only under the same key.
+    pub fn numerics_key(&self) -> String {
+        match self.packed_matrices().0 {
+            0 => self.fingerprint.clone(),
+            _ => format!("{} (packed 4/8-bit weights)", self.fingerprint),
+        }
+    }
+
     /// Weight matrices that also have a packed 4- or 8-bit copy, of all of them.
     pub fn packed_matrices(&self) -> (usize, usize) {
         let p = &self.params;
