@@ -43,10 +43,14 @@ pub fn width_for(count: usize) -> usize {
     count.div_ceil(8).max(1) * 8
 }
 
-fn empty_matrix(ctx: &GpuContext, name: &str, rows: usize, cols: usize, interleaved: bool) -> Matrix {
+/// A zeroed matrix to copy units into, with an empty 4-bit copy too when
+/// `packed_source` (the dense matrix it is compacted from) has one and the
+/// layout is interleaved.
+fn empty_matrix(ctx: &GpuContext, name: &str, rows: usize, cols: usize, interleaved: bool, packed_source: Option<&Matrix>) -> Matrix {
     let stored_rows = if interleaved { rows.div_ceil(INTERLEAVE_ROWS) * INTERLEAVE_ROWS } else { rows };
     let buffer = zeroed_buffer(ctx, name, (stored_rows * cols * 2) as u64);
-    Matrix { rows, cols, interleaved, chunks: vec![MatrixChunk { buffer, rows: 0..rows }], packed: None }
+    let packed = q4_copy(ctx, packed_source.filter(|_| interleaved), rows, cols);
+    Matrix { rows, cols, interleaved, chunks: vec![MatrixChunk { buffer, rows: 0..rows }], packed }
 }
 
 /// The kernel's modes (`MODE` in compact.wgsl).
@@ -158,11 +162,9 @@ pub fn compact_mlp(ctx: &GpuContext, dim: usize, interleaved: bool, layers: &[Ml
         .iter()
         .map(|l| {
             let width = width_for(l.count);
-            let mut gate_up = empty_matrix(ctx, "compact gate_up", 2 * width, dim, interleaved);
-            gate_up.packed = q4_copy(ctx, l.dense_gate_up.filter(|_| interleaved), 2 * width, dim);
             CompactMlp {
-                gate_up,
-                down: empty_matrix(ctx, "compact down", dim, width, interleaved),
+                gate_up: empty_matrix(ctx, "compact gate_up", 2 * width, dim, interleaved, l.dense_gate_up),
+                down: empty_matrix(ctx, "compact down", dim, width, interleaved, None),
                 width,
             }
         })
@@ -213,13 +215,10 @@ pub fn compact_heads(ctx: &GpuContext, dim: usize, interleaved: bool, kv: Active
         .iter()
         .map(|l| {
             let width = width_for(l.count);
-            let mut qkv = empty_matrix(ctx, "compact wqkv", width + kv.max_count, dim, interleaved);
-            qkv.packed = q4_copy(ctx, l.dense_qkv.filter(|_| interleaved), width + kv.max_count, dim);
-            let mut o = empty_matrix(ctx, "compact wo", dim, width, interleaved);
-            o.packed = q4_copy(ctx, l.dense_o.filter(|_| interleaved && width.is_multiple_of(BLOCK)), dim, width);
             CompactHeads {
-                qkv,
-                o,
+                qkv: empty_matrix(ctx, "compact wqkv", width + kv.max_count, dim, interleaved, l.dense_qkv),
+                // Whole heads are whole blocks of W_o's columns only when the width is.
+                o: empty_matrix(ctx, "compact wo", dim, width, interleaved, l.dense_o.filter(|_| width.is_multiple_of(BLOCK))),
                 width,
             }
         })
