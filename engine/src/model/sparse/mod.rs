@@ -430,7 +430,7 @@ impl GpuModel {
             MlpMask::Fixed(k) => mean(k, c.ffn_dim),
             MlpMask::Threshold(_) => mean(&read_buffer_u32(&self.ctx, &s.counts, 0, c.n_layers)?.iter().map(|&k| k as usize).collect::<Vec<_>>(), c.ffn_dim),
         };
-        let heads = s.heads.as_ref().map_or(1.0, |h| h.kv_heads.iter().map(Vec::len).sum::<usize>() as f64 / (c.n_layers * c.n_heads) as f64);
+        let heads = s.heads.as_ref().map_or(1.0, |h| mean(&h.kv_heads.iter().map(Vec::len).collect::<Vec<_>>(), c.n_heads));
         Ok((mlp, heads))
     }
 
