@@ -122,7 +122,14 @@ fn every_metric_matches_the_cpu_reference() {
     let steps = 4;
     // The tiny model is nearly certain of its greedy token (F ~ 0, gradients at
     // rounding level), so these targets are tokens it finds unlikely.
-    for (target, positions) in [(Target::Token(3), Positions::Last), (Target::Prompt, Positions::All), (Target::Terms(vec![(4, 9), (8, 100)]), Positions::All)] {
+    // The last row alone (IG's steps run it alone), the last row of a
+    // many-row target, and every row.
+    for (target, positions) in [
+        (Target::Token(3), Positions::Last),
+        (Target::Terms(vec![(4, 9), (8, 100)]), Positions::Last),
+        (Target::Prompt, Positions::All),
+        (Target::Terms(vec![(4, 9), (8, 100)]), Positions::All),
+    ] {
         let opts = AttributeOptions { positions: Some(positions), ig_steps: Some(steps) };
         let scores = attr.attribute(&mut model, &tokens, &target, &opts).unwrap();
         assert!(scores.log_prob < -1.0, "{target:?}: F = {}", scores.log_prob);
@@ -145,7 +152,7 @@ fn every_metric_matches_the_cpu_reference() {
             assert!(rel(&gh[l], &ig_heads[l]) < GRAD_TOL, "{target:?} IG heads layer {l}: {}", rel(&gh[l], &ig_heads[l]));
         }
         // IG is not GxO (the path matters on a nonlinear network).
-        assert!(rel(&gn[1], &neurons[1][1]) > 1e-2);
+        assert!(rel(&gn[1], &neurons[1][1]) > 1e-2, "{target:?} {positions:?}: IG is GxO within {}", rel(&gn[1], &neurons[1][1]));
     }
 }
 
@@ -153,13 +160,15 @@ fn every_metric_matches_the_cpu_reference() {
 /// runs only the new token (its keys and values go after the cached ones) and
 /// gives the scores of a full pass; a sequence that differs earlier is run
 /// again from where it differs, never on stale keys; forgetting the cache
-/// runs every token again.
+/// runs every token again. Integrated Gradients, whose steps run the last
+/// row alone, match the reference too and leave the cache dense.
 #[test]
 fn last_token_scores_reuse_cached_tokens_and_equal_a_full_pass() {
     let (c, w) = tiny(RopeStyle::Neox, false);
     let mut model = GpuModel::new(gpu(), &c, &w, 64).unwrap();
     let mut attr = Attributor::new(&model, &w).unwrap();
-    let opts = AttributeOptions::for_metric(Metric::Gxo, Positions::Last);
+    let ig_steps = 3;
+    let opts = AttributeOptions { positions: Some(Positions::Last), ig_steps: Some(ig_steps) };
     let mut tokens = prompt(&c, 8);
     attr.attribute(&mut model, &tokens, &Target::Prompt, &AttributeOptions::default()).unwrap();
     let ctx = gpu();
@@ -183,6 +192,13 @@ fn last_token_scores_reuse_cached_tokens_and_equal_a_full_pass() {
                 assert!(rel(&gh[l], &heads[l][i]) < GRAD_TOL, "step {step} {metric} heads layer {l}: {}", rel(&gh[l], &heads[l][i]));
             }
         }
+        let targets = cpu_targets(&tokens, &target);
+        let (ig_neurons, ig_heads) = cpu::integrated_gradients(&c, &w, &tokens, &targets, ig_steps, tokens.len() - 1, tokens.len());
+        let (gn, gh) = (scores.read_neurons(&ctx, Metric::IntegratedGradients).unwrap(), scores.read_heads(&ctx, Metric::IntegratedGradients).unwrap());
+        for l in 0..c.n_layers {
+            assert!(rel(&gn[l], &ig_neurons[l]) < GRAD_TOL, "step {step} IG neurons layer {l}: {}", rel(&gn[l], &ig_neurons[l]));
+            assert!(rel(&gh[l], &ig_heads[l]) < GRAD_TOL, "step {step} IG heads layer {l}: {}", rel(&gh[l], &ig_heads[l]));
+        }
         // The model's cache holds the dense sequence: the next token decodes
         // as the reference does.
         let logits = model.forward(&[9], Logits::Last).unwrap();
@@ -199,6 +215,35 @@ fn last_token_scores_reuse_cached_tokens_and_equal_a_full_pass() {
     assert_eq!(rerun(&mut attr, &mut model), 1);
     attr.forget_cached_tokens();
     assert_eq!(rerun(&mut attr, &mut model), tokens.len());
+}
+
+/// Integrated Gradients are computed once per tokens, target and steps: the
+/// same prompt again gives the same scores (and the gradient metrics of a new
+/// pass), and another prompt or step count is computed afresh.
+#[test]
+fn integrated_gradients_are_kept_per_prompt_target_and_steps() {
+    let (c, w) = tiny(RopeStyle::Neox, true);
+    let mut model = GpuModel::new(gpu(), &c, &w, 64).unwrap();
+    let mut attr = Attributor::new(&model, &w).unwrap();
+    let ctx = gpu();
+    let (a, b) = (prompt(&c, 7), prompt(&c, 9));
+    let target = Target::Token(3);
+    let check = |attr: &mut Attributor, model: &mut GpuModel, tokens: &[u32], steps: usize| {
+        let opts = AttributeOptions { positions: Some(Positions::Last), ig_steps: Some(steps) };
+        let scores = attr.attribute(model, tokens, &target, &opts).unwrap();
+        let targets = cpu_targets(tokens, &target);
+        let (ig_neurons, _) = cpu::integrated_gradients(&c, &w, tokens, &targets, steps, tokens.len() - 1, tokens.len());
+        let reference = cpu::attribute(&c, &w, tokens, &targets, &Intervention::default());
+        let (gxo, _) = cpu::metrics(&c, &reference, tokens.len() - 1, tokens.len());
+        let (ig, g) = (scores.read_neurons(&ctx, Metric::IntegratedGradients).unwrap(), scores.read_neurons(&ctx, Metric::Gxo).unwrap());
+        for l in 0..c.n_layers {
+            assert!(rel(&ig[l], &ig_neurons[l]) < GRAD_TOL, "{} tokens, {steps} steps: IG layer {l}: {}", tokens.len(), rel(&ig[l], &ig_neurons[l]));
+            assert!(rel(&g[l], &gxo[l][1]) < GRAD_TOL, "{} tokens: GxO layer {l}", tokens.len());
+        }
+    };
+    for (tokens, steps) in [(&a, 3), (&b, 3), (&a, 3), (&a, 5), (&b, 3)] {
+        check(&mut attr, &mut model, tokens, steps);
+    }
 }
 
 #[test]

@@ -12,7 +12,7 @@ use crate::eval::{load_questions, progress, Evaluator};
 use crate::common::ModelArgs;
 use crate::sparsity::Units;
 use anyhow::{bail, Context, Result};
-use sift_engine::attribution::Metric;
+use sift_engine::attribution::{Metric, DEFAULT_IG_STEPS};
 use sift_engine::eval::Sparsity;
 use sift_engine::model::sparse::{PromptTarget, Ratios};
 use std::io::Write;
@@ -47,6 +47,20 @@ pub struct Args {
     /// Output directory.
     #[arg(long, default_value = "sweep")]
     pub out: PathBuf,
+    /// Integrated Gradients steps. A prompt's IG is computed once for all
+    /// the ARs of a run. Cells with other than the default are labelled
+    /// "ig (N steps)".
+    #[arg(long, default_value_t = DEFAULT_IG_STEPS)]
+    pub ig_steps: usize,
+}
+
+/// A cell's metric as the CSV names it: the IG step count shows unless it is
+/// the default.
+fn metric_label(metric: Metric, ig_steps: usize) -> String {
+    match metric {
+        Metric::IntegratedGradients if ig_steps != DEFAULT_IG_STEPS => format!("{} ({ig_steps} steps)", metric.name()),
+        _ => metric.name().into(),
+    }
 }
 
 const HEADER: &str = "task,mode,metric,ar,units,questions,tokens,bleu,token_agreement";
@@ -131,6 +145,9 @@ fn write_outputs(dir: &Path, rows: &[Row], limit: usize) -> Result<()> {
 
 pub fn run(args: Args) -> Result<()> {
     let metrics: Vec<Metric> = args.metrics.iter().map(|m| Metric::parse(m).with_context(|| format!("unknown metric {m:?}"))).collect::<Result<_>>()?;
+    if args.ig_steps == 0 {
+        bail!("--ig-steps must be at least 1");
+    }
     for &ar in &args.ars {
         if !(ar > 0.0 && ar <= 1.0) {
             bail!("--ars: every activation ratio must be in (0, 1], not {ar}");
@@ -156,7 +173,7 @@ pub fn run(args: Args) -> Result<()> {
     for mode in &args.modes {
         for &ar in &args.ars {
             for &metric in &metrics {
-                let probe = Row { mode: mode.clone(), metric: metric.name().into(), ar, units: units.into(), questions: qs.len(), tokens: args.tokens, bleu: 0.0, token_agreement: 0.0 };
+                let probe = Row { mode: mode.clone(), metric: metric_label(metric, args.ig_steps), ar, units: units.into(), questions: qs.len(), tokens: args.tokens, bleu: 0.0, token_agreement: 0.0 };
                 if !rows.iter().any(|r| r.key() == probe.key()) {
                     todo.push((mode.clone(), metric, ar));
                 }
@@ -166,6 +183,7 @@ pub fn run(args: Args) -> Result<()> {
     eprintln!("sift sweep: {} cells to run, {} already in {}", todo.len(), rows.len(), csv.display());
     if !todo.is_empty() {
         let mut e = Evaluator::load(&args.model, 512)?;
+        e.attributor.set_ig_steps(args.ig_steps)?;
         let references = args.out.join("references.json");
         // Cells already there must come from the same numerics as the new ones.
         if let Some(saved) = Evaluator::saved_references_key(&references).filter(|k| !rows.is_empty() && *k != e.m.model.numerics_key()) {
@@ -183,7 +201,7 @@ pub fn run(args: Args) -> Result<()> {
             let ratios = if units == "both" { Ratios::both(ar) } else { Ratios::mlp(ar) };
             let s = mode_sparsity(&mode, metric, ratios).expect("modes checked above");
             let (bleu, agreement) = e.gen_scores(&qs, &refs, args.tokens, &s, &pb)?;
-            let row = Row { mode, metric: metric.name().into(), ar, units: units.into(), questions: qs.len(), tokens: args.tokens, bleu, token_agreement: agreement };
+            let row = Row { mode, metric: metric_label(metric, args.ig_steps), ar, units: units.into(), questions: qs.len(), tokens: args.tokens, bleu, token_agreement: agreement };
             let mut f = std::fs::OpenOptions::new().append(true).open(&csv)?;
             writeln!(f, "truthfulqa-gen,{},{},{},{},{},{},{:.4},{:.4}", row.mode, row.metric, row.ar, row.units, row.questions, row.tokens, row.bleu, row.token_agreement)?;
             rows.push(row);

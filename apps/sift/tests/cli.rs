@@ -354,6 +354,17 @@ fn sweep_is_resumable_and_writes_csv_json_and_chart() {
     } else {
         assert!(!o.status.success() && text(&o).contains("rerun without --f16-weights"), "{}", text(&o));
     }
+    // IG cells at other than the default step count say so.
+    let mut ig = args.to_vec();
+    ig[6] = "ig";
+    ig[8] = "0.5";
+    ig.extend(["--ig-steps", "2"]);
+    let o = sift(&ig);
+    let csv_ig = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
+    assert!(o.status.success() && csv_ig.contains("\ntruthfulqa-gen,prompt,ig (2 steps),0.5,both,2,4,"), "{}\n{csv_ig}", text(&o));
+    *ig.last_mut().unwrap() = "0";
+    let o = sift(&ig);
+    assert!(!o.status.success() && text(&o).contains("--ig-steps must be at least 1"), "{}", text(&o));
     // A damaged row is named by file and line.
     std::fs::write(out.join("sweep.csv"), csv.clone() + "truthfulqa-gen,prompt,gxo\n").unwrap();
     let o = sift(&args);

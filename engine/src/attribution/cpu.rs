@@ -31,13 +31,21 @@ pub type LayerMetrics = Vec<[Vec<f32>; 5]>;
 /// Changes a forward may make to unit outputs.
 #[derive(Default)]
 pub struct Intervention<'a> {
-    /// Multiply layer `.0`'s neurons (`.1` true) or heads by `.2` (an
-    /// Integrated Gradients step); the backward carries the factor and stops
-    /// at that layer.
-    pub scale_layer: Option<(usize, bool, f32)>,
+    /// Multiply one layer's neurons or heads (an Integrated Gradients step);
+    /// the backward carries the factor and stops at that layer.
+    pub scale_layer: Option<ScaleLayer>,
     /// Added after a layer's heads (false) or neurons (true) are computed;
     /// forward only (finite differences).
     pub perturb: Option<Perturb<'a>>,
+}
+
+/// One layer's neurons (or heads) multiplied by `alpha` in rows `from_row..`.
+#[derive(Clone, Copy, Debug)]
+pub struct ScaleLayer {
+    pub layer: usize,
+    pub neurons: bool,
+    pub alpha: f32,
+    pub from_row: usize,
 }
 
 /// Runs the attribution pass over `tokens` from position 0; `targets` has one
@@ -48,7 +56,13 @@ pub fn attribute(c: &Config, w: &Weights, tokens: &[u32], targets: &[u32], iv: &
     let inverse_table: Vec<[f32; 2]> = table.iter().map(|&[cs, sn]| [cs, -sn]).collect();
     let rope_shape = |n_heads| rope::RopeShape { n_heads, head_dim: c.head_dim, rot_dim: c.rot_dim, style: c.rope_style };
     let att_shape = AttentionShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim };
-    let factor = |l: usize, neurons: bool| iv.scale_layer.filter(|s| s.0 == l && s.1 == neurons).map_or(1.0, |s| s.2);
+    // Multiplies rows of layer l's heads or neurons ([T, width]) by their factor.
+    let scale = |l: usize, neurons: bool, x: &mut [f32]| {
+        if let Some(s) = iv.scale_layer.filter(|s| s.layer == l && s.neurons == neurons) {
+            let width = x.len() / n;
+            x[s.from_row * width..].iter_mut().for_each(|a| *a *= s.alpha);
+        }
+    };
 
     // Forward, keeping each layer's inputs.
     struct Saved {
@@ -71,7 +85,7 @@ pub fn attribute(c: &Config, w: &Weights, tokens: &[u32], targets: &[u32], iv: &
         rope::reference(&mut q, &rope_shape(c.n_heads), 0, &table);
         rope::reference(&mut k, &rope_shape(c.n_kv_heads), 0, &table);
         let mut att = attention::reference(att_shape, &q, &k, &v, 0);
-        att.iter_mut().for_each(|a| *a *= factor(l, false));
+        scale(l, false, &mut att);
         if let Some(p) = iv.perturb {
             p(l, false, &mut att);
         }
@@ -81,7 +95,7 @@ pub fn attribute(c: &Config, w: &Weights, tokens: &[u32], targets: &[u32], iv: &
         let gate = linear::reference(&xn, &lw.w_gate, c.ffn_dim, c.dim);
         let up = linear::reference(&xn, &lw.w_up, c.ffn_dim, c.dim);
         let mut h = swiglu::reference(&gate, &up);
-        h.iter_mut().for_each(|a| *a *= factor(l, true));
+        scale(l, true, &mut h);
         if let Some(p) = iv.perturb {
             p(l, true, &mut h);
         }
@@ -97,7 +111,7 @@ pub fn attribute(c: &Config, w: &Weights, tokens: &[u32], targets: &[u32], iv: &
     let f = lps.iter().map(|&v| v as f64).sum();
 
     // Backward, from the logits down to the first layer's head outputs.
-    let stop = iv.scale_layer.map_or(0, |s| s.0);
+    let stop = iv.scale_layer.map_or(0, |s| s.layer);
     let mut head_grads = vec![Vec::new(); c.n_layers];
     let mut neuron_grads = vec![Vec::new(); c.n_layers];
     let dxf = linear_transposed(&dlogits, lm, c.vocab_size, c.dim);
@@ -105,7 +119,8 @@ pub fn attribute(c: &Config, w: &Weights, tokens: &[u32], targets: &[u32], iv: &
     for l in (stop..c.n_layers).rev() {
         let (lw, s) = (&w.layers[l], &saved[l]);
         let gh = linear_transposed(&dx, &lw.w_down, c.dim, c.ffn_dim);
-        let dh: Vec<f32> = gh.iter().map(|g| g * factor(l, true)).collect();
+        let mut dh = gh.clone();
+        scale(l, true, &mut dh);
         let (dgate, dup) = backward::swiglu::reference(&s.gate, &s.up, &dh);
         let mut dxn = linear_transposed(&dgate, &lw.w_gate, c.ffn_dim, c.dim);
         add(&mut dxn, &linear_transposed(&dup, &lw.w_up, c.ffn_dim, c.dim));
@@ -139,9 +154,10 @@ pub fn metrics(c: &Config, a: &CpuAttribution, t0: usize, t1: usize) -> (LayerMe
 }
 
 /// Integrated Gradients per layer (neurons, heads): a layer's neurons (or its
-/// heads) scaled from 0 to 1 in `steps` (right Riemann sum) with all else
-/// unchanged, the gradients averaged and multiplied by the unscaled outputs,
-/// summed over rows t0..t1.
+/// heads) in the scored rows t0.. scaled from 0 to 1 in `steps` (right Riemann
+/// sum) with all else unchanged, the gradients averaged and multiplied by the
+/// unscaled outputs, summed over rows t0..t1. Only the scored units move along
+/// the path: they are the inputs IG attributes.
 pub fn integrated_gradients(c: &Config, w: &Weights, tokens: &[u32], targets: &[u32], steps: usize, t0: usize, t1: usize) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let dense = attribute(c, w, tokens, targets, &Intervention::default());
     let (mut neurons, mut heads) = (Vec::new(), Vec::new());
@@ -150,7 +166,8 @@ pub fn integrated_gradients(c: &Config, w: &Weights, tokens: &[u32], targets: &[
         let mut gh = vec![0.0f32; dense.heads[l].len()];
         for k in 1..=steps {
             let alpha = k as f32 / steps as f32;
-            let scaled = |neurons| attribute(c, w, tokens, targets, &Intervention { scale_layer: Some((l, neurons, alpha)), perturb: None });
+            let scale_layer = |neurons| Some(ScaleLayer { layer: l, neurons, alpha, from_row: t0 });
+            let scaled = |neurons| attribute(c, w, tokens, targets, &Intervention { scale_layer: scale_layer(neurons), perturb: None });
             add(&mut gn, &scaled(true).neuron_grads[l]);
             add(&mut gh, &scaled(false).head_grads[l]);
         }

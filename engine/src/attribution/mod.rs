@@ -8,6 +8,7 @@
 //! multiplies by, and `cpu` is the plain-Rust reference the tests check against.
 
 pub mod cpu;
+mod ig_memo;
 mod pass;
 pub(crate) mod transposed;
 
@@ -17,6 +18,7 @@ use crate::kernels::backward::log_softmax::{GREEDY, NONE};
 use crate::kernels::scores::{self, ScoreRange};
 use crate::kernels::{attention, Step};
 use crate::model::{Config, GpuModel, Weights};
+use ig_memo::{IgKey, IgMemo, IgScores};
 use pass::{Op, Pass, Rows, Scaled, UnitKind};
 use std::sync::Arc;
 use transposed::Transposed;
@@ -111,14 +113,6 @@ pub struct AttributeOptions {
 /// Integrated Gradients steps when none are given.
 pub const DEFAULT_IG_STEPS: usize = 20;
 
-impl AttributeOptions {
-    /// Scores `positions`, computing Integrated Gradients (default steps)
-    /// only when `metric` needs them.
-    pub fn for_metric(metric: Metric, positions: Positions) -> AttributeOptions {
-        AttributeOptions { positions: Some(positions), ig_steps: (metric == Metric::IntegratedGradients).then_some(DEFAULT_IG_STEPS) }
-    }
-}
-
 /// Scores of every neuron and head, on the GPU: buffers [slot, layer, unit]
 /// with one slot per metric.
 pub struct Scores {
@@ -210,6 +204,9 @@ pub struct Attributor {
     last_rows: usize,
     /// The tokens whose dense keys and values the pass's KV cache holds.
     cached: Vec<u32>,
+    ig_memo: IgMemo,
+    /// Integrated Gradients steps of [`Attributor::options_for`].
+    ig_steps: usize,
 }
 
 /// The rows a target touches, resolved against a prompt.
@@ -226,7 +223,7 @@ impl Attributor {
         }
         let interleaved = model.params.family == crate::kernels::KernelFamily::RowPerInvocation;
         let transposed = Transposed::upload(&model.ctx, c, weights, interleaved);
-        Ok(Attributor { ctx: model.ctx.clone(), config: c.clone(), model_id: model.id, transposed, pass: None, last_rows: 0, cached: Vec::new() })
+        Ok(Attributor { ctx: model.ctx.clone(), config: c.clone(), model_id: model.id, transposed, pass: None, last_rows: 0, cached: Vec::new(), ig_memo: IgMemo::default(), ig_steps: DEFAULT_IG_STEPS })
     }
 
     /// Bytes of the transposed weights on the GPU.
@@ -311,10 +308,28 @@ impl Attributor {
         Ok(ResolvedTarget { targets, rows })
     }
 
-    /// Forgets the tokens the last pass ran, so the next one runs every token
-    /// (a benchmark of a full pass, for one).
+    /// Forgets the tokens the last pass ran, so the next one runs every token,
+    /// and the Integrated Gradients already computed (a benchmark of a full
+    /// pass, for one).
     pub fn forget_cached_tokens(&mut self) {
         self.cached.clear();
+        self.ig_memo = IgMemo::default();
+    }
+
+    /// Sets the Integrated Gradients steps of [`Attributor::options_for`]
+    /// (the sparse modes use it); at least 1.
+    pub fn set_ig_steps(&mut self, steps: usize) -> Result<()> {
+        if steps == 0 {
+            return Err(SiftError::InvalidInput("integrated gradients need at least one step".into()));
+        }
+        self.ig_steps = steps;
+        Ok(())
+    }
+
+    /// Scores `positions`, computing Integrated Gradients (this attributor's
+    /// steps) only when `metric` needs them.
+    pub fn options_for(&self, metric: Metric, positions: Positions) -> AttributeOptions {
+        AttributeOptions { positions: Some(positions), ig_steps: (metric == Metric::IntegratedGradients).then_some(self.ig_steps) }
     }
 
     /// Builds a pass for `n` tokens unless the current one is large enough
@@ -391,7 +406,9 @@ impl Attributor {
         let positions = opts.positions.unwrap_or(if resolved.rows == Rows::Last { Positions::Last } else { Positions::All });
         let n = tokens.len();
         self.ensure_pass(model, n);
-        let reusable = positions == Positions::Last && resolved.rows == Rows::Last && opts.ig_steps.is_none();
+        // Integrated Gradients moves only the scored units, so one scored row
+        // needs only that row too (IgRows::LastAlone).
+        let reusable = positions == Positions::Last && resolved.rows == Rows::Last;
         let common = self.cached.iter().zip(tokens).take_while(|(a, b)| a == b).count();
         let pos0 = if reusable { common.min(n - 1) } else { 0 };
         let mut factors = UnitFactors::ones(&c);
@@ -401,9 +418,8 @@ impl Attributor {
         let rows = n - pos0;
         let pass = self.pass.as_ref().expect("prepared");
         let t0 = if positions == Positions::Last { rows - 1 } else { 0 };
-        let range = |w: f32| ScoreRange { t0: t0 as u32, t1: rows as u32, ig_weight: w, _pad: 0 };
         let q = &self.ctx.queue;
-        q.write_buffer(&pass.b.range, 0, bytemuck::bytes_of(&range(0.0)));
+        q.write_buffer(&pass.b.range, 0, bytemuck::bytes_of(&ScoreRange { t0: t0 as u32, t1: rows as u32, ig_weight: 0.0, _pad: 0 }));
         // IG accumulates into its slot.
         let slot_bytes = |units: usize| (c.n_layers * units * 4) as u64;
         q.write_buffer(&pass.b.neuron_scores, 4 * slot_bytes(c.ffn_dim), &vec![0u8; slot_bytes(c.ffn_dim) as usize]);
@@ -416,28 +432,18 @@ impl Attributor {
         let (log_prob, last_target) = self.read_target(rows, resolved.rows)?;
 
         if let Some(steps) = opts.ig_steps {
-            // Each layer's heads, then its neurons, scaled from 0 to 1 with
-            // everything else as is: the outputs at alpha are exactly alpha x,
-            // so the step weight 1 / (steps * alpha) recovers x * mean gradient.
-            for l in 0..c.n_layers {
-                for kind in [UnitKind::Heads, UnitKind::Neurons] {
-                    for k in 1..=steps {
-                        let alpha = k as f32 / steps as f32;
-                        let (buffer, units, width) = match kind {
-                            UnitKind::Heads => (&pass.b.head_factors, &mut factors.heads, c.n_heads),
-                            UnitKind::Neurons => (&pass.b.neuron_factors, &mut factors.neurons, c.ffn_dim),
-                        };
-                        units[l * width..(l + 1) * width].fill(alpha);
-                        q.write_buffer(buffer, 0, bytemuck::cast_slice(units));
-                        q.write_buffer(&pass.b.range, 0, bytemuck::bytes_of(&range(1.0 / (steps as f32 * alpha))));
-                        let mut ops = Vec::new();
-                        pass.plan_forward(rows as u32, pos0, l, resolved.rows, Scaled::Layer(l, kind), &mut ops);
-                        pass.plan_backward(rows as u32, l, resolved.rows, Some(kind), &mut ops);
-                        pass::submit(&self.ctx, &ops);
-                    }
-                    // The last step (alpha = 1) left layers >= l dense again.
-                }
-                progress(l + 1, c.n_layers);
+            let key = IgKey { tokens: tokens.to_vec(), targets: resolved.targets.clone(), last_position: positions == Positions::Last, steps };
+            let (neuron_slot, head_slot) = (scores::SLOT_INTEGRATED_GRADIENTS * c.n_layers * c.ffn_dim, scores::SLOT_INTEGRATED_GRADIENTS * c.n_layers * c.n_heads);
+            if let Some(memo) = self.ig_memo.get(&key) {
+                q.write_buffer(&pass.b.neuron_scores, 4 * neuron_slot as u64, bytemuck::cast_slice(&memo.neurons));
+                q.write_buffer(&pass.b.head_scores, 4 * head_slot as u64, bytemuck::cast_slice(&memo.heads));
+                progress(c.n_layers, c.n_layers);
+            } else {
+                let ig_rows = if reusable { IgRows::LastAlone(n - 1, tokens[n - 1]) } else { IgRows::Scored { rows, pos0, t0 } };
+                integrated_gradients(&self.ctx, &c, pass, ig_rows, resolved.rows, steps, &mut factors, progress);
+                let neurons = read_buffer_f32(&self.ctx, &pass.b.neuron_scores, neuron_slot, c.n_layers * c.ffn_dim)?;
+                let heads = read_buffer_f32(&self.ctx, &pass.b.head_scores, head_slot, c.n_layers * c.n_heads)?;
+                self.ig_memo.insert(key, IgScores { neurons, heads });
             }
         }
 
@@ -502,5 +508,64 @@ impl Attributor {
             neurons: read(&lb.neurons, c.ffn_dim)?,
             neuron_grads: read(&lb.neuron_grads, c.ffn_dim)?,
         })
+    }
+}
+
+/// The rows Integrated Gradients steps run.
+#[derive(Clone, Copy)]
+enum IgRows {
+    /// Only the last row is scored and targeted: nothing before it depends on
+    /// it, so each step runs that row (position, token) alone on the cached
+    /// keys and values.
+    LastAlone(usize, u32),
+    /// The pass's `rows` after `pos0`, scaling rows `t0..` (the scored ones).
+    Scored { rows: usize, pos0: usize, t0: usize },
+}
+
+/// Each layer's heads, then its neurons, in the scored rows, scaled from 0 to
+/// 1 with everything else as is: the outputs at alpha are exactly alpha x, so
+/// the step weight 1 / (steps * alpha) recovers x * mean gradient, summed into
+/// the IG slots of the pass's scores.
+#[allow(clippy::too_many_arguments)]
+fn integrated_gradients(
+    ctx: &GpuContext,
+    c: &Config,
+    pass: &Pass,
+    ig_rows: IgRows,
+    target_rows: Rows,
+    steps: usize,
+    factors: &mut UnitFactors,
+    progress: &mut dyn FnMut(usize, usize),
+) {
+    let q = &ctx.queue;
+    let (rows, pos0, t0) = match ig_rows {
+        IgRows::LastAlone(position, token) => {
+            q.write_buffer(&pass.b.step, 0, bytemuck::bytes_of(&Step::new(1, position)));
+            q.write_buffer(&pass.b.tokens, 0, bytemuck::cast_slice(&[token]));
+            (1, position, 0)
+        }
+        IgRows::Scored { rows, pos0, t0 } => (rows, pos0, t0),
+    };
+    q.write_buffer(&pass.b.scaling, 0, bytemuck::cast_slice(&[t0 as u32, 0, 0, 0]));
+    for l in 0..c.n_layers {
+        for kind in [UnitKind::Heads, UnitKind::Neurons] {
+            for k in 1..=steps {
+                let alpha = k as f32 / steps as f32;
+                let (buffer, units, width) = match kind {
+                    UnitKind::Heads => (&pass.b.head_factors, &mut factors.heads, c.n_heads),
+                    UnitKind::Neurons => (&pass.b.neuron_factors, &mut factors.neurons, c.ffn_dim),
+                };
+                units[l * width..(l + 1) * width].fill(alpha);
+                q.write_buffer(buffer, 0, bytemuck::cast_slice(units));
+                let range = ScoreRange { t0: t0 as u32, t1: rows as u32, ig_weight: 1.0 / (steps as f32 * alpha), _pad: 0 };
+                q.write_buffer(&pass.b.range, 0, bytemuck::bytes_of(&range));
+                let mut ops = Vec::new();
+                pass.plan_forward(rows as u32, pos0, l, target_rows, Scaled::Layer(l, kind), &mut ops);
+                pass.plan_backward(rows as u32, l, target_rows, Some(kind), &mut ops);
+                pass::submit(ctx, &ops);
+            }
+            // The last step (alpha = 1) left layers >= l dense again.
+        }
+        progress(l + 1, c.n_layers);
     }
 }

@@ -3,7 +3,7 @@
 //! protocol). `threshold` needs no attribution: see `GpuModel::set_threshold_mask`.
 
 use super::active_count;
-use crate::attribution::{AttributeOptions, Attributor, Positions, Scores, Target};
+use crate::attribution::{Attributor, Positions, Scores, Target};
 use crate::attribution::Metric;
 use crate::error::Result;
 use crate::model::{GpuModel, Logits};
@@ -94,7 +94,7 @@ pub fn set_prompt_mask(model: &mut GpuModel, attributor: &mut Attributor, prompt
         PromptTarget::Tokens if prompt.len() >= 2 => (Target::Prompt, Positions::All),
         _ => (Target::Next, Positions::Last),
     };
-    let opts = AttributeOptions::for_metric(metric, positions);
+    let opts = attributor.options_for(metric, positions);
     let scores = attributor.attribute(model, prompt, &target, &opts)?;
     model.set_masks_from_scores(&scores, metric, ratios)?;
     // The mask decodes the whole generation: compact it now, with the prompt.
@@ -109,7 +109,7 @@ pub fn set_prompt_mask(model: &mut GpuModel, attributor: &mut Attributor, prompt
 /// Slower than dense decoding by design: an accuracy reference, not a fast path.
 pub fn oracle_step(model: &mut GpuModel, attributor: &mut Attributor, tokens: &[u32], metric: Metric, ratios: Ratios) -> Result<(Vec<f32>, Scores)> {
     ratios.check()?;
-    let opts = AttributeOptions::for_metric(metric, Positions::Last);
+    let opts = attributor.options_for(metric, Positions::Last);
     let scores = attributor.attribute(model, tokens, &Target::Next, &opts)?;
     model.set_masks_from_scores(&scores, metric, ratios)?;
     model.rewind(tokens.len() - 1)?;
