@@ -182,6 +182,7 @@ pub fn run(args: Args) -> Result<()> {
         Task::TruthfulqaGen => {
             let qs = load_questions(&args.data, args.limit)?;
             let mut e = Evaluator::load(&args.model, 512)?;
+            e.attributor.set_ig_steps(args.sparse.ig_steps)?;
             let pb = progress(2 * qs.len(), "TruthfulQA generation");
             let refs = e.references(args.references.as_deref(), &qs, args.tokens, &pb)?;
             let (bleu, agreement) = e.gen_scores(&qs, &refs, args.tokens, &sparsity, &pb)?;
@@ -191,6 +192,7 @@ pub fn run(args: Args) -> Result<()> {
         Task::TruthfulqaMc => {
             let qs = load_questions(&args.data, args.limit)?;
             let mut e = Evaluator::load(&args.model, 512)?;
+            e.attributor.set_ig_steps(args.sparse.ig_steps)?;
             let pb = progress(qs.len(), "TruthfulQA MC");
             let (mut mc1, mut mc2) = (0.0, 0.0);
             for q in &qs {

@@ -3,7 +3,7 @@
 
 use crate::common::Loaded;
 use anyhow::{bail, Context, Result};
-use sift_engine::attribution::{Attributor, Metric};
+use sift_engine::attribution::{Attributor, Metric, DEFAULT_IG_STEPS};
 use sift_engine::model::sparse::{self, MaskFile, MlpMask, PromptTarget, Ratios, Thresholds};
 use std::path::PathBuf;
 
@@ -61,6 +61,10 @@ pub struct SparsityArgs {
     /// Write the mask chosen in prompt mode to this file (JSON).
     #[arg(long)]
     pub save_mask: Option<PathBuf>,
+    /// Integrated Gradients steps, for --metric ig (each costs two partial
+    /// forward and backward passes per layer).
+    #[arg(long, default_value_t = DEFAULT_IG_STEPS)]
+    pub ig_steps: usize,
 }
 
 impl SparsityArgs {
@@ -91,6 +95,9 @@ impl SparsityArgs {
             Sparsity::File if self.mask.is_none() => bail!("--sparsity file needs --mask FILE (written with --save-mask)"),
             _ => {}
         }
+        if self.ig_steps == 0 {
+            bail!("--ig-steps must be at least 1");
+        }
         if self.save_mask.is_some() && self.sparsity != Sparsity::Prompt {
             bail!("--save-mask saves the mask of --sparsity prompt");
         }
@@ -110,8 +117,12 @@ pub fn prepare(m: &mut Loaded, args: &SparsityArgs) -> Result<Option<Attributor>
     }
     let weights = m.weights.take().context("the model's weights were not kept for sparse decoding")?;
     m.model.enable_sparse(&weights)?;
-    let attributor = matches!(args.sparsity, Sparsity::Prompt | Sparsity::Oracle).then(|| Attributor::new(&m.model, &weights)).transpose()?;
-    Ok(attributor)
+    if !matches!(args.sparsity, Sparsity::Prompt | Sparsity::Oracle) {
+        return Ok(None);
+    }
+    let mut attributor = Attributor::new(&m.model, &weights)?;
+    attributor.set_ig_steps(args.ig_steps)?;
+    Ok(Some(attributor))
 }
 
 /// Sets the mask for `prompt` mode, a thresholds file or a mask file, and

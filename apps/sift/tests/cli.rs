@@ -153,6 +153,10 @@ fn generate_with_prompt_sparsity_and_bad_ratios() {
         assert_eq!(o.status.code(), Some(1), "{}", text(&o));
         assert!(text(&o).contains("--ar must be in (0, 1]"), "{}", text(&o));
     }
+    let o = sift(&["generate", "hello", "-m", m, "-n", "3", "--sparsity", "prompt", "--metric", "ig", "--ig-steps", "2"]);
+    assert!(o.status.success() && text(&o).contains("29 of 96 MLP neurons per layer (ig"), "{}", text(&o));
+    let o = sift(&["generate", "hello", "-m", m, "-n", "2", "--sparsity", "prompt", "--metric", "ig", "--ig-steps", "0"]);
+    assert!(o.status.code() == Some(1) && text(&o).contains("--ig-steps must be at least 1"), "{}", text(&o));
 }
 
 #[test]
