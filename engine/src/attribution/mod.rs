@@ -420,10 +420,10 @@ impl Attributor {
         let t0 = if positions == Positions::Last { rows - 1 } else { 0 };
         let q = &self.ctx.queue;
         q.write_buffer(&pass.b.range, 0, bytemuck::bytes_of(&ScoreRange { t0: t0 as u32, t1: rows as u32, ig_weight: 0.0, _pad: 0 }));
-        // IG accumulates into its slot.
-        let slot_bytes = |units: usize| (c.n_layers * units * 4) as u64;
-        q.write_buffer(&pass.b.neuron_scores, 4 * slot_bytes(c.ffn_dim), &vec![0u8; slot_bytes(c.ffn_dim) as usize]);
-        q.write_buffer(&pass.b.head_scores, 4 * slot_bytes(c.n_heads), &vec![0u8; slot_bytes(c.n_heads) as usize]);
+        // IG accumulates into its slot: where it starts (in floats), zeroed.
+        let (neuron_slot, head_slot) = (scores::SLOT_INTEGRATED_GRADIENTS * c.n_layers * c.ffn_dim, scores::SLOT_INTEGRATED_GRADIENTS * c.n_layers * c.n_heads);
+        q.write_buffer(&pass.b.neuron_scores, 4 * neuron_slot as u64, &vec![0u8; 4 * c.n_layers * c.ffn_dim]);
+        q.write_buffer(&pass.b.head_scores, 4 * head_slot as u64, &vec![0u8; 4 * c.n_layers * c.n_heads]);
 
         let mut ops = Vec::new();
         pass.plan_forward(rows as u32, pos0, 0, resolved.rows, Scaled::None, &mut ops);
@@ -433,7 +433,6 @@ impl Attributor {
 
         if let Some(steps) = opts.ig_steps {
             let key = IgKey { tokens: tokens.to_vec(), targets: resolved.targets.clone(), last_position: positions == Positions::Last, steps };
-            let (neuron_slot, head_slot) = (scores::SLOT_INTEGRATED_GRADIENTS * c.n_layers * c.ffn_dim, scores::SLOT_INTEGRATED_GRADIENTS * c.n_layers * c.n_heads);
             if let Some(memo) = self.ig_memo.get(&key) {
                 q.write_buffer(&pass.b.neuron_scores, 4 * neuron_slot as u64, bytemuck::cast_slice(&memo.neurons));
                 q.write_buffer(&pass.b.head_scores, 4 * head_slot as u64, bytemuck::cast_slice(&memo.heads));
