@@ -161,14 +161,15 @@ fn every_metric_matches_the_cpu_reference() {
 /// gives the scores of a full pass; a sequence that differs earlier is run
 /// again from where it differs, never on stale keys; forgetting the cache
 /// runs every token again. Integrated Gradients, whose steps run the last
-/// row alone, match the reference too and leave the cache dense.
+/// row alone, match the reference too and leave the cache and the trace dense.
 #[test]
 fn last_token_scores_reuse_cached_tokens_and_equal_a_full_pass() {
     let (c, w) = tiny(RopeStyle::Neox, false);
     let mut model = GpuModel::new(gpu(), &c, &w, 64).unwrap();
     let mut attr = Attributor::new(&model, &w).unwrap();
+    let opts = AttributeOptions { positions: Some(Positions::Last), ig_steps: None };
     let ig_steps = 3;
-    let opts = AttributeOptions { positions: Some(Positions::Last), ig_steps: Some(ig_steps) };
+    let ig_opts = AttributeOptions { ig_steps: Some(ig_steps), ..opts.clone() };
     let mut tokens = prompt(&c, 8);
     attr.attribute(&mut model, &tokens, &Target::Prompt, &AttributeOptions::default()).unwrap();
     let ctx = gpu();
@@ -192,6 +193,12 @@ fn last_token_scores_reuse_cached_tokens_and_equal_a_full_pass() {
                 assert!(rel(&gh[l], &heads[l][i]) < GRAD_TOL, "step {step} {metric} heads layer {l}: {}", rel(&gh[l], &heads[l][i]));
             }
         }
+        // IG of the same tokens, all run again: the steps run the last alone.
+        attr.forget_cached_tokens();
+        let scores = attr.attribute(&mut model, &tokens, &target, &ig_opts).unwrap();
+        let trace = attr.read_trace(c.n_layers - 1).unwrap();
+        assert_eq!(trace.neurons.len(), c.ffn_dim, "step {step}: IG's trace is the last row");
+        assert!(rel(&trace.neuron_grads, &reference.neuron_grads[c.n_layers - 1][(tokens.len() - 1) * c.ffn_dim..]) < GRAD_TOL, "step {step}: IG's trace is dense");
         let targets = cpu_targets(&tokens, &target);
         let (ig_neurons, ig_heads) = cpu::integrated_gradients(&c, &w, &tokens, &targets, ig_steps, tokens.len() - 1, tokens.len());
         let (gn, gh) = (scores.read_neurons(&ctx, Metric::IntegratedGradients).unwrap(), scores.read_heads(&ctx, Metric::IntegratedGradients).unwrap());

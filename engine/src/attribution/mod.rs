@@ -431,6 +431,8 @@ impl Attributor {
         pass::submit(&self.ctx, &ops);
         let (log_prob, last_target) = self.read_target(rows, resolved.rows)?;
 
+        // Rows the layer buffers hold for read_trace.
+        let mut traced_rows = rows;
         if let Some(steps) = opts.ig_steps {
             let key = IgKey { tokens: tokens.to_vec(), targets: resolved.targets.clone(), last_position: positions == Positions::Last, steps };
             if let Some(memo) = self.ig_memo.get(&key) {
@@ -439,6 +441,9 @@ impl Attributor {
                 progress(c.n_layers, c.n_layers);
             } else {
                 let ig_rows = if reusable { IgRows::LastAlone(n - 1, tokens[n - 1]) } else { IgRows::Scored { rows, pos0, t0 } };
+                if reusable {
+                    traced_rows = 1;
+                }
                 integrated_gradients(&self.ctx, &c, pass, ig_rows, resolved.rows, steps, &mut factors, progress);
                 let neurons = read_buffer_f32(&self.ctx, &pass.b.neuron_scores, neuron_slot, c.n_layers * c.ffn_dim)?;
                 let heads = read_buffer_f32(&self.ctx, &pass.b.head_scores, head_slot, c.n_layers * c.n_heads)?;
@@ -457,7 +462,7 @@ impl Attributor {
         pass.plan_cache_copy(&model.params, n, c.kv_dim(), &mut copy);
         pass::submit(&self.ctx, &copy);
         model.set_position(n);
-        self.last_rows = rows;
+        self.last_rows = traced_rows;
         self.cached = tokens.to_vec();
         let single = resolved.rows == Rows::Last;
         Ok(Scores {
@@ -493,7 +498,9 @@ impl Attributor {
 
     /// Layer `layer`'s unit outputs and gradients from the last attribution,
     /// for the rows it ran: every token, or only the new ones when it reused
-    /// cached tokens (see [`Attributor::attribute`]).
+    /// cached tokens (see [`Attributor::attribute`]), or only the last when
+    /// its Integrated Gradients steps ran that row alone (each layer's last
+    /// step, at alpha = 1, leaves its dense outputs and gradients).
     pub fn read_trace(&self, layer: usize) -> Result<LayerTrace> {
         let (Some(pass), n) = (&self.pass, self.last_rows) else {
             return Err(SiftError::InvalidInput("no attribution has run yet".into()));
