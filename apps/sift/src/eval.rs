@@ -75,11 +75,13 @@ pub struct Evaluator {
 }
 
 impl Evaluator {
-    pub fn load(model: &ModelArgs, ctx: usize) -> Result<Evaluator> {
+    /// `ig_steps`: the Integrated Gradients steps of `--metric ig`.
+    pub fn load(model: &ModelArgs, ctx: usize, ig_steps: usize) -> Result<Evaluator> {
         let mut m = load_with(model, ctx, true)?;
         let weights = m.weights.take().context("weights kept")?;
         m.model.enable_sparse(&weights)?;
-        let attributor = Attributor::new(&m.model, &weights)?;
+        let mut attributor = Attributor::new(&m.model, &weights)?;
+        attributor.set_ig_steps(ig_steps)?;
         Ok(Evaluator { m, attributor })
     }
 
@@ -181,8 +183,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         Task::TruthfulqaGen => {
             let qs = load_questions(&args.data, args.limit)?;
-            let mut e = Evaluator::load(&args.model, 512)?;
-            e.attributor.set_ig_steps(args.sparse.ig_steps)?;
+            let mut e = Evaluator::load(&args.model, 512, args.sparse.ig_steps)?;
             let pb = progress(2 * qs.len(), "TruthfulQA generation");
             let refs = e.references(args.references.as_deref(), &qs, args.tokens, &pb)?;
             let (bleu, agreement) = e.gen_scores(&qs, &refs, args.tokens, &sparsity, &pb)?;
@@ -191,8 +192,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         Task::TruthfulqaMc => {
             let qs = load_questions(&args.data, args.limit)?;
-            let mut e = Evaluator::load(&args.model, 512)?;
-            e.attributor.set_ig_steps(args.sparse.ig_steps)?;
+            let mut e = Evaluator::load(&args.model, 512, args.sparse.ig_steps)?;
             let pb = progress(qs.len(), "TruthfulQA MC");
             let (mut mc1, mut mc2) = (0.0, 0.0);
             for q in &qs {

@@ -182,8 +182,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     eprintln!("sift sweep: {} cells to run, {} already in {}", todo.len(), rows.len(), csv.display());
     if !todo.is_empty() {
-        let mut e = Evaluator::load(&args.model, 512)?;
-        e.attributor.set_ig_steps(args.ig_steps)?;
+        let mut e = Evaluator::load(&args.model, 512, args.ig_steps)?;
         let references = args.out.join("references.json");
         // Cells already there must come from the same numerics as the new ones.
         if let Some(saved) = Evaluator::saved_references_key(&references).filter(|k| !rows.is_empty() && *k != e.m.model.numerics_key()) {

@@ -411,8 +411,7 @@ impl Attributor {
         let reusable = positions == Positions::Last && resolved.rows == Rows::Last;
         let common = self.cached.iter().zip(tokens).take_while(|(a, b)| a == b).count();
         let pos0 = if reusable { common.min(n - 1) } else { 0 };
-        let mut factors = UnitFactors::ones(&c);
-        self.prepare(model, tokens, pos0, &resolved, &factors)?;
+        self.prepare(model, tokens, pos0, &resolved, &UnitFactors::ones(&c))?;
         // Until this pass completes, its cache holds nothing reusable.
         self.cached.clear();
         let rows = n - pos0;
@@ -444,7 +443,7 @@ impl Attributor {
                 if reusable {
                     traced_rows = 1;
                 }
-                integrated_gradients(&self.ctx, &c, pass, ig_rows, resolved.rows, steps, &mut factors, progress);
+                integrated_gradients(&self.ctx, &c, pass, ig_rows, resolved.rows, steps, progress);
                 let neurons = read_buffer_f32(&self.ctx, &pass.b.neuron_scores, neuron_slot, c.n_layers * c.ffn_dim)?;
                 let heads = read_buffer_f32(&self.ctx, &pass.b.head_scores, head_slot, c.n_layers * c.n_heads)?;
                 self.ig_memo.insert(key, IgScores { neurons, heads });
@@ -532,18 +531,11 @@ enum IgRows {
 /// 1 with everything else as is: the outputs at alpha are exactly alpha x, so
 /// the step weight 1 / (steps * alpha) recovers x * mean gradient, summed into
 /// the IG slots of the pass's scores.
-#[allow(clippy::too_many_arguments)]
-fn integrated_gradients(
-    ctx: &GpuContext,
-    c: &Config,
-    pass: &Pass,
-    ig_rows: IgRows,
-    target_rows: Rows,
-    steps: usize,
-    factors: &mut UnitFactors,
-    progress: &mut dyn FnMut(usize, usize),
-) {
+fn integrated_gradients(ctx: &GpuContext, c: &Config, pass: &Pass, ig_rows: IgRows, target_rows: Rows, steps: usize, progress: &mut dyn FnMut(usize, usize)) {
     let q = &ctx.queue;
+    // The pass starts with every factor 1 (prepare); each layer's last step
+    // leaves its factors at 1 again.
+    let mut factors = UnitFactors::ones(c);
     let (rows, pos0, t0) = match ig_rows {
         IgRows::LastAlone(position, token) => {
             q.write_buffer(&pass.b.step, 0, bytemuck::bytes_of(&Step::new(1, position)));
