@@ -8,6 +8,7 @@ use crate::attribution::{Attributor, Metric};
 use crate::error::{Result, SiftError};
 use crate::model::sparse::{set_prompt_mask, PromptTarget, Ratios};
 use crate::model::{GpuModel, Logits};
+use crate::roofline::{Footprint, Roofline};
 use crate::sampling::argmax;
 use serde::Serialize;
 use std::time::Instant;
@@ -37,6 +38,10 @@ pub struct SweepRow {
     /// MLP GPU time of one decode step (NaN without timestamp queries).
     pub dense_mlp_ms: f64,
     pub sparse_mlp_ms: f64,
+    /// Weights read and dispatches of one sparse decode step (MLP-only
+    /// masks, then heads too), for the roofline.
+    pub sparse_footprint: Footprint,
+    pub sparse_with_heads_footprint: Footprint,
     /// Per-kernel GPU seconds of one sparse decode step (MLP-only masks).
     pub sparse_kernel_seconds: Option<Profile>,
     /// Same, with heads masked too.
@@ -105,8 +110,10 @@ pub fn sparse_sweep(model: &mut GpuModel, attributor: &mut Attributor, prompt: &
             Ok(t.elapsed().as_secs_f64())
         };
         let mask_seconds = set_mask(model, Ratios::mlp(ar))?;
+        let sparse_footprint = model.decode_footprint();
         let (sparse, sparse_prof) = timed_decode(model, prompt, steps)?;
         let mask_with_heads_seconds = set_mask(model, Ratios::both(ar))?;
+        let sparse_with_heads_footprint = model.decode_footprint();
         let (both, both_prof) = timed_decode(model, prompt, steps)?;
         rows.push(SweepRow {
             ar,
@@ -119,6 +126,8 @@ pub fn sparse_sweep(model: &mut GpuModel, attributor: &mut Attributor, prompt: &
             mask_with_heads_seconds,
             dense_mlp_ms: mlp_ms(&dense_prof),
             sparse_mlp_ms: mlp_ms(&sparse_prof),
+            sparse_footprint,
+            sparse_with_heads_footprint,
             sparse_kernel_seconds: sparse_prof,
             sparse_with_heads_kernel_seconds: both_prof,
         });
@@ -146,6 +155,54 @@ pub fn print_sweep(rows: &[SweepRow]) {
             100.0 * r.sparse_mlp_ms / r.dense_mlp_ms,
             r.speedup_with_heads,
             r.mask_with_heads_seconds * 1e3
+        );
+    }
+}
+
+/// One decode step beside its roofline floor.
+#[derive(Clone, Debug, Serialize)]
+pub struct FloorRow {
+    pub step: String,
+    pub footprint: Footprint,
+    pub floor_seconds: f64,
+    /// Wall-clock seconds a step took (1 / tokens per second).
+    pub measured_seconds: f64,
+}
+
+impl FloorRow {
+    pub fn new(roofline: &Roofline, step: impl Into<String>, footprint: Footprint, tokens_per_second: f64) -> FloorRow {
+        FloorRow { step: step.into(), footprint, floor_seconds: roofline.floor_seconds(&footprint), measured_seconds: 1.0 / tokens_per_second }
+    }
+}
+
+/// The dense step, and each swept AR with heads and MLP masked, beside their floors.
+pub fn floor_rows(roofline: &Roofline, dense: Footprint, dense_tokens_per_second: f64, sweep: &[SweepRow]) -> Vec<FloorRow> {
+    let mut rows = vec![FloorRow::new(roofline, "dense", dense, dense_tokens_per_second)];
+    rows.extend(sweep.iter().map(|r| FloorRow::new(roofline, format!("AR {:.2}, heads + MLP", r.ar), r.sparse_with_heads_footprint, r.sparse_with_heads_tokens_per_second)));
+    rows
+}
+
+/// The roofline as a table: what the adapter can do, and how close each step comes.
+pub fn print_roofline(roofline: &Roofline, rows: &[FloorRow]) {
+    println!(
+        "\nroofline: this adapter streams reads at {:.1} GB/s (a kernel that only reads {} MiB), a dispatch costs {:.1} us (a run of {} empty ones),",
+        roofline.read_bytes_per_second / 1e9,
+        roofline.read_bytes >> 20,
+        roofline.dispatch_seconds * 1e6,
+        crate::roofline::DISPATCHES
+    );
+    println!("and a submission with the logits' readback {:.2} ms. A decode step can take no less than the three together", roofline.round_trip_seconds * 1e3);
+    println!("(its weights at that speed, its dispatches, one round trip; the KV cache and activations are not counted)");
+    println!("{:<22} {:>10} {:>11} {:>10} {:>12} {:>15}", "decode step", "weights MB", "dispatches", "floor ms", "measured ms", "measured/floor");
+    for r in rows {
+        println!(
+            "{:<22} {:>10.1} {:>11} {:>10.2} {:>12.2} {:>14.2}x",
+            r.step,
+            r.footprint.weight_bytes as f64 / 1e6,
+            r.footprint.dispatches,
+            r.floor_seconds * 1e3,
+            r.measured_seconds * 1e3,
+            r.measured_seconds / r.floor_seconds
         );
     }
 }

@@ -17,6 +17,7 @@ pub mod kernels;
 pub mod loader;
 pub mod model;
 pub mod perplexity;
+pub mod roofline;
 pub mod sampling;
 pub mod testing;
 pub mod tokenizer;

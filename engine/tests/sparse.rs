@@ -335,3 +335,37 @@ fn threshold_on_every_token_equals_the_reference_with_the_rule_applied() {
     assert!(rel(&got, &want.logits) < 1e-4, "{}", rel(&got, &want.logits));
     assert!(rel(&dense.logits, &want.logits) > 1e-3, "the rule must matter");
 }
+
+/// The decode footprint (the bench's roofline) counts the weight bytes a
+/// step reads: dense, every layer's f16 matrices and the lm-head, rows padded
+/// to blocks of 64 on CPU adapters; with compacted neuron and head masks, the
+/// compacted matrices in place of the dense MLP, W_q and W_o.
+#[test]
+fn decode_footprint_counts_the_weights_a_step_reads() {
+    use sift_engine::kernels::compact::width_for;
+    let c = tiny_config(RopeStyle::Interleaved);
+    let mut w = random_weights(&c, 11, false);
+    w.round_matrices_to_f16();
+    let (q, kv) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
+    for family in [KernelFamily::RowPerInvocation, KernelFamily::Cooperative] {
+        let rows = |n: usize| if family == KernelFamily::RowPerInvocation { n.div_ceil(64) * 64 } else { n };
+        let matrix = |r: usize, k: usize| (rows(r) * k * 2) as u64;
+        let mut model = GpuModel::with_family(gpu(), &c, &w, 64, family).unwrap();
+        let dense = model.decode_footprint();
+        let attention = matrix(q + 2 * kv, c.dim) + matrix(c.dim, q);
+        let mlp = matrix(2 * c.ffn_dim, c.dim) + matrix(c.dim, c.ffn_dim);
+        let lm_head = matrix(c.vocab_size, c.dim);
+        assert_eq!(dense.weight_bytes, c.n_layers as u64 * (attention + mlp) + lm_head, "{family:?} dense");
+        model.enable_sparse(&w).unwrap();
+        let k = 13;
+        model.set_mlp_mask(&vec![(0..k as u32).map(|i| i * 7).collect(); c.n_layers]).unwrap();
+        model.compact_mlp_mask();
+        model.set_head_mask(&vec![vec![1u32, 3]; c.n_layers]).unwrap();
+        let sparse = model.decode_footprint();
+        let (neurons, query_rows) = (width_for(k), width_for(2 * c.head_dim));
+        let attention = matrix(query_rows + 2 * kv, c.dim) + matrix(c.dim, query_rows);
+        let mlp = matrix(2 * neurons, c.dim) + matrix(c.dim, neurons);
+        assert_eq!(sparse.weight_bytes, c.n_layers as u64 * (attention + mlp) + lm_head, "{family:?} sparse");
+        assert!(0 < sparse.dispatches && sparse.dispatches <= dense.dispatches, "{family:?}: {sparse:?} {dense:?}");
+    }
+}

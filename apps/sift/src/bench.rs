@@ -62,6 +62,7 @@ pub fn run(args: Args) -> Result<()> {
         m.model.forward(&decode_prompt[..decode_prompt.len() - 1], Logits::Last)?;
     }
     let (decode_tps, decode_profile) = sift_engine::bench::timed_decode(&mut m.model, &decode_prompt, args.decode_tokens)?;
+    let dense_footprint = m.model.decode_footprint();
     m.model.reset();
     let batch = tokens.len().min(m.model.max_batch);
     let prefill_profile = m.model.profile(&tokens[..batch])?;
@@ -78,6 +79,10 @@ pub fn run(args: Args) -> Result<()> {
         }
         None => (None, None),
     };
+
+    let cpu_style = m.model.kernel_family() == sift_engine::kernels::KernelFamily::RowPerInvocation;
+    let roofline = sift_engine::roofline::measure(&m.model.ctx, cpu_style, 4 * m.model.config.vocab_size as u64)?;
+    let floors = sift_engine::bench::floor_rows(&roofline, dense_footprint, decode_tps, sparse.as_deref().unwrap_or_default());
 
     let ours = json!({
         "prefill_tokens_per_second": tokens.len() as f64 / prefill_s,
@@ -112,6 +117,8 @@ pub fn run(args: Args) -> Result<()> {
         "prefill_profile_tokens": batch,
         "attribution": attribution,
         "sparse_decode": sparse,
+        "roofline": roofline,
+        "decode_floors": floors,
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -144,6 +151,10 @@ pub fn run(args: Args) -> Result<()> {
     match (&decode_profile, &prefill_profile) {
         (Some(d), Some(p)) => sift_engine::bench::print_profile(d, Some((p, batch))),
         _ => println!("(no per-kernel times: this adapter has no timestamp queries)"),
+    }
+    sift_engine::bench::print_roofline(&roofline, &floors);
+    if let Some(l) = &llama {
+        println!("llama.cpp decodes a step in {:.2} ms on the CPU", 1e3 / l["decode_tokens_per_second"].as_f64().unwrap());
     }
     Ok(())
 }

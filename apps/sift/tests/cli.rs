@@ -376,3 +376,34 @@ fn sweep_is_resumable_and_writes_csv_json_and_chart() {
     assert!(text(&o).contains("sweep.csv: line 6: 3 fields, expected 9"), "{}", text(&o));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `sift bench --json`: decode speed, the sparse sweep, and the roofline:
+/// the adapter's read speed and dispatch cost, and each decode step's
+/// weights, dispatches and floor beside its measured time. Sparse steps read
+/// less than the dense one, and no step beats its floor by much (the floor
+/// is a bound, up to timing noise).
+#[test]
+fn bench_reports_speed_sparse_sweep_and_roofline() {
+    let model = tiny_model();
+    let m = model.to_str().unwrap();
+    let o = sift(&["bench", "-m", m, "--no-llama-cpp", "--prefill-tokens", "24", "--decode-tokens", "4", "--attribution-tokens", "8", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(r["sift"]["decode_tokens_per_second"].as_f64().unwrap() > 0.0);
+    let roofline = &r["roofline"];
+    assert!(roofline["read_bytes_per_second"].as_f64().unwrap() > 0.0 && roofline["dispatch_seconds"].as_f64().unwrap() > 0.0, "{roofline}");
+    let floors = r["decode_floors"].as_array().unwrap();
+    assert_eq!(floors.len(), 1 + r["sparse_decode"].as_array().unwrap().len());
+    assert_eq!(floors[0]["step"], "dense");
+    let bytes = |row: &serde_json::Value| row["footprint"]["weight_bytes"].as_u64().unwrap();
+    assert!(bytes(&floors[0]) > 0 && floors[0]["footprint"]["dispatches"].as_u64().unwrap() > 0);
+    let last = floors.last().unwrap();
+    assert!(last["step"].as_str().unwrap().starts_with("AR 0.10") && bytes(last) < bytes(&floors[0]), "{last}");
+    for row in floors {
+        assert!(row["measured_seconds"].as_f64().unwrap() > 0.5 * row["floor_seconds"].as_f64().unwrap(), "{row}");
+    }
+    let o = sift(&["bench", "-m", m, "--no-llama-cpp", "--prefill-tokens", "24", "--decode-tokens", "4", "--no-attribution"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("roofline: this adapter streams reads at") && out.contains("measured/floor"), "{out}");
+}

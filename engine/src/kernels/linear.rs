@@ -162,6 +162,9 @@ struct ChunkCall {
     rows: u32,
     matvec: wgpu::BindGroup,
     matmul: Option<wgpu::BindGroup>,
+    /// Bytes of the weights each variant reads (packed or f16).
+    matvec_bytes: u64,
+    matmul_bytes: u64,
 }
 
 /// A linear layer bound to its input and output buffers.
@@ -352,10 +355,13 @@ impl LinearCall {
                     let all: Vec<&wgpu::Buffer> = [&params, step, x, weights].into_iter().chain(buffers.iter().copied()).collect();
                     kernel.bind(ctx, &all)
                 };
+                let (matvec_weights, matmul_weights) = (packed.map_or(&c.buffer, |p| &p.buffer), q4.unwrap_or(&c.buffer));
                 ChunkCall {
                     rows: c.rows.len() as u32,
-                    matvec: bind(&matvec.kernel, packed.map_or(&c.buffer, |p| &p.buffer)),
-                    matmul: matmul.as_ref().map(|m| bind(&m.kernel, q4.unwrap_or(&c.buffer))),
+                    matvec: bind(&matvec.kernel, matvec_weights),
+                    matmul: matmul.as_ref().map(|m| bind(&m.kernel, matmul_weights)),
+                    matvec_bytes: matvec_weights.size(),
+                    matmul_bytes: matmul_weights.size(),
                 }
             })
             .collect();
@@ -364,14 +370,14 @@ impl LinearCall {
 
     pub fn plan<'a>(&'a self, label: &'static str, n_tokens: u32, out: &mut Vec<Dispatch<'a>>) {
         for c in &self.chunks {
-            let (variant, group) = match (&self.matmul, &c.matmul) {
-                (Some(matmul), Some(group)) if n_tokens > MATVEC_MAX_TOKENS => (matmul, group),
+            let (variant, group, weight_bytes) = match (&self.matmul, &c.matmul) {
+                (Some(matmul), Some(group)) if n_tokens > MATVEC_MAX_TOKENS => (matmul, group, c.matmul_bytes),
                 _ => {
                     assert!(n_tokens <= MATVEC_MAX_TOKENS, "a linear layer with a fused input runs for at most {MATVEC_MAX_TOKENS} tokens");
-                    (&self.matvec, &c.matvec)
+                    (&self.matvec, &c.matvec, c.matvec_bytes)
                 }
             };
-            out.push(Dispatch { label, kernel: &variant.kernel, group, grid: variant.grid(c.rows, n_tokens) });
+            out.push(Dispatch { label, kernel: &variant.kernel, group, grid: variant.grid(c.rows, n_tokens), weight_bytes });
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod rope;
 pub mod scale_units;
 pub mod scores;
 pub mod sparse;
+pub mod stream_read;
 pub mod swiglu;
 
 use crate::gpu::{GpuContext, Kernel};
@@ -85,7 +86,7 @@ impl Call {
     }
 
     pub fn plan<'a>(&'a self, label: &'static str, n_tokens: u32, out: &mut Vec<Dispatch<'a>>) {
-        out.push(Dispatch { label, kernel: &self.kernel, group: &self.group, grid: (self.grid)(n_tokens) });
+        out.push(Dispatch { label, kernel: &self.kernel, group: &self.group, grid: (self.grid)(n_tokens), weight_bytes: 0 });
     }
 }
 
@@ -96,6 +97,9 @@ pub struct Dispatch<'a> {
     pub kernel: &'a Kernel,
     pub group: &'a wgpu::BindGroup,
     pub grid: [u32; 3],
+    /// Bytes of weight matrix it reads (linear layers; 0 for the rest), for
+    /// the bench's roofline.
+    pub weight_bytes: u64,
 }
 
 impl Dispatch<'_> {

@@ -8,6 +8,7 @@ use crate::gpu::{read_buffer_f32, storage_buffer, uniform_buffer, zeroed_buffer,
 use crate::kernels::linear::{LinearCall, LinearOptions, Matrix, Output, QkvOut};
 use crate::kernels::prepared_linear::{NormSpec, PreparedLinear, SwiGluSpec};
 use crate::kernels::{attention, embedding, linear, rmsnorm, rope, Call, Dispatch, KernelFamily, Step};
+use crate::roofline::Footprint;
 use std::sync::Arc;
 
 /// Which logits a forward returns.
@@ -458,6 +459,20 @@ impl GpuModel {
             None => {}
         }
         (main, tail)
+    }
+
+    /// The kernel family this model runs (resolved for its adapter).
+    pub fn kernel_family(&self) -> KernelFamily {
+        self.params.family
+    }
+
+    /// What one decode step reads of the weights, and its dispatches, as
+    /// the current masks plan it (compacted ones included).
+    pub fn decode_footprint(&self) -> Footprint {
+        let (main, tail) = self.plan(1, Some(Logits::Last));
+        // Empty grids are skipped when recorded.
+        let run: Vec<_> = main.iter().chain(&tail).filter(|d| !d.grid.contains(&0)).collect();
+        Footprint { weight_bytes: run.iter().map(|d| d.weight_bytes).sum(), dispatches: run.len() }
     }
 
     fn write_step(&self, tokens: &[u32]) {
