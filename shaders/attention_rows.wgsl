@@ -3,8 +3,9 @@
 // head, and each invocation runs an online softmax over its keys with q and
 // the output accumulator in registers. No shared memory, no barriers, and
 // every key/value load is uniform across the workgroup (same head, same key),
-// which a CPU driver turns into one broadcast load. GPUs (and decode) use the
-// cooperative attention.wgsl. Same parameters and layout as attention.wgsl.
+// which a CPU driver turns into one broadcast load. Decode uses
+// attention_keys.wgsl, GPUs the cooperative attention.wgsl. Same parameters
+// and layout as attention.wgsl.
 //
 // lavapipe stops any invocation after 65535 loop iterations in total (all
 // loops together), so the inner loops step 8 dims at a time: one key costs
@@ -27,24 +28,15 @@ struct Step { n_tokens: u32, pos0: u32, _a: u32, _b: u32 }
 // head_dim / 4, fixed when the pipeline is created so the inner loops have a
 // constant trip count the driver unrolls (2x faster on lavapipe).
 override HEAD_DIM4: u32 = 16u;
-// Decode (few tokens) lays a workgroup's invocations over heads instead of
-// tokens, so 9 heads fill 2 workgroups rather than 9 mostly idle ones.
-override HEADS_FASTEST: bool = false;
 const WG: u32 = 8u;
 const MAX_HEAD_DIM4: u32 = 64u;
 
 @compute @workgroup_size(8)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    var h = wg.y;
-    var t = wg.x * WG + lid.x;
+    let h = wg.y;
+    let t = wg.x * WG + lid.x;
     // Keys up to the block's last token; later keys are masked per invocation.
-    var block_keys = step.pos0 + min(wg.x * WG + WG, step.n_tokens);
-    if (HEADS_FASTEST) {
-        let index = wg.x * WG + lid.x;
-        h = index % p.n_heads;
-        t = index / p.n_heads;
-        block_keys = step.pos0 + step.n_tokens;
-    }
+    let block_keys = step.pos0 + min(wg.x * WG + WG, step.n_tokens);
     if (h >= p.n_heads) { return; }
     let in_range = t < step.n_tokens;
     let hd4 = HEAD_DIM4;

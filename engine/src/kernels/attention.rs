@@ -1,7 +1,8 @@
 //! Causal grouped-query attention over the KV cache: on GPUs `attention.wgsl`
-//! (one workgroup per query head and token, online softmax over key tiles), on
-//! CPU adapters `attention_rows.wgsl` (one invocation per head and token, no
-//! barriers; measured faster on lavapipe for prefill and decode alike).
+//! (one workgroup per query head and token, online softmax over key tiles);
+//! on CPU adapters, `attention_rows.wgsl` for prefill (one invocation per head
+//! and token, no barriers) and `attention_keys.wgsl` for decode (8
+//! invocations per head and token sharing its keys).
 
 use super::{Call, Dispatch};
 use crate::kernels::linear::MATVEC_MAX_TOKENS;
@@ -36,24 +37,35 @@ pub fn rows_max_keys(head_dim: usize) -> usize {
     (MAX_LOOP_ITERATIONS - 2 * head_dim) / (1 + head_dim / 4)
 }
 
-/// Attention bound to its buffers; on CPU adapters it takes the barrier-free
-/// kernel while the key count fits that kernel's loop budget.
+/// Keys `attention_keys.wgsl` can visit: each invocation walks an eighth of them.
+pub fn keys_max_keys(head_dim: usize) -> usize {
+    8 * rows_max_keys(head_dim)
+}
+
+/// One CPU-adapter kernel and the most keys its loop budget allows.
+struct Bounded {
+    call: Call,
+    max_keys: usize,
+}
+
+/// Attention bound to its buffers; on CPU adapters it takes their kernels
+/// while the key count fits their loop budget.
 pub struct AttentionCall {
     cooperative: Call,
-    /// Barrier-free kernels (prefill, decode) and the keys they can handle.
-    rows: Option<(Call, Call, usize)>,
+    /// CPU adapters: prefill (`attention_rows.wgsl`) and decode (`attention_keys.wgsl`).
+    cpu: Option<(Bounded, Bounded)>,
 }
 
 impl AttentionCall {
     /// Dispatch for `n_tokens` queries after `pos0` cached positions.
     pub fn plan<'a>(&'a self, label: &'static str, n_tokens: u32, pos0: usize, out: &mut Vec<Dispatch<'a>>) {
-        match &self.rows {
-            Some((prefill, decode, max_keys)) if pos0 + n_tokens as usize <= *max_keys => {
-                let call = if n_tokens <= MATVEC_MAX_TOKENS { decode } else { prefill };
-                call.plan(label, n_tokens, out)
+        if let Some((prefill, decode)) = &self.cpu {
+            let kernel = if n_tokens <= MATVEC_MAX_TOKENS { decode } else { prefill };
+            if pos0 + n_tokens as usize <= kernel.max_keys {
+                return kernel.call.plan(label, n_tokens, out);
             }
-            _ => self.cooperative.plan(label, n_tokens, out),
         }
+        self.cooperative.plan(label, n_tokens, out)
     }
 }
 
@@ -96,11 +108,10 @@ pub fn call_heads(ctx: &GpuContext, s: AttentionShape, kv_head: &[u32], step: &w
     let kv_head = storage_buffer(ctx, "attention kv heads", kv_head);
     let heads = s.n_heads as u32;
     let buffers = [&params, step, io.q, io.k, io.v, io.out, &kv_head];
-    let rows = kind.is_cpu_style(ctx).then(|| {
-        let src = include_str!("../../../shaders/attention_rows.wgsl");
-        let hd4 = (s.head_dim / 4) as f64;
-        let prefill = Kernel::specialized(ctx, "attention_rows", src, &layout, &[("HEAD_DIM4", hd4), ("HEADS_FASTEST", 0.0)]);
-        let decode = Kernel::specialized(ctx, "attention_rows", src, &layout, &[("HEAD_DIM4", hd4), ("HEADS_FASTEST", 1.0)]);
+    let cpu = kind.is_cpu_style(ctx).then(|| {
+        let hd4 = [("HEAD_DIM4", (s.head_dim / 4) as f64)];
+        let prefill = Kernel::specialized(ctx, "attention_rows", include_str!("../../../shaders/attention_rows.wgsl"), &layout, &hd4);
+        let decode = Kernel::specialized(ctx, "attention_keys", include_str!("../../../shaders/attention_keys.wgsl"), &layout, &hd4);
         let prefill = Call {
             group: prefill.bind(ctx, &buffers),
             kernel: prefill,
@@ -109,9 +120,9 @@ pub fn call_heads(ctx: &GpuContext, s: AttentionShape, kv_head: &[u32], step: &w
         let decode = Call {
             group: decode.bind(ctx, &buffers),
             kernel: decode,
-            grid: Box::new(move |n| [(n * heads).div_ceil(8), 1, 1]),
+            grid: Box::new(move |n| [heads, n, 1]),
         };
-        (prefill, decode, rows_max_keys(s.head_dim))
+        (Bounded { call: prefill, max_keys: rows_max_keys(s.head_dim) }, Bounded { call: decode, max_keys: keys_max_keys(s.head_dim) })
     });
     let kernel = Kernel::get(ctx, "attention", include_str!("../../../shaders/attention.wgsl"), &layout);
     AttentionCall {
@@ -120,7 +131,7 @@ pub fn call_heads(ctx: &GpuContext, s: AttentionShape, kv_head: &[u32], step: &w
             kernel,
             grid: Box::new(move |n| [heads, n, 1]),
         },
-        rows,
+        cpu,
     }
 }
 
@@ -167,7 +178,7 @@ mod tests {
         // head_dim 80 (> 64, not a power of two) and 150 keys (several tiles, ragged).
         let odd = AttentionShape { n_heads: 6, n_kv_heads: 2, head_dim: 80 };
         let smollm = AttentionShape { n_heads: 9, n_kv_heads: 3, head_dim: 64 };
-        let cases = [(odd, 20usize, 0usize), (odd, 1, 149), (odd, 5, 70), (odd, 13, 3), (smollm, 128, 384), (smollm, 1, 511), (smollm, 3, 2100), (smollm, 2, 4000)];
+        let cases = [(odd, 20usize, 0usize), (odd, 1, 149), (odd, 5, 70), (odd, 13, 3), (smollm, 128, 384), (smollm, 1, 511), (smollm, 3, 2100), (smollm, 2, 4000), (odd, 1, 2), (smollm, 4, 0), (smollm, 1, 20000)];
         for (kind, &(s, t, pos0)) in [KernelFamily::Cooperative, KernelFamily::RowPerInvocation]
             .iter()
             .flat_map(|k| cases.iter().map(move |c| (*k, c)))
@@ -198,7 +209,7 @@ mod tests {
         let (list, hd) = ([7usize, 0, 4, 5], s.head_dim);
         let kv_head: Vec<u32> = list.iter().map(|&h| (h / 3) as u32).collect();
         for kind in [KernelFamily::Cooperative, KernelFamily::RowPerInvocation] {
-            for (t, pos0) in [(1usize, 300usize), (3, 20)] {
+            for (t, pos0) in [(1usize, 300usize), (3, 20), (2, 3)] {
                 let q = random(t * s.n_heads * hd, 21);
                 let (k, v) = (random((pos0 + t) * s.n_kv_heads * hd, 22), random((pos0 + t) * s.n_kv_heads * hd, 23));
                 let pick = |full: &[f32]| -> Vec<f32> { (0..t).flat_map(|ti| list.iter().flat_map(move |&h| full[(ti * s.n_heads + h) * hd..][..hd].to_vec())).collect() };
