@@ -21,6 +21,10 @@ pub struct Args {
     /// Decode steps to time.
     #[arg(long, default_value_t = 64)]
     pub decode_tokens: usize,
+    /// Tokens already in the context when decoding starts: attention's cost
+    /// grows with it (the sparse sweep decodes after the same context).
+    #[arg(long, default_value_t = 16)]
+    pub decode_context: usize,
     /// Threads for llama.cpp (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -42,14 +46,17 @@ pub struct Args {
 const BENCH_TEXT: &str = include_str!("../../../assets/bench_prompt.txt");
 
 pub fn run(args: Args) -> Result<()> {
-    let ctx = args.prefill_tokens.max(16 + args.decode_tokens) + 1;
+    if args.decode_context < 3 {
+        anyhow::bail!("--decode-context must be at least 3 tokens (the sparse sweep attributes over them)");
+    }
+    let ctx = args.prefill_tokens.max(args.decode_context + args.decode_tokens) + 1;
     let mut m = load_with(&args.model, ctx, !args.no_attribution)?;
     let mut tokens = m.tokenizer.encode(BENCH_TEXT)?;
-    while tokens.len() < args.prefill_tokens {
+    while tokens.len() < args.prefill_tokens.max(args.decode_context) {
         tokens.extend_from_within(..);
     }
+    let decode_prompt = tokens[..args.decode_context].to_vec();
     tokens.truncate(args.prefill_tokens);
-    let decode_prompt = tokens[..16.min(tokens.len())].to_vec();
 
     // (Pipelines were compiled by the warm-up in `load`.)
     let t = Instant::now();
@@ -108,6 +115,7 @@ pub fn run(args: Args) -> Result<()> {
         "software_adapter": m.model.ctx.is_software(),
         "prefill_tokens": tokens.len(),
         "decode_tokens": args.decode_tokens,
+        "decode_context": args.decode_context,
         "sift": ours,
         "llama_cpp": llama,
         "prefill_ratio": ratio("prefill_tokens_per_second"),
@@ -129,7 +137,7 @@ pub fn run(args: Args) -> Result<()> {
     for (name, key) in [("prefill", "prefill_tokens_per_second"), ("decode", "decode_tokens_per_second")] {
         let l = llama.as_ref().map(|l| format!("{:.1}", l[key].as_f64().unwrap())).unwrap_or("-".into());
         let r = ratio(key).map(|r| format!("{r:.2}x")).unwrap_or("-".into());
-        let label = if name == "prefill" { format!("prefill ({} tokens)", tokens.len()) } else { format!("decode ({} steps)", args.decode_tokens) };
+        let label = if name == "prefill" { format!("prefill ({} tokens)", tokens.len()) } else { format!("decode ({} steps after {})", args.decode_tokens, args.decode_context) };
         println!("{:<24} {:>16.1} {:>16} {:>10}", label, ours[key].as_f64().unwrap(), l, r);
     }
     if let Some(l) = &llama {

@@ -386,10 +386,11 @@ fn sweep_is_resumable_and_writes_csv_json_and_chart() {
 fn bench_reports_speed_sparse_sweep_and_roofline() {
     let model = tiny_model();
     let m = model.to_str().unwrap();
-    let o = sift(&["bench", "-m", m, "--no-llama-cpp", "--prefill-tokens", "24", "--decode-tokens", "4", "--attribution-tokens", "8", "--json"]);
+    let o = sift(&["bench", "-m", m, "--no-llama-cpp", "--prefill-tokens", "24", "--decode-tokens", "4", "--decode-context", "30", "--attribution-tokens", "8", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(r["sift"]["decode_tokens_per_second"].as_f64().unwrap() > 0.0);
+    assert_eq!(r["decode_context"], 30);
     let roofline = &r["roofline"];
     assert!(roofline["read_bytes_per_second"].as_f64().unwrap() > 0.0 && roofline["dispatch_seconds"].as_f64().unwrap() > 0.0, "{roofline}");
     let floors = r["decode_floors"].as_array().unwrap();
@@ -406,4 +407,7 @@ fn bench_reports_speed_sparse_sweep_and_roofline() {
     assert!(o.status.success(), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("roofline: this adapter streams reads at") && out.contains("measured/floor"), "{out}");
+    let o = sift(&["bench", "-m", m, "--decode-context", "2"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("--decode-context must be at least 3"), "{}", text(&o));
 }
