@@ -7,6 +7,7 @@ use crate::error::Result;
 use crate::gpu::{read_buffer_u32, storage_buffer, zeroed_buffer, GpuContext};
 use crate::kernels::stream_read::{self, Shape};
 use crate::kernels::Call;
+use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -55,15 +56,8 @@ pub fn measure(ctx: &GpuContext, cpu_style: bool, readback_bytes: u64) -> Result
     let groups = (READ_BYTES.min(ctx.max_binding_bytes()) / shape.chunk_bytes()) as u32;
     let read_bytes = groups as u64 * shape.chunk_bytes();
     // Random words, not zeros, which some GPUs compress.
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let words: Vec<u32> = (0..read_bytes / 4)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u32
-        })
-        .collect();
+    let mut words = vec![0u32; (read_bytes / 4) as usize];
+    rand::rngs::StdRng::seed_from_u64(7).fill(&mut words[..]);
     let data = storage_buffer(ctx, "roofline data", &words);
     drop(words);
     let out = zeroed_buffer(ctx, "roofline out", groups as u64 * shape.lanes as u64 * 4);
