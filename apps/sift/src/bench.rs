@@ -133,12 +133,12 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     println!("adapter: {}", report["adapter"].as_str().unwrap());
-    println!("{:<24} {:>16} {:>16} {:>10}", "", "sift tok/s", "llama.cpp tok/s", "ratio");
+    println!("{:<30} {:>16} {:>16} {:>10}", "", "sift tok/s", "llama.cpp tok/s", "ratio");
     for (name, key) in [("prefill", "prefill_tokens_per_second"), ("decode", "decode_tokens_per_second")] {
         let l = llama.as_ref().map(|l| format!("{:.1}", l[key].as_f64().unwrap())).unwrap_or("-".into());
         let r = ratio(key).map(|r| format!("{r:.2}x")).unwrap_or("-".into());
         let label = if name == "prefill" { format!("prefill ({} tokens)", tokens.len()) } else { format!("decode ({} steps after {})", args.decode_tokens, args.decode_context) };
-        println!("{:<24} {:>16.1} {:>16} {:>10}", label, ours[key].as_f64().unwrap(), l, r);
+        println!("{:<30} {:>16.1} {:>16} {:>10}", label, ours[key].as_f64().unwrap(), l, r);
     }
     if let Some(l) = &llama {
         println!("llama.cpp: {} CPU threads", l["threads"]);
