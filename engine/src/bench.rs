@@ -19,7 +19,8 @@ pub type Profile = Vec<(&'static str, f64)>;
 /// Kernel roles of the MLP, dense and sparse.
 pub const MLP_KERNELS: [&str; 4] = ["gate_up", "swiglu", "down", "sparse_mlp"];
 
-/// One activation ratio of a sweep.
+/// One activation ratio of a sweep: tokens/s and seconds are medians over
+/// the rounds, speedups the median of each round's ratio to its dense decode.
 #[derive(Clone, Debug, Serialize)]
 pub struct SweepRow {
     pub ar: f64,
@@ -56,13 +57,25 @@ pub fn mlp_ms(p: &Option<Profile>) -> f64 {
 /// Decodes `steps` greedy tokens after `prompt`'s last token (the rest is in
 /// the cache already); returns tokens/s and the profile of one more step.
 pub fn timed_decode(model: &mut GpuModel, prompt: &[u32], steps: usize) -> Result<(f64, Option<Profile>)> {
+    let (tps, last) = decode_speed(model, prompt, steps)?;
+    Ok((tps, median_profile(model, last, PROFILE_RUNS)?))
+}
+
+/// Tokens/s of `steps` greedy decode steps after `prompt`'s last token, and
+/// the token they end on.
+fn decode_speed(model: &mut GpuModel, prompt: &[u32], steps: usize) -> Result<(f64, u32)> {
     let mut logits = model.forward(&prompt[prompt.len() - 1..], Logits::Last)?;
     let t = Instant::now();
     for _ in 0..steps {
         logits = model.forward(&[argmax(&logits)], Logits::Last)?;
     }
-    let tps = steps as f64 / t.elapsed().as_secs_f64();
-    Ok((tps, median_profile(model, argmax(&logits), PROFILE_RUNS)?))
+    Ok((steps as f64 / t.elapsed().as_secs_f64(), argmax(&logits)))
+}
+
+/// The median of a few values (the upper one of an even count's middle two).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// Profiled runs of a step: one step's timestamps are noisy on a shared machine.
@@ -89,41 +102,60 @@ pub fn median_profile(model: &mut GpuModel, token: u32, runs: usize) -> Result<O
     Ok(Some(median))
 }
 
+/// Rounds of a sweep's AR: dense, MLP-masked and heads-and-MLP-masked
+/// decoding alternate this many times, and the medians count, so that a
+/// shared machine's drift during the run falls on all three alike.
+pub const SWEEP_ROUNDS: usize = 3;
+
 /// Prompt-mode sparse decoding (corrected GxO over the prompt) at each of
-/// `ratios`, each beside a dense decode. `model` must have sparse decoding
-/// enabled. Leaves the model dense with an empty cache.
+/// `ratios`, each beside a dense decode ([`SWEEP_ROUNDS`] alternating
+/// rounds; per-kernel profiles from the first). `model` must have sparse
+/// decoding enabled. Leaves the model dense with an empty cache.
 pub fn sparse_sweep(model: &mut GpuModel, attributor: &mut Attributor, prompt: &[u32], steps: usize, ratios: &[f64], mut progress: impl FnMut(usize)) -> Result<Vec<SweepRow>> {
     if prompt.len() < 3 || steps == 0 {
         return Err(SiftError::InvalidInput("a sweep needs a prompt of 3 or more tokens and at least one step".into()));
     }
     let context = &prompt[..prompt.len() - 1];
+    let mut set_mask = |model: &mut GpuModel, ratios| -> Result<f64> {
+        let t = Instant::now();
+        set_prompt_mask(model, attributor, context, Metric::CorrectedGxo, ratios, PromptTarget::Next)?;
+        model.ctx.wait()?;
+        Ok(t.elapsed().as_secs_f64())
+    };
     let mut rows = Vec::new();
     for (i, &ar) in ratios.iter().enumerate() {
-        model.disable_sparsity();
-        model.reset();
-        model.forward(context, Logits::Last)?;
-        let (dense, dense_prof) = timed_decode(model, prompt, steps)?;
-        let mut set_mask = |model: &mut GpuModel, ratios| -> Result<f64> {
-            let t = Instant::now();
-            set_prompt_mask(model, attributor, context, Metric::CorrectedGxo, ratios, PromptTarget::Next)?;
-            model.ctx.wait()?;
-            Ok(t.elapsed().as_secs_f64())
-        };
-        let mask_seconds = set_mask(model, Ratios::mlp(ar))?;
-        let sparse_footprint = model.decode_footprint();
-        let (sparse, sparse_prof) = timed_decode(model, prompt, steps)?;
-        let mask_with_heads_seconds = set_mask(model, Ratios::both(ar))?;
-        let sparse_with_heads_footprint = model.decode_footprint();
-        let (both, both_prof) = timed_decode(model, prompt, steps)?;
+        // Per round: tokens/s dense, MLP-masked, heads and MLP masked; seconds setting each mask.
+        let mut runs: Vec<[f64; 5]> = Vec::new();
+        let mut first = None;
+        for round in 0..SWEEP_ROUNDS {
+            model.disable_sparsity();
+            model.reset();
+            model.forward(context, Logits::Last)?;
+            let (dense, dense_end) = decode_speed(model, prompt, steps)?;
+            let dense_prof = if round == 0 { median_profile(model, dense_end, PROFILE_RUNS)? } else { None };
+            let mask = set_mask(model, Ratios::mlp(ar))?;
+            let sparse_footprint = model.decode_footprint();
+            let (sparse, sparse_end) = decode_speed(model, prompt, steps)?;
+            let sparse_prof = if round == 0 { median_profile(model, sparse_end, PROFILE_RUNS)? } else { None };
+            let mask_with_heads = set_mask(model, Ratios::both(ar))?;
+            let both_footprint = model.decode_footprint();
+            let (both, both_end) = decode_speed(model, prompt, steps)?;
+            let both_prof = if round == 0 { median_profile(model, both_end, PROFILE_RUNS)? } else { None };
+            runs.push([dense, sparse, both, mask, mask_with_heads]);
+            first.get_or_insert((dense_prof, sparse_prof, both_prof, sparse_footprint, both_footprint));
+        }
+        let (dense_prof, sparse_prof, both_prof, sparse_footprint, sparse_with_heads_footprint) = first.expect("at least one round");
+        let column = |c: usize| median(runs.iter().map(|r| r[c]).collect());
+        let ratio = |c: usize| median(runs.iter().map(|r| r[c] / r[0]).collect());
         rows.push(SweepRow {
             ar,
-            dense_tokens_per_second: dense,
-            sparse_tokens_per_second: sparse,
-            speedup: sparse / dense,
-            sparse_with_heads_tokens_per_second: both,
-            speedup_with_heads: both / dense,
-            mask_seconds,
-            mask_with_heads_seconds,
+            dense_tokens_per_second: column(0),
+            sparse_tokens_per_second: column(1),
+            speedup: ratio(1),
+            sparse_with_heads_tokens_per_second: column(2),
+            speedup_with_heads: ratio(2),
+            mask_seconds: column(3),
+            mask_with_heads_seconds: column(4),
             dense_mlp_ms: mlp_ms(&dense_prof),
             sparse_mlp_ms: mlp_ms(&sparse_prof),
             sparse_footprint,
@@ -142,6 +174,7 @@ pub fn sparse_sweep(model: &mut GpuModel, attributor: &mut Attributor, prompt: &
 pub fn print_sweep(rows: &[SweepRow]) {
     println!("\nsparse decoding, prompt mode (corrected GxO over the prompt); MLP = neurons only, +heads = heads at the same AR");
     println!("mask ms: setting the mask once per prompt (attribution, selection, compaction), not part of decode");
+    println!("tok/s and speedups: medians of {SWEEP_ROUNDS} rounds alternating dense and sparse decoding; MLP ms: the first round's profiles");
     println!("{:>5} {:>12} {:>12} {:>9} {:>14} {:>14} {:>10} {:>14} {:>8}", "AR", "dense tok/s", "MLP tok/s", "speedup", "dense MLP ms", "sparse MLP ms", "sparse/dense", "+heads speedup", "mask ms");
     for r in rows {
         println!(
