@@ -11,7 +11,10 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::time::Instant;
 
-/// What one forward reads of the weights, and in how many dispatches.
+/// What one forward reads of the weights, and in how many dispatches. The
+/// bytes are those of the linear layers' matrices (packed or f16, compacted
+/// or dense); the gather kernels of a mask not yet compacted, the embedding
+/// row and the KV cache are not counted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Footprint {
     pub weight_bytes: u64,
