@@ -5,23 +5,12 @@
 // brings 8 keys where one invocation per head brought one (its head's), and
 // each head is a workgroup of its own for the cores to share, so a step's
 // key walk is about 8 times shorter. Prefill keeps attention_rows.wgsl.
-// Same parameters and layout as attention.wgsl.
 //
 // lavapipe stops an invocation after 65535 loop iterations (all loops
 // together): each invocation visits 1/8 of the keys, and the launcher falls
 // back to attention.wgsl past 8 times attention_rows.wgsl's key budget.
 
-struct Params { n_heads: u32, n_kv_heads: u32, head_dim: u32, scale: f32 }
-struct Step { n_tokens: u32, pos0: u32, _a: u32, _b: u32 }
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<uniform> step: Step;
-@group(0) @binding(2) var<storage, read> q: array<f32>;
-@group(0) @binding(3) var<storage, read> k: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> v: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-// The KV head each query head reads (see attention_rows.wgsl).
-@group(0) @binding(6) var<storage, read> kv_head: array<u32>;
+// Params, Step and the bindings come from attention_common.wgsl.
 
 // head_dim / 4, fixed at pipeline creation so the inner loops unroll.
 override HEAD_DIM4: u32 = 16u;

@@ -4,26 +4,14 @@
 // the output accumulator in registers. No shared memory, no barriers, and
 // every key/value load is uniform across the workgroup (same head, same key),
 // which a CPU driver turns into one broadcast load. Decode uses
-// attention_keys.wgsl, GPUs the cooperative attention.wgsl. Same parameters
-// and layout as attention.wgsl.
+// attention_keys.wgsl, GPUs the cooperative attention.wgsl.
 //
 // lavapipe stops any invocation after 65535 loop iterations in total (all
 // loops together), so the inner loops step 8 dims at a time: one key costs
 // 1 + head_dim / 4 iterations, and the launcher falls back to attention.wgsl
 // when the key count would exceed the budget (see MAX_LOOP_ITERATIONS).
 
-struct Params { n_heads: u32, n_kv_heads: u32, head_dim: u32, scale: f32 }
-struct Step { n_tokens: u32, pos0: u32, _a: u32, _b: u32 }
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<uniform> step: Step;
-@group(0) @binding(2) var<storage, read> q: array<f32>;
-@group(0) @binding(3) var<storage, read> k: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> v: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-// The KV head each query head reads: h / (n_heads / n_kv_heads) for all
-// heads, or for a compacted list of active heads, their own KV heads.
-@group(0) @binding(6) var<storage, read> kv_head: array<u32>;
+// Params, Step and the bindings come from attention_common.wgsl.
 
 // head_dim / 4, fixed when the pipeline is created so the inner loops have a
 // constant trip count the driver unrolls (2x faster on lavapipe).

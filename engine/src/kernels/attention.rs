@@ -20,6 +20,14 @@ struct Params {
 
 pub const MAX_HEAD_DIM: usize = 256;
 
+/// The parameters and bindings the three forward kernels share, prepended to each.
+pub const ATTENTION_COMMON: &str = include_str!("../../../shaders/attention_common.wgsl");
+
+/// A forward kernel's source with the shared prologue.
+fn source(body: &str) -> String {
+    format!("{ATTENTION_COMMON}\n{body}")
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct AttentionShape {
     pub n_heads: usize,
@@ -110,8 +118,8 @@ pub fn call_heads(ctx: &GpuContext, s: AttentionShape, kv_head: &[u32], step: &w
     let buffers = [&params, step, io.q, io.k, io.v, io.out, &kv_head];
     let cpu = kind.is_cpu_style(ctx).then(|| {
         let hd4 = [("HEAD_DIM4", (s.head_dim / 4) as f64)];
-        let prefill = Kernel::specialized(ctx, "attention_rows", include_str!("../../../shaders/attention_rows.wgsl"), &layout, &hd4);
-        let decode = Kernel::specialized(ctx, "attention_keys", include_str!("../../../shaders/attention_keys.wgsl"), &layout, &hd4);
+        let prefill = Kernel::specialized(ctx, "attention_rows", &source(include_str!("../../../shaders/attention_rows.wgsl")), &layout, &hd4);
+        let decode = Kernel::specialized(ctx, "attention_keys", &source(include_str!("../../../shaders/attention_keys.wgsl")), &layout, &hd4);
         let prefill = Call {
             group: prefill.bind(ctx, &buffers),
             kernel: prefill,
@@ -124,7 +132,7 @@ pub fn call_heads(ctx: &GpuContext, s: AttentionShape, kv_head: &[u32], step: &w
         };
         (Bounded { call: prefill, max_keys: rows_max_keys(s.head_dim) }, Bounded { call: decode, max_keys: keys_max_keys(s.head_dim) })
     });
-    let kernel = Kernel::get(ctx, "attention", include_str!("../../../shaders/attention.wgsl"), &layout);
+    let kernel = Kernel::get(ctx, "attention", &source(include_str!("../../../shaders/attention.wgsl")), &layout);
     AttentionCall {
         cooperative: Call {
             group: kernel.bind(ctx, &buffers),

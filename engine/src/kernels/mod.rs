@@ -185,8 +185,8 @@ mod shader_validation {
                 continue;
             }
             let name = path.file_name().unwrap().to_string_lossy().to_string();
-            if name.starts_with("linear_") {
-                continue; // preludes, validated with the linear kernels
+            if name.starts_with("linear_") || name == "attention_common.wgsl" {
+                continue; // preludes, validated with the kernels they open
             }
             let body = std::fs::read_to_string(&path).unwrap();
             // Linear kernels are validated with each output header, and the
@@ -199,6 +199,8 @@ mod shader_validation {
                     .into_iter()
                     .flat_map(|store| inputs.iter().map(|input| format!("{LINEAR_COMMON}\n{store}\n{input}\n{body}")).collect::<Vec<_>>())
                     .collect()
+            } else if ["attention.wgsl", "attention_rows.wgsl", "attention_keys.wgsl"].contains(&name.as_str()) {
+                vec![format!("{}\n{body}", super::attention::ATTENTION_COMMON)]
             } else {
                 vec![body]
             };
