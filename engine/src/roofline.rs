@@ -6,7 +6,7 @@
 use crate::error::Result;
 use crate::gpu::{read_buffer_u32, storage_buffer, zeroed_buffer, GpuContext};
 use crate::kernels::stream_read::{self, Shape};
-use crate::kernels::Call;
+use crate::kernels::{run_calls, Call};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::time::Instant;
@@ -66,39 +66,33 @@ pub fn measure(ctx: &GpuContext, cpu_style: bool, readback_bytes: u64) -> Result
     let out = zeroed_buffer(ctx, "roofline out", groups as u64 * shape.lanes as u64 * 4);
     let read = stream_read::call(ctx, shape, &data, &out, groups);
     // Enough reads per run to take about 50 ms, so timer and submission costs vanish.
-    let once = fastest(ctx, &read, 1, 1)?;
+    let once = fastest(1, || dispatch(ctx, &read, 1))?;
     let reps = ((0.05 / once).ceil() as u32).clamp(1, 1000);
-    let read_seconds = fastest(ctx, &read, reps, RUNS)? / reps as f64;
+    let read_seconds = fastest(RUNS, || dispatch(ctx, &read, reps))? / reps as f64;
     let tiny = stream_read::call(ctx, Shape::tiny(), &data, &out, 1);
-    let dispatch_seconds = fastest(ctx, &tiny, DISPATCHES, RUNS)? / DISPATCHES as f64;
+    let dispatch_seconds = fastest(RUNS, || dispatch(ctx, &tiny, DISPATCHES))? / DISPATCHES as f64;
     let readback = (readback_bytes / 4).clamp(1, read_bytes / 4) as usize;
-    let round_trip_seconds = (0..=RUNS).try_fold(f64::INFINITY, |best, _| -> Result<f64> {
-        let t = Instant::now();
+    let round_trip_seconds = fastest(RUNS, || {
         ctx.queue.submit([ctx.device.create_command_encoder(&Default::default()).finish()]);
-        read_buffer_u32(ctx, &data, 0, readback)?;
-        Ok(best.min(t.elapsed().as_secs_f64()))
+        read_buffer_u32(ctx, &data, 0, readback).map(drop)
     })?;
     Ok(Roofline { read_bytes_per_second: read_bytes as f64 / read_seconds, read_bytes, dispatch_seconds, round_trip_seconds })
 }
 
-/// The fastest of `runs` wall-clock times of `reps` dispatches of `call`
-/// recorded in one pass, submitted and waited for (after one warm-up).
-fn fastest(ctx: &GpuContext, call: &Call, reps: u32, runs: usize) -> Result<f64> {
-    let run = || -> Result<f64> {
+/// `reps` dispatches of `call` recorded in one pass, submitted and waited for.
+fn dispatch(ctx: &GpuContext, call: &Call, reps: u32) -> Result<()> {
+    run_calls(ctx, &vec![call; reps as usize], 1);
+    ctx.wait()
+}
+
+/// The fastest wall-clock time of `runs` runs of `work`, after one warm-up.
+fn fastest(runs: usize, mut work: impl FnMut() -> Result<()>) -> Result<f64> {
+    work()?;
+    (0..runs).try_fold(f64::INFINITY, |best, _| {
         let t = Instant::now();
-        let mut enc = ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            for _ in 0..reps {
-                call.record(&mut pass, 1);
-            }
-        }
-        ctx.queue.submit([enc.finish()]);
-        ctx.wait()?;
-        Ok(t.elapsed().as_secs_f64())
-    };
-    run()?;
-    (0..runs).try_fold(f64::INFINITY, |best, _| Ok(best.min(run()?)))
+        work()?;
+        Ok(best.min(t.elapsed().as_secs_f64()))
+    })
 }
 
 #[cfg(test)]
