@@ -131,16 +131,18 @@ pub fn sparse_sweep(model: &mut GpuModel, attributor: &mut Attributor, prompt: &
             model.disable_sparsity();
             model.reset();
             model.forward(context, Logits::Last)?;
-            let (dense, dense_end) = decode_speed(model, prompt, steps)?;
-            let dense_prof = if round == 0 { median_profile(model, dense_end, PROFILE_RUNS)? } else { None };
+            // Tokens/s, and the first round's profile of one more step.
+            let timed = |model: &mut GpuModel| -> Result<(f64, Option<Profile>)> {
+                let (tps, end) = decode_speed(model, prompt, steps)?;
+                Ok((tps, if round == 0 { median_profile(model, end, PROFILE_RUNS)? } else { None }))
+            };
+            let (dense, dense_prof) = timed(model)?;
             let mask = set_mask(model, Ratios::mlp(ar))?;
             let sparse_footprint = model.decode_footprint();
-            let (sparse, sparse_end) = decode_speed(model, prompt, steps)?;
-            let sparse_prof = if round == 0 { median_profile(model, sparse_end, PROFILE_RUNS)? } else { None };
+            let (sparse, sparse_prof) = timed(model)?;
             let mask_with_heads = set_mask(model, Ratios::both(ar))?;
             let both_footprint = model.decode_footprint();
-            let (both, both_end) = decode_speed(model, prompt, steps)?;
-            let both_prof = if round == 0 { median_profile(model, both_end, PROFILE_RUNS)? } else { None };
+            let (both, both_prof) = timed(model)?;
             runs.push([dense, sparse, both, mask, mask_with_heads]);
             first.get_or_insert((dense_prof, sparse_prof, both_prof, sparse_footprint, both_footprint));
         }
