@@ -9,8 +9,10 @@
 // Same parameters and layout as matvec.wgsl.
 
 // Params, Step, store_y, load_x, input and output_scale come from
-// linear_common.wgsl and the output and input headers. Each invocation loads
-// the whole input, so the fused norm's sum of squares needs no reduction.
+// linear_common.wgsl and the output and input headers, block_inputs,
+// single_input and input_sum_sq from a block header (linear_block.wgsl or
+// linear_block_subgroup.wgsl): each block of 32 inputs is loaded as one, and
+// a k that is not a multiple of 32 (compacted matrices) ends with single vec4s.
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> w: array<vec4<u32>>;
 
@@ -32,16 +34,20 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let wbase = block * 64u * k8;
     // Padding rows of the last block are zeros; their results are not stored.
     var acc: array<f32, ROWS>;
-    var sum_sq = 0.0;
-    for (var i = 0u; i < k8; i++) {
-        let raw0 = load_x(t, 2u * i);
-        let raw1 = load_x(t, 2u * i + 1u);
-        sum_sq += dot(raw0, raw0) + dot(raw1, raw1);
-        let x0 = input(2u * i, raw0);
-        let x1 = input(2u * i + 1u, raw1);
+    let k32 = p.k / 32u;
+    for (var b = 0u; b < k32; b++) {
+        let xs = block_inputs(t, b, lane);
+        for (var s = 0u; s < 4u; s++) {
+            let i = 4u * b + s;
+            for (var r = 0u; r < ROWS; r++) { acc[r] += dot8(xs[2u * s], xs[2u * s + 1u], w[wbase + (r * k8 + i) * 8u + lane]); }
+        }
+    }
+    for (var i = 4u * k32; i < k8; i++) {
+        let x0 = single_input(t, 2u * i, lane);
+        let x1 = single_input(t, 2u * i + 1u, lane);
         for (var r = 0u; r < ROWS; r++) { acc[r] += dot8(x0, x1, w[wbase + (r * k8 + i) * 8u + lane]); }
     }
-    let scale = output_scale(sum_sq);
+    let scale = output_scale(input_sum_sq());
     for (var r = 0u; r < ROWS; r++) {
         let row = block * 64u + r * 8u + lane;
         if (row >= p.n) { continue; }

@@ -13,18 +13,28 @@
 // multiple of 32.
 
 // Params, Step, store_y, load_x, input and output_scale come from
-// linear_common.wgsl and the output and input headers.
+// linear_common.wgsl and the output and input headers, block_inputs and
+// input_sum_sq from a block header (linear_block.wgsl or
+// linear_block_subgroup.wgsl).
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> w: array<vec4<u32>>;
 
 const ROWS: u32 = 8u;
 
-// sum over the word's 8 weights q_e * x_e, x_e from x0 (e < 4) and x1.
+// sum over the word's 8 weights q_e * x_e, with the nibbles masked in place
+// (q_e 16^e, exact in f32) against inputs scaled by 16^-e (x0: e < 4, x1:
+// e >= 4; the top nibble is shifted down, its input not scaled): one integer
+// operation a weight instead of a shift and a mask.
 fn dot_nibbles(word: u32, x0: vec4<f32>, x1: vec4<f32>) -> f32 {
     let q = vec4<u32>(word);
-    return dot(x0, vec4<f32>((q >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u)))
-         + dot(x1, vec4<f32>((q >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u)));
+    return dot(x0, vec4<f32>(q & vec4<u32>(0xFu, 0xF0u, 0xF00u, 0xF000u)))
+         + dot(x1, vec4<f32>(vec4<u32>(word & 0xF0000u, word & 0xF00000u, word & 0xF000000u, word >> 28u)));
 }
+
+// The inputs' scales for dot_nibbles: even vec4s of a block are x0, odd ones x1.
+const NIBBLE_SCALE = array<vec4<f32>, 2>(
+    vec4<f32>(1.0, 1.0 / 16.0, 1.0 / 256.0, 1.0 / 4096.0),
+    vec4<f32>(1.0 / 65536.0, 1.0 / 1048576.0, 1.0 / 16777216.0, 1.0));
 
 @compute @workgroup_size(8)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32,
@@ -38,17 +48,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let scales = ((p.n + 63u) / 64u) * 64u * k32;
     // Padding rows of the last block are zeros; their results are not stored.
     var acc: array<f32, ROWS>;
-    var sum_sq = 0.0;
     for (var i = 0u; i < k32; i++) {
         // The block's 32 inputs, and their sum for the m term:
         // sum (d q_e + m) x_e = d sum q_e x_e + m sum x_e.
-        var xs: array<vec4<f32>, 8>;
+        var xs = block_inputs(t, i, lane);
         var x_sum = 0.0;
         for (var j = 0u; j < 8u; j++) {
-            let raw = load_x(t, 8u * i + j);
-            sum_sq += dot(raw, raw);
-            xs[j] = input(8u * i + j, raw);
             x_sum += dot(xs[j], vec4<f32>(1.0));
+            xs[j] *= NIBBLE_SCALE[j & 1u];
         }
         for (var r = 0u; r < ROWS; r++) {
             let unit = wbase + (r * k32 + i) * 8u;
@@ -59,7 +66,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             acc[r] += dm.x * q_dot + dm.y * x_sum;
         }
     }
-    let scale = output_scale(sum_sq);
+    let scale = output_scale(input_sum_sq());
     for (var r = 0u; r < ROWS; r++) {
         let row = block * 64u + r * 8u + lane;
         if (row >= p.n) { continue; }

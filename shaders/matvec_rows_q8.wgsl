@@ -11,7 +11,9 @@
 // u32 (d in the low half), four to a vec4. k must be a multiple of 32.
 
 // Params, Step, store_y, load_x, input and output_scale come from
-// linear_common.wgsl and the output and input headers.
+// linear_common.wgsl and the output and input headers, block_inputs and
+// input_sum_sq from a block header (linear_block.wgsl or
+// linear_block_subgroup.wgsl).
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> w: array<vec4<u32>>;
 
@@ -39,14 +41,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let scales = 2u * ((p.n + 63u) / 64u) * 64u * k32;
     // Padding rows of the last block are zeros; their results are not stored.
     var acc: array<f32, ROWS>;
-    var sum_sq = 0.0;
     for (var i = 0u; i < k32; i++) {
-        var xs: array<vec4<f32>, 8>;
-        for (var j = 0u; j < 8u; j++) {
-            let raw = load_x(t, 8u * i + j);
-            sum_sq += dot(raw, raw);
-            xs[j] = input(8u * i + j, raw);
-        }
+        let xs = block_inputs(t, i, lane);
         for (var r = 0u; r < ROWS; r++) {
             let unit = wbase + (r * k32 + i) * 8u + lane;
             let d = unpack2x16float(w[scales + unit / 4u][unit % 4u]).x;
@@ -54,7 +50,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             acc[r] += d * q_dot;
         }
     }
-    let scale = output_scale(sum_sq);
+    let scale = output_scale(input_sum_sq());
     for (var r = 0u; r < ROWS; r++) {
         let row = block * 64u + r * 8u + lane;
         if (row >= p.n) { continue; }

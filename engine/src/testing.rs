@@ -13,11 +13,19 @@ use std::sync::{Arc, OnceLock};
 /// One device for the whole test process (creating one per test is slow on lavapipe).
 pub fn gpu() -> Arc<GpuContext> {
     static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
-    CTX.get_or_init(|| {
-        let request = AdapterRequest { name: std::env::var("SIFT_ADAPTER").ok(), backend: None };
-        GpuContext::new(&request).unwrap_or_else(|e| panic!("tests need a wgpu adapter (lavapipe is enough): {e}"))
-    })
-    .clone()
+    CTX.get_or_init(|| open_test_device(false)).clone()
+}
+
+/// The same adapter opened without subgroup operations, for the kernels'
+/// portable path.
+pub fn gpu_without_subgroups() -> Arc<GpuContext> {
+    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
+    CTX.get_or_init(|| open_test_device(true)).clone()
+}
+
+fn open_test_device(no_subgroups: bool) -> Arc<GpuContext> {
+    let request = AdapterRequest { name: std::env::var("SIFT_ADAPTER").ok(), backend: None, no_subgroups };
+    GpuContext::new(&request).unwrap_or_else(|e| panic!("tests need a wgpu adapter (lavapipe is enough): {e}"))
 }
 
 pub fn round_f16(v: &[f32]) -> Vec<f32> {

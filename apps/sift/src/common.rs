@@ -67,7 +67,7 @@ pub fn model_path(args: &ModelArgs) -> Result<PathBuf> {
 }
 
 pub fn gpu(args: &AdapterArgs) -> Result<Arc<GpuContext>> {
-    let request = AdapterRequest { name: args.adapter.clone(), backend: args.backend.clone() };
+    let request = AdapterRequest { name: args.adapter.clone(), backend: args.backend.clone(), no_subgroups: false };
     Ok(GpuContext::new(&request)?)
 }
 

@@ -63,7 +63,7 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
-    let adapter = AdapterRequest { name: args.adapter.clone(), backend: None };
+    let adapter = AdapterRequest { name: args.adapter.clone(), backend: None, no_subgroups: false };
     if args.bench {
         return bench::run(&bench::Options { model: args.model, adapter, json: args.json, decode_tokens: args.decode_tokens });
     }

@@ -13,6 +13,9 @@ pub struct AdapterRequest {
     pub name: Option<String>,
     /// Backend name: vulkan, metal, dx12, gl.
     pub backend: Option<String>,
+    /// Open the device without subgroup operations, so that kernels take
+    /// their portable path (tests of both paths, comparisons).
+    pub no_subgroups: bool,
 }
 
 /// One line of `sift adapters`.
@@ -136,12 +139,22 @@ impl GpuContext {
                 adapters.remove(pos)
             }
         };
-        Self::from_adapter(adapter)
+        let mut features = Self::wanted_features();
+        // SIFT_NO_SUBGROUPS=1 does the same from outside (comparisons).
+        if request.no_subgroups || std::env::var_os("SIFT_NO_SUBGROUPS").is_some() {
+            features.remove(wgpu::Features::SUBGROUP);
+        }
+        Self::open(adapter, features)
     }
 
     pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Arc<GpuContext>> {
+        Self::open(adapter, Self::wanted_features())
+    }
+
+    /// A device with those of `wanted` the adapter has.
+    fn open(adapter: wgpu::Adapter, wanted: wgpu::Features) -> Result<Arc<GpuContext>> {
         let info = adapter.get_info();
-        let features = adapter.features() & Self::wanted_features();
+        let features = adapter.features() & wanted;
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("sift"),
@@ -189,6 +202,13 @@ impl GpuContext {
 
     pub fn is_software(&self) -> bool {
         is_software(&self.info)
+    }
+
+    /// Whether a workgroup of 8 invocations is exactly one subgroup (lavapipe
+    /// at 256 bits), so that the CPU-style kernels can share loads through
+    /// subgroup broadcasts.
+    pub fn has_subgroups_of_8(&self) -> bool {
+        self.features.contains(wgpu::Features::SUBGROUP) && self.info.subgroup_min_size == 8 && self.info.subgroup_max_size == 8
     }
 
     /// Largest storage binding in bytes; tensors above it are split by rows.

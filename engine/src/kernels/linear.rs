@@ -24,6 +24,10 @@ pub const LINEAR_STORE_QKV: &str = include_str!("../../../shaders/linear_store_q
 pub const LINEAR_INPUT: &str = include_str!("../../../shaders/linear_input.wgsl");
 pub const LINEAR_INPUT_NORM: &str = include_str!("../../../shaders/linear_input_norm.wgsl");
 pub const LINEAR_INPUT_SWIGLU: &str = include_str!("../../../shaders/linear_input_swiglu.wgsl");
+/// How the CPU-style matvec kernels load a block of inputs: each invocation
+/// all of it, or one eighth each, shared through subgroup broadcasts.
+pub const LINEAR_BLOCK: &str = include_str!("../../../shaders/linear_block.wgsl");
+pub const LINEAR_BLOCK_SUBGROUP: &str = include_str!("../../../shaders/linear_block_subgroup.wgsl");
 
 pub struct MatrixChunk {
     pub buffer: wgpu::Buffer,
@@ -252,6 +256,8 @@ fn kernels(ctx: &GpuContext, kind: KernelFamily, store: Store, input: Input, pac
         let src = format!("{LINEAR_COMMON}\n{header}\n{input_src}\n{body}");
         Variant { kernel: Kernel::get(ctx, &format!("{name}{store_name}{input_name}"), &src, &layout), rows, tokens: 1 }
     };
+    let (block_src, block_name) = if ctx.has_subgroups_of_8() { (LINEAR_BLOCK_SUBGROUP, "_subgroup") } else { (LINEAR_BLOCK, "") };
+    let cpu_matvec = |name: &str, body: &str, rows| matvec(&format!("{name}{block_name}"), &format!("{block_src}\n{body}"), rows);
     let matmul = |name: &str, body: &str, rows, tokens| {
         let src = format!("{LINEAR_COMMON}\n{header}\n{body}");
         (input == Input::Stored).then(|| Variant { kernel: Kernel::get(ctx, &format!("{name}{store_name}"), &src, &layout), rows, tokens })
@@ -261,11 +267,11 @@ fn kernels(ctx: &GpuContext, kind: KernelFamily, store: Store, input: Input, pac
         let f16_matmul = || matmul("matmul_rows", include_str!("../../../shaders/matmul_rows.wgsl"), 16 * 4, 8);
         match packed {
             Some(Format::Q4) => (
-                matvec("matvec_rows_q4", include_str!("../../../shaders/matvec_rows_q4.wgsl"), rows),
+                cpu_matvec("matvec_rows_q4", include_str!("../../../shaders/matvec_rows_q4.wgsl"), rows),
                 matmul("matmul_rows_q4", include_str!("../../../shaders/matmul_rows_q4.wgsl"), 16 * 4, 8),
             ),
-            Some(Format::Q8) => (matvec("matvec_rows_q8", include_str!("../../../shaders/matvec_rows_q8.wgsl"), rows), f16_matmul()),
-            None => (matvec("matvec_rows", include_str!("../../../shaders/matvec_rows.wgsl"), rows), f16_matmul()),
+            Some(Format::Q8) => (cpu_matvec("matvec_rows_q8", include_str!("../../../shaders/matvec_rows_q8.wgsl"), rows), f16_matmul()),
+            None => (cpu_matvec("matvec_rows", include_str!("../../../shaders/matvec_rows.wgsl"), rows), f16_matmul()),
         }
     } else {
         (
@@ -409,10 +415,26 @@ mod tests {
     }
 
     fn run(n_tokens: usize, n: usize, k: usize, max_bytes: u64, opts: LinearOptions, pos0: usize) -> (Vec<f32>, Vec<f32>) {
-        run_kind(n_tokens, n, k, max_bytes, opts, pos0, KernelFamily::Auto)
+        run_kind(&crate::testing::gpu(), n_tokens, n, k, max_bytes, opts, pos0, KernelFamily::Auto)
     }
 
+    /// The test device, and the same adapter without subgroups: the CPU-style
+    /// matvecs share their input loads through subgroups where a workgroup of
+    /// 8 is one (`linear_block_subgroup.wgsl`), and each invocation loads all
+    /// of them elsewhere (`linear_block.wgsl`). Tests run both.
+    fn both_input_paths() -> [std::sync::Arc<GpuContext>; 2] {
+        let (with, without) = (crate::testing::gpu(), crate::testing::gpu_without_subgroups());
+        assert!(!without.has_subgroups_of_8());
+        // lavapipe at 256 bits runs a workgroup of 8 as one subgroup.
+        if with.info.name.contains("llvmpipe") && with.info.name.contains("256 bits") {
+            assert!(with.has_subgroups_of_8(), "lavapipe should take the subgroup path");
+        }
+        [with, without]
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn run_kind(
+        ctx: &GpuContext,
         n_tokens: usize,
         n: usize,
         k: usize,
@@ -421,16 +443,15 @@ mod tests {
         pos0: usize,
         kind: KernelFamily,
     ) -> (Vec<f32>, Vec<f32>) {
-        let ctx = crate::testing::gpu();
         let x = random(n_tokens * k, 10 + n_tokens as u64);
         let w = crate::testing::round_f16(&random(n * k, 20 + n as u64));
         let y0 = random((pos0 + n_tokens) * n, 30);
-        let m = Matrix::upload_with_limit(&ctx, "w", &w, n, k, kind.is_cpu_style(&ctx), max_bytes);
-        let step = uniform_buffer(&ctx, "step", &Step::new(n_tokens, pos0));
-        let xb = storage_buffer(&ctx, "x", &x);
-        let yb = storage_buffer(&ctx, "y", &y0);
-        run_linear(&ctx, &LinearCall::with_family(&ctx, &m, &step, &xb, &yb, opts, kind), n_tokens as u32);
-        let got = read_buffer_f32(&ctx, &yb, 0, y0.len()).unwrap();
+        let m = Matrix::upload_with_limit(ctx, "w", &w, n, k, kind.is_cpu_style(ctx), max_bytes);
+        let step = uniform_buffer(ctx, "step", &Step::new(n_tokens, pos0));
+        let xb = storage_buffer(ctx, "x", &x);
+        let yb = storage_buffer(ctx, "y", &y0);
+        run_linear(ctx, &LinearCall::with_family(ctx, &m, &step, &xb, &yb, opts, kind), n_tokens as u32);
+        let got = read_buffer_f32(ctx, &yb, 0, y0.len()).unwrap();
         let mut want = y0.clone();
         let r = reference(&x, &w, n, k);
         let row0 = if opts.y_row_from_pos { pos0 } else { 0 };
@@ -447,16 +468,20 @@ mod tests {
     // below ~1e-5 relative; 1e-4 catches any wrong index or dropped term.
     const TOL: f32 = 1e-4;
 
+    /// k covers whole blocks of 32 inputs, blocks and a tail of 8s (104,
+    /// 1544), and a tail alone (8, 16, 24).
     #[test]
     fn matvec_kernels_match_reference() {
-        for kind in [KernelFamily::Cooperative, KernelFamily::RowPerInvocation] {
-            for &(t, n, k) in &[(1, 37, 64), (1, 576, 576), (3, 130, 1536), (4, 5, 8), (1, 70, 24), (2, 3, 16), (1, 8, 8192)] {
-                let (got, want) = run_kind(t, n, k, u64::MAX, LinearOptions::default(), 0, kind);
-                assert!(max_err(&got, &want) < TOL, "{kind:?} t={t} n={n} k={k}: {}", max_err(&got, &want));
+        for ctx in both_input_paths() {
+            for kind in [KernelFamily::Cooperative, KernelFamily::RowPerInvocation] {
+                for &(t, n, k) in &[(1, 37, 64), (1, 576, 576), (3, 130, 1536), (2, 70, 104), (1, 64, 1544), (4, 5, 8), (1, 70, 24), (2, 3, 16), (1, 8, 8192)] {
+                    let (got, want) = run_kind(&ctx, t, n, k, u64::MAX, LinearOptions::default(), 0, kind);
+                    assert!(max_err(&got, &want) < TOL, "{kind:?} t={t} n={n} k={k}: {}", max_err(&got, &want));
+                }
+                let opts = LinearOptions { accumulate: true, y_row_from_pos: true };
+                let (got, want) = run_kind(&ctx, 2, 200, 32, 70 * 32 * 2, opts, 6, kind);
+                assert!(max_err(&got, &want) < TOL, "{kind:?} split: {}", max_err(&got, &want));
             }
-            let opts = LinearOptions { accumulate: true, y_row_from_pos: true };
-            let (got, want) = run_kind(2, 200, 32, 70 * 32 * 2, opts, 6, kind);
-            assert!(max_err(&got, &want) < TOL, "{kind:?} split: {}", max_err(&got, &want));
         }
     }
 
@@ -464,11 +489,11 @@ mod tests {
     fn matmul_kernels_match_reference_with_ragged_tiles() {
         for kind in [KernelFamily::Cooperative, KernelFamily::RowPerInvocation] {
             for &(t, n, k) in &[(5, 37, 24), (70, 130, 72), (129, 64, 576), (13, 3, 8), (9, 8, 8192)] {
-                let (got, want) = run_kind(t, n, k, u64::MAX, LinearOptions::default(), 0, kind);
+                let (got, want) = run_kind(&crate::testing::gpu(), t, n, k, u64::MAX, LinearOptions::default(), 0, kind);
                 assert!(max_err(&got, &want) < TOL, "{kind:?} t={t} n={n} k={k}: {}", max_err(&got, &want));
             }
             let opts = LinearOptions { accumulate: true, y_row_from_pos: true };
-            let (got, want) = run_kind(11, 100, 32, 13 * 32 * 2, opts, 6, kind);
+            let (got, want) = run_kind(&crate::testing::gpu(), 11, 100, 32, 13 * 32 * 2, opts, 6, kind);
             assert!(max_err(&got, &want) < TOL, "{kind:?} split: {}", max_err(&got, &want));
         }
     }
@@ -513,11 +538,17 @@ mod tests {
     }
 
     /// RMSNorm fused into the matvec equals the norm then the layer, for one
-    /// output (with accumulate) and for the fused qkv output, in both families.
+    /// output (with accumulate) and for the fused qkv output, in both families
+    /// and both input paths (k: three blocks of 32 and a tail of 8).
     #[test]
     fn fused_norm_matvec_equals_norm_then_linear() {
-        let ctx = crate::testing::gpu();
-        let (k, n, eps) = (96usize, 40usize, 1e-5f32);
+        for ctx in both_input_paths() {
+            fused_norm_matvec_on(&ctx);
+        }
+    }
+
+    fn fused_norm_matvec_on(ctx: &GpuContext) {
+        let (k, n, eps) = (104usize, 40usize, 1e-5f32);
         let w = crate::testing::round_f16(&random(n * k, 41));
         let gain: Vec<f32> = random(k, 42).iter().map(|v| 1.0 + 0.5 * v).collect();
         let gb = storage_buffer(&ctx, "gain", &gain);
@@ -550,7 +581,12 @@ mod tests {
     /// families, over a split matrix (two chunks) and several tokens.
     #[test]
     fn fused_swiglu_matvec_equals_swiglu_then_linear() {
-        let ctx = crate::testing::gpu();
+        for ctx in both_input_paths() {
+            fused_swiglu_matvec_on(&ctx);
+        }
+    }
+
+    fn fused_swiglu_matvec_on(ctx: &GpuContext) {
         let (k, n) = (72usize, 130usize);
         let w = crate::testing::round_f16(&random(n * k, 51));
         for kind in [KernelFamily::Cooperative, KernelFamily::RowPerInvocation] {
@@ -575,10 +611,16 @@ mod tests {
     /// equal the reference on the same weights: the matvec as stored, with a
     /// fused norm and with a fused SwiGLU, and many tokens (9 and 20, ragged
     /// token tiles: the 4-bit matmul, or the f16 one for Q8), over ragged
-    /// blocks of rows.
+    /// blocks of rows; with the inputs shared through subgroups where the
+    /// adapter allows, and loaded by every invocation.
     #[test]
     fn packed_kernels_match_reference() {
-        let ctx = crate::testing::gpu();
+        for ctx in both_input_paths() {
+            packed_kernels_match_reference_on(&ctx);
+        }
+    }
+
+    fn packed_kernels_match_reference_on(ctx: &GpuContext) {
         let kind = KernelFamily::RowPerInvocation;
         let (k, n) = (96usize, 100usize);
         let gain: Vec<f32> = random(k, 62).iter().map(|v| 1.0 + 0.5 * v).collect();

@@ -189,16 +189,23 @@ mod shader_validation {
                 continue; // preludes, validated with the kernels they open
             }
             let body = std::fs::read_to_string(&path).unwrap();
-            // Linear kernels are validated with each output header, and the
-            // matvec kernels with each input header.
+            // Linear kernels are validated with each output header, the
+            // matvec kernels with each input header, and the packed ones with
+            // each block header.
             let sources = if body.contains("store_y(") {
-                use super::linear::{LINEAR_COMMON, LINEAR_INPUT, LINEAR_INPUT_NORM, LINEAR_INPUT_SWIGLU, LINEAR_STORE, LINEAR_STORE_QKV};
+                use super::linear::*;
                 let norm = format!("@group(0) @binding(7) var<storage, read> norm_weight: array<vec4<f32>>;\n{LINEAR_INPUT_NORM}");
-                let inputs = if body.contains("load_x(") { vec![LINEAR_INPUT.to_string(), norm, LINEAR_INPUT_SWIGLU.to_string()] } else { vec![String::new()] };
-                [LINEAR_STORE, LINEAR_STORE_QKV]
-                    .into_iter()
-                    .flat_map(|store| inputs.iter().map(|input| format!("{LINEAR_COMMON}\n{store}\n{input}\n{body}")).collect::<Vec<_>>())
-                    .collect()
+                let inputs = if body.contains("load_x(") || body.contains("block_inputs(") { vec![LINEAR_INPUT.to_string(), norm, LINEAR_INPUT_SWIGLU.to_string()] } else { vec![String::new()] };
+                let blocks = if body.contains("block_inputs(") { vec![LINEAR_BLOCK, LINEAR_BLOCK_SUBGROUP] } else { vec![""] };
+                let mut sources = vec![];
+                for store in [LINEAR_STORE, LINEAR_STORE_QKV] {
+                    for input in &inputs {
+                        for block in &blocks {
+                            sources.push(format!("{LINEAR_COMMON}\n{store}\n{input}\n{block}\n{body}"));
+                        }
+                    }
+                }
+                sources
             } else if ["attention.wgsl", "attention_rows.wgsl", "attention_keys.wgsl"].contains(&name.as_str()) {
                 vec![format!("{}\n{body}", super::attention::ATTENTION_COMMON)]
             } else {

@@ -10,13 +10,16 @@ use super::linear::{FusedInput, LinearCall, Matrix, Output, MATVEC_MAX_TOKENS};
 use super::{rmsnorm, swiglu, Call, Dispatch, KernelFamily};
 use crate::gpu::GpuContext;
 
-/// Weights up to which a fused step pays on CPU adapters (measured on
-/// lavapipe: dense q/k/v, 553k weights, breaks even).
+/// Weights up to which a fused step pays on CPU adapters where each
+/// invocation computes it on the whole input (measured on lavapipe: dense
+/// q/k/v, 553k weights, breaks even).
 const CPU_FUSE_MAX_WEIGHTS: usize = 1 << 19;
 
-/// Whether fusing a step into `w`'s matvec saves time on this adapter.
+/// Whether fusing a step into `w`'s matvec saves time on this adapter. The
+/// CPU-style kernels on 8-wide subgroups compute it once per input
+/// (`linear_block_subgroup.wgsl`), so there it always pays.
 fn fusing_pays(ctx: &GpuContext, kind: KernelFamily, w: &Matrix) -> bool {
-    !kind.is_cpu_style(ctx) || w.rows * w.cols <= CPU_FUSE_MAX_WEIGHTS
+    !kind.is_cpu_style(ctx) || w.rows * w.cols <= CPU_FUSE_MAX_WEIGHTS || ctx.has_subgroups_of_8()
 }
 
 pub struct PreparedLinear {
