@@ -9,7 +9,7 @@
 struct Params {
     k: u32, n: u32, y_stride: u32, y_col0: u32,
     accumulate: u32, y_row_from_pos: u32, k_row0: u32, v_row0: u32,
-    norm_eps: f32, _a: u32, _b: u32, _c: u32,
+    norm_eps: f32, rope_head_dim: u32, rope_dims: u32, _c: u32,
 }
 struct Step { n_tokens: u32, pos0: u32, _a: u32, _b: u32 }
 

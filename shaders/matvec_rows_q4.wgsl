@@ -67,9 +67,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         }
     }
     let scale = output_scale(input_sum_sq());
+    // Every invocation stores every row (store_y skips padding rows): a
+    // fused RoPE exchanges values between invocations.
     for (var r = 0u; r < ROWS; r++) {
-        let row = block * 64u + r * 8u + lane;
-        if (row >= p.n) { continue; }
-        store_y(t, row, acc[r] * scale);
+        store_y(t, block * 64u + r * 8u + lane, acc[r] * scale);
     }
 }

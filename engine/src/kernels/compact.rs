@@ -335,7 +335,7 @@ mod tests {
             let (q_out, k_out, v_out) = (zeroed_buffer(&ctx, "q", (c.width * 4) as u64), zeroed_buffer(&ctx, "k", (kv_dim * 4) as u64), zeroed_buffer(&ctx, "v", (kv_dim * 4) as u64));
             let h = storage_buffer(&ctx, "h", &random(c.width, 123));
             let y = zeroed_buffer(&ctx, "y", (dim * 4) as u64);
-            let out = QkvOut { q: &q_out, q_rows: c.width, k_cache: &k_out, v_cache: &v_out, kv_rows: kv_dim };
+            let out = QkvOut { q: &q_out, q_rows: c.width, k_cache: &k_out, v_cache: &v_out, kv_rows: kv_dim, rope: None };
             let (qkv_call, o_call) = (LinearCall::build_for(&ctx, &c.qkv, &step, &xb, Output::Qkv(&out), family), LinearCall::with_family(&ctx, &c.o, &step, &h, &y, LinearOptions::default(), family));
             let mut plan = Vec::new();
             qkv_call.plan("qkv", 1, &mut plan);

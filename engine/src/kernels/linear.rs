@@ -19,6 +19,10 @@ pub const LINEAR_COMMON: &str = include_str!("../../../shaders/linear_common.wgs
 /// The output headers: one buffer, or a layer's queries and KV cache rows.
 pub const LINEAR_STORE: &str = include_str!("../../../shaders/linear_store.wgsl");
 pub const LINEAR_STORE_QKV: &str = include_str!("../../../shaders/linear_store_qkv.wgsl");
+/// The q/k/v output's RoPE headers: none (a dispatch of its own), or rotated
+/// as stored.
+pub const LINEAR_ROPE_NONE: &str = include_str!("../../../shaders/linear_rope_none.wgsl");
+pub const LINEAR_ROPE_FUSED: &str = include_str!("../../../shaders/linear_rope_fused.wgsl");
 /// The matvec kernels' input headers: as stored, or computed as it is loaded
 /// (an RMSNorm or SwiGLU fused in). The matmul kernels read x as stored.
 pub const LINEAR_INPUT: &str = include_str!("../../../shaders/linear_input.wgsl");
@@ -151,7 +155,10 @@ struct Params {
     k_row0: u32,
     v_row0: u32,
     norm_eps: f32,
-    _pad: [u32; 3],
+    /// A fused RoPE's head width (0: none) and rotated dimensions.
+    rope_head_dim: u32,
+    rope_dims: u32,
+    _pad: u32,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -177,6 +184,8 @@ pub struct LinearCall {
     /// None with a fused input: that runs for few tokens only.
     matmul: Option<Variant>,
     chunks: Vec<ChunkCall>,
+    /// Queries and keys leave it rotated.
+    rotates: bool,
 }
 
 /// An elementwise step fused into a matvec, computed on its input as it is
@@ -230,6 +239,8 @@ enum Store {
     One = 0,
     /// Queries, then key and value cache rows (`linear_store_qkv.wgsl`).
     Qkv = 1,
+    /// The same with RoPE applied as they are stored (`linear_rope_fused.wgsl`).
+    QkvRope = 2,
 }
 
 /// The matvec and matmul kernels for a family, output and input; with a
@@ -239,8 +250,13 @@ enum Store {
 fn kernels(ctx: &GpuContext, kind: KernelFamily, store: Store, input: Input, packed: Option<Format>) -> (Variant, Option<Variant>) {
     use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
     let (header, store_name, mut layout) = match store {
-        Store::One => (LINEAR_STORE, "", vec![U, U, R, R, W]),
-        Store::Qkv => (LINEAR_STORE_QKV, "_qkv", vec![U, U, R, R, W, W, W]),
+        Store::One => (LINEAR_STORE.to_string(), "", vec![U, U, R, R, W]),
+        Store::Qkv => (format!("{LINEAR_STORE_QKV}\n{LINEAR_ROPE_NONE}"), "_qkv", vec![U, U, R, R, W, W, W]),
+        // The table binds after the outputs.
+        Store::QkvRope => {
+            let decl = "@group(0) @binding(7) var<storage, read> rope_table: array<vec2<f32>>;";
+            (format!("{LINEAR_STORE_QKV}\n{decl}\n{LINEAR_ROPE_FUSED}"), "_qkv_rope", vec![U, U, R, R, W, W, W, R])
+        }
     };
     let (input_src, input_name) = match input {
         Input::Stored => (LINEAR_INPUT.to_string(), ""),
@@ -290,6 +306,18 @@ pub struct QkvOut<'a> {
     pub k_cache: &'a wgpu::Buffer,
     pub v_cache: &'a wgpu::Buffer,
     pub kv_rows: usize,
+    /// RoPE to apply as queries and keys are stored, where the kernel can
+    /// (see [`LinearCall::rotates`]); the caller runs it otherwise.
+    pub rope: Option<FusedRope<'a>>,
+}
+
+/// Interleaved-pair RoPE (GGUF Llama) over each head's first `rot_dim`
+/// dimensions, with `kernels::rope::table`'s cos/sin table.
+#[derive(Clone, Copy)]
+pub struct FusedRope<'a> {
+    pub table: &'a wgpu::Buffer,
+    pub head_dim: usize,
+    pub rot_dim: usize,
 }
 
 impl LinearCall {
@@ -319,11 +347,21 @@ impl LinearCall {
 
     fn build(ctx: &GpuContext, w: &Matrix, step: &wgpu::Buffer, x: &wgpu::Buffer, out: Output, fused: Option<FusedInput>, kind: KernelFamily) -> LinearCall {
         assert_eq!(w.interleaved, kind.is_cpu_style(ctx), "matrix layout does not match the kernel family");
+        // RoPE rides along with a fused input (the matvec only, few tokens)
+        // on the CPU-style kernels over 8-wide subgroups, whose rows pair up
+        // across neighbouring invocations; one chunk keeps the pairs aligned.
+        let rope = match out {
+            Output::Qkv(o) => o.rope.filter(|_| fused.is_some() && kind.is_cpu_style(ctx) && ctx.has_subgroups_of_8() && w.chunks.len() == 1),
+            Output::One(..) => None,
+        };
         let (store, mut buffers, opts, (k_row0, v_row0)) = match out {
             Output::One(y, opts) => (Store::One, vec![y], opts, (0, 0)),
             Output::Qkv(o) => {
                 assert_eq!(w.rows, o.q_rows + 2 * o.kv_rows, "fused qkv matrix rows");
-                (Store::Qkv, vec![o.q, o.k_cache, o.v_cache], LinearOptions::default(), (o.q_rows as u32, (o.q_rows + o.kv_rows) as u32))
+                let mut buffers = vec![o.q, o.k_cache, o.v_cache];
+                buffers.extend(rope.map(|r| r.table));
+                let store = if rope.is_some() { Store::QkvRope } else { Store::Qkv };
+                (store, buffers, LinearOptions::default(), (o.q_rows as u32, (o.q_rows + o.kv_rows) as u32))
             }
         };
         let (input, norm_eps) = match fused {
@@ -354,7 +392,9 @@ impl LinearCall {
                         k_row0,
                         v_row0,
                         norm_eps,
-                        _pad: [0; 3],
+                        rope_head_dim: rope.map_or(0, |r| r.head_dim as u32),
+                        rope_dims: rope.map_or(0, |r| r.rot_dim as u32),
+                        _pad: 0,
                     },
                 );
                 let bind = |kernel: &Kernel, weights| {
@@ -371,7 +411,13 @@ impl LinearCall {
                 }
             })
             .collect();
-        LinearCall { matvec, matmul, chunks }
+        LinearCall { matvec, matmul, chunks, rotates: rope.is_some() }
+    }
+
+    /// Whether queries and keys leave this call rotated (its output asked for
+    /// RoPE and the kernel could fuse it).
+    pub fn rotates(&self) -> bool {
+        self.rotates
     }
 
     pub fn plan<'a>(&'a self, label: &'static str, n_tokens: u32, out: &mut Vec<Dispatch<'a>>) {
@@ -517,7 +563,7 @@ mod tests {
                     let (qb, kb, vb) = (storage_buffer(&ctx, "q", &q0), storage_buffer(&ctx, "k", &k0), storage_buffer(&ctx, "v", &v0));
                     let step = uniform_buffer(&ctx, "step", &Step::new(t, pos0));
                     let xb = storage_buffer(&ctx, "x", &x);
-                    let out = QkvOut { q: &qb, q_rows, k_cache: &kb, v_cache: &vb, kv_rows: kvd };
+                    let out = QkvOut { q: &qb, q_rows, k_cache: &kb, v_cache: &vb, kv_rows: kvd, rope: None };
                     run_linear(&ctx, &LinearCall::build_for(&ctx, &m, &step, &xb, Output::Qkv(&out), kind), t as u32);
                     let r = reference(&x, &w, m.rows, k);
                     let (mut want_q, mut want_k, mut want_v) = (q0.clone(), k0.clone(), v0.clone());
@@ -567,12 +613,64 @@ mod tests {
                 assert!(max_err(&read_buffer_f32(&ctx, &yb, 0, t * n).unwrap(), &want) < TOL, "{kind:?} t={t} one output");
                 // Queries, keys and values (16 + 12 + 12 rows), cache rows 2..2+t.
                 let (q, kc, vc) = (zeroed_buffer(&ctx, "q", (t * 16 * 4) as u64), zeroed_buffer(&ctx, "k", ((2 + t) * 12 * 4) as u64), zeroed_buffer(&ctx, "v", ((2 + t) * 12 * 4) as u64));
-                let out = QkvOut { q: &q, q_rows: 16, k_cache: &kc, v_cache: &vc, kv_rows: 12 };
+                let out = QkvOut { q: &q, q_rows: 16, k_cache: &kc, v_cache: &vc, kv_rows: 12, rope: None };
                 run_linear(&ctx, &LinearCall::fused(&ctx, &m, &step, &xb, Output::Qkv(&out), norm, kind), t as u32);
                 let rows = |lo: usize, hi: usize| -> Vec<f32> { (0..t).flat_map(|ti| want_all[ti * n + lo..ti * n + hi].to_vec()).collect() };
                 assert!(max_err(&read_buffer_f32(&ctx, &q, 0, t * 16).unwrap(), &rows(0, 16)) < TOL, "{kind:?} t={t} queries");
                 assert!(max_err(&read_buffer_f32(&ctx, &kc, 2 * 12, t * 12).unwrap(), &rows(16, 28)) < TOL, "{kind:?} t={t} keys");
                 assert!(max_err(&read_buffer_f32(&ctx, &vc, 2 * 12, t * 12).unwrap(), &rows(28, 40)) < TOL, "{kind:?} t={t} values");
+            }
+        }
+    }
+
+    /// RoPE fused into the q/k/v matvec's store equals the projection then
+    /// rope.wgsl's rotation, for f16 and 4-bit weights, full and partial
+    /// rotary widths, and a last block of rows with padding. It fuses only on
+    /// the CPU-style kernels over 8-wide subgroups; elsewhere the call says
+    /// so and leaves the rotation to the caller.
+    #[test]
+    fn fused_rope_qkv_equals_projection_then_rope() {
+        use super::super::rope::{self, RopeShape, RopeStyle};
+        let (k, head_dim, q_heads, kv_heads, pos0, eps) = (96usize, 8usize, 3usize, 2usize, 5usize, 1e-5f32);
+        let (q_rows, kv_rows) = (q_heads * head_dim, kv_heads * head_dim);
+        let n = q_rows + 2 * kv_rows;
+        let gain: Vec<f32> = random(k, 72).iter().map(|v| 1.0 + 0.5 * v).collect();
+        for ctx in both_input_paths() {
+            let gb = storage_buffer(&ctx, "gain", &gain);
+            for (weights, packed) in [(crate::testing::round_f16(&random(n * k, 70)), false), (q4_1_weights(n * k, 71), true)] {
+                for kind in [KernelFamily::Cooperative, KernelFamily::RowPerInvocation] {
+                    let m = Matrix::upload(&ctx, "w", &weights, n, k, kind.is_cpu_style(&ctx));
+                    assert_eq!(m.packed.is_some(), packed && kind.is_cpu_style(&ctx));
+                    for rot_dim in [head_dim, head_dim / 2] {
+                        let tab = rope::table(10000.0, rot_dim, 64);
+                        let table = storage_buffer(&ctx, "table", &tab);
+                        for t in [1usize, 3] {
+                            let x: Vec<f32> = random(t * k, 73).iter().map(|v| 3.0 * v).collect();
+                            let step = uniform_buffer(&ctx, "step", &Step::new(t, pos0));
+                            let (xb, q) = (storage_buffer(&ctx, "x", &x), zeroed_buffer(&ctx, "q", (t * q_rows * 4) as u64));
+                            let (kc, vc) = (zeroed_buffer(&ctx, "k", ((pos0 + t) * kv_rows * 4) as u64), zeroed_buffer(&ctx, "v", ((pos0 + t) * kv_rows * 4) as u64));
+                            let rope_spec = FusedRope { table: &table, head_dim, rot_dim };
+                            let out = QkvOut { q: &q, q_rows, k_cache: &kc, v_cache: &vc, kv_rows, rope: Some(rope_spec) };
+                            let call = LinearCall::fused(&ctx, &m, &step, &xb, Output::Qkv(&out), FusedInput::Norm { weight: &gb, eps }, kind);
+                            assert_eq!(call.rotates(), kind.is_cpu_style(&ctx) && ctx.has_subgroups_of_8(), "{kind:?}");
+                            run_linear(&ctx, &call, t as u32);
+                            // The cooperative kernels read f16 weights.
+                            let w_read = if m.packed.is_some() { weights.clone() } else { crate::testing::round_f16(&weights) };
+                            let all = reference(&super::super::rmsnorm::reference(&x, &gain, eps), &w_read, n, k);
+                            let rows = |lo: usize, hi: usize| -> Vec<f32> { (0..t).flat_map(|ti| all[ti * n + lo..ti * n + hi].to_vec()).collect() };
+                            let (mut want_q, mut want_k, want_v) = (rows(0, q_rows), rows(q_rows, q_rows + kv_rows), rows(q_rows + kv_rows, n));
+                            if call.rotates() {
+                                let shape = RopeShape { n_heads: q_heads, head_dim, rot_dim, style: RopeStyle::Interleaved };
+                                rope::reference(&mut want_q, &shape, pos0, &tab);
+                                rope::reference(&mut want_k, &RopeShape { n_heads: kv_heads, ..shape }, pos0, &tab);
+                            }
+                            let what = format!("{kind:?} packed={packed} rot_dim={rot_dim} t={t}");
+                            assert!(max_err(&read_buffer_f32(&ctx, &q, 0, t * q_rows).unwrap(), &want_q) < TOL, "{what}: queries");
+                            assert!(max_err(&read_buffer_f32(&ctx, &kc, pos0 * kv_rows, t * kv_rows).unwrap(), &want_k) < TOL, "{what}: keys");
+                            assert!(max_err(&read_buffer_f32(&ctx, &vc, pos0 * kv_rows, t * kv_rows).unwrap(), &want_v) < TOL, "{what}: values");
+                        }
+                    }
+                }
             }
         }
     }

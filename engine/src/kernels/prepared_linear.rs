@@ -71,6 +71,12 @@ impl PreparedLinear {
         }
     }
 
+    /// Whether a forward over `n` tokens leaves queries and keys rotated
+    /// (the fused call runs and took a RoPE along, `LinearCall::rotates`).
+    pub fn rotates(&self, n: u32) -> bool {
+        matches!(&self.fused, Some(f) if n <= MATVEC_MAX_TOKENS && f.rotates())
+    }
+
     /// The step and the layer over `n` tokens, fused when built and `n` is
     /// small enough for the matvec.
     pub fn plan<'a>(&'a self, label: &'static str, n: u32, out: &mut Vec<Dispatch<'a>>) {

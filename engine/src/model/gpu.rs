@@ -5,7 +5,7 @@
 use super::{Config, Weights};
 use crate::error::{Result, SiftError};
 use crate::gpu::{read_buffer_f32, storage_buffer, uniform_buffer, zeroed_buffer, GpuContext};
-use crate::kernels::linear::{LinearCall, LinearOptions, Matrix, Output, QkvOut};
+use crate::kernels::linear::{FusedRope, LinearCall, LinearOptions, Matrix, Output, QkvOut};
 use crate::kernels::prepared_linear::{NormSpec, PreparedLinear, SwiGluSpec};
 use crate::kernels::{attention, embedding, linear, rmsnorm, rope, Call, Dispatch, KernelFamily, Step};
 use crate::roofline::Footprint;
@@ -26,7 +26,8 @@ pub(crate) struct LayerCalls {
     /// The attention norm, then queries to `q` and keys and values to the KV
     /// cache in one projection.
     pub qkv: PreparedLinear,
-    /// RoPE on the queries and the new cache rows of keys.
+    /// RoPE on the queries and the new cache rows of keys, where `qkv` does
+    /// not rotate them itself.
     pub rope: Call,
     pub attention: attention::AttentionCall,
     pub o: LinearCall,
@@ -51,6 +52,12 @@ pub(crate) struct LayerIo<'a> {
     pub v_cache: &'a wgpu::Buffer,
 }
 
+/// The RoPE a q/k/v projection may apply as it stores (interleaved pairs
+/// only; `kernels::linear::FusedRope`).
+pub(crate) fn fused_rope<'a>(c: &Config, table: &'a wgpu::Buffer) -> Option<FusedRope<'a>> {
+    (c.rope_style == rope::RopeStyle::Interleaved).then_some(FusedRope { table, head_dim: c.head_dim, rot_dim: c.rot_dim })
+}
+
 impl LayerCalls {
     /// Keys and values go to the layer's KV cache rows pos0 .. pos0 + n.
     /// `fuse`: decode runs each norm and SwiGLU inside the projection after
@@ -63,7 +70,7 @@ impl LayerCalls {
         let keys = rope::Keys { buffer: io.k_cache, n_heads: c.n_kv_heads, rows_from_pos: true };
         let att_shape = attention::AttentionShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim };
         let norm = |weight| NormSpec { dim: c.dim, x: io.x, xn: io.xn, weight, eps: c.rms_eps };
-        let qkv_out = QkvOut { q: io.q, q_rows: c.q_dim(), k_cache: io.k_cache, v_cache: io.v_cache, kv_rows: c.kv_dim() };
+        let qkv_out = QkvOut { q: io.q, q_rows: c.q_dim(), k_cache: io.k_cache, v_cache: io.v_cache, kv_rows: c.kv_dim(), rope: fused_rope(c, rope_table) };
         let swiglu = SwiGluSpec { width: c.ffn_dim, gate_up: io.gate_up, h: io.neurons };
         LayerCalls {
             qkv: PreparedLinear::norm(ctx, &norm(&p.attn_norm), &p.w_qkv, step, Output::Qkv(&qkv_out), family, fuse),
@@ -82,9 +89,12 @@ impl LayerCalls {
         self.plan_after_qkv(n, pos0, out);
     }
 
-    /// RoPE and attention: `plan_attention` after the projections.
+    /// RoPE (unless the projection rotated) and attention: `plan_attention`
+    /// after the projections.
     pub fn plan_after_qkv<'a>(&'a self, n: u32, pos0: usize, out: &mut Vec<Dispatch<'a>>) {
-        self.rope.plan("rope", n, out);
+        if !self.qkv.rotates(n) {
+            self.rope.plan("rope", n, out);
+        }
         self.attention.plan("attention", n, pos0, out);
     }
 

@@ -269,7 +269,7 @@ impl GpuModel {
                 let heads = s.heads.as_ref().map(|h| {
                     let (cache, compact, kv_heads) = (&layer_params[l], &h.compact[l], &h.kv_heads[l]);
                     let plain = LinearOptions::default();
-                    let qkv_out = QkvOut { q: &q, q_rows: compact.width, k_cache: &cache.k_cache, v_cache: &cache.v_cache, kv_rows: c.kv_dim() };
+                    let qkv_out = QkvOut { q: &q, q_rows: compact.width, k_cache: &cache.k_cache, v_cache: &cache.v_cache, kv_rows: c.kv_dim(), rope: super::gpu::fused_rope(&c, rope_table) };
                     let rope_shape = rope::RopeShape { n_heads: kv_heads.len(), head_dim: c.head_dim, rot_dim: c.rot_dim, style: c.rope_style };
                     let keys = rope::Keys { buffer: &cache.k_cache, n_heads: c.n_kv_heads, rows_from_pos: true };
                     let shape = AttentionShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim };
@@ -509,7 +509,9 @@ impl SparseLayer {
     pub fn plan_attention<'a>(&'a self, pos0: usize, out: &mut Vec<Dispatch<'a>>) -> bool {
         let Some(h) = &self.heads else { return false };
         h.qkv.plan("sparse_qkv", 1, out);
-        h.rope.plan("rope", 1, out);
+        if !h.qkv.rotates(1) {
+            h.rope.plan("rope", 1, out);
+        }
         h.attention.plan("attention", 1, pos0, out);
         h.o.plan("sparse_o", 1, out);
         true
