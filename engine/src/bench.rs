@@ -242,23 +242,36 @@ pub fn print_roofline(roofline: &Roofline, rows: &[FloorRow]) {
     }
 }
 
+/// The rows of [`print_profile`]: every kernel role of either profile,
+/// largest decode time first, with its decode and prefill seconds (None where
+/// it does not run: RoPE is fused into decode's q/k/v on some adapters).
+pub fn profile_rows<'a>(decode: &[(&'a str, f64)], prefill: &[(&'a str, f64)]) -> Vec<(&'a str, Option<f64>, Option<f64>)> {
+    let find = |p: &[(&str, f64)], name: &str| p.iter().find(|(n, _)| *n == name).map(|(_, s)| *s);
+    let mut names: Vec<&str> = decode.iter().map(|(n, _)| *n).collect();
+    names.extend(prefill.iter().map(|(n, _)| *n).filter(|n| find(decode, n).is_none()));
+    let mut rows: Vec<_> = names.into_iter().map(|n| (n, find(decode, n), find(prefill, n))).collect();
+    rows.sort_by(|a, b| b.1.unwrap_or(0.0).total_cmp(&a.1.unwrap_or(0.0)));
+    rows
+}
+
 /// A table of GPU time per kernel role, largest decode share first, with
 /// the prefill's times (and its token count) beside when given.
 pub fn print_profile(decode: &[(&str, f64)], prefill: Option<(&[(&str, f64)], usize)>) {
     let total = |p: &[(&str, f64)]| p.iter().map(|(_, s)| s).sum::<f64>();
     let dt = total(decode);
-    let mut rows: Vec<_> = decode.to_vec();
-    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let cell = |secs: Option<f64>, total: f64| match secs {
+        Some(s) => format!("{:>14.2} {:>6.1}%", s * 1e3, 100.0 * s / total),
+        None => format!("{:>14} {:>7}", "-", ""),
+    };
     println!("\nGPU time per kernel (timestamp queries)");
     match prefill {
         Some((_, batch)) => println!("{:<12} {:>14} {:>7} {:>22} {:>7}", "kernel", "decode step ms", "share", format!("prefill {batch} tok ms"), "share"),
         None => println!("{:<12} {:>14} {:>7}", "kernel", "decode step ms", "share"),
     }
-    for (name, secs) in rows {
-        print!("{:<12} {:>14.2} {:>6.1}%", name, secs * 1e3, 100.0 * secs / dt);
-        if let Some((p, _)) = prefill {
-            let ms = p.iter().find(|(n, _)| *n == name).map_or(0.0, |(_, s)| *s);
-            print!(" {:>22.1} {:>6.1}%", ms * 1e3, 100.0 * ms / total(p));
+    for (name, d, p) in profile_rows(decode, prefill.map_or(&[], |(p, _)| p)) {
+        print!("{:<12} {}", name, cell(d, dt));
+        if let Some((all, _)) = prefill {
+            print!(" {:>8}{}", "", cell(p, total(all)));
         }
         println!();
     }
@@ -271,3 +284,19 @@ pub fn print_profile(decode: &[(&str, f64)], prefill: Option<(&[(&str, f64)], us
 
 /// The activation ratios the benchmarks sweep.
 pub const SWEEP_RATIOS: [f64; 5] = [1.0, 0.5, 0.3, 0.2, 0.1];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A role that runs in prefill only (RoPE, fused into decode's q/k/v)
+    /// still gets its row; rows go by decode time, largest first.
+    #[test]
+    fn profile_rows_cover_both_profiles() {
+        let decode = [("qkv", 2.0), ("gate_up", 7.0)];
+        let prefill = [("qkv", 20.0), ("rope", 1.0), ("gate_up", 70.0)];
+        let rows = profile_rows(&decode, &prefill);
+        assert_eq!(rows, vec![("gate_up", Some(7.0), Some(70.0)), ("qkv", Some(2.0), Some(20.0)), ("rope", None, Some(1.0))]);
+        assert_eq!(profile_rows(&decode, &[]), vec![("gate_up", Some(7.0), None), ("qkv", Some(2.0), None)]);
+    }
+}

@@ -7,12 +7,10 @@ use sift_engine::kernels::KernelFamily;
 use sift_engine::loader::quant::GgmlType;
 use sift_engine::model::{self, CpuModel, GpuModel, Logits};
 use sift_engine::testing::{gguf_bytes, gpu, random_weights, tiny_config, write_hf_dir};
-use std::path::PathBuf;
 
-fn temp(name: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("sift-tiny-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    p
+/// A directory for a test's model files, removed when dropped.
+fn scratch_dir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("sift-tiny-").tempdir().unwrap()
 }
 
 /// Largest |gpu - cpu| relative to the logits' spread.
@@ -56,7 +54,8 @@ fn check_family(path: &std::path::Path, family: KernelFamily) {
 #[test]
 fn hf_safetensors_model_matches_cpu_reference() {
     let c = tiny_config(RopeStyle::Neox);
-    let dir = temp("hf");
+    let scratch = scratch_dir();
+    let dir = scratch.path().join("hf");
     write_hf_dir(&dir, &c, &random_weights(&c, 1, false)).unwrap();
     check(&dir);
 }
@@ -64,8 +63,9 @@ fn hf_safetensors_model_matches_cpu_reference() {
 #[test]
 fn gguf_q8_0_and_q4_1_models_match_cpu_reference() {
     let c = tiny_config(RopeStyle::Interleaved);
+    let scratch = scratch_dir();
     for (ty, tied) in [(GgmlType::Q8_0, true), (GgmlType::Q4_1, false)] {
-        let path = temp(&format!("{ty:?}.gguf"));
+        let path = scratch.path().join(format!("{ty:?}.gguf"));
         std::fs::write(&path, gguf_bytes(&c, &random_weights(&c, 2, tied), ty)).unwrap();
         check(&path);
     }

@@ -4,22 +4,28 @@
 use sift_engine::kernels::rope::RopeStyle;
 use sift_engine::loader::quant::GgmlType;
 use sift_engine::testing::{gguf_bytes, random_weights, tiny_config};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use tempfile::{TempDir, TempPath};
 
 fn sift(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sift")).args(args).env("XDG_RUNTIME_DIR", std::env::temp_dir()).output().unwrap()
 }
 
-/// A fresh file per call: tests run in parallel, and rewriting a file another
-/// test's `sift` has memory-mapped would kill that process (SIGBUS).
-fn tiny_model() -> PathBuf {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path = std::env::temp_dir().join(format!("sift-cli-{}-{n}.gguf", std::process::id()));
+/// A fresh file per call, deleted when dropped: tests run in parallel, and
+/// rewriting a file another test's `sift` has memory-mapped would kill that
+/// process (SIGBUS).
+fn tiny_model() -> TempPath {
     let c = tiny_config(RopeStyle::Interleaved);
-    std::fs::write(&path, gguf_bytes(&c, &random_weights(&c, 7, true), GgmlType::Q8_0)).unwrap();
-    path
+    let mut file = tempfile::Builder::new().prefix("sift-cli-").suffix(".gguf").tempfile().unwrap();
+    file.write_all(&gguf_bytes(&c, &random_weights(&c, 7, true), GgmlType::Q8_0)).unwrap();
+    file.into_temp_path()
+}
+
+/// A directory of its own for a test's files, removed when dropped.
+fn scratch_dir() -> TempDir {
+    tempfile::Builder::new().prefix("sift-cli-").tempdir().unwrap()
 }
 
 fn text(o: &Output) -> String {
@@ -48,7 +54,8 @@ fn generate_streams_and_reports_speed() {
 #[test]
 fn perplexity_json_on_a_text_file() {
     let model = tiny_model();
-    let file = std::env::temp_dir().join(format!("sift-cli-{}.txt", std::process::id()));
+    let scratch = scratch_dir();
+    let file = scratch.path().join("text.txt");
     std::fs::write(&file, "the quick brown fox jumps over the lazy dog ".repeat(20)).unwrap();
     let o = sift(&["perplexity", file.to_str().unwrap(), "-m", model.to_str().unwrap(), "--ctx", "64", "--max-windows", "2", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -79,7 +86,8 @@ fn bad_input_is_a_clear_error_not_a_panic() {
     let long = "a ".repeat(300);
     let o = sift(&["generate", &long, "-m", m, "--ctx", "64"]);
     assert!(text(&o).contains("do not fit the context"), "{}", text(&o));
-    let empty = std::env::temp_dir().join(format!("sift-empty-{}.txt", std::process::id()));
+    let scratch = scratch_dir();
+    let empty = scratch.path().join("empty.txt");
     std::fs::write(&empty, "").unwrap();
     let o = sift(&["perplexity", empty.to_str().unwrap(), "-m", m]);
     assert!(text(&o).contains("empty"), "{}", text(&o));
@@ -89,8 +97,8 @@ fn bad_input_is_a_clear_error_not_a_panic() {
 fn attribute_prints_a_summary_and_writes_scores() {
     let model = tiny_model();
     let m = model.to_str().unwrap();
-    let dir = std::env::temp_dir().join(format!("sift-attr-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = scratch_dir();
+    let dir = scratch.path();
     let json_out = dir.join("scores.json");
     let o = sift(&["attribute", "hello world", "-m", m, "--metric", "corrected-gxo,magnitude,ig", "--ig-steps", "2", "--out", json_out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
@@ -114,7 +122,6 @@ fn attribute_prints_a_summary_and_writes_scores() {
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     assert_eq!(st.tensor("neurons.gxo").unwrap().shape(), &[3, 96]);
     assert_eq!(st.tensor("heads.gxo").unwrap().shape(), &[3, 4]);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -163,8 +170,8 @@ fn generate_with_prompt_sparsity_and_bad_ratios() {
 fn generate_with_mask_and_threshold_files() {
     let model = tiny_model();
     let m = model.to_str().unwrap();
-    let dir = std::env::temp_dir().join(format!("sift-cli-masks-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = scratch_dir();
+    let dir = scratch.path();
     let mask = dir.join("mask.json");
     let mask_s = mask.to_str().unwrap();
     let stdout = |o: &Output| String::from_utf8_lossy(&o.stdout).to_string();
@@ -211,15 +218,14 @@ fn generate_with_mask_and_threshold_files() {
     fail(&["generate", "hi", "-m", m, "--sparsity", "file", "--mask", mask_s], "neuron 4000 in layer 2 is out of range");
     std::fs::write(&mask, "not json").unwrap();
     fail(&["generate", "hi", "-m", m, "--sparsity", "file", "--mask", mask_s], "mask.json: not valid JSON");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn calibrate_writes_thresholds_that_generate_and_perplexity_use() {
     let model = tiny_model();
     let m = model.to_str().unwrap();
-    let dir = std::env::temp_dir().join(format!("sift-cli-calibrate-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = scratch_dir();
+    let dir = scratch.path();
     let corpus = dir.join("text.txt");
     std::fs::write(&corpus, "The quick brown fox jumps over the lazy dog. ".repeat(8)).unwrap();
     let (t, out) = (corpus.to_str().unwrap(), dir.join("th.json"));
@@ -256,7 +262,6 @@ fn calibrate_writes_thresholds_that_generate_and_perplexity_use() {
     std::fs::write(&empty, "  \n").unwrap();
     fail(&["calibrate", empty.to_str().unwrap(), "-m", m], "empty.txt: the file is empty");
     fail(&["calibrate", t, "-m", m, "--ctx", "128", "--windows", "4"], "fewer than the");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn tiny_truthfulqa(dir: &std::path::Path) -> PathBuf {
@@ -275,8 +280,8 @@ fn tiny_truthfulqa(dir: &std::path::Path) -> PathBuf {
 fn eval_tasks_score_sparse_against_dense() {
     let model = tiny_model();
     let m = model.to_str().unwrap();
-    let dir = std::env::temp_dir().join(format!("sift-cli-eval-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = scratch_dir();
+    let dir = scratch.path();
     let tqa = tiny_truthfulqa(&dir);
     let d = tqa.to_str().unwrap();
     let json = |o: &Output| -> serde_json::Value {
@@ -317,15 +322,14 @@ fn eval_tasks_score_sparse_against_dense() {
     let bad = dir.join("bad.csv");
     std::fs::write(&bad, "Type,Category,Question,Best Answer,Correct Answers,Incorrect Answers,Source\nA,B,Q?,,x,y,s\n").unwrap();
     fail(&["eval", "truthfulqa-mc", "-m", m, "--data", bad.to_str().unwrap()], "bad.csv: line 2: missing field 'Best Answer'");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn sweep_is_resumable_and_writes_csv_json_and_chart() {
     let model = tiny_model();
     let m = model.to_str().unwrap();
-    let dir = std::env::temp_dir().join(format!("sift-cli-sweep-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = scratch_dir();
+    let dir = scratch.path();
     let tqa = tiny_truthfulqa(&dir);
     let out = dir.join("out");
     let args = ["sweep", "-m", m, "--data", tqa.to_str().unwrap(), "--metrics", "gxo,magnitude", "--ars", "0.5,1", "--modes", "prompt", "--limit", "2", "--tokens", "4", "--out", out.to_str().unwrap()];
@@ -374,7 +378,6 @@ fn sweep_is_resumable_and_writes_csv_json_and_chart() {
     let o = sift(&args);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("sweep.csv: line 6: 3 fields, expected 9"), "{}", text(&o));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `sift bench --json`: decode speed, the sparse sweep, and the roofline:

@@ -5,13 +5,15 @@
 use sift_engine::kernels::rope::RopeStyle;
 use sift_engine::loader::quant::GgmlType;
 use sift_engine::testing::{gguf_bytes, random_weights, tiny_config};
+use std::io::Write;
 use std::process::Command;
 
 #[test]
 fn bench_json_runs_headless_with_every_field() {
-    let path = std::env::temp_dir().join(format!("sift-studio-bench-{}.gguf", std::process::id()));
     let c = tiny_config(RopeStyle::Neox);
-    std::fs::write(&path, gguf_bytes(&c, &random_weights(&c, 22, true), GgmlType::Q8_0)).unwrap();
+    let mut file = tempfile::Builder::new().prefix("sift-studio-bench-").suffix(".gguf").tempfile().unwrap();
+    file.write_all(&gguf_bytes(&c, &random_weights(&c, 22, true), GgmlType::Q8_0)).unwrap();
+    let path = file.into_temp_path();
     let out = Command::new(env!("CARGO_BIN_EXE_sift-studio"))
         .args(["--bench", "--json", "--decode-tokens", "3", "-m", path.to_str().unwrap()])
         .env_remove("DISPLAY")

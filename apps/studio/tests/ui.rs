@@ -13,14 +13,16 @@ use sift_engine::model::sparse::PromptTarget;
 use sift_engine::testing::{gguf_bytes, random_weights, tiny_config};
 use sift_studio::app::StudioApp;
 use sift_studio::worker::{Mode, Worker};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-fn tiny_model(name: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("sift-studio-{}-{name}.gguf", std::process::id()));
+/// A model file, deleted when dropped (keep it until the app has loaded it).
+fn tiny_model() -> tempfile::TempPath {
     let c = tiny_config(RopeStyle::Neox);
-    std::fs::write(&path, gguf_bytes(&c, &random_weights(&c, 21, true), GgmlType::Q8_0)).unwrap();
-    path
+    let mut file = tempfile::Builder::new().prefix("sift-studio-").suffix(".gguf").tempfile().unwrap();
+    file.write_all(&gguf_bytes(&c, &random_weights(&c, 21, true), GgmlType::Q8_0)).unwrap();
+    file.into_temp_path()
 }
 
 fn studio(model: PathBuf) -> Harness<'static, StudioApp> {
@@ -46,7 +48,8 @@ use eframe::egui;
 
 #[test]
 fn slider_sets_the_ar_of_the_next_generation_and_masks_have_a_row_per_layer() {
-    let mut h = studio(tiny_model("slider"));
+    let model = tiny_model();
+    let mut h = studio(model.to_path_buf());
     wait(&mut h, "the model", |a| a.info.is_some());
     let layers = h.state().info.as_ref().unwrap().n_layers;
     assert_eq!(layers, 3);
@@ -88,7 +91,8 @@ fn slider_sets_the_ar_of_the_next_generation_and_masks_have_a_row_per_layer() {
 
 #[test]
 fn stop_stops_the_generation() {
-    let mut h = studio(tiny_model("stop"));
+    let model = tiny_model();
+    let mut h = studio(model.to_path_buf());
     wait(&mut h, "the model", |a| a.info.is_some());
     h.state_mut().controls.max_tokens = 200;
     h.state_mut().controls.mode = Mode::Oracle;
@@ -104,7 +108,8 @@ fn stop_stops_the_generation() {
 
 #[test]
 fn a_bad_model_file_shows_its_error_in_the_window() {
-    let bad = std::env::temp_dir().join(format!("sift-studio-{}-bad.gguf", std::process::id()));
+    let scratch = tempfile::Builder::new().prefix("sift-studio-").tempdir().unwrap();
+    let bad = scratch.path().join("bad.gguf");
     std::fs::write(&bad, b"GGUF\x03\x00\x00\x00 truncated").unwrap();
     let mut h = studio(bad.clone());
     wait(&mut h, "the error", |a| a.error.is_some());
@@ -113,7 +118,8 @@ fn a_bad_model_file_shows_its_error_in_the_window() {
     assert!(h.state().error.as_ref().unwrap().contains("bad.gguf"), "{:?}", h.state().error);
     assert!(h.state().info.is_none());
     // The window still works: a good model loads after.
-    h.state_mut().model_path = tiny_model("after").display().to_string();
+    let good = tiny_model();
+    h.state_mut().model_path = good.display().to_string();
     h.get_by_label("Load").click();
     h.step();
     wait(&mut h, "the good model", |a| a.info.is_some());
