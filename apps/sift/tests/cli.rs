@@ -282,7 +282,7 @@ fn eval_tasks_score_sparse_against_dense() {
     let m = model.to_str().unwrap();
     let scratch = scratch_dir();
     let dir = scratch.path();
-    let tqa = tiny_truthfulqa(&dir);
+    let tqa = tiny_truthfulqa(dir);
     let d = tqa.to_str().unwrap();
     let json = |o: &Output| -> serde_json::Value {
         assert!(o.status.success(), "{}", text(o));
@@ -330,7 +330,7 @@ fn sweep_is_resumable_and_writes_csv_json_and_chart() {
     let m = model.to_str().unwrap();
     let scratch = scratch_dir();
     let dir = scratch.path();
-    let tqa = tiny_truthfulqa(&dir);
+    let tqa = tiny_truthfulqa(dir);
     let out = dir.join("out");
     let args = ["sweep", "-m", m, "--data", tqa.to_str().unwrap(), "--metrics", "gxo,magnitude", "--ars", "0.5,1", "--modes", "prompt", "--limit", "2", "--tokens", "4", "--out", out.to_str().unwrap()];
     let first = sift(&args);

@@ -597,28 +597,28 @@ mod tests {
         let (k, n, eps) = (104usize, 40usize, 1e-5f32);
         let w = crate::testing::round_f16(&random(n * k, 41));
         let gain: Vec<f32> = random(k, 42).iter().map(|v| 1.0 + 0.5 * v).collect();
-        let gb = storage_buffer(&ctx, "gain", &gain);
+        let gb = storage_buffer(ctx, "gain", &gain);
         let norm = FusedInput::Norm { weight: &gb, eps };
         for kind in [KernelFamily::Cooperative, KernelFamily::RowPerInvocation] {
-            let m = Matrix::upload_with_limit(&ctx, "w", &w, n, k, kind.is_cpu_style(&ctx), 24 * k as u64 * 2);
+            let m = Matrix::upload_with_limit(ctx, "w", &w, n, k, kind.is_cpu_style(ctx), 24 * k as u64 * 2);
             for t in [1usize, 3] {
                 let x: Vec<f32> = random(t * k, 43).iter().map(|v| 3.0 * v).collect();
                 let want_all = reference(&super::super::rmsnorm::reference(&x, &gain, eps), &w, n, k);
-                let (xb, step) = (storage_buffer(&ctx, "x", &x), uniform_buffer(&ctx, "step", &Step::new(t, 2)));
+                let (xb, step) = (storage_buffer(ctx, "x", &x), uniform_buffer(ctx, "step", &Step::new(t, 2)));
                 // One output, accumulating.
                 let y0 = random(t * n, 44);
-                let yb = storage_buffer(&ctx, "y", &y0);
-                run_linear(&ctx, &LinearCall::fused(&ctx, &m, &step, &xb, Output::One(&yb, LinearOptions { accumulate: true, ..Default::default() }), norm, kind), t as u32);
+                let yb = storage_buffer(ctx, "y", &y0);
+                run_linear(ctx, &LinearCall::fused(ctx, &m, &step, &xb, Output::One(&yb, LinearOptions { accumulate: true, ..Default::default() }), norm, kind), t as u32);
                 let want: Vec<f32> = want_all.iter().zip(&y0).map(|(a, b)| a + b).collect();
-                assert!(max_err(&read_buffer_f32(&ctx, &yb, 0, t * n).unwrap(), &want) < TOL, "{kind:?} t={t} one output");
+                assert!(max_err(&read_buffer_f32(ctx, &yb, 0, t * n).unwrap(), &want) < TOL, "{kind:?} t={t} one output");
                 // Queries, keys and values (16 + 12 + 12 rows), cache rows 2..2+t.
-                let (q, kc, vc) = (zeroed_buffer(&ctx, "q", (t * 16 * 4) as u64), zeroed_buffer(&ctx, "k", ((2 + t) * 12 * 4) as u64), zeroed_buffer(&ctx, "v", ((2 + t) * 12 * 4) as u64));
+                let (q, kc, vc) = (zeroed_buffer(ctx, "q", (t * 16 * 4) as u64), zeroed_buffer(ctx, "k", ((2 + t) * 12 * 4) as u64), zeroed_buffer(ctx, "v", ((2 + t) * 12 * 4) as u64));
                 let out = QkvOut { q: &q, q_rows: 16, k_cache: &kc, v_cache: &vc, kv_rows: 12, rope: None };
-                run_linear(&ctx, &LinearCall::fused(&ctx, &m, &step, &xb, Output::Qkv(&out), norm, kind), t as u32);
+                run_linear(ctx, &LinearCall::fused(ctx, &m, &step, &xb, Output::Qkv(&out), norm, kind), t as u32);
                 let rows = |lo: usize, hi: usize| -> Vec<f32> { (0..t).flat_map(|ti| want_all[ti * n + lo..ti * n + hi].to_vec()).collect() };
-                assert!(max_err(&read_buffer_f32(&ctx, &q, 0, t * 16).unwrap(), &rows(0, 16)) < TOL, "{kind:?} t={t} queries");
-                assert!(max_err(&read_buffer_f32(&ctx, &kc, 2 * 12, t * 12).unwrap(), &rows(16, 28)) < TOL, "{kind:?} t={t} keys");
-                assert!(max_err(&read_buffer_f32(&ctx, &vc, 2 * 12, t * 12).unwrap(), &rows(28, 40)) < TOL, "{kind:?} t={t} values");
+                assert!(max_err(&read_buffer_f32(ctx, &q, 0, t * 16).unwrap(), &rows(0, 16)) < TOL, "{kind:?} t={t} queries");
+                assert!(max_err(&read_buffer_f32(ctx, &kc, 2 * 12, t * 12).unwrap(), &rows(16, 28)) < TOL, "{kind:?} t={t} keys");
+                assert!(max_err(&read_buffer_f32(ctx, &vc, 2 * 12, t * 12).unwrap(), &rows(28, 40)) < TOL, "{kind:?} t={t} values");
             }
         }
     }
@@ -688,7 +688,7 @@ mod tests {
         let (k, n) = (72usize, 130usize);
         let w = crate::testing::round_f16(&random(n * k, 51));
         for kind in [KernelFamily::Cooperative, KernelFamily::RowPerInvocation] {
-            let m = Matrix::upload_with_limit(&ctx, "w", &w, n, k, kind.is_cpu_style(&ctx), 64 * k as u64 * 2);
+            let m = Matrix::upload_with_limit(ctx, "w", &w, n, k, kind.is_cpu_style(ctx), 64 * k as u64 * 2);
             assert!(m.chunks.len() > 1, "the test needs a split matrix");
             for t in [1usize, 4] {
                 // Gates over the range where SiLU bends; rows of [gate | up].
@@ -696,10 +696,10 @@ mod tests {
                 let h: Vec<f32> = gate_up.chunks(2 * k).flat_map(|row| super::super::swiglu::reference(&row[..k], &row[k..])).collect();
                 let y0 = random(t * n, 53);
                 let want: Vec<f32> = reference(&h, &w, n, k).iter().zip(&y0).map(|(a, b)| a + b).collect();
-                let (xb, yb, step) = (storage_buffer(&ctx, "gate_up", &gate_up), storage_buffer(&ctx, "y", &y0), uniform_buffer(&ctx, "step", &Step::new(t, 0)));
+                let (xb, yb, step) = (storage_buffer(ctx, "gate_up", &gate_up), storage_buffer(ctx, "y", &y0), uniform_buffer(ctx, "step", &Step::new(t, 0)));
                 let opts = LinearOptions { accumulate: true, ..Default::default() };
-                run_linear(&ctx, &LinearCall::fused(&ctx, &m, &step, &xb, Output::One(&yb, opts), FusedInput::SwiGlu, kind), t as u32);
-                let err = max_err(&read_buffer_f32(&ctx, &yb, 0, t * n).unwrap(), &want);
+                run_linear(ctx, &LinearCall::fused(ctx, &m, &step, &xb, Output::One(&yb, opts), FusedInput::SwiGlu, kind), t as u32);
+                let err = max_err(&read_buffer_f32(ctx, &yb, 0, t * n).unwrap(), &want);
                 assert!(err < TOL, "{kind:?} t={t}: {err}");
             }
         }
@@ -722,17 +722,17 @@ mod tests {
         let kind = KernelFamily::RowPerInvocation;
         let (k, n) = (96usize, 100usize);
         let gain: Vec<f32> = random(k, 62).iter().map(|v| 1.0 + 0.5 * v).collect();
-        let gb = storage_buffer(&ctx, "gain", &gain);
+        let gb = storage_buffer(ctx, "gain", &gain);
         let opts = LinearOptions { accumulate: true, ..Default::default() };
         for (format, weights) in [(Format::Q4, q4_1_weights(n * k, 61)), (Format::Q8, q8_0_weights(n * k, 65))] {
-            let m = Matrix::upload(&ctx, "w", &weights, n, k, true);
+            let m = Matrix::upload(ctx, "w", &weights, n, k, true);
             assert_eq!(m.packed.as_ref().map(|p| p.format), Some(format));
             for t in [1usize, 3, 9, 20] {
                 // Q8 has no matmul: many tokens read the f16 weights.
                 let w = if format == Format::Q8 && t as u32 > MATVEC_MAX_TOKENS { crate::testing::round_f16(&weights) } else { weights.clone() };
-                let step = uniform_buffer(&ctx, "step", &Step::new(t, 0));
+                let step = uniform_buffer(ctx, "step", &Step::new(t, 0));
                 let x: Vec<f32> = random(t * 2 * k, 63).iter().map(|v| 3.0 * v).collect();
-                let xb = storage_buffer(&ctx, "x", &x);
+                let xb = storage_buffer(ctx, "x", &x);
                 // Stored and normed inputs read [t, k]; SwiGLU reads [t, gate | up].
                 let stored = x[..t * k].to_vec();
                 let normed = super::super::rmsnorm::reference(&stored, &gain, 1e-5);
@@ -741,14 +741,14 @@ mod tests {
                 // Fused inputs are for the matvec only (a few tokens).
                 for (fused, input) in cases.into_iter().filter(|(f, _)| f.is_none() || t as u32 <= MATVEC_MAX_TOKENS) {
                     let y0 = random(t * n, 64);
-                    let yb = storage_buffer(&ctx, "y", &y0);
+                    let yb = storage_buffer(ctx, "y", &y0);
                     let call = match fused {
-                        None => LinearCall::with_family(&ctx, &m, &step, &xb, &yb, opts, kind),
-                        Some(f) => LinearCall::fused(&ctx, &m, &step, &xb, Output::One(&yb, opts), f, kind),
+                        None => LinearCall::with_family(ctx, &m, &step, &xb, &yb, opts, kind),
+                        Some(f) => LinearCall::fused(ctx, &m, &step, &xb, Output::One(&yb, opts), f, kind),
                     };
-                    run_linear(&ctx, &call, t as u32);
+                    run_linear(ctx, &call, t as u32);
                     let want: Vec<f32> = reference(&input, &w, n, k).iter().zip(&y0).map(|(a, b)| a + b).collect();
-                    let err = max_err(&read_buffer_f32(&ctx, &yb, 0, t * n).unwrap(), &want);
+                    let err = max_err(&read_buffer_f32(ctx, &yb, 0, t * n).unwrap(), &want);
                     assert!(err < TOL, "{format:?} t={t} fused={}: {err}", fused.is_some());
                 }
             }
