@@ -80,7 +80,8 @@ fn q8_block(v: &[f32]) -> Option<(f16, f16, Vec<u32>)> {
 /// The first format that reproduces a [rows, cols] matrix exactly (Q4,
 /// then Q8), and its packed layout (see `matvec_rows_q4.wgsl`): the quants,
 /// [block of 64 rows][r][k / 32][lane], 4 (Q4) or 8 (Q8) words each, then
-/// the scales, one word (d low, m high) per unit in the same order. Rows are
+/// the scales, one word (d low, m high) per unit, in the order of
+/// [`scale_index`]. Rows are
 /// padded with zeros. None when `cols` is not a multiple of 32 or neither
 /// format is exact.
 pub fn pack(data: &[f32], rows: usize, cols: usize) -> Option<(Format, Vec<u32>)> {
@@ -88,6 +89,20 @@ pub fn pack(data: &[f32], rows: usize, cols: usize) -> Option<(Format, Vec<u32>)
         return None;
     }
     [Format::Q4, Format::Q8].into_iter().find_map(|f| pack_as(f, data, rows, cols).map(|p| (f, p)))
+}
+
+/// Where a unit's scale word lies among the scales. Q4: in the quants'
+/// order. Q8 (read by the matvec only): [block][k / 32][lane][r], so that an
+/// invocation loads its 8 rows' scales of a block as two whole vec4s.
+pub fn scale_index(format: Format, unit: usize, k32: usize) -> usize {
+    match format {
+        Format::Q4 => unit,
+        Format::Q8 => {
+            let (block, within) = (unit / (INTERLEAVE_ROWS * k32), unit % (INTERLEAVE_ROWS * k32));
+            let (r, i, lane) = (within / (8 * k32), within / 8 % k32, within % 8);
+            block * INTERLEAVE_ROWS * k32 + (i * 8 + lane) * 8 + r
+        }
+    }
 }
 
 fn pack_as(format: Format, data: &[f32], rows: usize, cols: usize) -> Option<Vec<u32>> {
@@ -106,7 +121,7 @@ fn pack_as(format: Format, data: &[f32], rows: usize, cols: usize) -> Option<Vec
             };
             let unit = (block * INTERLEAVE_ROWS * k32) + (r * k32 + i) * 8 + lane;
             quants[unit * words..(unit + 1) * words].copy_from_slice(&q);
-            scales[unit] = d.to_bits() as u32 | (m.to_bits() as u32) << 16;
+            scales[scale_index(format, unit, k32)] = d.to_bits() as u32 | (m.to_bits() as u32) << 16;
         }
     }
     Some(out)
@@ -130,7 +145,7 @@ mod tests {
                     Format::Q4 => ((packed[unit * words + e / 8] >> (4 * (e % 8))) & 15) as f32,
                     Format::Q8 => ((packed[unit * words + e / 4] >> (8 * (e % 4))) as u8 as i8) as f32,
                 };
-                let s = packed[units * words + unit];
+                let s = packed[units * words + scale_index(format, unit, k32)];
                 let (d, m) = (f16::from_bits(s as u16).to_f32(), f16::from_bits((s >> 16) as u16).to_f32());
                 q * d + m
             })
