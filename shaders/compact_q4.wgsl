@@ -2,7 +2,7 @@
 // into the 4-bit copy of a compacted matrix (kernels::compact), so a fixed
 // mask's gate|up rows, query rows and W_o columns decode with the 4-bit
 // matvec too. One invocation per output row and block of 32 weights: 4 words
-// of quants and the word of scales.
+// of quants and the word of scales (stored in their own order, scale_of).
 // columns = 0, rows: in each of `halves` groups h (gate rows then up rows: 2;
 //   query rows, or key and value rows: 1), output row row0 + h * width + a is
 //   source row src_row0 + h * src_half + index[index_offset + a], or zeros for
@@ -29,6 +29,14 @@ struct Params {
 fn first_unit(row: u32, k32: u32) -> u32 {
     let rb = row % 64u;
     return (row / 64u) * 64u * k32 + (rb / 8u) * k32 * 8u + rb % 8u;
+}
+
+// Where a unit's scale word lies among the scales (kernels::packed::scale_index):
+// [block][k / 32][lane][r].
+fn scale_of(unit: u32, k32: u32) -> u32 {
+    let block = unit / (64u * k32);
+    let within = unit % (64u * k32);
+    return block * 64u * k32 + ((within / 8u % k32) * 8u + within % 8u) * 8u + within / (8u * k32);
 }
 
 // Units in a matrix of `rows` rows: where its scales start, in words / 4.
@@ -64,11 +72,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     var s = 0u;
     if (copy) {
         q = vec4<u32>(src[4u * su], src[4u * su + 1u], src[4u * su + 2u], src[4u * su + 3u]);
-        s = src[4u * units(p.src_rows, p.src_k32) + su];
+        s = src[4u * units(p.src_rows, p.src_k32) + scale_of(su, p.src_k32)];
     }
     out[4u * dst] = q.x;
     out[4u * dst + 1u] = q.y;
     out[4u * dst + 2u] = q.z;
     out[4u * dst + 3u] = q.w;
-    out[4u * units(p.out_rows, p.out_k32) + dst] = s;
+    out[4u * units(p.out_rows, p.out_k32) + scale_of(dst, p.out_k32)] = s;
 }

@@ -37,10 +37,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     for (var i = 0u; i < k32; i++) {
         var qs: array<vec4<u32>, ROWS>;
         var dm: array<vec2<f32>, ROWS>;
+        // The scales of rows r0 .. r0 + 3 of this lane: one vec4
+        // (kernels::packed::scale_index).
+        let ds = w[scales + ((block * k32 + i) * 8u + lane) * 2u + r0 / 4u];
         for (var r = 0u; r < ROWS; r++) {
             let unit = wbase + ((r0 + r) * k32 + i) * 8u + lane;
             qs[r] = w[unit];
-            dm[r] = unpack2x16float(w[scales + unit / 4u][unit % 4u]);
+            dm[r] = unpack2x16float(ds[r]);
         }
         // Eight weights (one word) per row at a time.
         for (var s = 0u; s < 4u; s++) {

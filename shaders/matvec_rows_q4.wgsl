@@ -8,8 +8,9 @@
 //
 // Layout, for blocks of 64 rows as in matvec_rows.wgsl: the quants,
 // [block][r][k / 32][lane] vec4<u32> (word j holds weights 8j .. 8j + 7, four
-// bits each from the low bits up), then the scales, [block][r][k / 32][lane]
-// u32 (d in the low half, m in the high half), four to a vec4. k must be a
+// bits each from the low bits up), then the scales, [block][k / 32][lane][r]
+// u32 (d in the low half, m in the high half), so that an invocation's 8 rows
+// of a block are two whole vec4s (kernels::packed::scale_index). k must be a
 // multiple of 32.
 
 // Params, Step, store_y, load_x, input and output_scale come from
@@ -57,10 +58,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             x_sum += dot(xs[j], vec4<f32>(1.0));
             xs[j] *= NIBBLE_SCALE[j & 1u];
         }
+        // This invocation's 8 rows' scales of the block, two whole vec4s.
+        let at = scales + ((block * k32 + i) * 8u + lane) * 2u;
+        let dms = array<vec4<u32>, 2>(w[at], w[at + 1u]);
         for (var r = 0u; r < ROWS; r++) {
-            let unit = wbase + (r * k32 + i) * 8u;
-            let q = w[unit + lane];
-            let dm = unpack2x16float(w[scales + unit / 4u + lane / 4u][lane % 4u]);
+            let q = w[wbase + (r * k32 + i) * 8u + lane];
+            let dm = unpack2x16float(dms[r / 4u][r % 4u]);
             let q_dot = dot_nibbles(q.x, xs[0], xs[1]) + dot_nibbles(q.y, xs[2], xs[3])
                       + dot_nibbles(q.z, xs[4], xs[5]) + dot_nibbles(q.w, xs[6], xs[7]);
             acc[r] += dm.x * q_dot + dm.y * x_sum;

@@ -91,18 +91,14 @@ pub fn pack(data: &[f32], rows: usize, cols: usize) -> Option<(Format, Vec<u32>)
     [Format::Q4, Format::Q8].into_iter().find_map(|f| pack_as(f, data, rows, cols).map(|p| (f, p)))
 }
 
-/// Where a unit's scale word lies among the scales. Q4: in the quants'
-/// order. Q8 (read by the matvec only): [block][k / 32][lane][r], so that an
-/// invocation loads its 8 rows' scales of a block as two whole vec4s.
-pub fn scale_index(format: Format, unit: usize, k32: usize) -> usize {
-    match format {
-        Format::Q4 => unit,
-        Format::Q8 => {
-            let (block, within) = (unit / (INTERLEAVE_ROWS * k32), unit % (INTERLEAVE_ROWS * k32));
-            let (r, i, lane) = (within / (8 * k32), within / 8 % k32, within % 8);
-            block * INTERLEAVE_ROWS * k32 + (i * 8 + lane) * 8 + r
-        }
-    }
+/// Where a unit's scale word lies among the scales: [block][k / 32][lane][r],
+/// so that an invocation loads its rows' scales of a block as whole vec4s
+/// (a vec4 load with a lane-dependent component costs four gathers on
+/// lavapipe, for one word). `unit` is the quants' index, [block][r][k / 32][lane].
+pub fn scale_index(unit: usize, k32: usize) -> usize {
+    let (block, within) = (unit / (INTERLEAVE_ROWS * k32), unit % (INTERLEAVE_ROWS * k32));
+    let (r, i, lane) = (within / (8 * k32), within / 8 % k32, within % 8);
+    block * INTERLEAVE_ROWS * k32 + (i * 8 + lane) * 8 + r
 }
 
 fn pack_as(format: Format, data: &[f32], rows: usize, cols: usize) -> Option<Vec<u32>> {
@@ -121,7 +117,7 @@ fn pack_as(format: Format, data: &[f32], rows: usize, cols: usize) -> Option<Vec
             };
             let unit = (block * INTERLEAVE_ROWS * k32) + (r * k32 + i) * 8 + lane;
             quants[unit * words..(unit + 1) * words].copy_from_slice(&q);
-            scales[scale_index(format, unit, k32)] = d.to_bits() as u32 | (m.to_bits() as u32) << 16;
+            scales[scale_index(unit, k32)] = d.to_bits() as u32 | (m.to_bits() as u32) << 16;
         }
     }
     Some(out)
@@ -145,7 +141,7 @@ mod tests {
                     Format::Q4 => ((packed[unit * words + e / 8] >> (4 * (e % 8))) & 15) as f32,
                     Format::Q8 => ((packed[unit * words + e / 4] >> (8 * (e % 4))) as u8 as i8) as f32,
                 };
-                let s = packed[units * words + scale_index(format, unit, k32)];
+                let s = packed[units * words + scale_index(unit, k32)];
                 let (d, m) = (f16::from_bits(s as u16).to_f32(), f16::from_bits((s >> 16) as u16).to_f32());
                 q * d + m
             })
