@@ -17,17 +17,17 @@ const MATMUL_TILE: u32 = 64;
 /// Parameters and step, shared by the four kernels.
 pub const LINEAR_COMMON: &str = include_str!("../../../shaders/linear_common.wgsl");
 /// The output headers: one buffer, or a layer's queries and KV cache rows.
-pub const LINEAR_STORE: &str = include_str!("../../../shaders/linear_store.wgsl");
-pub const LINEAR_STORE_QKV: &str = include_str!("../../../shaders/linear_store_qkv.wgsl");
+const LINEAR_STORE: &str = include_str!("../../../shaders/linear_store.wgsl");
+const LINEAR_STORE_QKV: &str = include_str!("../../../shaders/linear_store_qkv.wgsl");
 /// The q/k/v output's RoPE headers: none (a dispatch of its own), or rotated
 /// as stored.
-pub const LINEAR_ROPE_NONE: &str = include_str!("../../../shaders/linear_rope_none.wgsl");
-pub const LINEAR_ROPE_FUSED: &str = include_str!("../../../shaders/linear_rope_fused.wgsl");
+const LINEAR_ROPE_NONE: &str = include_str!("../../../shaders/linear_rope_none.wgsl");
+const LINEAR_ROPE_FUSED: &str = include_str!("../../../shaders/linear_rope_fused.wgsl");
 /// The matvec kernels' input headers: as stored, or computed as it is loaded
 /// (an RMSNorm or SwiGLU fused in). The matmul kernels read x as stored.
-pub const LINEAR_INPUT: &str = include_str!("../../../shaders/linear_input.wgsl");
-pub const LINEAR_INPUT_NORM: &str = include_str!("../../../shaders/linear_input_norm.wgsl");
-pub const LINEAR_INPUT_SWIGLU: &str = include_str!("../../../shaders/linear_input_swiglu.wgsl");
+const LINEAR_INPUT: &str = include_str!("../../../shaders/linear_input.wgsl");
+const LINEAR_INPUT_NORM: &str = include_str!("../../../shaders/linear_input_norm.wgsl");
+const LINEAR_INPUT_SWIGLU: &str = include_str!("../../../shaders/linear_input_swiglu.wgsl");
 /// How the CPU-style matvec kernels load a block of inputs: each invocation
 /// all of it, or one eighth each, shared through subgroup broadcasts.
 pub const LINEAR_BLOCK: &str = include_str!("../../../shaders/linear_block.wgsl");
@@ -200,10 +200,29 @@ pub enum FusedInput<'a> {
 
 /// How a matvec reads its input: the header and a kernel-name suffix.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Input {
+pub(super) enum Input {
     Stored,
     Norm,
     SwiGlu,
+}
+
+impl Input {
+    #[cfg(test)]
+    pub(super) const ALL: [Input; 3] = [Input::Stored, Input::Norm, Input::SwiGlu];
+
+    /// The input header's source and kernel-name suffix. A fused norm's
+    /// weight binds after the bindings in `layout`, and is pushed there.
+    pub(super) fn header(self, layout: &mut Vec<Binding>) -> (String, &'static str) {
+        match self {
+            Input::Stored => (LINEAR_INPUT.to_string(), ""),
+            Input::SwiGlu => (LINEAR_INPUT_SWIGLU.to_string(), "_swiglu"),
+            Input::Norm => {
+                let decl = format!("@group(0) @binding({}) var<storage, read> norm_weight: array<vec4<f32>>;", layout.len());
+                layout.push(Binding::ReadOnly);
+                (format!("{decl}\n{LINEAR_INPUT_NORM}"), "_norm")
+            }
+        }
+    }
 }
 
 /// Where a linear layer writes.
@@ -234,7 +253,7 @@ impl Variant {
 
 /// Where a linear layer's results go.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Store {
+pub(super) enum Store {
     /// One buffer (`linear_store.wgsl`).
     One = 0,
     /// Queries, then key and value cache rows (`linear_store_qkv.wgsl`).
@@ -243,31 +262,33 @@ enum Store {
     QkvRope = 2,
 }
 
+impl Store {
+    #[cfg(test)]
+    pub(super) const ALL: [Store; 3] = [Store::One, Store::Qkv, Store::QkvRope];
+
+    /// The output header's source (q/k/v with its RoPE header), its
+    /// kernel-name suffix, and the bindings through the outputs (and the
+    /// RoPE table, which binds after them).
+    pub(super) fn header(self) -> (String, &'static str, Vec<Binding>) {
+        use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
+        match self {
+            Store::One => (LINEAR_STORE.to_string(), "", vec![U, U, R, R, W]),
+            Store::Qkv => (format!("{LINEAR_STORE_QKV}\n{LINEAR_ROPE_NONE}"), "_qkv", vec![U, U, R, R, W, W, W]),
+            Store::QkvRope => {
+                let decl = "@group(0) @binding(7) var<storage, read> rope_table: array<vec2<f32>>;";
+                (format!("{LINEAR_STORE_QKV}\n{decl}\n{LINEAR_ROPE_FUSED}"), "_qkv_rope", vec![U, U, R, R, W, W, W, R])
+            }
+        }
+    }
+}
+
 /// The matvec and matmul kernels for a family, output and input; with a
 /// fused input only the matvec exists.
 /// `packed`: the CPU-adapter kernels read the matrix's packed copy (Q8: the
 /// matvec only; many tokens read the f16 weights).
 fn kernels(ctx: &GpuContext, kind: KernelFamily, store: Store, input: Input, packed: Option<Format>) -> (Variant, Option<Variant>) {
-    use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
-    let (header, store_name, mut layout) = match store {
-        Store::One => (LINEAR_STORE.to_string(), "", vec![U, U, R, R, W]),
-        Store::Qkv => (format!("{LINEAR_STORE_QKV}\n{LINEAR_ROPE_NONE}"), "_qkv", vec![U, U, R, R, W, W, W]),
-        // The table binds after the outputs.
-        Store::QkvRope => {
-            let decl = "@group(0) @binding(7) var<storage, read> rope_table: array<vec2<f32>>;";
-            (format!("{LINEAR_STORE_QKV}\n{decl}\n{LINEAR_ROPE_FUSED}"), "_qkv_rope", vec![U, U, R, R, W, W, W, R])
-        }
-    };
-    let (input_src, input_name) = match input {
-        Input::Stored => (LINEAR_INPUT.to_string(), ""),
-        Input::SwiGlu => (LINEAR_INPUT_SWIGLU.to_string(), "_swiglu"),
-        // The norm weight binds after the outputs, so its number depends on them.
-        Input::Norm => {
-            let decl = format!("@group(0) @binding({}) var<storage, read> norm_weight: array<vec4<f32>>;", layout.len());
-            layout.push(R);
-            (format!("{decl}\n{LINEAR_INPUT_NORM}"), "_norm")
-        }
-    };
+    let (header, store_name, mut layout) = store.header();
+    let (input_src, input_name) = input.header(&mut layout);
     let matvec = |name: &str, body: &str, rows| {
         let src = format!("{LINEAR_COMMON}\n{header}\n{input_src}\n{body}");
         Variant { kernel: Kernel::get(ctx, &format!("{name}{store_name}{input_name}"), &src, &layout), rows, tokens: 1 }

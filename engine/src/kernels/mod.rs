@@ -189,22 +189,21 @@ mod shader_validation {
                 continue; // preludes, validated with the kernels they open
             }
             let body = std::fs::read_to_string(&path).unwrap();
-            // Linear kernels are validated with each output header (q/k/v
-            // with each RoPE header), the
-            // matvec kernels with each input header, and the packed ones with
-            // each block header.
+            // Linear kernels are validated with each output header, the
+            // matvec kernels with each input header, and those that load
+            // blocks of inputs with each block header, as kernels::linear
+            // composes them.
             let sources = if body.contains("store_y(") {
-                use super::linear::*;
-                let norm = format!("@group(0) @binding(8) var<storage, read> norm_weight: array<vec4<f32>>;\n{LINEAR_INPUT_NORM}");
-                let inputs = if body.contains("load_x(") || body.contains("block_inputs(") { vec![LINEAR_INPUT.to_string(), norm, LINEAR_INPUT_SWIGLU.to_string()] } else { vec![String::new()] };
+                use super::linear::{Input, Store, LINEAR_BLOCK, LINEAR_BLOCK_SUBGROUP, LINEAR_COMMON};
+                let matvec = body.contains("load_x(") || body.contains("block_inputs(");
                 let blocks = if body.contains("block_inputs(") { vec![LINEAR_BLOCK, LINEAR_BLOCK_SUBGROUP] } else { vec![""] };
-                let rope_table = "@group(0) @binding(7) var<storage, read> rope_table: array<vec2<f32>>;";
-                let stores = [LINEAR_STORE.to_string(), format!("{LINEAR_STORE_QKV}\n{LINEAR_ROPE_NONE}"), format!("{LINEAR_STORE_QKV}\n{rope_table}\n{LINEAR_ROPE_FUSED}")];
                 let mut sources = vec![];
-                for store in &stores {
+                for store in Store::ALL {
+                    let (header, _, layout) = store.header();
+                    let inputs: Vec<String> = if matvec { Input::ALL.iter().map(|i| i.header(&mut layout.clone()).0).collect() } else { vec![String::new()] };
                     for input in &inputs {
                         for block in &blocks {
-                            sources.push(format!("{LINEAR_COMMON}\n{store}\n{input}\n{block}\n{body}"));
+                            sources.push(format!("{LINEAR_COMMON}\n{header}\n{input}\n{block}\n{body}"));
                         }
                     }
                 }
