@@ -93,11 +93,7 @@ pub fn median_profile(model: &mut GpuModel, token: u32, runs: usize) -> Result<O
     }
     let median = all[0]
         .iter()
-        .map(|&(name, _)| {
-            let mut v: Vec<f64> = all.iter().map(|p| p.iter().find(|(n, _)| *n == name).map_or(0.0, |(_, s)| *s)).collect();
-            v.sort_by(f64::total_cmp);
-            (name, v[v.len() / 2])
-        })
+        .map(|&(name, _)| (name, median(all.iter().map(|p| p.iter().find(|(n, _)| *n == name).map_or(0.0, |(_, s)| *s)).collect())))
         .collect();
     Ok(Some(median))
 }

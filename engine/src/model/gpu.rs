@@ -58,6 +58,15 @@ pub(crate) fn fused_rope<'a>(c: &Config, table: &'a wgpu::Buffer) -> Option<Fuse
     (c.rope_style == rope::RopeStyle::Interleaved).then_some(FusedRope { table, head_dim: c.head_dim, rot_dim: c.rot_dim })
 }
 
+/// The q/k/v projection over `n` tokens, then RoPE unless the projection
+/// rotated queries and keys as it stored them.
+pub(crate) fn plan_qkv_rope<'a>(qkv: &'a PreparedLinear, rope: &'a Call, label: &'static str, n: u32, out: &mut Vec<Dispatch<'a>>) {
+    qkv.plan(label, n, out);
+    if !qkv.rotates(n) {
+        rope.plan("rope", n, out);
+    }
+}
+
 impl LayerCalls {
     /// Keys and values go to the layer's KV cache rows pos0 .. pos0 + n.
     /// `fuse`: decode runs each norm and SwiGLU inside the projection after
@@ -85,16 +94,7 @@ impl LayerCalls {
     /// RMSNorm, q/k/v, RoPE and attention over `n` tokens after `pos0`
     /// cached ones: everything up to the head outputs.
     pub fn plan_attention<'a>(&'a self, n: u32, pos0: usize, out: &mut Vec<Dispatch<'a>>) {
-        self.qkv.plan("qkv", n, out);
-        self.plan_after_qkv(n, pos0, out);
-    }
-
-    /// RoPE (unless the projection rotated) and attention: `plan_attention`
-    /// after the projections.
-    pub fn plan_after_qkv<'a>(&'a self, n: u32, pos0: usize, out: &mut Vec<Dispatch<'a>>) {
-        if !self.qkv.rotates(n) {
-            self.rope.plan("rope", n, out);
-        }
+        plan_qkv_rope(&self.qkv, &self.rope, "qkv", n, out);
         self.attention.plan("attention", n, pos0, out);
     }
 

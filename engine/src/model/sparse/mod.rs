@@ -508,10 +508,7 @@ impl SparseLayer {
     /// add, at position `pos0`. False when heads are dense.
     pub fn plan_attention<'a>(&'a self, pos0: usize, out: &mut Vec<Dispatch<'a>>) -> bool {
         let Some(h) = &self.heads else { return false };
-        h.qkv.plan("sparse_qkv", 1, out);
-        if !h.qkv.rotates(1) {
-            h.rope.plan("rope", 1, out);
-        }
+        super::gpu::plan_qkv_rope(&h.qkv, &h.rope, "sparse_qkv", 1, out);
         h.attention.plan("attention", 1, pos0, out);
         h.o.plan("sparse_o", 1, out);
         true
