@@ -7,20 +7,18 @@
 
 var<private> lane_sum_sq: f32;
 
-fn block_inputs(t: u32, i: u32, lane: u32) -> array<vec4<f32>, 8> {
-    var xs: array<vec4<f32>, 8>;
-    for (var j = 0u; j < 8u; j++) {
-        let raw = load_x(t, 8u * i + j);
-        lane_sum_sq += dot(raw, raw);
-        xs[j] = input(8u * i + j, raw);
-    }
-    return xs;
-}
-
 fn single_input(t: u32, i: u32, lane: u32) -> vec4<f32> {
     let raw = load_x(t, i);
     lane_sum_sq += dot(raw, raw);
     return input(i, raw);
+}
+
+fn block_inputs(t: u32, i: u32, lane: u32) -> array<vec4<f32>, 8> {
+    var xs: array<vec4<f32>, 8>;
+    for (var j = 0u; j < 8u; j++) {
+        xs[j] = single_input(t, 8u * i + j, lane);
+    }
+    return xs;
 }
 
 fn input_sum_sq() -> f32 { return lane_sum_sq; }
