@@ -16,8 +16,9 @@ use std::time::Instant;
 /// GPU seconds per kernel role of one forward.
 pub type Profile = Vec<(&'static str, f64)>;
 
-/// Kernel roles of the MLP, dense and sparse.
-pub const MLP_KERNELS: [&str; 4] = ["gate_up", "swiglu", "down", "sparse_mlp"];
+/// Kernel roles of the MLP, dense and sparse (a compacted mask's two
+/// projections apart, the gathering modes' kernels together).
+pub const MLP_KERNELS: [&str; 6] = ["gate_up", "swiglu", "down", "sparse_gate_up", "sparse_down", "sparse_mlp"];
 
 /// One activation ratio of a sweep: tokens/s and seconds are medians over
 /// the rounds, speedups the median of each round's ratio to its dense decode.
@@ -278,12 +279,62 @@ pub fn print_profile(decode: &[(&str, f64)], prefill: Option<(&[(&str, f64)], us
     println!();
 }
 
+/// Every kernel role of a dense decode step and of the sparse steps of one
+/// AR (MLP-only masks, then heads too), dense roles first, then the roles
+/// only a sparse step runs, each with its seconds in the three profiles.
+pub fn sparse_profile_rows<'a>(dense: &[(&'a str, f64)], mlp: &[(&'a str, f64)], both: &[(&'a str, f64)]) -> Vec<(&'a str, [Option<f64>; 3])> {
+    let find = |p: &[(&str, f64)], name: &str| p.iter().find(|(n, _)| *n == name).map(|(_, s)| *s);
+    let mut names: Vec<&str> = Vec::new();
+    for (name, _) in dense.iter().chain(mlp).chain(both) {
+        if !names.contains(name) {
+            names.push(name);
+        }
+    }
+    names.into_iter().map(|n| (n, [find(dense, n), find(mlp, n), find(both, n)])).collect()
+}
+
+/// The sparse decode steps of one sweep row beside the dense step, kernel
+/// by kernel (ms): where the time goes at the ratio a target names.
+pub fn print_sparse_profile(dense: &[(&str, f64)], row: &SweepRow) {
+    let (Some(mlp), Some(both)) = (&row.sparse_kernel_seconds, &row.sparse_with_heads_kernel_seconds) else { return };
+    println!("
+GPU time per kernel of a decode step at AR {:.2} (ms; sparse: the sweep's first round)", row.ar);
+    println!("{:<16} {:>10} {:>10} {:>12}", "kernel", "dense", "MLP only", "heads + MLP");
+    let ms = |s: Option<f64>| s.map_or("-".to_string(), |s| format!("{:.2}", s * 1e3));
+    for (name, [d, m, b]) in sparse_profile_rows(dense, mlp, both) {
+        println!("{:<16} {:>10} {:>10} {:>12}", name, ms(d), ms(m), ms(b));
+    }
+    let total = |p: &[(&str, f64)]| Some(p.iter().map(|(_, s)| s).sum::<f64>());
+    println!("{:<16} {:>10} {:>10} {:>12}", "total", ms(total(dense)), ms(total(mlp)), ms(total(both)));
+}
+
 /// The activation ratios the benchmarks sweep.
 pub const SWEEP_RATIOS: [f64; 5] = [1.0, 0.5, 0.3, 0.2, 0.1];
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Dense roles keep their order; roles only sparse steps run follow, once.
+    #[test]
+    fn sparse_profile_rows_cover_all_three_steps() {
+        let dense = [("qkv", 3.0), ("gate_up", 7.0), ("down", 4.0)];
+        let mlp = [("qkv", 3.0), ("sparse_gate_up", 2.0), ("sparse_down", 3.0)];
+        let both = [("sparse_qkv", 2.0), ("sparse_gate_up", 2.5), ("sparse_down", 2.5)];
+        let rows = sparse_profile_rows(&dense, &mlp, &both);
+        let names: Vec<&str> = rows.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["qkv", "gate_up", "down", "sparse_gate_up", "sparse_down", "sparse_qkv"]);
+        assert_eq!(rows[0].1, [Some(3.0), Some(3.0), None]);
+        assert_eq!(rows[3].1, [None, Some(2.0), Some(2.5)]);
+        assert_eq!(rows[5].1, [None, None, Some(2.0)]);
+    }
+
+    #[test]
+    fn mlp_time_sums_the_mlp_roles_only() {
+        let profile = vec![("qkv", 2e-3), ("sparse_gate_up", 1e-3), ("sparse_down", 2e-3), ("lm_head", 4e-3), ("sparse_mlp", 0.5e-3)];
+        assert!((mlp_ms(&Some(profile)) - 3.5).abs() < 1e-9);
+        assert!(mlp_ms(&None).is_nan());
+    }
 
     /// A role that runs in prefill only (RoPE, fused into decode's q/k/v)
     /// still gets its row; rows go by decode time, largest first.

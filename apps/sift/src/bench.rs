@@ -155,6 +155,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     if let Some(rows) = &sparse {
         sift_engine::bench::print_sweep(rows);
+        // The breakdown at AR 0.2, the ratio the speed targets name.
+        if let (Some(d), Some(row)) = (&decode_profile, rows.iter().find(|r| (r.ar - 0.2).abs() < 1e-9)) {
+            sift_engine::bench::print_sparse_profile(d, row);
+        }
     }
     match (&decode_profile, &prefill_profile) {
         (Some(d), Some(p)) => sift_engine::bench::print_profile(d, Some((p, batch))),

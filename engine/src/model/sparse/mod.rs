@@ -521,8 +521,8 @@ impl SparseLayer {
         let calls: &[Call] = match &self.mlp {
             MlpCalls::Dense => return false,
             MlpCalls::Compact(gate_up, down) => {
-                gate_up.plan("sparse_mlp", 1, out);
-                down.plan("sparse_mlp", 1, out);
+                gate_up.plan("sparse_gate_up", 1, out);
+                down.plan("sparse_down", 1, out);
                 return true;
             }
             MlpCalls::Fixed(c) => {
