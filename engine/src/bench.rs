@@ -50,6 +50,16 @@ pub struct SweepRow {
     pub sparse_with_heads_kernel_seconds: Option<Profile>,
 }
 
+/// A role's seconds in a profile (None where it does not run).
+fn seconds_of(p: &[(&str, f64)], role: &str) -> Option<f64> {
+    p.iter().find(|(n, _)| *n == role).map(|(_, s)| *s)
+}
+
+/// A profile's seconds over all its roles.
+fn total_seconds(p: &[(&str, f64)]) -> f64 {
+    p.iter().map(|(_, s)| s).sum()
+}
+
 /// Milliseconds of the MLP kernels in a profile.
 pub fn mlp_ms(p: &Option<Profile>) -> f64 {
     p.as_ref().map_or(f64::NAN, |p| p.iter().filter(|(k, _)| MLP_KERNELS.contains(k)).map(|(_, s)| s * 1e3).sum())
@@ -94,7 +104,7 @@ pub fn median_profile(model: &mut GpuModel, token: u32, runs: usize) -> Result<O
     }
     let median = all[0]
         .iter()
-        .map(|&(name, _)| (name, median(all.iter().map(|p| p.iter().find(|(n, _)| *n == name).map_or(0.0, |(_, s)| *s)).collect())))
+        .map(|&(name, _)| (name, median(all.iter().map(|p| seconds_of(p, name).unwrap_or(0.0)).collect())))
         .collect();
     Ok(Some(median))
 }
@@ -243,10 +253,9 @@ pub fn print_roofline(roofline: &Roofline, rows: &[FloorRow]) {
 /// largest decode time first, with its decode and prefill seconds (None where
 /// it does not run: RoPE is fused into decode's q/k/v on some adapters).
 pub fn profile_rows<'a>(decode: &[(&'a str, f64)], prefill: &[(&'a str, f64)]) -> Vec<(&'a str, Option<f64>, Option<f64>)> {
-    let find = |p: &[(&str, f64)], name: &str| p.iter().find(|(n, _)| *n == name).map(|(_, s)| *s);
     let mut names: Vec<&str> = decode.iter().map(|(n, _)| *n).collect();
-    names.extend(prefill.iter().map(|(n, _)| *n).filter(|n| find(decode, n).is_none()));
-    let mut rows: Vec<_> = names.into_iter().map(|n| (n, find(decode, n), find(prefill, n))).collect();
+    names.extend(prefill.iter().map(|(n, _)| *n).filter(|n| seconds_of(decode, n).is_none()));
+    let mut rows: Vec<_> = names.into_iter().map(|n| (n, seconds_of(decode, n), seconds_of(prefill, n))).collect();
     rows.sort_by(|a, b| b.1.unwrap_or(0.0).total_cmp(&a.1.unwrap_or(0.0)));
     rows
 }
@@ -254,8 +263,7 @@ pub fn profile_rows<'a>(decode: &[(&'a str, f64)], prefill: &[(&'a str, f64)]) -
 /// A table of GPU time per kernel role, largest decode share first, with
 /// the prefill's times (and its token count) beside when given.
 pub fn print_profile(decode: &[(&str, f64)], prefill: Option<(&[(&str, f64)], usize)>) {
-    let total = |p: &[(&str, f64)]| p.iter().map(|(_, s)| s).sum::<f64>();
-    let dt = total(decode);
+    let dt = total_seconds(decode);
     let cell = |secs: Option<f64>, total: f64| match secs {
         Some(s) => format!("{:>14.2} {:>6.1}%", s * 1e3, 100.0 * s / total),
         None => format!("{:>14} {:>7}", "-", ""),
@@ -268,13 +276,13 @@ pub fn print_profile(decode: &[(&str, f64)], prefill: Option<(&[(&str, f64)], us
     for (name, d, p) in profile_rows(decode, prefill.map_or(&[], |(p, _)| p)) {
         print!("{:<12} {}", name, cell(d, dt));
         if let Some((all, _)) = prefill {
-            print!(" {:>8}{}", "", cell(p, total(all)));
+            print!(" {:>8}{}", "", cell(p, total_seconds(all)));
         }
         println!();
     }
     print!("{:<12} {:>14.2}", "total", dt * 1e3);
     if let Some((p, _)) = prefill {
-        print!(" {:>7} {:>22.1}", "", total(p) * 1e3);
+        print!(" {:>7} {:>22.1}", "", total_seconds(p) * 1e3);
     }
     println!();
 }
@@ -283,14 +291,13 @@ pub fn print_profile(decode: &[(&str, f64)], prefill: Option<(&[(&str, f64)], us
 /// AR (MLP-only masks, then heads too), dense roles first, then the roles
 /// only a sparse step runs, each with its seconds in the three profiles.
 pub fn sparse_profile_rows<'a>(dense: &[(&'a str, f64)], mlp: &[(&'a str, f64)], both: &[(&'a str, f64)]) -> Vec<(&'a str, [Option<f64>; 3])> {
-    let find = |p: &[(&str, f64)], name: &str| p.iter().find(|(n, _)| *n == name).map(|(_, s)| *s);
     let mut names: Vec<&str> = Vec::new();
     for (name, _) in dense.iter().chain(mlp).chain(both) {
         if !names.contains(name) {
             names.push(name);
         }
     }
-    names.into_iter().map(|n| (n, [find(dense, n), find(mlp, n), find(both, n)])).collect()
+    names.into_iter().map(|n| (n, [seconds_of(dense, n), seconds_of(mlp, n), seconds_of(both, n)])).collect()
 }
 
 /// The sparse decode steps of one sweep row beside the dense step, kernel
@@ -304,7 +311,7 @@ GPU time per kernel of a decode step at AR {:.2} (ms; sparse: the sweep's first 
     for (name, [d, m, b]) in sparse_profile_rows(dense, mlp, both) {
         println!("{:<16} {:>10} {:>10} {:>12}", name, ms(d), ms(m), ms(b));
     }
-    let total = |p: &[(&str, f64)]| Some(p.iter().map(|(_, s)| s).sum::<f64>());
+    let total = |p| Some(total_seconds(p));
     println!("{:<16} {:>10} {:>10} {:>12}", "total", ms(total(dense)), ms(total(mlp)), ms(total(both)));
 }
 
