@@ -2,11 +2,7 @@
 // one invocation per (token, head, 4 lanes of the head dimension); x runs
 // over heads and lanes so a workgroup has no idle lanes at small head dims.
 
-struct Params { n_heads: u32, n_kv_heads: u32, head_dim: u32, scale: f32 }
-struct Step { n_tokens: u32, pos0: u32, _a: u32, _b: u32 }
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<uniform> step: Step;
+// Params, Step, p and step come from attention_params.wgsl.
 @group(0) @binding(2) var<storage, read> dscores: array<f32>;
 @group(0) @binding(3) var<storage, read> k: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> dq: array<vec4<f32>>;

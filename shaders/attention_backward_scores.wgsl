@@ -6,15 +6,12 @@
 // where dA is the gradient of the head output. Both are [heads, n, T] with
 // zeros after each row's position, for the dQ and dK/dV kernels to reduce.
 
-struct Params { n_heads: u32, n_kv_heads: u32, head_dim: u32, scale: f32 }
-struct Step { n_tokens: u32, pos0: u32, _a: u32, _b: u32 }
+// Params, Step, p and step come from attention_params.wgsl.
 
 override HEAD_DIM4: u32 = 16u;
 // Local arrays need a constant size; the loops stop at HEAD_DIM4.
 const MAX_HEAD_DIM4: u32 = 64u;
 
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<uniform> step: Step;
 @group(0) @binding(2) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> k: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> v: array<vec4<f32>>;

@@ -1,15 +1,11 @@
 // Shared by the three forward attention kernels (attention.wgsl,
 // attention_rows.wgsl, attention_keys.wgsl), prepended to each by
-// kernels::attention, which binds the same buffers for all of them: the
-// shape and softmax scale, the step, queries [n_tokens, n_heads * head_dim],
-// the KV caches [max_ctx, n_kv_heads * head_dim], the head outputs (laid out
-// like the queries), and each query head's KV head.
+// kernels::attention after attention_params.wgsl (the shape and softmax
+// scale, the step), which binds the same buffers for all of them: queries
+// [n_tokens, n_heads * head_dim], the KV caches [max_ctx, n_kv_heads *
+// head_dim], the head outputs (laid out like the queries), and each query
+// head's KV head.
 
-struct Params { n_heads: u32, n_kv_heads: u32, head_dim: u32, scale: f32 }
-struct Step { n_tokens: u32, pos0: u32, _a: u32, _b: u32 }
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<uniform> step: Step;
 @group(0) @binding(2) var<storage, read> q: array<f32>;
 @group(0) @binding(3) var<storage, read> k: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> v: array<vec4<f32>>;

@@ -20,12 +20,21 @@ struct Params {
 
 pub const MAX_HEAD_DIM: usize = 256;
 
-/// The parameters and bindings the three forward kernels share, prepended to each.
-pub const ATTENTION_COMMON: &str = include_str!("../../../shaders/attention_common.wgsl");
+/// The shape, softmax scale and step every attention kernel reads, forward
+/// and backward ([`params_buffer`] fills them).
+const ATTENTION_PARAMS: &str = include_str!("../../../shaders/attention_params.wgsl");
 
-/// A forward kernel's source with the shared prologue.
-fn source(body: &str) -> String {
-    format!("{ATTENTION_COMMON}\n{body}")
+/// The bindings the three forward kernels share.
+const ATTENTION_COMMON: &str = include_str!("../../../shaders/attention_common.wgsl");
+
+/// An attention kernel's source (a backward one) after the shared parameters.
+pub(crate) fn with_params(body: &str) -> String {
+    format!("{ATTENTION_PARAMS}\n{body}")
+}
+
+/// A forward kernel's source with the shared parameters and bindings.
+pub(crate) fn source(body: &str) -> String {
+    with_params(&format!("{ATTENTION_COMMON}\n{body}"))
 }
 
 #[derive(Clone, Copy, Debug)]

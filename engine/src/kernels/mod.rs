@@ -185,7 +185,7 @@ mod shader_validation {
                 continue;
             }
             let name = path.file_name().unwrap().to_string_lossy().to_string();
-            if name.starts_with("linear_") || name == "attention_common.wgsl" {
+            if name.starts_with("linear_") || name == "attention_common.wgsl" || name == "attention_params.wgsl" {
                 continue; // preludes, validated with the kernels they open
             }
             let body = std::fs::read_to_string(&path).unwrap();
@@ -209,7 +209,9 @@ mod shader_validation {
                 }
                 sources
             } else if ["attention.wgsl", "attention_rows.wgsl", "attention_keys.wgsl"].contains(&name.as_str()) {
-                vec![format!("{}\n{body}", super::attention::ATTENTION_COMMON)]
+                vec![super::attention::source(&body)]
+            } else if name.starts_with("attention_backward_") {
+                vec![super::attention::with_params(&body)]
             } else {
                 vec![body]
             };

@@ -42,17 +42,18 @@ impl AttentionBackward {
 
 pub fn call(ctx: &GpuContext, s: AttentionShape, step: &wgpu::Buffer, b: &AttentionBuffers) -> AttentionBackward {
     assert!(s.head_dim.is_multiple_of(4) && s.n_heads.is_multiple_of(s.n_kv_heads));
-    let params = crate::kernels::attention::params_buffer(ctx, s);
+    use crate::kernels::attention::{params_buffer, with_params};
+    let params = params_buffer(ctx, s);
     use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
     let scores = Kernel::specialized(
         ctx,
         "attention_backward_scores",
-        include_str!("../../../../shaders/attention_backward_scores.wgsl"),
+        &with_params(include_str!("../../../../shaders/attention_backward_scores.wgsl")),
         &[U, U, R, R, R, R, W, W],
         &[("HEAD_DIM4", (s.head_dim / 4) as f64)],
     );
-    let dq = Kernel::get(ctx, "attention_backward_dq", include_str!("../../../../shaders/attention_backward_dq.wgsl"), &[U, U, R, R, W]);
-    let dkv = Kernel::get(ctx, "attention_backward_dkv", include_str!("../../../../shaders/attention_backward_dkv.wgsl"), &[U, U, R, R, R, R, W, W]);
+    let dq = Kernel::get(ctx, "attention_backward_dq", &with_params(include_str!("../../../../shaders/attention_backward_dq.wgsl")), &[U, U, R, R, W]);
+    let dkv = Kernel::get(ctx, "attention_backward_dkv", &with_params(include_str!("../../../../shaders/attention_backward_dkv.wgsl")), &[U, U, R, R, R, R, W, W]);
     let (heads, kv_heads, hd4) = (s.n_heads as u32, s.n_kv_heads as u32, (s.head_dim / 4) as u32);
     AttentionBackward {
         scores: Call {
