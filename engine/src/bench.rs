@@ -304,8 +304,7 @@ pub fn sparse_profile_rows<'a>(dense: &[(&'a str, f64)], mlp: &[(&'a str, f64)],
 /// by kernel (ms): where the time goes at the ratio a target names.
 pub fn print_sparse_profile(dense: &[(&str, f64)], row: &SweepRow) {
     let (Some(mlp), Some(both)) = (&row.sparse_kernel_seconds, &row.sparse_with_heads_kernel_seconds) else { return };
-    println!("
-GPU time per kernel of a decode step at AR {:.2} (ms; sparse: the sweep's first round)", row.ar);
+    println!("\nGPU time per kernel of a decode step at AR {:.2} (ms; sparse: the sweep's first round)", row.ar);
     println!("{:<16} {:>10} {:>10} {:>12}", "kernel", "dense", "MLP only", "heads + MLP");
     let ms = |s: Option<f64>| s.map_or("-".to_string(), |s| format!("{:.2}", s * 1e3));
     for (name, [d, m, b]) in sparse_profile_rows(dense, mlp, both) {
