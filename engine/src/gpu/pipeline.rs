@@ -1,5 +1,12 @@
 //! A compiled WGSL kernel and its bind-group layout. Every kernel follows one
 //! convention: bindings are numbered in order, uniforms first, then storage.
+//!
+//! On CPU adapters the uniforms are bound as read-only storage buffers
+//! instead (`params_as_storage`): Mesa's lavapipe (22.x, Debian 12's) treats a
+//! uniform that decides a branch or a loop's trip count as a constant to
+//! inline, and unless its first dispatch shrinks the shader by half it then
+//! recompiles the pipeline at every dispatch, with no cache of the results.
+//! Storage loads are never inlined.
 
 use super::GpuContext;
 use std::sync::Arc;
@@ -17,6 +24,13 @@ pub struct Kernel {
     pub layout: wgpu::BindGroupLayout,
 }
 
+/// Whether kernels read their uniforms from read-only storage bindings (see
+/// the module's note): on CPU adapters, where a storage load of the same
+/// address in every lane costs what a uniform load does.
+pub fn params_as_storage(ctx: &GpuContext) -> bool {
+    ctx.is_software()
+}
+
 impl Kernel {
     /// Compiles once per context; later calls return the cached kernel.
     pub fn get(ctx: &GpuContext, name: &str, source: &str, bindings: &[Binding]) -> Arc<Kernel> {
@@ -31,6 +45,7 @@ impl Kernel {
         if let Some(k) = cache.get(&key) {
             return k.clone();
         }
+        let storage_params = params_as_storage(ctx);
         let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
             .iter()
             .enumerate()
@@ -39,6 +54,7 @@ impl Kernel {
                 visibility: wgpu::ShaderStages::COMPUTE,
                 ty: wgpu::BindingType::Buffer {
                     ty: match b {
+                        Binding::Uniform if storage_params => wgpu::BufferBindingType::Storage { read_only: true },
                         Binding::Uniform => wgpu::BufferBindingType::Uniform,
                         Binding::ReadOnly => wgpu::BufferBindingType::Storage { read_only: true },
                         Binding::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
@@ -58,6 +74,7 @@ impl Kernel {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
+        let source = if storage_params { source.replace("var<uniform>", "var<storage, read>") } else { source.to_string() };
         let desc = wgpu::ShaderModuleDescriptor {
             label: Some(name),
             source: wgpu::ShaderSource::Wgsl(source.into()),
