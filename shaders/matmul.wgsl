@@ -15,6 +15,7 @@ var<workgroup> ws: array<array<f32, BK>, TILE>;
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
+    load_params();
     let t0 = wg.y * TILE;
     let o0 = wg.x * TILE;
     let half_k = p.k / 2u;

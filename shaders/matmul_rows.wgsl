@@ -15,6 +15,7 @@ const TOKS: u32 = 8u;
 
 @compute @workgroup_size(16)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params();
     // A workgroup covers one block of 64 rows: invocation li takes rows
     // 8 r + lane for r in [4 (li / 8), 4 (li / 8) + 4), so each SIMD batch of
     // 8 lanes loads one contiguous run of the lane-interleaved layout.

@@ -20,6 +20,7 @@ fn nibbles(word: u32, h: u32, dm: vec2<f32>) -> vec4<f32> {
 
 @compute @workgroup_size(16)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    load_params();
     // As in matmul_rows.wgsl: invocation li takes rows 8 r + lane for r in
     // [4 (li / 8), 4 (li / 8) + 4) of a block of 64.
     let lane = li % 8u;

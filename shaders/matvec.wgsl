@@ -17,6 +17,7 @@ var<workgroup> partial: array<array<f32, WG>, 5>;
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>) {
+    load_params();
     let t = wg.z;
     let row0 = (wg.x + wg.y * nwg.x) * ROWS;
     if (t >= step.n_tokens || row0 >= p.n) { return; }

@@ -40,6 +40,7 @@ const NIBBLE_SCALE = array<vec4<f32>, 2>(
 @compute @workgroup_size(8)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32,
         @builtin(num_workgroups) nwg: vec3<u32>) {
+    load_params();
     // This workgroup's block of 64 rows; invocation `lane` owns rows 8r + lane.
     let block = wg.x + wg.y * nwg.x;
     let t = wg.z;
