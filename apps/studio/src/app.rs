@@ -241,12 +241,15 @@ impl StudioApp {
         let s = self.stats;
         ui.label(format!("tokens/s: {:.1}", s.tokens_per_second));
         ui.label(format!("generated: {}", s.generated));
-        ui.label(format!("MLP neurons active: {:.0}%", s.mlp_active * 100.0));
-        ui.label(format!("heads active: {:.0}%", s.heads_active * 100.0));
+        // Until a token is decoded there is no mask to report (and nothing saved).
+        let decoded = s.generated > 0;
+        let shown = |v: String| if decoded { v } else { "–".to_string() };
+        ui.label(format!("MLP neurons active: {}", shown(format!("{:.0}%", s.mlp_active * 100.0))));
+        ui.label(format!("heads active: {}", shown(format!("{:.0}%", s.heads_active * 100.0))));
         if let Some(i) = &self.info {
             let (flops, bytes) = savings(i, s);
-            ui.label(format!("saved per token: {:.1} MFLOP", flops / 1e6));
-            ui.label(format!("weights not read: {:.1} MiB", bytes / (1u64 << 20) as f64));
+            ui.label(format!("saved per token: {}", shown(format!("{:.1} MFLOP", flops / 1e6))));
+            ui.label(format!("weights not read: {}", shown(format!("{:.1} MiB", bytes / (1u64 << 20) as f64))));
         }
         ui.separator();
         ui.label("tokens/s");

@@ -57,6 +57,9 @@ fn slider_sets_the_ar_of_the_next_generation_and_masks_have_a_row_per_layer() {
         h.get_by_label(&format!("layer {l}"));
     }
     assert!(h.query_by_label(&format!("layer {layers}")).is_none());
+    // Nothing decoded yet: no active share or savings to report.
+    h.get_by_label("MLP neurons active: –");
+    h.get_by_label("saved per token: –");
 
     h.state_mut().controls.max_tokens = 4;
     h.get_by_role_and_label(egui::accesskit::Role::Slider, "activation ratio").set_value_accesskit(0.55);
@@ -71,6 +74,8 @@ fn slider_sets_the_ar_of_the_next_generation_and_masks_have_a_row_per_layer() {
     assert!(h.state().status.contains("finished"), "{}", h.state().status);
     // ceil(0.55 * 96) = 53 of 96 neurons per layer were active.
     assert!((h.state().stats.mlp_active - 53.0 / 96.0).abs() < 1e-9, "{}", h.state().stats.mlp_active);
+    h.get_by_label("MLP neurons active: 55%");
+    assert!(h.query_by_label("saved per token: –").is_none(), "savings are shown once tokens are decoded");
 
     // A second generation takes the slider's new value, and the prompt target chosen.
     assert_eq!(req.prompt_target, PromptTarget::Next, "the default prompt target");
