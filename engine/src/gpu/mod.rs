@@ -7,4 +7,4 @@ mod pipeline;
 
 pub use buffers::{read_buffer_f32, read_buffer_u32, split_rows, storage_buffer, uniform_buffer, zeroed_buffer};
 pub use context::{describe_adapter, list_adapters, AdapterRequest, AdapterSummary, GpuContext};
-pub use pipeline::{Binding, Kernel};
+pub use pipeline::{params_in_storage, Binding, Kernel};

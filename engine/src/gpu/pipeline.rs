@@ -31,6 +31,12 @@ pub fn params_as_storage(ctx: &GpuContext) -> bool {
     ctx.is_software()
 }
 
+/// A kernel's source with its uniforms declared as read-only storage, as CPU
+/// adapters compile it.
+pub fn params_in_storage(source: &str) -> String {
+    source.replace("var<uniform>", "var<storage, read>")
+}
+
 impl Kernel {
     /// Compiles once per context; later calls return the cached kernel.
     pub fn get(ctx: &GpuContext, name: &str, source: &str, bindings: &[Binding]) -> Arc<Kernel> {
@@ -74,7 +80,7 @@ impl Kernel {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let source = if storage_params { source.replace("var<uniform>", "var<storage, read>") } else { source.to_string() };
+        let source = if storage_params { params_in_storage(source) } else { source.to_string() };
         let desc = wgpu::ShaderModuleDescriptor {
             label: Some(name),
             source: wgpu::ShaderSource::Wgsl(source.into()),

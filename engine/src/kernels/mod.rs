@@ -174,7 +174,9 @@ pub(crate) mod test_util {
 #[cfg(test)]
 mod shader_validation {
     /// Every WGSL file in `shaders/` parses and validates with naga, so a broken
-    /// shader fails here with a readable message rather than at pipeline creation.
+    /// shader fails here with a readable message rather than at pipeline creation:
+    /// as written (GPUs), and with its uniforms as storage (CPU adapters,
+    /// `gpu::pipeline`), since the tests run on one kind of adapter only.
     #[test]
     fn every_shader_validates_with_naga() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shaders");
@@ -215,7 +217,8 @@ mod shader_validation {
             } else {
                 vec![body]
             };
-            for src in sources {
+            let both_forms: Vec<String> = sources.iter().flat_map(|s| [s.clone(), crate::gpu::params_in_storage(s)]).collect();
+            for src in both_forms {
                 let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
                 naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
                     .validate(&module)
