@@ -2,7 +2,7 @@
 //! convention: bindings are numbered in order, uniforms first, then storage.
 //!
 //! On CPU adapters the uniforms are bound as read-only storage buffers
-//! instead (`params_as_storage`): Mesa's lavapipe (22.x, Debian 12's) treats a
+//! instead (`reads_params_from_storage`): Mesa's lavapipe (22.x, Debian 12's) treats a
 //! uniform that decides a branch or a loop's trip count as a constant to
 //! inline, and unless its first dispatch shrinks the shader by half it then
 //! recompiles the pipeline at every dispatch, with no cache of the results.
@@ -24,10 +24,11 @@ pub struct Kernel {
     pub layout: wgpu::BindGroupLayout,
 }
 
-/// Whether kernels read their uniforms from read-only storage bindings (see
-/// the module's note): on CPU adapters, where a storage load of the same
-/// address in every lane costs what a uniform load does.
-pub fn params_as_storage(ctx: &GpuContext) -> bool {
+/// Whether this context's kernels read their uniforms from read-only storage
+/// bindings (see the module's note): on CPU adapters. On lavapipe that costs
+/// nothing measurable, once the linear kernels copy their parameters into
+/// private variables (`linear_common.wgsl`).
+fn reads_params_from_storage(ctx: &GpuContext) -> bool {
     ctx.is_software()
 }
 
@@ -51,7 +52,7 @@ impl Kernel {
         if let Some(k) = cache.get(&key) {
             return k.clone();
         }
-        let storage_params = params_as_storage(ctx);
+        let storage_params = reads_params_from_storage(ctx);
         let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
             .iter()
             .enumerate()
