@@ -3,19 +3,24 @@
 // mask's gate|up rows, query rows and W_o columns decode with the 4-bit
 // matvec too. One invocation per output row and block of 32 weights: 4 words
 // of quants and the word of scales (stored in their own order, scale_of).
-// columns = 0, rows: in each of `halves` groups h (gate rows then up rows: 2;
+// mode = 0, rows: in each of `halves` groups h (gate rows then up rows: 2;
 //   query rows, or key and value rows: 1), output row row0 + h * width + a is
 //   source row src_row0 + h * src_half + index[index_offset + a], or zeros for
 //   a >= counts[layer] (padding).
-// columns = 1, blocks of columns: output block i of every row is the source
+// mode = 1, blocks of columns: output block i of every row is the source
 //   block holding column index[index_offset + 32 i] (the listed columns come
 //   in whole, aligned blocks: W_o's columns of heads whose width is a
 //   multiple of 32), or zeros past the count.
+// mode = 2, groups of columns (the grouped layout of matvec_rows_q4g.wgsl,
+//   out_k32 = slots / 32): slot s of every row is source column
+//   index[index_offset + s], or padding (0xFFFFFFFF: q = 0). The columns of a
+//   group of 8 slots all lie in one source block, whose d and m the group
+//   takes; a group of padding alone is zeros. One invocation per row and group.
 
 struct Params {
     src_k32: u32, out_k32: u32, index_offset: u32, layer: u32,
     row0: u32, src_row0: u32, src_half: u32, halves: u32,
-    src_rows: u32, out_rows: u32, width: u32, columns: u32,
+    src_rows: u32, out_rows: u32, width: u32, mode: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -44,14 +49,46 @@ fn units(rows: u32, k32: u32) -> u32 {
     return ((rows + 63u) / 64u) * 64u * k32;
 }
 
+const PADDING: u32 = 0xFFFFFFFFu;
+
+// Mode 2: one row's group of 8 slots, its quant and scale words.
+fn copy_group(id: u32) {
+    let groups = 4u * p.out_k32;
+    if (id >= p.out_rows * groups) { return; }
+    let row = id / groups;
+    let g = id % groups;
+    let first = index[p.index_offset + 8u * g];
+    var q = 0u;
+    var s = 0u;
+    if (first != PADDING) {
+        let su = first_unit(row, p.src_k32) + 8u * (first / 32u);
+        for (var j = 0u; j < 8u; j++) {
+            let col = index[p.index_offset + 8u * g + j];
+            if (col != PADDING) {
+                let e = col % 32u;
+                q |= ((src[4u * su + e / 8u] >> (4u * (e % 8u))) & 0xFu) << (4u * j);
+            }
+        }
+        s = src[4u * units(p.src_rows, p.src_k32) + scale_of(su, p.src_k32)];
+    }
+    // A unit of the grouped layout is 8 words: 4 quant words, 4 scale words.
+    let unit = first_unit(row, p.out_k32) + 8u * (g / 4u);
+    out[8u * unit + g % 4u] = q;
+    out[8u * unit + 4u + g % 4u] = s;
+}
+
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let id = gid.x + gid.y * nwg.x * 64u;
+    if (p.mode == 2u) {
+        copy_group(id);
+        return;
+    }
     let count = counts[p.layer];
     var dst = 0u;
     var su = 0u;
     var copy = false;
-    if (p.columns == 0u) {
+    if (p.mode == 0u) {
         if (id >= p.halves * p.width * p.out_k32) { return; }
         let i = id % p.out_k32;
         let slot = id / p.out_k32;

@@ -13,7 +13,7 @@ use sift_engine::kernels::rope::RopeStyle;
 use sift_engine::kernels::sparse::select_top_reference;
 use sift_engine::kernels::KernelFamily;
 use sift_engine::model::sparse::{MaskFile, Ratios, Rule, Thresholds};
-use sift_engine::model::{GpuModel, Logits};
+use sift_engine::model::{Config, GpuModel, Logits, Weights};
 use sift_engine::sampling::argmax;
 use sift_engine::testing::{gpu, random_weights, tiny_config};
 
@@ -32,72 +32,101 @@ fn sparse_decoding_equals_dense_with_inactive_neurons_zeroed() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     for family in [KernelFamily::RowPerInvocation, KernelFamily::Cooperative] {
         for ar in [0.1, 0.3, 1.0] {
-            let k = ((ar * c.ffn_dim as f64).ceil()) as usize;
-            let mask: Vec<Vec<u32>> = (0..c.n_layers)
-                .map(|_| {
-                    let mut ids: Vec<u32> = (0..c.ffn_dim as u32).collect();
-                    ids.shuffle(&mut rng);
-                    ids.truncate(k);
-                    ids
-                })
-                .collect();
-            // Heads masked too, below AR 1: ceil(ar * 4) of 4 per layer.
-            let kh = ((ar * c.n_heads as f64).ceil()) as usize;
-            let heads: Vec<Vec<u32>> = (0..c.n_layers)
-                .map(|_| {
-                    let mut ids: Vec<u32> = (0..c.n_heads as u32).collect();
-                    ids.shuffle(&mut rng);
-                    ids.truncate(kh);
-                    ids
-                })
-                .collect();
-            let mut model = GpuModel::with_family(gpu(), &c, &w, 64, family).unwrap();
-            model.enable_sparse(&w).unwrap();
-            model.set_mlp_mask(&mask).unwrap();
-            if ar < 1.0 {
-                model.set_head_mask(&heads).unwrap();
-            }
-            let prompt: Vec<u32> = (0..9).map(|i| (i * 31 + 4) % c.vocab_size as u32).collect();
-            let mut logits = model.forward(&prompt, Logits::Last).unwrap();
-            let mut tokens = prompt.clone();
-            let zero_inactive = |l: usize, neurons: bool, x: &mut [f32]| {
-                let (width, unit, active) = if neurons { (c.ffn_dim, 1, &mask[l]) } else { (c.q_dim(), c.head_dim, &heads[l]) };
-                if !neurons && ar == 1.0 {
-                    return;
-                }
-                for row in x.chunks_mut(width).skip(prompt.len()) {
-                    for (i, v) in row.iter_mut().enumerate() {
-                        if !active.contains(&((i / unit) as u32)) {
-                            *v = 0.0;
-                        }
-                    }
-                }
-            };
-            for step in 0..6 {
-                let next = argmax(&logits);
-                tokens.push(next);
-                logits = model.forward(&[next], Logits::Last).unwrap();
-                // The first token gathers active rows; the rest run the mask compacted.
-                assert_eq!(model.mlp_mask_compacted(), step > 0, "step {step}");
-                let r = cpu::attribute(&c, &w, &tokens, &vec![NONE; tokens.len()], &Intervention { scale_layer: None, perturb: Some(&zero_inactive) });
-                let want = &r.logits[(tokens.len() - 1) * c.vocab_size..];
-                // Same tolerance as the dense forward against the CPU: 1e-4 of the logit range.
-                assert!(rel(&logits, want) < 1e-4, "{family:?} ar {ar} step {step}: {}", rel(&logits, want));
-                if ar < 1.0 && step == 0 {
-                    let dense = cpu::attribute(&c, &w, &tokens, &vec![NONE; tokens.len()], &Intervention::default());
-                    assert!(rel(&dense.logits[(tokens.len() - 1) * c.vocab_size..], want) > 1e-3, "the mask must matter");
-                }
-            }
-            let mut sorted = mask.clone();
-            sorted.iter_mut().for_each(|m| m.sort_unstable());
-            assert_eq!(model.read_mlp_mask().unwrap().unwrap(), sorted, "the mask applied is the mask asked for");
-            if ar < 1.0 {
-                let mut sorted = heads.clone();
-                sorted.iter_mut().for_each(|m| m.sort_unstable());
-                assert_eq!(model.read_head_mask().unwrap().unwrap(), sorted, "the head mask applied is the mask asked for");
-            }
+            let model = decode_with_random_masks(&c, &w, family, ar, &mut rng, false);
+            assert_eq!(model.mlp_mask_grouped_layers(), 0, "f16 weights have no 4-bit copy to keep");
         }
     }
+}
+
+/// The same with the MLP's weights from Q4_1, as GGUF files store them: on
+/// CPU adapters the compacted W_down keeps their 4 bits in groups of 8 per
+/// block (`kernels::column_groups`), and decoding stays exact.
+#[test]
+fn sparse_decoding_with_4_bit_mlp_weights_equals_dense_with_inactive_neurons_zeroed() {
+    use sift_engine::loader::quant::{dequantize, quantize, GgmlType};
+    let c = tiny_config(RopeStyle::Interleaved);
+    let mut w = random_weights(&c, 12, false);
+    w.round_matrices_to_f16();
+    let q4_1 = |m: &mut Vec<f32>| *m = dequantize(GgmlType::Q4_1, &quantize(GgmlType::Q4_1, m), m.len());
+    for l in &mut w.layers {
+        [&mut l.w_gate, &mut l.w_up, &mut l.w_down].into_iter().for_each(q4_1);
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+    // Half the neurons: at most 2 slots a neuron, always grouped. Compacted
+    // from the first token: the gather kernels read f16 copies of the
+    // weights, which round Q4_1's values.
+    let model = decode_with_random_masks(&c, &w, KernelFamily::RowPerInvocation, 0.5, &mut rng, true);
+    assert_eq!(model.mlp_mask_grouped_layers(), c.n_layers);
+}
+
+/// Decodes 6 tokens with random masks of ceil(ar * n) neurons (and heads,
+/// below AR 1) per layer, checking every step against the CPU reference
+/// with the inactive units zeroed, and that the masks read back are the
+/// ones set; `compact_first`: the MLP mask compacted before the first token,
+/// else from the second. Returns the model, its masks still set.
+fn decode_with_random_masks(c: &Config, w: &Weights, family: KernelFamily, ar: f64, rng: &mut rand::rngs::StdRng, compact_first: bool) -> GpuModel {
+    // ceil(ar * n) of n units per layer, in random order.
+    let mut random_lists = |n: usize| -> Vec<Vec<u32>> {
+        (0..c.n_layers)
+            .map(|_| {
+                let mut ids: Vec<u32> = (0..n as u32).collect();
+                ids.shuffle(rng);
+                ids.truncate(((ar * n as f64).ceil()) as usize);
+                ids
+            })
+            .collect()
+    };
+    // Heads masked too, below AR 1: ceil(ar * 4) of 4 per layer.
+    let (mask, heads) = (random_lists(c.ffn_dim), random_lists(c.n_heads));
+    let mut model = GpuModel::with_family(gpu(), c, w, 64, family).unwrap();
+    model.enable_sparse(w).unwrap();
+    model.set_mlp_mask(&mask).unwrap();
+    if ar < 1.0 {
+        model.set_head_mask(&heads).unwrap();
+    }
+    let prompt: Vec<u32> = (0..9).map(|i| (i * 31 + 4) % c.vocab_size as u32).collect();
+    let mut logits = model.forward(&prompt, Logits::Last).unwrap();
+    if compact_first {
+        model.compact_mlp_mask();
+    }
+    let mut tokens = prompt.clone();
+    let zero_inactive = |l: usize, neurons: bool, x: &mut [f32]| {
+        let (width, unit, active) = if neurons { (c.ffn_dim, 1, &mask[l]) } else { (c.q_dim(), c.head_dim, &heads[l]) };
+        if !neurons && ar == 1.0 {
+            return;
+        }
+        for row in x.chunks_mut(width).skip(prompt.len()) {
+            for (i, v) in row.iter_mut().enumerate() {
+                if !active.contains(&((i / unit) as u32)) {
+                    *v = 0.0;
+                }
+            }
+        }
+    };
+    for step in 0..6 {
+        let next = argmax(&logits);
+        tokens.push(next);
+        logits = model.forward(&[next], Logits::Last).unwrap();
+        // The first token gathers active rows; the rest run the mask compacted.
+        assert_eq!(model.mlp_mask_compacted(), compact_first || step > 0, "step {step}");
+        let r = cpu::attribute(c, w, &tokens, &vec![NONE; tokens.len()], &Intervention { scale_layer: None, perturb: Some(&zero_inactive) });
+        let want = &r.logits[(tokens.len() - 1) * c.vocab_size..];
+        // Same tolerance as the dense forward against the CPU: 1e-4 of the logit range.
+        assert!(rel(&logits, want) < 1e-4, "{family:?} ar {ar} step {step}: {}", rel(&logits, want));
+        if ar < 1.0 && step == 0 {
+            let dense = cpu::attribute(c, w, &tokens, &vec![NONE; tokens.len()], &Intervention::default());
+            assert!(rel(&dense.logits[(tokens.len() - 1) * c.vocab_size..], want) > 1e-3, "the mask must matter");
+        }
+    }
+    let mut sorted = mask.clone();
+    sorted.iter_mut().for_each(|m| m.sort_unstable());
+    assert_eq!(model.read_mlp_mask().unwrap().unwrap(), sorted, "the mask applied is the mask asked for");
+    if ar < 1.0 {
+        let mut sorted = heads.clone();
+        sorted.iter_mut().for_each(|m| m.sort_unstable());
+        assert_eq!(model.read_head_mask().unwrap().unwrap(), sorted, "the head mask applied is the mask asked for");
+    }
+    model
 }
 
 #[test]

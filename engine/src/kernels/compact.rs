@@ -8,23 +8,38 @@
 //!
 //! Where the dense matrix has a 4-bit copy (`kernels::packed`), the copied
 //! rows get one too (`compact_q4.wgsl`): rows keep their blocks of 32
-//! weights, so the copy is exact. Columns (W_down's, W_o's) cut across those
-//! blocks and stay f16.
+//! weights, so the copy is exact. Columns cut across those blocks: W_o's
+//! columns are whole blocks where heads are; W_down's are copied in groups
+//! of 8 per block (`kernels::column_groups`) where that reads fewer words
+//! than f16 columns, and stay f16 otherwise.
 
+use super::column_groups::{ColumnGroups, GROUP};
 use super::linear::{Matrix, MatrixChunk, Packed, INTERLEAVE_ROWS};
 use super::packed::{Format, BLOCK};
 use super::sparse::ActiveList;
 use super::{run_calls, spread, Call};
-use crate::gpu::{uniform_buffer, zeroed_buffer, Binding, GpuContext, Kernel};
+use crate::gpu::{storage_buffer, uniform_buffer, zeroed_buffer, Binding, GpuContext, Kernel};
 
 /// One layer's active neurons as dense matrices.
 pub struct CompactMlp {
     /// [2 * width, dim]: the gate rows of the active neurons, then their up rows.
     pub gate_up: Matrix,
-    /// [dim, width]: the active neurons' columns of W_down.
+    /// [dim, width]: the active neurons' columns of W_down (f16); or, with
+    /// `slots`, [dim, slots.count] in 4-bit groups (`Format::Q4Groups`).
     pub down: Matrix,
     /// Active neurons rounded up to a multiple of 8 (the rest are zero).
     pub width: usize,
+    /// Where a grouped down reads its inputs.
+    pub slots: Option<Slots>,
+}
+
+/// The inputs of a grouped down (`kernels::column_groups`): gate|up row o is
+/// stored at `table[o]` of `gate_up`, [gate (count) | up (count) | 1], whose
+/// slots that no row is stored at stay zero, so padding columns add nothing.
+pub struct Slots {
+    pub count: usize,
+    pub table: wgpu::Buffer,
+    pub gate_up: wgpu::Buffer,
 }
 
 /// One layer's active attention heads as dense matrices.
@@ -86,6 +101,9 @@ enum Q4Copy {
     /// Output block i of every row is the source block holding column
     /// `list[32 i]` (columns listed in whole, aligned blocks).
     ColumnBlocks,
+    /// Slot s of every row is source column `list[s]` or padding (the
+    /// grouped layout; see `kernels::column_groups`).
+    ColumnGroups,
 }
 
 /// An empty 4-bit copy for a compacted matrix, when its source has one.
@@ -99,13 +117,15 @@ fn q4_call(ctx: &GpuContext, j: &Q4Job) -> Call {
     use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
     let kernel = Kernel::get(ctx, "compact_q4", include_str!("../../../shaders/compact_q4.wgsl"), &[U, R, R, R, W]);
     let (src_k32, out_k32) = (j.src.cols / BLOCK, j.dst.cols / BLOCK);
-    let ([width, halves, row0, src_row0, src_half], columns, slots) = match j.copy {
+    let ([width, halves, row0, src_row0, src_half], mode, slots) = match j.copy {
         Q4Copy::Rows { width, halves, row0, src_row0, src_half } => ([width, halves, row0, src_row0, src_half], 0, halves * width * out_k32),
         Q4Copy::ColumnBlocks => ([0; 5], 1, j.dst.rows * out_k32),
+        Q4Copy::ColumnGroups => ([0; 5], 2, j.dst.rows * j.dst.cols / GROUP),
     };
-    let params = [src_k32, out_k32, j.list.index_offset, j.list.layer, row0, src_row0, src_half, halves, j.src.rows, j.dst.rows, width, columns].map(|v| v as u32);
+    let params = [src_k32, out_k32, j.list.index_offset, j.list.layer, row0, src_row0, src_half, halves, j.src.rows, j.dst.rows, width, mode].map(|v| v as u32);
     let params = uniform_buffer(ctx, "compact q4 params", &params);
-    let (src, dst) = (j.src.q4().expect("source has a 4-bit copy"), j.dst.q4().expect("output has a 4-bit copy"));
+    let src = j.src.q4().expect("source has a 4-bit copy");
+    let dst = &j.dst.packed.as_ref().expect("output has a 4-bit copy").buffer;
     let slots = slots as u32;
     Call {
         group: kernel.bind(ctx, &[&params, j.list.index, j.list.counts, src, dst]),
@@ -154,19 +174,50 @@ pub struct MlpSources<'a> {
     pub gate_up: &'a wgpu::Buffer,
     pub down_t: &'a wgpu::Buffer,
     pub dense_gate_up: Option<&'a Matrix>,
+    /// To keep W_down in 4 bits: the dense W_down and the list as the GPU
+    /// holds it (the first `count` entries), read back to plan its groups.
+    pub dense_down: Option<(&'a Matrix, &'a [u32])>,
+}
+
+/// The grouped 4-bit copy of a layer's W_down, when its dense matrix has a
+/// 4-bit copy and the groups read fewer words than f16 columns (an empty
+/// matrix and the slots to fill it through).
+fn grouped_down(ctx: &GpuContext, l: &MlpSources, width: usize, interleaved: bool) -> Option<(Matrix, Slots, ColumnGroups)> {
+    let (dense, active) = l.dense_down.filter(|(m, _)| interleaved && m.q4().is_some())?;
+    let plan = ColumnGroups::plan(&active[..l.count], width, dense.cols);
+    if !plan.beats_f16(width) {
+        return None;
+    }
+    let (rows, slots) = (dense.rows, plan.slots);
+    // Units of 32 slots, 8 words each (4 quants, 4 scales).
+    let units = rows.div_ceil(INTERLEAVE_ROWS) * INTERLEAVE_ROWS * (slots / BLOCK);
+    let packed = Packed { format: Format::Q4Groups, buffer: zeroed_buffer(ctx, "compact down q4 groups", (units * 8 * 4) as u64) };
+    // The kernels read only the packed copy; the f16 chunk is a placeholder.
+    let chunks = vec![MatrixChunk { buffer: zeroed_buffer(ctx, "compact down (no f16 copy)", 16), rows: 0..rows }];
+    let down = Matrix { rows, cols: slots, interleaved, chunks, packed: Some(packed) };
+    let inputs = Slots { count: slots, table: storage_buffer(ctx, "compact gate_up slots", &plan.store_slot), gate_up: zeroed_buffer(ctx, "compact gate_up by slot", ((2 * slots + 1) * 4) as u64) };
+    Some((down, inputs, plan))
 }
 
 /// Compacts every listed layer's active neurons, in one submission.
 pub fn compact_mlp(ctx: &GpuContext, dim: usize, interleaved: bool, layers: &[MlpSources]) -> Vec<CompactMlp> {
+    let mut slot_columns = Vec::new();
     let outs: Vec<CompactMlp> = layers
         .iter()
         .map(|l| {
             let width = width_for(l.count);
-            CompactMlp {
-                gate_up: empty_matrix(ctx, "compact gate_up", 2 * width, dim, interleaved, l.dense_gate_up),
-                down: empty_matrix(ctx, "compact down", dim, width, interleaved, None),
-                width,
-            }
+            let gate_up = empty_matrix(ctx, "compact gate_up", 2 * width, dim, interleaved, l.dense_gate_up);
+            let (down, slots) = match grouped_down(ctx, l, width, interleaved) {
+                Some((down, slots, plan)) => {
+                    slot_columns.push(Some(storage_buffer(ctx, "compact down slot columns", &plan.slot_column)));
+                    (down, Some(slots))
+                }
+                None => {
+                    slot_columns.push(None);
+                    (empty_matrix(ctx, "compact down", dim, width, interleaved, None), None)
+                }
+            };
+            CompactMlp { gate_up, down, width, slots }
         })
         .collect();
     let jobs: Vec<Job> = layers
@@ -174,10 +225,11 @@ pub fn compact_mlp(ctx: &GpuContext, dim: usize, interleaved: bool, layers: &[Ml
         .zip(&outs)
         .flat_map(|(l, out)| {
             let job = |mode, src, dst| Job { mode, list: l.active, width: out.width, row0: 0, src, dst };
-            [job(Mode::GateUp, l.gate_up, &out.gate_up), job(Mode::Columns, l.down_t, &out.down)]
+            let f16_down = out.slots.is_none().then(|| job(Mode::Columns, l.down_t, &out.down));
+            std::iter::once(job(Mode::GateUp, l.gate_up, &out.gate_up)).chain(f16_down)
         })
         .collect();
-    let q4_jobs: Vec<Q4Job> = layers
+    let mut q4_jobs: Vec<Q4Job> = layers
         .iter()
         .zip(&outs)
         .filter(|(_, out)| out.gate_up.q4().is_some())
@@ -187,7 +239,14 @@ pub fn compact_mlp(ctx: &GpuContext, dim: usize, interleaved: bool, layers: &[Ml
             Q4Job { list: l.active, copy, src, dst: &out.gate_up }
         })
         .collect();
+    q4_jobs.extend(layers.iter().zip(&outs).zip(&slot_columns).filter_map(|((l, out), columns)| {
+        let columns = columns.as_ref()?;
+        let list = ActiveList { index: columns, counts: columns, index_offset: 0, layer: 0, max_count: out.down.cols };
+        Some(Q4Job { list, copy: Q4Copy::ColumnGroups, src: l.dense_down?.0, dst: &out.down })
+    }));
     compact(ctx, dim, interleaved, &jobs, &q4_jobs);
+    let grouped: Vec<String> = outs.iter().filter_map(|o| o.slots.as_ref().map(|s| format!("{}/{}", s.count, o.width))).collect();
+    log::debug!("compacted W_down: {} of {} layers in 4-bit groups (slots/width: {})", grouped.len(), outs.len(), grouped.join(" "));
     outs
 }
 
@@ -288,7 +347,7 @@ mod tests {
             let (ib, counts) = (storage_buffer(&ctx, "index", &index), storage_buffer(&ctx, "counts", &[3u32, active.len() as u32]));
             let list = ActiveList { index: &ib, counts: &counts, index_offset: 5, layer: 1, max_count: active.len() };
             let interleaved = family == KernelFamily::RowPerInvocation;
-            let c = compact_mlp(&ctx, dim, interleaved, &[MlpSources { active: list, count: active.len(), gate_up: &gub, down_t: &dtb, dense_gate_up: None }]).remove(0);
+            let c = compact_mlp(&ctx, dim, interleaved, &[MlpSources { active: list, count: active.len(), gate_up: &gub, down_t: &dtb, dense_gate_up: None, dense_down: None }]).remove(0);
             assert_eq!(c.width % 8, 0);
             let (gu_out, h) = (zeroed_buffer(&ctx, "gu", (2 * c.width * 4) as u64), zeroed_buffer(&ctx, "h", (c.width * 4) as u64));
             let residual = random(dim, 114);
@@ -355,6 +414,81 @@ mod tests {
             assert!(max_err(&read_buffer_f32(&ctx, &y, 0, dim).unwrap(), &want_y) < 1e-4, "{family:?} {heads:?} output");
         }
     }
+    /// A 4-bit W_down compacted in groups (`kernels::column_groups`): the
+    /// gate|up rows stored at their slots, then the grouped matvec with SwiGLU
+    /// fused (and SwiGLU on its own, then the matvec), give the MLP of only
+    /// the active neurons, listed out of order; with the inputs shared
+    /// through subgroups and loaded by every invocation. A mask spread too
+    /// thinly keeps W_down in f16.
+    #[test]
+    fn grouped_4_bit_down_gives_the_mlp_of_the_active_neurons() {
+        use crate::kernels::linear::FusedInput;
+        for ctx in [crate::testing::gpu(), crate::testing::gpu_without_subgroups()] {
+            let family = KernelFamily::RowPerInvocation;
+            let (dim, ffn) = (96usize, 256usize);
+            let (gate, up, down) = (q4_1_weights(ffn * dim, 140), q4_1_weights(ffn * dim, 141), q4_1_weights(dim * ffn, 142));
+            let x: Vec<f32> = random(dim, 143).iter().map(|v| 2.0 * v).collect();
+            let dense_gate_up = Matrix::upload(&ctx, "gate_up", &[gate.as_slice(), &up].concat(), 2 * ffn, dim, true);
+            let dense_down = Matrix::upload(&ctx, "down", &down, dim, ffn, true);
+            assert!(dense_gate_up.q4().is_some() && dense_down.q4().is_some());
+            let (gub, dtb, xb) = (storage_buffer(&ctx, "gate_up", &pack_gate_up(&gate, &up, ffn, dim)), storage_buffer(&ctx, "down_t", &to_f16(&transpose(&down, dim, ffn))), storage_buffer(&ctx, "x", &x));
+            let step = uniform_buffer(&ctx, "step", &Step::new(1, 0));
+            // A quarter of the neurons, in descending order; then 5 in 5 blocks.
+            let quarter: Vec<u32> = (0..ffn as u32).rev().filter(|i| (i * 37 + 11) % 100 < 25).collect();
+            for (active, grouped) in [(quarter, true), (vec![250u32, 3, 40, 100, 170], false)] {
+                let (ib, counts) = (storage_buffer(&ctx, "index", &active), storage_buffer(&ctx, "counts", &[active.len() as u32]));
+                let list = ActiveList { index: &ib, counts: &counts, index_offset: 0, layer: 0, max_count: active.len() };
+                let sources = MlpSources { active: list, count: active.len(), gate_up: &gub, down_t: &dtb, dense_gate_up: Some(&dense_gate_up), dense_down: Some((&dense_down, &active)) };
+                let c = compact_mlp(&ctx, dim, true, &[sources]).remove(0);
+                assert_eq!(c.slots.is_some(), grouped, "{} active", active.len());
+                let residual = random(dim, 144);
+                let mut want = mlp_reference(&x, &gate, &up, &down, ffn, &active);
+                want.iter_mut().zip(&residual).for_each(|(a, b)| *a += b);
+                let accumulate = LinearOptions { accumulate: true, ..Default::default() };
+                let Some(slots) = &c.slots else {
+                    let gu_out = zeroed_buffer(&ctx, "gu", (2 * c.width * 4) as u64);
+                    let y = storage_buffer(&ctx, "y", &residual);
+                    let gu_call = LinearCall::with_family(&ctx, &c.gate_up, &step, &xb, &gu_out, LinearOptions::default(), family);
+                    let down_call = LinearCall::fused(&ctx, &c.down, &step, &gu_out, Output::One(&y, accumulate), FusedInput::SwiGlu, family);
+                    let mut plan = Vec::new();
+                    gu_call.plan("gate_up", 1, &mut plan);
+                    down_call.plan("down", 1, &mut plan);
+                    run_plan(&ctx, &plan);
+                    // The f16 columns hold the weights rounded to f16.
+                    let mut want = mlp_reference(&x, &gate, &up, &crate::testing::round_f16(&down), ffn, &active);
+                    want.iter_mut().zip(&residual).for_each(|(a, b)| *a += b);
+                    assert!(max_err(&read_buffer_f32(&ctx, &y, 0, dim).unwrap(), &want) < 5e-5, "f16 down");
+                    continue;
+                };
+                assert_eq!(c.down.packed.as_ref().map(|p| p.format), Some(Format::Q4Groups));
+                assert!(slots.count < 2 * c.width, "{} slots for {} neurons", slots.count, active.len());
+                let gu_out = Output::Slots { y: &slots.gate_up, slots: &slots.table, stride: 2 * slots.count + 1 };
+                let gu_call = LinearCall::build_for(&ctx, &c.gate_up, &step, &xb, gu_out, family);
+                for fused in [true, false] {
+                    let y = storage_buffer(&ctx, "y", &residual);
+                    let h = zeroed_buffer(&ctx, "h", (slots.count * 4) as u64);
+                    let act = swiglu::call(&ctx, slots.count, &step, &slots.gate_up, &h);
+                    let down_call = if fused {
+                        LinearCall::fused(&ctx, &c.down, &step, &slots.gate_up, Output::One(&y, accumulate), FusedInput::SwiGlu, family)
+                    } else {
+                        LinearCall::with_family(&ctx, &c.down, &step, &h, &y, accumulate, family)
+                    };
+                    let mut plan = Vec::new();
+                    gu_call.plan("gate_up", 1, &mut plan);
+                    if !fused {
+                        act.plan("swiglu", 1, &mut plan);
+                    }
+                    down_call.plan("down", 1, &mut plan);
+                    run_plan(&ctx, &plan);
+                    // Sums of 64 terms of size ~10 in another order: a few
+                    // 1e-6 relative; a neuron lost or misplaced is O(1).
+                    let err = max_err(&read_buffer_f32(&ctx, &y, 0, dim).unwrap(), &want);
+                    assert!(err < 5e-5, "subgroups {} fused {fused}: {err}", ctx.has_subgroups_of_8());
+                }
+            }
+        }
+    }
+
     /// Where the dense matrices have 4-bit copies, the compacted matrices get
     /// them too, and the 4-bit matvec over them gives the listed gate and up
     /// rows (padding zero); the listed query rows, then every key and value
@@ -383,7 +517,7 @@ mod tests {
         let active: Vec<u32> = (0..13).map(|i| (i * 37 + 5) % ffn as u32).collect();
         let (ib, counts) = (storage_buffer(&ctx, "index", &active), storage_buffer(&ctx, "counts", &[active.len() as u32]));
         let list = ActiveList { index: &ib, counts: &counts, index_offset: 0, layer: 0, max_count: active.len() };
-        let c = compact_mlp(&ctx, dim, true, &[MlpSources { active: list, count: active.len(), gate_up: &dummy, down_t: &dummy, dense_gate_up: Some(&dense) }]).remove(0);
+        let c = compact_mlp(&ctx, dim, true, &[MlpSources { active: list, count: active.len(), gate_up: &dummy, down_t: &dummy, dense_gate_up: Some(&dense), dense_down: None }]).remove(0);
         let full = crate::kernels::linear::reference(&x, &gate_up, 2 * ffn, dim);
         let mut want = vec![0.0f32; 2 * c.width];
         for (a, &n) in active.iter().enumerate() {

@@ -19,6 +19,7 @@ pub const LINEAR_COMMON: &str = include_str!("../../../shaders/linear_common.wgs
 /// The output headers: one buffer, or a layer's queries and KV cache rows.
 const LINEAR_STORE: &str = include_str!("../../../shaders/linear_store.wgsl");
 const LINEAR_STORE_QKV: &str = include_str!("../../../shaders/linear_store_qkv.wgsl");
+const LINEAR_STORE_SLOTS: &str = include_str!("../../../shaders/linear_store_slots.wgsl");
 /// The q/k/v output's RoPE headers: none (a dispatch of its own), or rotated
 /// as stored.
 const LINEAR_ROPE_NONE: &str = include_str!("../../../shaders/linear_rope_none.wgsl");
@@ -32,6 +33,8 @@ const LINEAR_INPUT_SWIGLU: &str = include_str!("../../../shaders/linear_input_sw
 /// all of it, or one eighth each, shared through subgroup broadcasts.
 pub const LINEAR_BLOCK: &str = include_str!("../../../shaders/linear_block.wgsl");
 pub const LINEAR_BLOCK_SUBGROUP: &str = include_str!("../../../shaders/linear_block_subgroup.wgsl");
+/// The 4-bit matvecs' nibble dot product.
+pub const LINEAR_NIBBLES: &str = include_str!("../../../shaders/linear_nibbles.wgsl");
 
 pub struct MatrixChunk {
     pub buffer: wgpu::Buffer,
@@ -230,6 +233,8 @@ impl Input {
 pub enum Output<'a> {
     One(&'a wgpu::Buffer, LinearOptions),
     Qkv(&'a QkvOut<'a>),
+    /// Row o of token t to `y[t * stride + slots[o]]` (`linear_store_slots.wgsl`).
+    Slots { y: &'a wgpu::Buffer, slots: &'a wgpu::Buffer, stride: usize },
 }
 
 /// A kernel with the output rows and tokens one workgroup covers.
@@ -260,11 +265,13 @@ pub(super) enum Store {
     Qkv = 1,
     /// The same with RoPE applied as they are stored (`linear_rope_fused.wgsl`).
     QkvRope = 2,
+    /// One buffer, each row to its slot (`linear_store_slots.wgsl`).
+    Slots = 3,
 }
 
 impl Store {
     #[cfg(test)]
-    pub(super) const ALL: [Store; 3] = [Store::One, Store::Qkv, Store::QkvRope];
+    pub(super) const ALL: [Store; 4] = [Store::One, Store::Qkv, Store::QkvRope, Store::Slots];
 
     /// The output header's source (q/k/v with its RoPE header), its
     /// kernel-name suffix, and the bindings through the outputs (and the
@@ -274,6 +281,7 @@ impl Store {
         match self {
             Store::One => (LINEAR_STORE.to_string(), "", vec![U, U, R, R, W]),
             Store::Qkv => (format!("{LINEAR_STORE_QKV}\n{LINEAR_ROPE_NONE}"), "_qkv", vec![U, U, R, R, W, W, W]),
+            Store::Slots => (LINEAR_STORE_SLOTS.to_string(), "_slots", vec![U, U, R, R, W, R]),
             Store::QkvRope => {
                 let decl = "@group(0) @binding(7) var<storage, read> rope_table: array<vec2<f32>>;";
                 (format!("{LINEAR_STORE_QKV}\n{decl}\n{LINEAR_ROPE_FUSED}"), "_qkv_rope", vec![U, U, R, R, W, W, W, R])
@@ -302,11 +310,14 @@ fn kernels(ctx: &GpuContext, kind: KernelFamily, store: Store, input: Input, pac
     if kind.is_cpu_style(ctx) {
         let rows = INTERLEAVE_ROWS as u32;
         let f16_matmul = || matmul("matmul_rows", include_str!("../../../shaders/matmul_rows.wgsl"), 16 * 4, 8);
+        let nibbles = |body: &str| format!("{LINEAR_NIBBLES}\n{body}");
         match packed {
             Some(Format::Q4) => (
-                cpu_matvec("matvec_rows_q4", include_str!("../../../shaders/matvec_rows_q4.wgsl"), rows),
+                cpu_matvec("matvec_rows_q4", &nibbles(include_str!("../../../shaders/matvec_rows_q4.wgsl")), rows),
                 matmul("matmul_rows_q4", include_str!("../../../shaders/matmul_rows_q4.wgsl"), 16 * 4, 8),
             ),
+            // Compacted W_down, read in decode only.
+            Some(Format::Q4Groups) => (cpu_matvec("matvec_rows_q4g", &nibbles(include_str!("../../../shaders/matvec_rows_q4g.wgsl")), rows), None),
             Some(Format::Q8) => (cpu_matvec("matvec_rows_q8", include_str!("../../../shaders/matvec_rows_q8.wgsl"), rows), f16_matmul()),
             None => (cpu_matvec("matvec_rows", include_str!("../../../shaders/matvec_rows.wgsl"), rows), f16_matmul()),
         }
@@ -373,10 +384,15 @@ impl LinearCall {
         // across neighbouring invocations; one chunk keeps the pairs aligned.
         let rope = match out {
             Output::Qkv(o) => o.rope.filter(|_| fused.is_some() && kind.is_cpu_style(ctx) && ctx.has_subgroups_of_8() && w.chunks.len() == 1),
-            Output::One(..) => None,
+            Output::One(..) | Output::Slots { .. } => None,
         };
+        let mut y_stride = w.rows;
         let (store, mut buffers, opts, (k_row0, v_row0)) = match out {
             Output::One(y, opts) => (Store::One, vec![y], opts, (0, 0)),
+            Output::Slots { y, slots, stride } => {
+                y_stride = stride;
+                (Store::Slots, vec![y, slots], LinearOptions::default(), (0, 0))
+            }
             Output::Qkv(o) => {
                 assert_eq!(w.rows, o.q_rows + 2 * o.kv_rows, "fused qkv matrix rows");
                 let mut buffers = vec![o.q, o.k_cache, o.v_cache];
@@ -406,7 +422,7 @@ impl LinearCall {
                     &Params {
                         k: w.cols as u32,
                         n: c.rows.len() as u32,
-                        y_stride: w.rows as u32,
+                        y_stride: y_stride as u32,
                         y_col0: c.rows.start as u32,
                         accumulate: opts.accumulate as u32,
                         y_row_from_pos: opts.y_row_from_pos as u32,

@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod backward;
+pub mod column_groups;
 pub mod compact;
 pub mod embedding;
 pub mod linear;
@@ -193,19 +194,20 @@ mod shader_validation {
             let body = std::fs::read_to_string(&path).unwrap();
             // Linear kernels are validated with each output header, the
             // matvec kernels with each input header, and those that load
-            // blocks of inputs with each block header, as kernels::linear
-            // composes them.
+            // blocks of inputs with each block header (and the 4-bit ones
+            // with the nibble functions), as kernels::linear composes them.
             let sources = if body.contains("store_y(") {
-                use super::linear::{Input, Store, LINEAR_BLOCK, LINEAR_BLOCK_SUBGROUP, LINEAR_COMMON};
+                use super::linear::{Input, Store, LINEAR_BLOCK, LINEAR_BLOCK_SUBGROUP, LINEAR_COMMON, LINEAR_NIBBLES};
                 let matvec = body.contains("load_x(") || body.contains("block_inputs(");
                 let blocks = if body.contains("block_inputs(") { vec![LINEAR_BLOCK, LINEAR_BLOCK_SUBGROUP] } else { vec![""] };
+                let nibbles = if body.contains("dot_nibbles(") { LINEAR_NIBBLES } else { "" };
                 let mut sources = vec![];
                 for store in Store::ALL {
                     let (header, _, layout) = store.header();
                     let inputs: Vec<String> = if matvec { Input::ALL.iter().map(|i| i.header(&mut layout.clone()).0).collect() } else { vec![String::new()] };
                     for input in &inputs {
                         for block in &blocks {
-                            sources.push(format!("{LINEAR_COMMON}\n{header}\n{input}\n{block}\n{body}"));
+                            sources.push(format!("{LINEAR_COMMON}\n{header}\n{input}\n{block}\n{nibbles}\n{body}"));
                         }
                     }
                 }

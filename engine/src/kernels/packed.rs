@@ -21,13 +21,17 @@ pub const BLOCK: usize = 32;
 pub enum Format {
     Q4,
     Q8,
+    /// Q4 whose columns come in groups of 8, each with its own d and m per
+    /// row (`matvec_rows_q4g.wgsl`): made only by compacting a Q4 matrix's
+    /// columns (`kernels::compact`), never packed from weights.
+    Q4Groups,
 }
 
 impl Format {
     /// Words of quants per block.
     pub fn quant_words(self) -> usize {
         match self {
-            Format::Q4 => 4,
+            Format::Q4 | Format::Q4Groups => 4,
             Format::Q8 => 8,
         }
     }
@@ -114,6 +118,7 @@ fn pack_as(format: Format, data: &[f32], rows: usize, cols: usize) -> Option<Vec
             let (d, m, q) = match format {
                 Format::Q4 => q4_block(v)?,
                 Format::Q8 => q8_block(v)?,
+                Format::Q4Groups => return None,
             };
             let unit = (block * INTERLEAVE_ROWS * k32) + (r * k32 + i) * 8 + lane;
             quants[unit * words..(unit + 1) * words].copy_from_slice(&q);
@@ -140,6 +145,7 @@ mod tests {
                 let q = match format {
                     Format::Q4 => ((packed[unit * words + e / 8] >> (4 * (e % 8))) & 15) as f32,
                     Format::Q8 => ((packed[unit * words + e / 4] >> (8 * (e % 4))) as u8 as i8) as f32,
+                    Format::Q4Groups => unreachable!("not a packed layout"),
                 };
                 let s = packed[units * words + scale_index(unit, k32)];
                 let (d, m) = (f16::from_bits(s as u16).to_f32(), f16::from_bits((s >> 16) as u16).to_f32());

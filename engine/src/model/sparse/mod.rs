@@ -245,8 +245,15 @@ impl GpuModel {
                         let m = &s.compact.as_ref().expect("checked")[l];
                         let plain = LinearOptions::default();
                         let norm = NormSpec { dim: d, x: &x, xn: &xn, weight: &layer_params[l].ffn_norm, eps: c.rms_eps };
-                        let gate_up = PreparedLinear::norm(&ctx, &norm, &m.gate_up, &step, Output::One(&s.compact_gate_up, plain), family, true);
-                        let act = SwiGluSpec { width: m.width, gate_up: &s.compact_gate_up, h: &s.h };
+                        // A grouped down reads its inputs at their slots.
+                        let (gate_up_out, act) = match &m.slots {
+                            Some(slots) => (
+                                Output::Slots { y: &slots.gate_up, slots: &slots.table, stride: 2 * slots.count + 1 },
+                                SwiGluSpec { width: slots.count, gate_up: &slots.gate_up, h: &s.h },
+                            ),
+                            None => (Output::One(&s.compact_gate_up, plain), SwiGluSpec { width: m.width, gate_up: &s.compact_gate_up, h: &s.h }),
+                        };
+                        let gate_up = PreparedLinear::norm(&ctx, &norm, &m.gate_up, &step, gate_up_out, family, true);
                         let down = PreparedLinear::swiglu(&ctx, &act, &m.down, &step, Output::One(&x, LinearOptions { accumulate: true, ..plain }), family, true);
                         MlpCalls::Compact(gate_up, down)
                     }
@@ -459,6 +466,12 @@ impl GpuModel {
         self.sparse.as_ref().is_some_and(|s| s.compact.is_some())
     }
 
+    /// Layers whose compacted W_down kept the model's 4 bits, in groups
+    /// (`kernels::column_groups`), rather than f16 columns.
+    pub fn mlp_mask_grouped_layers(&self) -> usize {
+        self.sparse.as_ref().and_then(|s| s.compact.as_ref()).map_or(0, |layers| layers.iter().filter(|m| m.slots.is_some()).count())
+    }
+
     /// Before a forward of `n` tokens: a fixed MLP mask that already decoded
     /// a token is compacted for the tokens after it. Per-token masks (oracle
     /// mode) are replaced before they are reused, so they never pay for it.
@@ -486,10 +499,14 @@ impl GpuModel {
         }
         let (ctx, c) = (&self.ctx, &self.config);
         let interleaved = self.params.family == KernelFamily::RowPerInvocation;
+        // W_down keeps its 4 bits through groups planned from the lists
+        // (kernels::column_groups); if they cannot be read back, it is f16.
+        let lists = read_buffer_u32(ctx, &s.index, 0, c.n_layers * c.ffn_dim).ok().filter(|_| interleaved);
         let layers: Vec<MlpSources> = (0..c.n_layers)
             .map(|l| {
                 let active = ActiveList { index: &s.index, counts: &s.counts, index_offset: l * c.ffn_dim, layer: l, max_count: counts[l] };
-                MlpSources { active, count: counts[l], gate_up: &s.gate_up[l], down_t: &s.down_t[l], dense_gate_up: Some(&self.params.layers[l].w_gate_up) }
+                let dense_down = lists.as_ref().map(|all| (&self.params.layers[l].w_down, &all[l * c.ffn_dim..(l + 1) * c.ffn_dim]));
+                MlpSources { active, count: counts[l], gate_up: &s.gate_up[l], down_t: &s.down_t[l], dense_gate_up: Some(&self.params.layers[l].w_gate_up), dense_down }
             })
             .collect();
         let compact = compact_mlp(ctx, c.dim, interleaved, &layers);
