@@ -10,8 +10,8 @@
 //! rows get one too (`compact_q4.wgsl`): rows keep their blocks of 32
 //! weights, so the copy is exact. Columns cut across those blocks: W_o's
 //! columns are whole blocks where heads are; W_down's are copied in groups
-//! of 8 per block (`kernels::column_groups`) where that reads fewer words
-//! than f16 columns, and stay f16 otherwise.
+//! of 8 per block (`kernels::column_groups`) where those are faster to read
+//! than f16 columns (`ColumnGroups::beats_f16`), and stay f16 otherwise.
 
 use super::column_groups::{ColumnGroups, GROUP};
 use super::linear::{Matrix, MatrixChunk, Packed, INTERLEAVE_ROWS};
@@ -180,8 +180,8 @@ pub struct MlpSources<'a> {
 }
 
 /// The grouped 4-bit copy of a layer's W_down, when its dense matrix has a
-/// 4-bit copy and the groups read fewer words than f16 columns (an empty
-/// matrix and the slots to fill it through).
+/// 4-bit copy and the groups are faster to read than f16 columns (an empty
+/// matrix, the slots its inputs go to, and the plan that fills it).
 fn grouped_down(ctx: &GpuContext, l: &MlpSources, width: usize, interleaved: bool) -> Option<(Matrix, Slots, ColumnGroups)> {
     let (dense, active) = l.dense_down.filter(|(m, _)| interleaved && m.q4().is_some())?;
     let plan = ColumnGroups::plan(&active[..l.count], width, dense.cols);

@@ -501,7 +501,7 @@ impl GpuModel {
         let interleaved = self.params.family == KernelFamily::RowPerInvocation;
         // W_down keeps its 4 bits through groups planned from the lists
         // (kernels::column_groups); if they cannot be read back, it is f16.
-        let lists = read_buffer_u32(ctx, &s.index, 0, c.n_layers * c.ffn_dim).ok().filter(|_| interleaved);
+        let lists = interleaved.then(|| read_buffer_u32(ctx, &s.index, 0, c.n_layers * c.ffn_dim).ok()).flatten();
         let layers: Vec<MlpSources> = (0..c.n_layers)
             .map(|l| {
                 let active = ActiveList { index: &s.index, counts: &s.counts, index_offset: l * c.ffn_dim, layer: l, max_count: counts[l] };
