@@ -18,7 +18,7 @@ struct Step { n_tokens: u32, pos0: u32, _a: u32, _b: u32 }
 // Each kernel's main first copies its parameters into private variables
 // (load_params), which live in registers. On CPU adapters the parameters are
 // read-only storage (gpu::pipeline), whose loads the compiler cannot move
-// past the kernel's stores (store_y reads six a stored value): without the
+// past the kernel's stores (store_y reads six for each stored value): without the
 // copies, a 512-token prefill took 3% longer than with uniforms.
 var<private> p: Params;
 var<private> step: Step;

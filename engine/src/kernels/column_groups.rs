@@ -18,9 +18,8 @@ pub const PADDING: u32 = u32::MAX;
 /// One layer's plan.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ColumnGroups {
-    /// Slots in all, a multiple of 32 (whole vec4s of groups).
-    pub slots: usize,
-    /// [slots]: the source column each slot holds, or [`PADDING`].
+    /// [slots]: the source column each slot holds, or [`PADDING`]; slots are
+    /// a multiple of 32 (whole vec4s of groups).
     pub slot_column: Vec<u32>,
     /// [2 * width]: where the compacted gate|up stores each of its rows, in a
     /// buffer of [gate (slots) | up (slots) | 1]: gate row a of the list at
@@ -53,7 +52,12 @@ impl ColumnGroups {
         let unused = 2 * slots as u32;
         let half = |offset: u32| (0..width).map(|a| slot_of.get(a).map_or(unused, |&s| offset + s)).collect::<Vec<_>>();
         let store_slot = [half(0), half(slots as u32)].concat();
-        ColumnGroups { slots, slot_column, store_slot }
+        ColumnGroups { slot_column, store_slot }
+    }
+
+    /// Slots in all.
+    pub fn slots(&self) -> usize {
+        self.slot_column.len()
     }
 
     /// Whether the grouped 4-bit copy is the faster one to read: a row costs
@@ -63,7 +67,7 @@ impl ColumnGroups {
     /// 1.4-1.5 at AR 0.2-0.5 (a decode step 7% faster), 2.4 at AR 0.1 (about
     /// even); masks spread thinner pad most slots and stay f16.
     pub fn beats_f16(&self, width: usize) -> bool {
-        self.slots * 8 <= width * 20
+        self.slots() * 8 <= width * 20
     }
 }
 
@@ -79,7 +83,7 @@ mod tests {
         // Block 0: 3 columns; block 2: 9 columns (two groups); block 1: none.
         let active: Vec<u32> = vec![70, 5, 64, 65, 66, 67, 68, 69, 71, 72, 0, 31];
         let g = ColumnGroups::plan(&active, 16, 96);
-        assert_eq!(g.slots, 32);
+        assert_eq!(g.slots(), 32);
         let p = PADDING;
         assert_eq!(g.slot_column[..24], [0, 5, 31, p, p, p, p, p, 64, 65, 66, 67, 68, 69, 70, 71, 72, p, p, p, p, p, p, p]);
         assert!(g.slot_column[24..].iter().all(|&c| c == PADDING));

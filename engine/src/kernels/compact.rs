@@ -14,7 +14,7 @@
 //! than f16 columns (`ColumnGroups::beats_f16`), and stay f16 otherwise.
 
 use super::column_groups::{ColumnGroups, GROUP};
-use super::linear::{Matrix, MatrixChunk, Packed, INTERLEAVE_ROWS};
+use super::linear::{Matrix, MatrixChunk, Output, Packed, INTERLEAVE_ROWS};
 use super::packed::{Format, BLOCK};
 use super::sparse::ActiveList;
 use super::{run_calls, spread, Call};
@@ -40,6 +40,13 @@ pub struct Slots {
     pub count: usize,
     pub table: wgpu::Buffer,
     pub gate_up: wgpu::Buffer,
+}
+
+impl Slots {
+    /// The compacted gate|up's output: each row to its slot.
+    pub fn gate_up_output(&self) -> Output<'_> {
+        Output::Slots { y: &self.gate_up, slots: &self.table, stride: 2 * self.count + 1 }
+    }
 }
 
 /// One layer's active attention heads as dense matrices.
@@ -181,14 +188,15 @@ pub struct MlpSources<'a> {
 
 /// The grouped 4-bit copy of a layer's W_down, when its dense matrix has a
 /// 4-bit copy and the groups are faster to read than f16 columns (an empty
-/// matrix, the slots its inputs go to, and the plan that fills it).
-fn grouped_down(ctx: &GpuContext, l: &MlpSources, width: usize, interleaved: bool) -> Option<(Matrix, Slots, ColumnGroups)> {
+/// matrix, the slots its inputs go to, and the source column of each slot
+/// for the copy that fills it).
+fn grouped_down(ctx: &GpuContext, l: &MlpSources, width: usize, interleaved: bool) -> Option<(Matrix, Slots, wgpu::Buffer)> {
     let (dense, active) = l.dense_down.filter(|(m, _)| interleaved && m.q4().is_some())?;
     let plan = ColumnGroups::plan(&active[..l.count], width, dense.cols);
     if !plan.beats_f16(width) {
         return None;
     }
-    let (rows, slots) = (dense.rows, plan.slots);
+    let (rows, slots) = (dense.rows, plan.slots());
     // Units of 32 slots, 8 words each (4 quants, 4 scales).
     let units = rows.div_ceil(INTERLEAVE_ROWS) * INTERLEAVE_ROWS * (slots / BLOCK);
     let packed = Packed { format: Format::Q4Groups, buffer: zeroed_buffer(ctx, "compact down q4 groups", (units * 8 * 4) as u64) };
@@ -196,7 +204,7 @@ fn grouped_down(ctx: &GpuContext, l: &MlpSources, width: usize, interleaved: boo
     let chunks = vec![MatrixChunk { buffer: zeroed_buffer(ctx, "compact down (no f16 copy)", 16), rows: 0..rows }];
     let down = Matrix { rows, cols: slots, interleaved, chunks, packed: Some(packed) };
     let inputs = Slots { count: slots, table: storage_buffer(ctx, "compact gate_up slots", &plan.store_slot), gate_up: zeroed_buffer(ctx, "compact gate_up by slot", ((2 * slots + 1) * 4) as u64) };
-    Some((down, inputs, plan))
+    Some((down, inputs, storage_buffer(ctx, "compact down slot columns", &plan.slot_column)))
 }
 
 /// Compacts every listed layer's active neurons, in one submission.
@@ -208,8 +216,8 @@ pub fn compact_mlp(ctx: &GpuContext, dim: usize, interleaved: bool, layers: &[Ml
             let width = width_for(l.count);
             let gate_up = empty_matrix(ctx, "compact gate_up", 2 * width, dim, interleaved, l.dense_gate_up);
             let (down, slots) = match grouped_down(ctx, l, width, interleaved) {
-                Some((down, slots, plan)) => {
-                    slot_columns.push(Some(storage_buffer(ctx, "compact down slot columns", &plan.slot_column)));
+                Some((down, slots, columns)) => {
+                    slot_columns.push(Some(columns));
                     (down, Some(slots))
                 }
                 None => {
@@ -442,7 +450,9 @@ mod tests {
                 let c = compact_mlp(&ctx, dim, true, &[sources]).remove(0);
                 assert_eq!(c.slots.is_some(), grouped, "{} active", active.len());
                 let residual = random(dim, 144);
-                let mut want = mlp_reference(&x, &gate, &up, &down, ffn, &active);
+                // The f16 columns hold the weights rounded to f16; the groups hold them exactly.
+                let held_down = if grouped { down.clone() } else { crate::testing::round_f16(&down) };
+                let mut want = mlp_reference(&x, &gate, &up, &held_down, ffn, &active);
                 want.iter_mut().zip(&residual).for_each(|(a, b)| *a += b);
                 let accumulate = LinearOptions { accumulate: true, ..Default::default() };
                 let Some(slots) = &c.slots else {
@@ -454,16 +464,12 @@ mod tests {
                     gu_call.plan("gate_up", 1, &mut plan);
                     down_call.plan("down", 1, &mut plan);
                     run_plan(&ctx, &plan);
-                    // The f16 columns hold the weights rounded to f16.
-                    let mut want = mlp_reference(&x, &gate, &up, &crate::testing::round_f16(&down), ffn, &active);
-                    want.iter_mut().zip(&residual).for_each(|(a, b)| *a += b);
                     assert!(max_err(&read_buffer_f32(&ctx, &y, 0, dim).unwrap(), &want) < 5e-5, "f16 down");
                     continue;
                 };
                 assert_eq!(c.down.packed.as_ref().map(|p| p.format), Some(Format::Q4Groups));
                 assert!(slots.count < 2 * c.width, "{} slots for {} neurons", slots.count, active.len());
-                let gu_out = Output::Slots { y: &slots.gate_up, slots: &slots.table, stride: 2 * slots.count + 1 };
-                let gu_call = LinearCall::build_for(&ctx, &c.gate_up, &step, &xb, gu_out, family);
+                let gu_call = LinearCall::build_for(&ctx, &c.gate_up, &step, &xb, slots.gate_up_output(), family);
                 for fused in [true, false] {
                     let y = storage_buffer(&ctx, "y", &residual);
                     let h = zeroed_buffer(&ctx, "h", (slots.count * 4) as u64);

@@ -248,7 +248,7 @@ impl GpuModel {
                         // A grouped down reads its inputs at their slots.
                         let (gate_up_out, act) = match &m.slots {
                             Some(slots) => (
-                                Output::Slots { y: &slots.gate_up, slots: &slots.table, stride: 2 * slots.count + 1 },
+                                slots.gate_up_output(),
                                 SwiGluSpec { width: slots.count, gate_up: &slots.gate_up, h: &s.h },
                             ),
                             None => (Output::One(&s.compact_gate_up, plain), SwiGluSpec { width: m.width, gate_up: &s.compact_gate_up, h: &s.h }),
