@@ -6,7 +6,8 @@
 // mode = 0, rows: in each of `halves` groups h (gate rows then up rows: 2;
 //   query rows, or key and value rows: 1), output row row0 + h * width + a is
 //   source row src_row0 + h * src_half + index[index_offset + a], or zeros for
-//   a >= counts[layer] (padding).
+//   a >= counts[layer] or a listed 0xFFFFFFFF (padding: the paired gate|up of
+//   kernels::fused_mlp lists its padding slots' rows).
 // mode = 1, blocks of columns: output block i of every row is the source
 //   block holding column index[index_offset + 32 i] (the listed columns come
 //   in whole, aligned blocks: W_o's columns of heads whose width is a
@@ -96,7 +97,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         let a = slot % p.width;
         dst = first_unit(p.row0 + h * p.width + a, p.out_k32) + 8u * i;
         copy = a < count;
-        if (copy) { su = first_unit(p.src_row0 + h * p.src_half + index[p.index_offset + a], p.src_k32) + 8u * i; }
+        if (copy) {
+            let source = index[p.index_offset + a];
+            copy = source != PADDING;
+            su = first_unit(p.src_row0 + h * p.src_half + source, p.src_k32) + 8u * i;
+        }
     } else {
         if (id >= p.out_rows * p.out_k32) { return; }
         let i = id % p.out_k32;

@@ -106,7 +106,8 @@ fn sparse_prompt_mode_decoding_equals_dense_with_units_zeroed() {
 }
 
 /// `grouped`: the compacted W_down of every layer is in 4-bit groups (at
-/// these ARs, on the default model). Log p agrees to 4e-5 or better;
+/// these ARs, on the default model), and on lavapipe each layer's compacted
+/// MLP is one dispatch. Log p agrees to 4e-5 or better;
 /// rounding the active neurons' W_down weights to f16 instead (as before
 /// the groups) moved it by up to 7e-3, and a wrong or missing unit moves it
 /// by far more.
@@ -124,6 +125,9 @@ fn sparse_prompt_mode_matches_zeroed(rm: &mut RealModel, grouped: bool) {
         assert_eq!(mask[0].len(), (ratios.mlp * c.ffn_dim as f64).ceil() as usize);
         assert_eq!(heads.as_ref().map(|h| h[0].len()), (ratios.heads < 1.0).then_some(2));
         assert_eq!(rm.model.mlp_mask_grouped_layers(), if grouped { c.n_layers } else { 0 }, "{ratios:?}");
+        // On lavapipe, grouped layers run their MLP in one dispatch (kernels::fused_mlp).
+        let fused = grouped && rm.model.ctx.has_subgroups_of_8();
+        assert_eq!(rm.model.mlp_mask_fused_layers(), if fused { c.n_layers } else { 0 }, "{ratios:?}");
         let factors = zeroing_factors(&c, &mask, heads.as_deref(), prompt.len());
         rm.model.reset();
         let mut logits = rm.model.forward(&prompt, Logits::Last).unwrap();

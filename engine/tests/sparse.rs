@@ -15,7 +15,9 @@ use sift_engine::kernels::KernelFamily;
 use sift_engine::model::sparse::{MaskFile, Ratios, Rule, Thresholds};
 use sift_engine::model::{Config, GpuModel, Logits, Weights};
 use sift_engine::sampling::argmax;
-use sift_engine::testing::{gpu, random_weights, tiny_config};
+use sift_engine::gpu::GpuContext;
+use sift_engine::testing::{gpu, gpu_without_subgroups, random_weights, tiny_config};
+use std::sync::Arc;
 
 fn rel(a: &[f32], b: &[f32]) -> f32 {
     let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1.0);
@@ -32,7 +34,7 @@ fn sparse_decoding_equals_dense_with_inactive_neurons_zeroed() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     for family in [KernelFamily::RowPerInvocation, KernelFamily::Cooperative] {
         for ar in [0.1, 0.3, 1.0] {
-            let model = decode_with_random_masks(&c, &w, family, ar, &mut rng, false);
+            let model = decode_with_random_masks(gpu(), &c, &w, family, ar, &mut rng, false);
             assert_eq!(model.mlp_mask_grouped_layers(), 0, "f16 weights have no 4-bit copy to keep");
         }
     }
@@ -54,9 +56,16 @@ fn sparse_decoding_with_4_bit_mlp_weights_equals_dense_with_inactive_neurons_zer
     let mut rng = rand::rngs::StdRng::seed_from_u64(6);
     // Half the neurons: at most 2 slots a neuron, always grouped. Compacted
     // from the first token: the gather kernels read f16 copies of the
-    // weights, which round Q4_1's values.
-    let model = decode_with_random_masks(&c, &w, KernelFamily::RowPerInvocation, 0.5, &mut rng, true);
-    assert_eq!(model.mlp_mask_grouped_layers(), c.n_layers);
+    // weights, which round Q4_1's values. Where workgroups of 8 are one
+    // subgroup (lavapipe), each layer's MLP is one dispatch
+    // (`kernels::fused_mlp`); elsewhere the gate|up stores its rows at their
+    // slots for the grouped down.
+    for ctx in [gpu(), gpu_without_subgroups()] {
+        let fused = ctx.has_subgroups_of_8();
+        let model = decode_with_random_masks(ctx, &c, &w, KernelFamily::RowPerInvocation, 0.5, &mut rng, true);
+        assert_eq!(model.mlp_mask_grouped_layers(), c.n_layers);
+        assert_eq!(model.mlp_mask_fused_layers(), if fused { c.n_layers } else { 0 });
+    }
 }
 
 /// Decodes 6 tokens with random masks of ceil(ar * n) neurons (and heads,
@@ -64,7 +73,7 @@ fn sparse_decoding_with_4_bit_mlp_weights_equals_dense_with_inactive_neurons_zer
 /// with the inactive units zeroed, and that the masks read back are the
 /// ones set; `compact_first`: the MLP mask compacted before the first token,
 /// else from the second. Returns the model, its masks still set.
-fn decode_with_random_masks(c: &Config, w: &Weights, family: KernelFamily, ar: f64, rng: &mut rand::rngs::StdRng, compact_first: bool) -> GpuModel {
+fn decode_with_random_masks(ctx: Arc<GpuContext>, c: &Config, w: &Weights, family: KernelFamily, ar: f64, rng: &mut rand::rngs::StdRng, compact_first: bool) -> GpuModel {
     // ceil(ar * n) of n units per layer, in random order.
     let mut random_lists = |n: usize| -> Vec<Vec<u32>> {
         (0..c.n_layers)
@@ -78,7 +87,7 @@ fn decode_with_random_masks(c: &Config, w: &Weights, family: KernelFamily, ar: f
     };
     // Heads masked too, below AR 1: ceil(ar * 4) of 4 per layer.
     let (mask, heads) = (random_lists(c.ffn_dim), random_lists(c.n_heads));
-    let mut model = GpuModel::with_family(gpu(), c, w, 64, family).unwrap();
+    let mut model = GpuModel::with_family(ctx, c, w, 64, family).unwrap();
     model.enable_sparse(w).unwrap();
     model.set_mlp_mask(&mask).unwrap();
     if ar < 1.0 {

@@ -12,8 +12,11 @@
 //! columns are whole blocks where heads are; W_down's are copied in groups
 //! of 8 per block (`kernels::column_groups`) where those are faster to read
 //! than f16 columns (`ColumnGroups::beats_f16`), and stay f16 otherwise.
+//! Where the whole MLP runs in one dispatch (`kernels::fused_mlp`), the
+//! gate|up rows are copied in that kernel's paired slot order instead.
 
 use super::column_groups::{ColumnGroups, GROUP};
+use super::fused_mlp::{FusedPlan, FusedState};
 use super::linear::{Matrix, MatrixChunk, Output, Packed, INTERLEAVE_ROWS};
 use super::packed::{Format, BLOCK};
 use super::sparse::ActiveList;
@@ -22,15 +25,34 @@ use crate::gpu::{storage_buffer, uniform_buffer, zeroed_buffer, Binding, GpuCont
 
 /// One layer's active neurons as dense matrices.
 pub struct CompactMlp {
-    /// [2 * width, dim]: the gate rows of the active neurons, then their up rows.
+    /// [2 * width, dim]: the gate rows of the active neurons, then their up
+    /// rows; fused, in the paired slot order of `fused_mlp::FusedPlan` (4
+    /// bits only).
     pub gate_up: Matrix,
-    /// [dim, width]: the active neurons' columns of W_down (f16); or, with
-    /// `slots`, [dim, slots.count] in 4-bit groups (`Format::Q4Groups`).
+    /// [dim, width]: the active neurons' columns of W_down (f16); or, in
+    /// groups, [dim, slots] in 4 bits (`Format::Q4Groups`).
     pub down: Matrix,
     /// Active neurons rounded up to a multiple of 8 (the rest are zero).
     pub width: usize,
-    /// Where a grouped down reads its inputs.
-    pub slots: Option<Slots>,
+    /// How the down projection gets its inputs.
+    pub inputs: DownInputs,
+}
+
+/// How a compacted MLP's down projection gets its inputs.
+pub enum DownInputs {
+    /// f16 columns in the mask's order: the gate|up's outputs as they are.
+    Columns,
+    /// 4-bit groups: the gate|up stores each row at its slot.
+    Slots(Slots),
+    /// 4-bit groups, and the whole MLP in one dispatch (`kernels::fused_mlp`).
+    Fused(FusedState),
+}
+
+impl CompactMlp {
+    /// Whether W_down kept its 4 bits in groups.
+    pub fn grouped(&self) -> bool {
+        !matches!(self.inputs, DownInputs::Columns)
+    }
 }
 
 /// The inputs of a grouped down (`kernels::column_groups`): gate|up row o is
@@ -187,45 +209,63 @@ pub struct MlpSources<'a> {
 }
 
 /// The grouped 4-bit copy of a layer's W_down, when its dense matrix has a
-/// 4-bit copy and the groups are faster to read than f16 columns (an empty
-/// matrix, the slots its inputs go to, and the source column of each slot
-/// for the copy that fills it).
-fn grouped_down(ctx: &GpuContext, l: &MlpSources, width: usize, interleaved: bool) -> Option<(Matrix, Slots, wgpu::Buffer)> {
+/// 4-bit copy and the groups are faster to read than f16 columns: an empty
+/// matrix, and its plan.
+fn grouped_down(ctx: &GpuContext, l: &MlpSources, width: usize, interleaved: bool) -> Option<(Matrix, ColumnGroups)> {
     let (dense, active) = l.dense_down.filter(|(m, _)| interleaved && m.q4().is_some())?;
     let plan = ColumnGroups::plan(&active[..l.count], width, dense.cols);
     if !plan.beats_f16(width) {
         return None;
     }
-    let (rows, slots) = (dense.rows, plan.slots());
-    // Units of 32 slots, 8 words each (4 quants, 4 scales).
-    let units = rows.div_ceil(INTERLEAVE_ROWS) * INTERLEAVE_ROWS * (slots / BLOCK);
-    let packed = Packed { format: Format::Q4Groups, buffer: zeroed_buffer(ctx, "compact down q4 groups", (units * 8 * 4) as u64) };
-    // The kernels read only the packed copy; the f16 chunk is a placeholder.
-    let chunks = vec![MatrixChunk { buffer: zeroed_buffer(ctx, "compact down (no f16 copy)", 16), rows: 0..rows }];
-    let down = Matrix { rows, cols: slots, interleaved, chunks, packed: Some(packed) };
-    let inputs = Slots { count: slots, table: storage_buffer(ctx, "compact gate_up slots", &plan.store_slot), gate_up: zeroed_buffer(ctx, "compact gate_up by slot", ((2 * slots + 1) * 4) as u64) };
-    Some((down, inputs, storage_buffer(ctx, "compact down slot columns", &plan.slot_column)))
+    Some((packed_only(ctx, "compact down q4 groups", dense.rows, plan.slots(), Format::Q4Groups), plan))
+}
+
+/// The slots a gate|up stores its rows at, for the grouped down of `plan`.
+fn slot_store(ctx: &GpuContext, plan: &ColumnGroups) -> Slots {
+    let count = plan.slots();
+    Slots { count, table: storage_buffer(ctx, "compact gate_up slots", &plan.store_slot), gate_up: zeroed_buffer(ctx, "compact gate_up by slot", ((2 * count + 1) * 4) as u64) }
+}
+
+/// An empty 4-bit matrix whose f16 copy is a placeholder the kernels never
+/// read (compacted matrices read in 4 bits only).
+fn packed_only(ctx: &GpuContext, name: &str, rows: usize, cols: usize, format: Format) -> Matrix {
+    let words_per_unit = if format == Format::Q4Groups { 8 } else { 5 };
+    let units = rows.div_ceil(INTERLEAVE_ROWS) * INTERLEAVE_ROWS * (cols / BLOCK);
+    let packed = Packed { format, buffer: zeroed_buffer(ctx, name, (units * words_per_unit * 4) as u64) };
+    let chunks = vec![MatrixChunk { buffer: zeroed_buffer(ctx, "compacted (no f16 copy)", 16), rows: 0..rows }];
+    Matrix { rows, cols, interleaved: true, chunks, packed: Some(packed) }
 }
 
 /// Compacts every listed layer's active neurons, in one submission.
-pub fn compact_mlp(ctx: &GpuContext, dim: usize, interleaved: bool, layers: &[MlpSources]) -> Vec<CompactMlp> {
+pub fn compact_mlp(ctx: &GpuContext, dim: usize, interleaved: bool, fused: bool, layers: &[MlpSources]) -> Vec<CompactMlp> {
+    // Per layer, the lists the 4-bit copies read: each grouped slot's source
+    // column, and for a fused layer the paired gate|up's source rows.
     let mut slot_columns = Vec::new();
+    let mut paired = Vec::new();
     let outs: Vec<CompactMlp> = layers
         .iter()
         .map(|l| {
             let width = width_for(l.count);
-            let gate_up = empty_matrix(ctx, "compact gate_up", 2 * width, dim, interleaved, l.dense_gate_up);
-            let (down, slots) = match grouped_down(ctx, l, width, interleaved) {
-                Some((down, slots, columns)) => {
-                    slot_columns.push(Some(columns));
-                    (down, Some(slots))
-                }
-                None => {
-                    slot_columns.push(None);
-                    (empty_matrix(ctx, "compact down", dim, width, interleaved, None), None)
-                }
+            let Some((down, plan)) = grouped_down(ctx, l, width, interleaved) else {
+                slot_columns.push(None);
+                paired.push(None);
+                let gate_up = empty_matrix(ctx, "compact gate_up", 2 * width, dim, interleaved, l.dense_gate_up);
+                return CompactMlp { gate_up, down: empty_matrix(ctx, "compact down", dim, width, interleaved, None), width, inputs: DownInputs::Columns };
             };
-            CompactMlp { gate_up, down, width, slots }
+            slot_columns.push(Some(storage_buffer(ctx, "compact down slot columns", &plan.slot_column)));
+            let gate_up_q4 = l.dense_gate_up.is_some_and(|m| m.q4().is_some());
+            if fused && gate_up_q4 && dim <= super::fused_mlp::MAX_DIM {
+                let fused = FusedPlan::new(&plan.slot_column, l.dense_gate_up.map_or(0, |m| m.rows / 2));
+                let rows = (storage_buffer(ctx, "fused gate_up rows", &fused.rows), storage_buffer(ctx, "fused gate_up row count", &[fused.rows.len() as u32]));
+                paired.push(Some(rows));
+                let gate_up = packed_only(ctx, "compact gate_up paired", fused.rows.len(), dim, Format::Q4);
+                let state = FusedState::new(ctx, dim, &fused, super::fused_mlp::workgroups(fused.chunks));
+                CompactMlp { gate_up, down, width, inputs: DownInputs::Fused(state) }
+            } else {
+                paired.push(None);
+                let gate_up = empty_matrix(ctx, "compact gate_up", 2 * width, dim, interleaved, l.dense_gate_up);
+                CompactMlp { gate_up, down, width, inputs: DownInputs::Slots(slot_store(ctx, &plan)) }
+            }
         })
         .collect();
     let jobs: Vec<Job> = layers
@@ -233,18 +273,25 @@ pub fn compact_mlp(ctx: &GpuContext, dim: usize, interleaved: bool, layers: &[Ml
         .zip(&outs)
         .flat_map(|(l, out)| {
             let job = |mode, src, dst| Job { mode, list: l.active, width: out.width, row0: 0, src, dst };
-            let f16_down = out.slots.is_none().then(|| job(Mode::Columns, l.down_t, &out.down));
-            std::iter::once(job(Mode::GateUp, l.gate_up, &out.gate_up)).chain(f16_down)
+            let f16_gate_up = (!matches!(out.inputs, DownInputs::Fused(_))).then(|| job(Mode::GateUp, l.gate_up, &out.gate_up));
+            let f16_down = (!out.grouped()).then(|| job(Mode::Columns, l.down_t, &out.down));
+            f16_gate_up.into_iter().chain(f16_down)
         })
         .collect();
     let mut q4_jobs: Vec<Q4Job> = layers
         .iter()
         .zip(&outs)
-        .filter(|(_, out)| out.gate_up.q4().is_some())
-        .map(|(l, out)| {
+        .zip(&paired)
+        .filter(|((_, out), _)| out.gate_up.q4().is_some())
+        .map(|((l, out), paired)| {
             let src = l.dense_gate_up.expect("a 4-bit copy has a source");
-            let copy = Q4Copy::Rows { width: out.width, halves: 2, row0: 0, src_row0: 0, src_half: src.rows / 2 };
-            Q4Job { list: l.active, copy, src, dst: &out.gate_up }
+            match paired {
+                Some((rows, count)) => {
+                    let list = ActiveList { index: rows, counts: count, index_offset: 0, layer: 0, max_count: out.gate_up.rows };
+                    Q4Job { list, copy: Q4Copy::Rows { width: out.gate_up.rows, halves: 1, row0: 0, src_row0: 0, src_half: 0 }, src, dst: &out.gate_up }
+                }
+                None => Q4Job { list: l.active, copy: Q4Copy::Rows { width: out.width, halves: 2, row0: 0, src_row0: 0, src_half: src.rows / 2 }, src, dst: &out.gate_up },
+            }
         })
         .collect();
     q4_jobs.extend(layers.iter().zip(&outs).zip(&slot_columns).filter_map(|((l, out), columns)| {
@@ -253,8 +300,9 @@ pub fn compact_mlp(ctx: &GpuContext, dim: usize, interleaved: bool, layers: &[Ml
         Some(Q4Job { list, copy: Q4Copy::ColumnGroups, src: l.dense_down?.0, dst: &out.down })
     }));
     compact(ctx, dim, interleaved, &jobs, &q4_jobs);
-    let grouped: Vec<String> = outs.iter().filter_map(|o| o.slots.as_ref().map(|s| format!("{}/{}", s.count, o.width))).collect();
-    log::debug!("compacted W_down: {} of {} layers in 4-bit groups (slots/width: {})", grouped.len(), outs.len(), grouped.join(" "));
+    let grouped: Vec<String> = outs.iter().filter(|o| o.grouped()).map(|o| format!("{}/{}", o.down.cols, o.width)).collect();
+    let fused_layers = outs.iter().filter(|o| matches!(o.inputs, DownInputs::Fused(_))).count();
+    log::debug!("compacted W_down: {} of {} layers in 4-bit groups, {fused_layers} fused (slots/width: {})", grouped.len(), outs.len(), grouped.join(" "));
     outs
 }
 
@@ -355,7 +403,7 @@ mod tests {
             let (ib, counts) = (storage_buffer(&ctx, "index", &index), storage_buffer(&ctx, "counts", &[3u32, active.len() as u32]));
             let list = ActiveList { index: &ib, counts: &counts, index_offset: 5, layer: 1, max_count: active.len() };
             let interleaved = family == KernelFamily::RowPerInvocation;
-            let c = compact_mlp(&ctx, dim, interleaved, &[MlpSources { active: list, count: active.len(), gate_up: &gub, down_t: &dtb, dense_gate_up: None, dense_down: None }]).remove(0);
+            let c = compact_mlp(&ctx, dim, interleaved, false, &[MlpSources { active: list, count: active.len(), gate_up: &gub, down_t: &dtb, dense_gate_up: None, dense_down: None }]).remove(0);
             assert_eq!(c.width % 8, 0);
             let (gu_out, h) = (zeroed_buffer(&ctx, "gu", (2 * c.width * 4) as u64), zeroed_buffer(&ctx, "h", (c.width * 4) as u64));
             let residual = random(dim, 114);
@@ -447,15 +495,15 @@ mod tests {
                 let (ib, counts) = (storage_buffer(&ctx, "index", &active), storage_buffer(&ctx, "counts", &[active.len() as u32]));
                 let list = ActiveList { index: &ib, counts: &counts, index_offset: 0, layer: 0, max_count: active.len() };
                 let sources = MlpSources { active: list, count: active.len(), gate_up: &gub, down_t: &dtb, dense_gate_up: Some(&dense_gate_up), dense_down: Some((&dense_down, &active)) };
-                let c = compact_mlp(&ctx, dim, true, &[sources]).remove(0);
-                assert_eq!(c.slots.is_some(), grouped, "{} active", active.len());
+                let c = compact_mlp(&ctx, dim, true, false, &[sources]).remove(0);
+                assert_eq!(c.grouped(), grouped, "{} active", active.len());
                 let residual = random(dim, 144);
                 // The f16 columns hold the weights rounded to f16; the groups hold them exactly.
                 let held_down = if grouped { down.clone() } else { crate::testing::round_f16(&down) };
                 let mut want = mlp_reference(&x, &gate, &up, &held_down, ffn, &active);
                 want.iter_mut().zip(&residual).for_each(|(a, b)| *a += b);
                 let accumulate = LinearOptions { accumulate: true, ..Default::default() };
-                let Some(slots) = &c.slots else {
+                let DownInputs::Slots(slots) = &c.inputs else {
                     let gu_out = zeroed_buffer(&ctx, "gu", (2 * c.width * 4) as u64);
                     let y = storage_buffer(&ctx, "y", &residual);
                     let gu_call = LinearCall::with_family(&ctx, &c.gate_up, &step, &xb, &gu_out, LinearOptions::default(), family);
@@ -523,7 +571,7 @@ mod tests {
         let active: Vec<u32> = (0..13).map(|i| (i * 37 + 5) % ffn as u32).collect();
         let (ib, counts) = (storage_buffer(&ctx, "index", &active), storage_buffer(&ctx, "counts", &[active.len() as u32]));
         let list = ActiveList { index: &ib, counts: &counts, index_offset: 0, layer: 0, max_count: active.len() };
-        let c = compact_mlp(&ctx, dim, true, &[MlpSources { active: list, count: active.len(), gate_up: &dummy, down_t: &dummy, dense_gate_up: Some(&dense), dense_down: None }]).remove(0);
+        let c = compact_mlp(&ctx, dim, true, false, &[MlpSources { active: list, count: active.len(), gate_up: &dummy, down_t: &dummy, dense_gate_up: Some(&dense), dense_down: None }]).remove(0);
         let full = crate::kernels::linear::reference(&x, &gate_up, 2 * ffn, dim);
         let mut want = vec![0.0f32; 2 * c.width];
         for (a, &n) in active.iter().enumerate() {

@@ -11,6 +11,7 @@ pub mod backward;
 pub mod column_groups;
 pub mod compact;
 pub mod embedding;
+pub mod fused_mlp;
 pub mod linear;
 pub mod packed;
 pub mod prepared_linear;
@@ -212,6 +213,8 @@ mod shader_validation {
                     }
                 }
                 sources
+            } else if body.contains("dot_nibbles(") {
+                vec![format!("{}\n{body}", super::linear::LINEAR_NIBBLES)]
             } else if ["attention.wgsl", "attention_rows.wgsl", "attention_keys.wgsl"].contains(&name.as_str()) {
                 vec![super::attention::source(&body)]
             } else if name.starts_with("attention_backward_") {

@@ -23,7 +23,8 @@ use crate::attribution::{Metric, Scores};
 use crate::error::{Result, SiftError};
 use crate::gpu::{read_buffer_u32, storage_buffer, zeroed_buffer, GpuContext};
 use crate::kernels::attention::{self, AttentionCall, AttentionIo, AttentionShape};
-use crate::kernels::compact::{compact_heads, compact_mlp, width_for, CompactHeads, CompactMlp, HeadSources, MlpSources};
+use crate::kernels::compact::{compact_heads, compact_mlp, width_for, CompactHeads, CompactMlp, DownInputs, HeadSources, MlpSources};
+use crate::kernels::fused_mlp::{self, FusedMlpSpec};
 use crate::kernels::rope;
 use crate::kernels::linear::{LinearCall, LinearOptions, Output, QkvOut};
 use crate::kernels::prepared_linear::{NormSpec, PreparedLinear, SwiGluSpec};
@@ -81,6 +82,8 @@ enum MlpCalls {
     /// A fixed mask compacted: the dense norm and gate|up, then SwiGLU and
     /// down, over the active neurons only.
     Compact(PreparedLinear, PreparedLinear),
+    /// The same in one dispatch (`kernels::fused_mlp`).
+    Fused(Call),
     /// After the dense gate|up and SwiGLU: select, down (two passes).
     Cett([Call; 3]),
     /// Gate of every neuron, select, up of the kept ones, down (two passes).
@@ -244,18 +247,22 @@ impl GpuModel {
                     MlpMask::Fixed(_) if s.compact.is_some() => {
                         let m = &s.compact.as_ref().expect("checked")[l];
                         let plain = LinearOptions::default();
-                        let norm = NormSpec { dim: d, x: &x, xn: &xn, weight: &layer_params[l].ffn_norm, eps: c.rms_eps };
-                        // A grouped down reads its inputs at their slots.
-                        let (gate_up_out, act) = match &m.slots {
-                            Some(slots) => (
-                                slots.gate_up_output(),
-                                SwiGluSpec { width: slots.count, gate_up: &slots.gate_up, h: &s.h },
-                            ),
-                            None => (Output::One(&s.compact_gate_up, plain), SwiGluSpec { width: m.width, gate_up: &s.compact_gate_up, h: &s.h }),
+                        let weight = &layer_params[l].ffn_norm;
+                        let two_dispatches = |gate_up_out, act: SwiGluSpec| {
+                            let norm = NormSpec { dim: d, x: &x, xn: &xn, weight, eps: c.rms_eps };
+                            let gate_up = PreparedLinear::norm(&ctx, &norm, &m.gate_up, &step, gate_up_out, family, true);
+                            let down = PreparedLinear::swiglu(&ctx, &act, &m.down, &step, Output::One(&x, LinearOptions { accumulate: true, ..plain }), family, true);
+                            MlpCalls::Compact(gate_up, down)
                         };
-                        let gate_up = PreparedLinear::norm(&ctx, &norm, &m.gate_up, &step, gate_up_out, family, true);
-                        let down = PreparedLinear::swiglu(&ctx, &act, &m.down, &step, Output::One(&x, LinearOptions { accumulate: true, ..plain }), family, true);
-                        MlpCalls::Compact(gate_up, down)
+                        match &m.inputs {
+                            DownInputs::Fused(state) => {
+                                let spec = FusedMlpSpec { dim: d, eps: c.rms_eps, x: &x, norm_weight: weight, gate_up: &m.gate_up, down: &m.down, state };
+                                MlpCalls::Fused(fused_mlp::call(&ctx, &spec))
+                            }
+                            // A grouped down reads its inputs at their slots.
+                            DownInputs::Slots(slots) => two_dispatches(slots.gate_up_output(), SwiGluSpec { width: slots.count, gate_up: &slots.gate_up, h: &s.h }),
+                            DownInputs::Columns => two_dispatches(Output::One(&s.compact_gate_up, plain), SwiGluSpec { width: m.width, gate_up: &s.compact_gate_up, h: &s.h }),
+                        }
                     }
                     MlpMask::Fixed(max) => {
                         let list = ActiveList { max_count: max[l], ..neurons_list };
@@ -469,7 +476,13 @@ impl GpuModel {
     /// Layers whose compacted W_down kept the model's 4 bits, in groups
     /// (`kernels::column_groups`), rather than f16 columns.
     pub fn mlp_mask_grouped_layers(&self) -> usize {
-        self.sparse.as_ref().and_then(|s| s.compact.as_ref()).map_or(0, |layers| layers.iter().filter(|m| m.slots.is_some()).count())
+        self.sparse.as_ref().and_then(|s| s.compact.as_ref()).map_or(0, |layers| layers.iter().filter(|m| m.grouped()).count())
+    }
+
+    /// Layers of the compacted MLP mask that run in one dispatch
+    /// (`kernels::fused_mlp`).
+    pub fn mlp_mask_fused_layers(&self) -> usize {
+        self.sparse.as_ref().and_then(|s| s.compact.as_ref()).map_or(0, |layers| layers.iter().filter(|m| matches!(m.inputs, DownInputs::Fused(_))).count())
     }
 
     /// Before a forward of `n` tokens: a fixed MLP mask that already decoded
@@ -509,7 +522,8 @@ impl GpuModel {
                 MlpSources { active, count: counts[l], gate_up: &s.gate_up[l], down_t: &s.down_t[l], dense_gate_up: Some(&self.params.layers[l].w_gate_up), dense_down }
             })
             .collect();
-        let compact = compact_mlp(ctx, c.dim, interleaved, &layers);
+        let fused = fused_mlp::runs_on(ctx, self.params.family);
+        let compact = compact_mlp(ctx, c.dim, interleaved, fused, &layers);
         s.compact = Some(compact);
         self.bind_sparse();
     }
@@ -540,6 +554,10 @@ impl SparseLayer {
             MlpCalls::Compact(gate_up, down) => {
                 gate_up.plan("sparse_gate_up", 1, out);
                 down.plan("sparse_down", 1, out);
+                return true;
+            }
+            MlpCalls::Fused(call) => {
+                call.plan("fused_mlp", 1, out);
                 return true;
             }
             MlpCalls::Fixed(c) => {

@@ -1,0 +1,252 @@
+//! A compacted MLP in one dispatch (`fused_mlp.wgsl`): RMSNorm, the active
+//! neurons' gate and up rows, SwiGLU and their columns of W_down, added to
+//! the residual stream. On lavapipe a dispatch costs 20-35 us whatever it
+//! does, and the two dispatches of a compacted MLP (`kernels::compact`) pay
+//! it twice per layer, a sixth of the sparse MLP's time at AR 0.2.
+//!
+//! It runs where the compacted W_down is in 4-bit groups
+//! (`kernels::column_groups`) on CPU adapters whose workgroups of 8 are one
+//! subgroup: the kernel's slices of W_down h are summed by the last
+//! workgroup to finish, which is sound where a workgroup's invocations run on
+//! one CPU thread and atomics order the plain stores before them (lavapipe).
+
+use super::linear::{Matrix, INTERLEAVE_ROWS};
+use super::packed::{Format, BLOCK};
+use super::{Call, KernelFamily};
+use crate::gpu::{storage_buffer, uniform_buffer, zeroed_buffer, Binding, GpuContext, Kernel};
+
+/// Chunks of 32 slots one workgroup holds (`MAX_CHUNKS` in the kernel).
+const MAX_CHUNKS: usize = 64;
+/// The widest model the kernel takes (`MAX_K32` blocks of 32 in the kernel).
+pub const MAX_DIM: usize = 2048;
+
+/// Whether compacted MLPs run in one dispatch on this adapter. Only in the
+/// CPU-style kernel family, where the compacted matrices are interleaved,
+/// and on 8-wide subgroups; `SIFT_TWO_DISPATCH_MLP` turns it off (A/B
+/// comparisons).
+pub fn runs_on(ctx: &GpuContext, family: KernelFamily) -> bool {
+    family.is_cpu_style(ctx) && ctx.is_software() && ctx.has_subgroups_of_8() && std::env::var_os("SIFT_TWO_DISPATCH_MLP").is_none()
+}
+
+/// Workgroups for `chunks` chunks: one per thread of the CPU adapter
+/// (lavapipe runs one workgroup per thread at a time, one per CPU by default,
+/// at most 16), no more than there are chunks, and enough that none holds
+/// more than `MAX_CHUNKS`.
+pub fn workgroups(chunks: usize) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = std::env::var("LP_NUM_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(cpus);
+    threads.clamp(1, 16).min(chunks).max(chunks.div_ceil(MAX_CHUNKS)).max(1)
+}
+
+/// What the kernel needs of a grouping plan (`ColumnGroups::slot_column`,
+/// with `PADDING`, over a dense [gate; up] of `ffn` rows per half).
+#[derive(Debug, PartialEq)]
+pub struct FusedPlan {
+    /// The paired gate|up's source rows: the neurons in slot order, in
+    /// blocks of 32; in block k, row 8r + l is the gate row (r < 4) or the
+    /// up row (r >= 4) of neuron 32k + 4l + r % 4, so that lane l holds gate
+    /// and up of 4 neurons. Past the last neuron, `PADDING` (zero rows).
+    pub rows: Vec<u32>,
+    /// The first neuron (in slot order) of each chunk of 32 slots, and the
+    /// count; then each neuron's slot.
+    pub table: Vec<u32>,
+    /// Chunks of 32 slots.
+    pub chunks: usize,
+}
+
+impl FusedPlan {
+    pub fn new(slot_column: &[u32], ffn: usize) -> FusedPlan {
+        use super::column_groups::PADDING;
+        assert!(slot_column.len().is_multiple_of(BLOCK));
+        // (slot, column) of each neuron, in slot order.
+        let neurons: Vec<(u32, u32)> = (0..).zip(slot_column.iter().copied()).filter(|&(_, c)| c != PADDING).collect();
+        let chunks = slot_column.len() / BLOCK;
+        let mut table: Vec<u32> = (0..=chunks).map(|c| neurons.partition_point(|&(slot, _)| (slot as usize) < c * BLOCK) as u32).collect();
+        table.extend(neurons.iter().map(|&(slot, _)| slot));
+        let mut rows = Vec::with_capacity(2 * neurons.len().next_multiple_of(BLOCK));
+        for block in 0..neurons.len().div_ceil(BLOCK) {
+            for r in 0..8 {
+                for lane in 0..8 {
+                    let row = neurons.get(BLOCK * block + 4 * lane + r % 4).map(|&(_, column)| if r < 4 { column } else { ffn as u32 + column });
+                    rows.push(row.unwrap_or(PADDING));
+                }
+            }
+        }
+        FusedPlan { rows, table, chunks }
+    }
+
+    /// The first chunk of each of `workgroups` workgroups, and the count:
+    /// runs of about equal cost, a chunk costing its 32 slots of W_down and
+    /// its neurons' gate and up rows (measured in weight loads per lane: 2
+    /// per row and 32 slots; 5.6 per neuron for 576 inputs, so a 32-slot
+    /// column costs about as much as 26 neurons), at most `MAX_CHUNKS` each.
+    pub fn split(&self, workgroups: usize) -> Vec<u32> {
+        let first = |c: usize| self.table[c] as f64;
+        let cost = |c: usize| 26.0 * c as f64 + first(c);
+        let total = cost(self.chunks);
+        let mut bounds = vec![0u32];
+        for k in 1..workgroups {
+            let prev = *bounds.last().expect("starts at 0") as usize;
+            let lo = prev.max(self.chunks.saturating_sub(MAX_CHUNKS * (workgroups - k)));
+            let hi = (prev + MAX_CHUNKS).min(self.chunks).max(lo);
+            let target = total * k as f64 / workgroups as f64;
+            let best = (lo..=hi).min_by(|&a, &b| (cost(a) - target).abs().total_cmp(&(cost(b) - target).abs())).expect("a non-empty range");
+            bounds.push(best as u32);
+        }
+        bounds.push(self.chunks as u32);
+        bounds
+    }
+}
+
+/// Per layer: the plan's table, where the workgroups leave their slices,
+/// and the counter of those that finished (zero between dispatches).
+pub struct FusedState {
+    pub chunks: usize,
+    pub workgroups: usize,
+    table: wgpu::Buffer,
+    partial: wgpu::Buffer,
+    arrivals: wgpu::Buffer,
+}
+
+impl FusedState {
+    pub fn new(ctx: &GpuContext, dim: usize, plan: &FusedPlan, workgroups: usize) -> FusedState {
+        assert!(workgroups >= 1 && plan.chunks.div_ceil(workgroups) <= MAX_CHUNKS);
+        let table = [plan.split(workgroups), plan.table.clone()].concat();
+        FusedState {
+            chunks: plan.chunks,
+            workgroups,
+            table: storage_buffer(ctx, "fused mlp table", &table),
+            partial: zeroed_buffer(ctx, "fused mlp slices", (workgroups * dim * 4) as u64),
+            arrivals: zeroed_buffer(ctx, "fused mlp arrivals", 4),
+        }
+    }
+}
+
+/// The buffers of one layer's fused MLP.
+pub struct FusedMlpSpec<'a> {
+    pub dim: usize,
+    pub eps: f32,
+    /// The residual stream [dim]: read, then added to.
+    pub x: &'a wgpu::Buffer,
+    pub norm_weight: &'a wgpu::Buffer,
+    /// 4-bit, rows paired as [`FusedPlan::rows`].
+    pub gate_up: &'a Matrix,
+    /// [dim, slots] in 4-bit groups.
+    pub down: &'a Matrix,
+    pub state: &'a FusedState,
+}
+
+pub fn call(ctx: &GpuContext, s: &FusedMlpSpec) -> Call {
+    use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
+    let (gate_up, down) = (s.gate_up.q4().expect("a 4-bit paired gate|up"), s.down.packed.as_ref().filter(|p| p.format == Format::Q4Groups).expect("a grouped down"));
+    let state = s.state;
+    assert_eq!(s.down.cols, BLOCK * state.chunks);
+    assert!(s.dim.is_multiple_of(BLOCK) && s.dim <= MAX_DIM && s.down.rows == s.dim && s.gate_up.cols == s.dim && s.gate_up.rows.is_multiple_of(INTERLEAVE_ROWS));
+    let source = format!("{}\n{}", super::linear::LINEAR_NIBBLES, include_str!("../../../shaders/fused_mlp.wgsl"));
+    let kernel = Kernel::get(ctx, "fused_mlp", &source, &[U, W, R, R, R, W, W, R]);
+    let neuron_blocks = s.gate_up.rows / INTERLEAVE_ROWS;
+    let params: [u32; 8] = [s.dim as u32, state.chunks as u32, state.workgroups as u32, s.eps.to_bits(), neuron_blocks as u32, 0, 0, 0];
+    let params = uniform_buffer(ctx, "fused mlp params", &params);
+    let workgroups = state.workgroups as u32;
+    Call {
+        group: kernel.bind(ctx, &[&params, s.x, s.norm_weight, gate_up, &down.buffer, &state.partial, &state.arrivals, &state.table]),
+        kernel,
+        grid: Box::new(move |_| [workgroups, 1, 1]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::read_buffer_f32;
+    use crate::kernels::column_groups::ColumnGroups;
+    use crate::kernels::compact::{compact_mlp, width_for, DownInputs, MlpSources};
+    use crate::kernels::sparse::mlp_reference;
+    use crate::kernels::sparse::tests::{pack_gate_up, to_f16, transpose};
+    use crate::kernels::sparse::ActiveList;
+    use crate::kernels::{run_calls, rmsnorm, test_util::*};
+
+    /// The paired rows put a neuron's gate and up rows in one lane, 4 rows
+    /// apart, with neurons in slot order and no padding before the last;
+    /// the table gives each chunk's first neuron and each neuron's slot.
+    #[test]
+    fn plan_pairs_gate_and_up_rows_by_slot() {
+        use crate::kernels::column_groups::PADDING;
+        let p = PADDING;
+        // Chunk 0: columns 7, 3, 5 in slots 0-2 and 40 in slot 8; chunk 1:
+        // none; chunk 2: 33 columns from 100 in slots 64-95 and 96 (chunk 3).
+        let mut slots = vec![7, 3, 5, p, p, p, p, p, 40];
+        slots.resize(64, p);
+        slots.extend(100..133);
+        slots.resize(128, p);
+        let plan = FusedPlan::new(&slots, 1000);
+        assert_eq!(plan.chunks, 4);
+        assert_eq!(plan.table[..5], [0, 4, 4, 36, 37]);
+        assert_eq!(plan.table[5..9], [0, 1, 2, 8]);
+        assert_eq!(plan.table[9..], (64..97).collect::<Vec<u32>>()[..]);
+        // 37 neurons: two blocks of 32. Block 0, lane 0: neurons 0-3
+        // (columns 7, 3, 5, 40); lane 1, r = 2 and 6: neuron 6 (column 102).
+        assert_eq!(plan.rows.len(), 128);
+        assert_eq!([plan.rows[0], plan.rows[8], plan.rows[16], plan.rows[24]], [7, 3, 5, 40]);
+        assert_eq!([plan.rows[32], plan.rows[56]], [1007, 1040]);
+        assert_eq!([plan.rows[2 * 8 + 1], plan.rows[6 * 8 + 1]], [102, 1102]);
+        // Block 1 holds neurons 32-36 (columns 128-132): lane 0 has 4, lane
+        // 1 one, gate and up; the rest are padding.
+        assert_eq!(plan.rows[64..].iter().filter(|&&r| r != PADDING).count(), 10);
+        assert_eq!([plan.rows[64 + 8], plan.rows[64 + 24], plan.rows[64 + 56]], [129, 131, 1131]);
+        assert_eq!([plan.rows[64 + 1], plan.rows[64 + 32 + 1], plan.rows[64 + 8 + 1], plan.rows[64 + 40 + 1]], [132, 1132, p, p]);
+        // Costs 26 a chunk plus a neuron each, by chunk: 30, 26, 58, 27; two
+        // halves split after chunk 1 (56 against 85; after chunk 2, 114
+        // against 27). More workgroups than chunks leave some empty.
+        assert_eq!(plan.split(1), [0, 4]);
+        assert_eq!(plan.split(2), [0, 2, 4]);
+        let five = plan.split(5);
+        assert!(five.len() == 6 && five[5] == 4 && five.windows(2).all(|w| w[0] <= w[1]), "{five:?}");
+    }
+
+    /// The fused MLP gives x + the MLP of the active neurons on RMSNorm(x):
+    /// the residual of 96 (a row block and a half of W_down), a quarter of
+    /// 256 neurons listed out of order, over 1 to 5 workgroups (one with no
+    /// chunk); run twice, so the counter must have been reset.
+    #[test]
+    fn fused_mlp_gives_the_residual_plus_the_mlp_of_the_active_neurons() {
+        let ctx = crate::testing::gpu();
+        if !runs_on(&ctx, KernelFamily::RowPerInvocation) {
+            eprintln!("skipped: the fused MLP needs a CPU adapter with 8-wide subgroups");
+            return;
+        }
+        let (dim, ffn, eps) = (96usize, 512usize, 1e-5f32);
+        let (gate, up, down) = (q4_1_weights(ffn * dim, 150), q4_1_weights(ffn * dim, 151), q4_1_weights(dim * ffn, 152));
+        let (x, norm_weight) = (random(dim, 153).iter().map(|v| 3.0 * v).collect::<Vec<f32>>(), random(dim, 154));
+        let dense_gate_up = Matrix::upload(&ctx, "gate_up", &[gate.as_slice(), &up].concat(), 2 * ffn, dim, true);
+        let dense_down = Matrix::upload(&ctx, "down", &down, dim, ffn, true);
+        let (gub, dtb) = (storage_buffer(&ctx, "gate_up", &pack_gate_up(&gate, &up, ffn, dim)), storage_buffer(&ctx, "down_t", &to_f16(&transpose(&down, dim, ffn))));
+        let active: Vec<u32> = (0..ffn as u32).rev().filter(|i| (i * 37 + 11) % 100 < 25).collect();
+        let (ib, counts) = (storage_buffer(&ctx, "index", &active), storage_buffer(&ctx, "counts", &[active.len() as u32]));
+        let list = ActiveList { index: &ib, counts: &counts, index_offset: 0, layer: 0, max_count: active.len() };
+        let sources = MlpSources { active: list, count: active.len(), gate_up: &gub, down_t: &dtb, dense_gate_up: Some(&dense_gate_up), dense_down: Some((&dense_down, &active)) };
+        let c = compact_mlp(&ctx, dim, true, true, &[sources]).remove(0);
+        let DownInputs::Fused(state) = &c.inputs else { panic!("a grouped down on this adapter is fused") };
+        let plan = FusedPlan::new(&ColumnGroups::plan(&active, width_for(active.len()), ffn).slot_column, ffn);
+        assert!(plan.chunks >= 4 && plan.chunks == state.chunks, "{} chunks", plan.chunks);
+        let nwb = storage_buffer(&ctx, "norm weight", &norm_weight);
+        let step = |x: &[f32]| -> Vec<f32> {
+            let mlp = mlp_reference(&rmsnorm::reference(x, &norm_weight, eps), &gate, &up, &down, ffn, &active);
+            x.iter().zip(&mlp).map(|(a, m)| a + m).collect()
+        };
+        for workgroups in [1, 2, 3, plan.chunks + 1] {
+            let state = FusedState::new(&ctx, dim, &plan, workgroups);
+            let xb = storage_buffer(&ctx, "x", &x);
+            let call = super::call(&ctx, &FusedMlpSpec { dim, eps, x: &xb, norm_weight: &nwb, gate_up: &c.gate_up, down: &c.down, state: &state });
+            let mut want = x.clone();
+            for run in 1..=2 {
+                run_calls(&ctx, &[&call], 1);
+                want = step(&want);
+                let err = max_err(&read_buffer_f32(&ctx, &xb, 0, dim).unwrap(), &want);
+                // Sums of 128 terms of size ~10 in another order: a few 1e-6
+                // relative; a neuron lost, or a slice added twice, is O(1).
+                assert!(err < 5e-5, "{workgroups} workgroups, run {run}: {err}");
+            }
+        }
+    }
+}

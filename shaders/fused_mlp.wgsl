@@ -1,0 +1,191 @@
+// A compacted MLP in one dispatch (CPU adapters whose workgroups of 8 are
+// one subgroup: lavapipe): x += W_down (silu(W_gate n) * (W_up n)), n =
+// RMSNorm(x), over a fixed mask's active neurons, where the two dispatches of
+// matvec_rows_q4.wgsl and matvec_rows_q4g.wgsl pay a dispatch's fixed cost
+// twice (20-35 us on lavapipe, a sixth of the layer's sparse MLP).
+//
+// The active neurons sit in slots of the grouped 4-bit W_down
+// (kernels::column_groups), 32 slots a chunk, padded. Each workgroup takes a
+// run of chunks (the host balances their cost):
+//   - it computes the gate and up rows of the neurons in those chunks, from
+//     a paired gate|up with no padding rows: the neurons in slot order, in
+//     64-row blocks of 32 neurons (rows 8r + l are the gate (r < 4) and up
+//     (r >= 4) rows of neuron 32k + 4l + r % 4), so that lane l ends with
+//     h of 4 neurons; a block two workgroups share, both compute;
+//   - stores h at the neurons' slots in workgroup memory (padding slots
+//     stay zero, as their inputs must);
+//   - multiplies its chunks' columns of W_down by h into its own slice of
+//     `partial` [workgroups, dim].
+// WGSL has no float atomics and no barrier across workgroups, so the
+// workgroup that arrives last (a counter, as CUDA's threadFenceReduction
+// sample does) adds the slices, in workgroup order, to x and resets the
+// counter. The slices are plain stores ordered before the counter's
+// increment: lavapipe's atomics are sequentially consistent, and all of a
+// workgroup's invocations run on one thread. kernels::fused_mlp uses this
+// kernel on such adapters only.
+
+struct Params { dim: u32, chunks: u32, workgroups: u32, eps: f32, neuron_blocks: u32, _a: u32, _b: u32, _c: u32 }
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read_write> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> norm_weight: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> gate_up: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read> down: array<vec4<u32>>;
+@group(0) @binding(5) var<storage, read_write> partial: array<f32>;
+@group(0) @binding(6) var<storage, read_write> arrivals: array<atomic<u32>>;
+// [workgroups + 1]: each workgroup's first chunk, and the count; then
+// [chunks + 1]: each chunk's first neuron (in slot order), and the count;
+// then each neuron's slot.
+@group(0) @binding(7) var<storage, read> table: array<u32>;
+
+const ROWS: u32 = 8u;
+// Chunks one workgroup holds (kernels::fused_mlp launches enough workgroups).
+const MAX_CHUNKS: u32 = 64u;
+// Blocks of 32 in the model's width (kernels::fused_mlp::MAX_DIM).
+const MAX_K32: u32 = 64u;
+
+// The inputs, prepared once per workgroup. Each lane keeps its own vec4 of
+// every block of 32 (lane j's is vec4 j of the block), already scaled for
+// dot_nibbles, which broadcasts hand to every lane; and each block's sums.
+// The normed x: its blocks, and each block's sum.
+var<private> x_in: array<vec4<f32>, MAX_K32>;
+var<private> x_sum: array<f32, MAX_K32>;
+// h by slot: its chunks, and each chunk's 4 groups' sums.
+var<private> h: array<vec4<f32>, MAX_CHUNKS>;
+var<private> h_sums: array<vec4<f32>, MAX_CHUNKS>;
+// This workgroup's h by slot as the neurons' lanes leave it
+// (zero-initialised, as WGSL's workgroup memory is: padding slots stay 0).
+var<workgroup> by_slot: array<vec4<f32>, MAX_CHUNKS * 8u>;
+
+// Every lane's vec4 `mine`, lane j's as element j.
+fn broadcast(mine: vec4<f32>) -> array<vec4<f32>, 8> {
+    return array<vec4<f32>, 8>(
+        subgroupBroadcast(mine, 0u), subgroupBroadcast(mine, 1u), subgroupBroadcast(mine, 2u), subgroupBroadcast(mine, 3u),
+        subgroupBroadcast(mine, 4u), subgroupBroadcast(mine, 5u), subgroupBroadcast(mine, 6u), subgroupBroadcast(mine, 7u));
+}
+
+// A lane's vec4 of a block, scaled for dot_nibbles (even vec4s are x0, odd x1).
+fn for_nibbles(mine: vec4<f32>, lane: u32) -> vec4<f32> {
+    return mine * NIBBLE_SCALE[lane & 1u];
+}
+
+// Neuron block k's gate and up rows (one 64-row block of the paired
+// gate|up, d and m per block of 32 inputs as in matvec_rows_q4.wgsl) on the
+// normed input, and this lane's 4 values of h.
+fn block_h(k: u32, lane: u32, k32: u32, norm_scale: f32) -> vec4<f32> {
+    let wbase = k * 64u * k32;
+    let scales = params.neuron_blocks * 64u * k32;
+    var acc: array<f32, ROWS>;
+    for (var i = 0u; i < k32; i++) {
+        // sum (d q + m) x = d sum q x + m sum x
+        let xs = broadcast(x_in[i]);
+        let at = scales + ((k * k32 + i) * 8u + lane) * 2u;
+        let dms = array<vec4<u32>, 2>(gate_up[at], gate_up[at + 1u]);
+        for (var r = 0u; r < ROWS; r++) {
+            let q = gate_up[wbase + (r * k32 + i) * 8u + lane];
+            let dm = unpack2x16float(dms[r / 4u][r % 4u]);
+            let q_dot = dot_nibbles(q.x, xs[0], xs[1]) + dot_nibbles(q.y, xs[2], xs[3])
+                      + dot_nibbles(q.z, xs[4], xs[5]) + dot_nibbles(q.w, xs[6], xs[7]);
+            acc[r] += dm.x * q_dot + dm.y * x_sum[i];
+        }
+    }
+    var mine: vec4<f32>;
+    for (var r = 0u; r < 4u; r++) {
+        let g = acc[r] * norm_scale;
+        mine[r] = g / (1.0 + exp(-g)) * acc[r + 4u] * norm_scale;
+    }
+    return mine;
+}
+
+@compute @workgroup_size(8)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let p = params;
+    let dim4 = p.dim / 4u;
+    let k32 = p.dim / 32u;
+    // This workgroup's chunks.
+    let c0 = table[wg.x];
+    let c1 = table[wg.x + 1u];
+    let firsts = p.workgroups + 1u;
+
+    // x times the norm weight; the norm's scale applies to the results.
+    var sum_sq = 0.0;
+    for (var i = 0u; i < k32; i++) {
+        let raw = x[8u * i + lane];
+        sum_sq += dot(raw, raw);
+        let normed = raw * norm_weight[8u * i + lane];
+        x_sum[i] = subgroupAdd(dot(normed, vec4<f32>(1.0)));
+        x_in[i] = for_nibbles(normed, lane);
+    }
+    let norm_scale = inverseSqrt(subgroupAdd(sum_sq) / f32(p.dim) + p.eps);
+    // Their neurons, [n0, n1) in slot order, by blocks of 32.
+    let n0 = table[firsts + c0];
+    let n1 = table[firsts + c1];
+    for (var k = n0 / 32u; k * 32u < n1; k++) {
+        let mine = block_h(k, lane, k32, norm_scale);
+        for (var r = 0u; r < 4u; r++) {
+            let n = 32u * k + 4u * lane + r;
+            if (n >= n0 && n < n1) {
+                let at = table[firsts + p.chunks + 1u + n] - 32u * c0;
+                by_slot[at / 4u][at % 4u] = mine[r];
+            }
+        }
+    }
+    workgroupBarrier();
+    for (var c = c0; c < c1; c++) {
+        let mine = by_slot[(c - c0) * 8u + lane];
+        // Group g of 8 slots is lanes 2g and 2g + 1.
+        let one = vec4<f32>(1.0);
+        let pair = dot(mine, one) + subgroupShuffleXor(dot(mine, one), 1u);
+        h_sums[c - c0] = vec4<f32>(subgroupBroadcast(pair, 0u), subgroupBroadcast(pair, 2u), subgroupBroadcast(pair, 4u), subgroupBroadcast(pair, 6u));
+        h[c - c0] = for_nibbles(mine, lane);
+    }
+
+    // W_down over these chunks' slots, 64 rows at a time: its layout
+    // (matvec_rows_q4g.wgsl) is [block][r][chunk][lane] pairs of vec4<u32>,
+    // the quant words of 4 groups of 8 slots, then their scale words.
+    for (var b = 0u; b * 64u < p.dim; b++) {
+        var acc: array<f32, ROWS>;
+        for (var c = c0; c < c1; c++) {
+            let xs = broadcast(h[c - c0]);
+            let sums = h_sums[c - c0];
+            for (var r = 0u; r < ROWS; r++) {
+                let at = 2u * (b * 64u * p.chunks + (r * p.chunks + c) * 8u + lane);
+                let q = down[at];
+                let s = down[at + 1u];
+                let dm0 = unpack2x16float(s.x);
+                let dm1 = unpack2x16float(s.y);
+                let dm2 = unpack2x16float(s.z);
+                let dm3 = unpack2x16float(s.w);
+                let q_dots = vec4<f32>(dot_nibbles(q.x, xs[0], xs[1]), dot_nibbles(q.y, xs[2], xs[3]),
+                                       dot_nibbles(q.z, xs[4], xs[5]), dot_nibbles(q.w, xs[6], xs[7]));
+                acc[r] += dot(vec4<f32>(dm0.x, dm1.x, dm2.x, dm3.x), q_dots) + dot(vec4<f32>(dm0.y, dm1.y, dm2.y, dm3.y), sums);
+            }
+        }
+        for (var r = 0u; r < ROWS; r++) {
+            let row = b * 64u + r * 8u + lane;
+            if (row < p.dim) {
+                partial[wg.x * p.dim + row] = acc[r];
+            }
+        }
+    }
+
+    // The last workgroup to arrive adds every slice to x.
+    storageBarrier();
+    var arrived = 0u;
+    if (lane == 0u) {
+        arrived = atomicAdd(&arrivals[0], 1u);
+    }
+    if (subgroupBroadcast(arrived, 0u) + 1u == p.workgroups) {
+        for (var i = lane; i < dim4; i += 8u) {
+            var sum = vec4<f32>(0.0);
+            for (var w = 0u; w < p.workgroups; w++) {
+                let at = w * p.dim + 4u * i;
+                sum += vec4<f32>(partial[at], partial[at + 1u], partial[at + 2u], partial[at + 3u]);
+            }
+            x[i] += sum;
+        }
+        if (lane == 0u) {
+            atomicStore(&arrivals[0], 0u);
+        }
+    }
+}
