@@ -37,9 +37,12 @@ pub struct SweepRow {
     /// the compaction of the active units' weights.
     pub mask_seconds: f64,
     pub mask_with_heads_seconds: f64,
-    /// MLP GPU time of one decode step (NaN without timestamp queries).
+    /// MLP GPU time of one decode step (NaN without timestamp queries),
+    /// medians over the rounds, and the median of each round's sparse share
+    /// of its dense MLP time.
     pub dense_mlp_ms: f64,
     pub sparse_mlp_ms: f64,
+    pub sparse_mlp_share: f64,
     /// Weights read and dispatches of one sparse decode step (MLP-only
     /// masks, then heads too), for the roofline.
     pub sparse_footprint: Footprint,
@@ -116,8 +119,9 @@ pub const SWEEP_ROUNDS: usize = 3;
 
 /// Prompt-mode sparse decoding (corrected GxO over the prompt) at each of
 /// `ratios`, each beside a dense decode ([`SWEEP_ROUNDS`] alternating
-/// rounds; per-kernel profiles from the first). `model` must have sparse
-/// decoding enabled. Leaves the model dense with an empty cache.
+/// rounds, each profiled; the per-kernel profiles kept are the first
+/// round's). `model` must have sparse decoding enabled. Leaves the model
+/// dense with an empty cache.
 pub fn sparse_sweep(model: &mut GpuModel, attributor: &mut Attributor, prompt: &[u32], steps: usize, ratios: &[f64], mut progress: impl FnMut(usize)) -> Result<Vec<SweepRow>> {
     if prompt.len() < 3 || steps == 0 {
         return Err(SiftError::InvalidInput("a sweep needs a prompt of 3 or more tokens and at least one step".into()));
@@ -131,17 +135,18 @@ pub fn sparse_sweep(model: &mut GpuModel, attributor: &mut Attributor, prompt: &
     };
     let mut rows = Vec::new();
     for (i, &ar) in ratios.iter().enumerate() {
-        // Per round: tokens/s dense, MLP-masked, heads and MLP masked; seconds setting each mask.
-        let mut runs: Vec<[f64; 5]> = Vec::new();
+        // Per round: tokens/s dense, MLP-masked, heads and MLP masked;
+        // seconds setting each mask; dense and MLP-masked MLP ms.
+        let mut runs: Vec<[f64; 7]> = Vec::new();
         let mut first = None;
         for round in 0..SWEEP_ROUNDS {
             model.disable_sparsity();
             model.reset();
             model.forward(context, Logits::Last)?;
-            // Tokens/s, and the first round's profile of one more step.
+            // Tokens/s, and the profile of one more step.
             let timed = |model: &mut GpuModel| -> Result<(f64, Option<Profile>)> {
                 let (tps, end) = decode_speed(model, prompt, steps)?;
-                Ok((tps, if round == 0 { median_profile(model, end, PROFILE_RUNS)? } else { None }))
+                Ok((tps, median_profile(model, end, PROFILE_RUNS)?))
             };
             let (dense, dense_prof) = timed(model)?;
             let mask = set_mask(model, Ratios::mlp(ar))?;
@@ -150,10 +155,12 @@ pub fn sparse_sweep(model: &mut GpuModel, attributor: &mut Attributor, prompt: &
             let mask_with_heads = set_mask(model, Ratios::both(ar))?;
             let both_footprint = model.decode_footprint();
             let (both, both_prof) = timed(model)?;
-            runs.push([dense, sparse, both, mask, mask_with_heads]);
-            first.get_or_insert((dense_prof, sparse_prof, both_prof, sparse_footprint, both_footprint));
+            runs.push([dense, sparse, both, mask, mask_with_heads, mlp_ms(&dense_prof), mlp_ms(&sparse_prof)]);
+            if round == 0 {
+                first = Some((sparse_prof, both_prof, sparse_footprint, both_footprint));
+            }
         }
-        let (dense_prof, sparse_prof, both_prof, sparse_footprint, sparse_with_heads_footprint) = first.expect("at least one round");
+        let (sparse_prof, both_prof, sparse_footprint, sparse_with_heads_footprint) = first.expect("at least one round");
         let column = |c: usize| median(runs.iter().map(|r| r[c]).collect());
         let ratio = |c: usize| median(runs.iter().map(|r| r[c] / r[0]).collect());
         rows.push(SweepRow {
@@ -165,8 +172,9 @@ pub fn sparse_sweep(model: &mut GpuModel, attributor: &mut Attributor, prompt: &
             speedup_with_heads: ratio(2),
             mask_seconds: column(3),
             mask_with_heads_seconds: column(4),
-            dense_mlp_ms: mlp_ms(&dense_prof),
-            sparse_mlp_ms: mlp_ms(&sparse_prof),
+            dense_mlp_ms: column(5),
+            sparse_mlp_ms: column(6),
+            sparse_mlp_share: median(runs.iter().map(|r| r[6] / r[5]).collect()),
             sparse_footprint,
             sparse_with_heads_footprint,
             sparse_kernel_seconds: sparse_prof,
@@ -183,7 +191,7 @@ pub fn sparse_sweep(model: &mut GpuModel, attributor: &mut Attributor, prompt: &
 pub fn print_sweep(rows: &[SweepRow]) {
     println!("\nsparse decoding, prompt mode (corrected GxO over the prompt); MLP = neurons only, +heads = heads at the same AR");
     println!("mask ms: setting the mask once per prompt (attribution, selection, compaction), not part of decode");
-    println!("tok/s and speedups: medians of {SWEEP_ROUNDS} rounds alternating dense and sparse decoding; MLP ms: the first round's profiles");
+    println!("tok/s and speedups: medians of {SWEEP_ROUNDS} rounds alternating dense and sparse decoding, MLP ms and sparse/dense too (of each round's profiles)");
     println!("{:>5} {:>12} {:>12} {:>9} {:>14} {:>14} {:>10} {:>14} {:>8}", "AR", "dense tok/s", "MLP tok/s", "speedup", "dense MLP ms", "sparse MLP ms", "sparse/dense", "+heads speedup", "mask ms");
     for r in rows {
         println!(
@@ -194,7 +202,7 @@ pub fn print_sweep(rows: &[SweepRow]) {
             r.speedup,
             r.dense_mlp_ms,
             r.sparse_mlp_ms,
-            100.0 * r.sparse_mlp_ms / r.dense_mlp_ms,
+            100.0 * r.sparse_mlp_share,
             r.speedup_with_heads,
             r.mask_with_heads_seconds * 1e3
         );
