@@ -12,7 +12,7 @@
 
 use super::linear::{Matrix, INTERLEAVE_ROWS};
 use super::packed::{Format, BLOCK};
-use super::{Call, KernelFamily};
+use super::{Call, Dispatch, KernelFamily};
 use crate::gpu::{storage_buffer, uniform_buffer, zeroed_buffer, Binding, GpuContext, Kernel};
 
 /// Chunks of 32 slots one workgroup holds (`MAX_CHUNKS` in the kernel).
@@ -136,7 +136,21 @@ pub struct FusedMlpSpec<'a> {
     pub state: &'a FusedState,
 }
 
-pub fn call(ctx: &GpuContext, s: &FusedMlpSpec) -> Call {
+/// One layer's fused MLP, bound to its buffers.
+pub struct FusedMlpCall {
+    call: Call,
+    /// The 4-bit gate|up and W_down it reads, for the roofline.
+    weight_bytes: u64,
+}
+
+impl FusedMlpCall {
+    pub fn plan<'a>(&'a self, label: &'static str, out: &mut Vec<Dispatch<'a>>) {
+        let c = &self.call;
+        out.push(Dispatch { label, kernel: &c.kernel, group: &c.group, grid: (c.grid)(1), weight_bytes: self.weight_bytes });
+    }
+}
+
+pub fn call(ctx: &GpuContext, s: &FusedMlpSpec) -> FusedMlpCall {
     use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
     let (gate_up, down) = (s.gate_up.q4().expect("a 4-bit paired gate|up"), s.down.packed.as_ref().filter(|p| p.format == Format::Q4Groups).expect("a grouped down"));
     let state = s.state;
@@ -148,11 +162,12 @@ pub fn call(ctx: &GpuContext, s: &FusedMlpSpec) -> Call {
     let params: [u32; 8] = [s.dim as u32, state.chunks as u32, state.workgroups as u32, s.eps.to_bits(), neuron_blocks as u32, 0, 0, 0];
     let params = uniform_buffer(ctx, "fused mlp params", &params);
     let workgroups = state.workgroups as u32;
-    Call {
+    let call = Call {
         group: kernel.bind(ctx, &[&params, s.x, s.norm_weight, gate_up, &down.buffer, &state.partial, &state.arrivals, &state.table]),
         kernel,
         grid: Box::new(move |_| [workgroups, 1, 1]),
-    }
+    };
+    FusedMlpCall { call, weight_bytes: gate_up.size() + down.buffer.size() }
 }
 
 #[cfg(test)]
@@ -164,7 +179,7 @@ mod tests {
     use crate::kernels::sparse::mlp_reference;
     use crate::kernels::sparse::tests::{pack_gate_up, to_f16, transpose};
     use crate::kernels::sparse::ActiveList;
-    use crate::kernels::{run_calls, rmsnorm, test_util::*};
+    use crate::kernels::{rmsnorm, run_plan, test_util::*};
 
     /// The paired rows put a neuron's gate and up rows in one lane, 4 rows
     /// apart, with neurons in slot order and no padding before the last;
@@ -239,8 +254,11 @@ mod tests {
             let xb = storage_buffer(&ctx, "x", &x);
             let call = super::call(&ctx, &FusedMlpSpec { dim, eps, x: &xb, norm_weight: &nwb, gate_up: &c.gate_up, down: &c.down, state: &state });
             let mut want = x.clone();
+            let mut plan = Vec::new();
+            call.plan("fused_mlp", &mut plan);
+            assert_eq!(plan[0].weight_bytes, c.gate_up.q4().unwrap().size() + c.down.packed.as_ref().unwrap().buffer.size());
             for run in 1..=2 {
-                run_calls(&ctx, &[&call], 1);
+                run_plan(&ctx, &plan);
                 want = step(&want);
                 let err = max_err(&read_buffer_f32(&ctx, &xb, 0, dim).unwrap(), &want);
                 // Sums of 128 terms of size ~10 in another order: a few 1e-6

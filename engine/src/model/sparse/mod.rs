@@ -8,7 +8,8 @@
 //! per-token threshold rule (`threshold`: CETT or CATS); head masks are fixed
 //! lists. A fixed MLP mask that decodes a second token is compacted: the
 //! active neurons' weights are copied into dense matrices, and the tokens
-//! after it run the dense linear kernels over k/ffn of the weights. Masks that
+//! after it run the dense linear kernels over k/ffn of the weights (on
+//! lavapipe, the whole MLP in one dispatch: `kernels::fused_mlp`). Masks that
 //! change every token (oracle mode) keep the gather kernels. The modes that
 //! choose masks live in `modes`, the files in `files`.
 
@@ -24,7 +25,7 @@ use crate::error::{Result, SiftError};
 use crate::gpu::{read_buffer_u32, storage_buffer, zeroed_buffer, GpuContext};
 use crate::kernels::attention::{self, AttentionCall, AttentionIo, AttentionShape};
 use crate::kernels::compact::{compact_heads, compact_mlp, width_for, CompactHeads, CompactMlp, DownInputs, HeadSources, MlpSources};
-use crate::kernels::fused_mlp::{self, FusedMlpSpec};
+use crate::kernels::fused_mlp::{self, FusedMlpCall, FusedMlpSpec};
 use crate::kernels::rope;
 use crate::kernels::linear::{LinearCall, LinearOptions, Output, QkvOut};
 use crate::kernels::prepared_linear::{NormSpec, PreparedLinear, SwiGluSpec};
@@ -83,7 +84,7 @@ enum MlpCalls {
     /// down, over the active neurons only.
     Compact(PreparedLinear, PreparedLinear),
     /// The same in one dispatch (`kernels::fused_mlp`).
-    Fused(Call),
+    Fused(FusedMlpCall),
     /// After the dense gate|up and SwiGLU: select, down (two passes).
     Cett([Call; 3]),
     /// Gate of every neuron, select, up of the kept ones, down (two passes).
@@ -557,7 +558,7 @@ impl SparseLayer {
                 return true;
             }
             MlpCalls::Fused(call) => {
-                call.plan("fused_mlp", 1, out);
+                call.plan("fused_mlp", out);
                 return true;
             }
             MlpCalls::Fixed(c) => {
