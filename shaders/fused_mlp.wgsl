@@ -44,13 +44,13 @@ const MAX_CHUNKS: u32 = 64u;
 // Blocks of 32 in the model's width (kernels::fused_mlp::MAX_DIM).
 const MAX_K32: u32 = 64u;
 
-// The inputs, prepared once per workgroup. Each lane keeps its own vec4 of
-// every block of 32 (lane j's is vec4 j of the block), already scaled for
-// dot_nibbles, which broadcasts hand to every lane; and each block's sums.
-// The normed x: its blocks, and each block's sum.
+// Both matvecs' inputs, prepared once per workgroup: each lane keeps its
+// own vec4 of every block of 32 (lane j holds vec4 j of the block), already
+// scaled for dot_nibbles, and broadcasts hand all 8 to every lane; with the
+// sums the m terms need. The normed x, and each block's sum:
 var<private> x_in: array<vec4<f32>, MAX_K32>;
 var<private> x_sum: array<f32, MAX_K32>;
-// h by slot: its chunks, and each chunk's 4 groups' sums.
+// h by slot, per chunk, and each chunk's 4 groups' sums:
 var<private> h: array<vec4<f32>, MAX_CHUNKS>;
 var<private> h_sums: array<vec4<f32>, MAX_CHUNKS>;
 // This workgroup's h by slot as the neurons' lanes leave it
