@@ -139,7 +139,7 @@ enum Q4Copy {
 fn q4_copy(ctx: &GpuContext, source: Option<&Matrix>, rows: usize, cols: usize) -> Option<Packed> {
     source.and_then(|m| m.q4())?;
     let units = rows.div_ceil(INTERLEAVE_ROWS) * INTERLEAVE_ROWS * (cols / BLOCK);
-    Some(Packed { format: Format::Q4, buffer: zeroed_buffer(ctx, "compact q4", (units * 5 * 4) as u64) })
+    Some(Packed { format: Format::Q4, buffer: zeroed_buffer(ctx, "compact q4", (units * Format::Q4.unit_words() * 4) as u64) })
 }
 
 fn q4_call(ctx: &GpuContext, j: &Q4Job) -> Call {
@@ -226,12 +226,12 @@ fn slot_store(ctx: &GpuContext, plan: &ColumnGroups) -> Slots {
     Slots { count, table: storage_buffer(ctx, "compact gate_up slots", &plan.store_slot), gate_up: zeroed_buffer(ctx, "compact gate_up by slot", ((2 * count + 1) * 4) as u64) }
 }
 
-/// An empty 4-bit matrix whose f16 copy is a placeholder the kernels never
-/// read (compacted matrices read in 4 bits only).
+/// An empty packed matrix (packed matrices are interleaved) whose f16 copy
+/// is a placeholder the kernels never read: the grouped W_down, and the
+/// fused MLP's gate|up.
 fn packed_only(ctx: &GpuContext, name: &str, rows: usize, cols: usize, format: Format) -> Matrix {
-    let words_per_unit = if format == Format::Q4Groups { 8 } else { 5 };
     let units = rows.div_ceil(INTERLEAVE_ROWS) * INTERLEAVE_ROWS * (cols / BLOCK);
-    let packed = Packed { format, buffer: zeroed_buffer(ctx, name, (units * words_per_unit * 4) as u64) };
+    let packed = Packed { format, buffer: zeroed_buffer(ctx, name, (units * format.unit_words() * 4) as u64) };
     let chunks = vec![MatrixChunk { buffer: zeroed_buffer(ctx, "compacted (no f16 copy)", 16), rows: 0..rows }];
     Matrix { rows, cols, interleaved: true, chunks, packed: Some(packed) }
 }

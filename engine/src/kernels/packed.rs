@@ -35,6 +35,15 @@ impl Format {
             Format::Q8 => 8,
         }
     }
+
+    /// Words per block of 32 weights of a row: its quants, and its scales
+    /// (one word of d and m; a grouped block has one per group of 8).
+    pub fn unit_words(self) -> usize {
+        match self {
+            Format::Q4 | Format::Q8 => self.quant_words() + 1,
+            Format::Q4Groups => self.quant_words() + 4,
+        }
+    }
 }
 
 /// A block's d, m and quants, if 4 bits reproduce it to within a few f32
@@ -108,7 +117,7 @@ pub fn scale_index(unit: usize, k32: usize) -> usize {
 fn pack_as(format: Format, data: &[f32], rows: usize, cols: usize) -> Option<Vec<u32>> {
     let (k32, words) = (cols / BLOCK, format.quant_words());
     let units = rows.div_ceil(INTERLEAVE_ROWS) * INTERLEAVE_ROWS * k32;
-    let mut out = vec![0u32; units * (words + 1)];
+    let mut out = vec![0u32; units * format.unit_words()];
     let (quants, scales) = out.split_at_mut(units * words);
     for row in 0..rows {
         let (block, rb) = (row / INTERLEAVE_ROWS, row % INTERLEAVE_ROWS);
