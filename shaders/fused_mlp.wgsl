@@ -22,7 +22,8 @@
 // counter. The slices are plain stores ordered before the counter's
 // increment: lavapipe's atomics are sequentially consistent, and all of a
 // workgroup's invocations run on one thread. kernels::fused_mlp uses this
-// kernel on such adapters only.
+// kernel on such adapters only. dot_block, dot_groups and NIBBLE_SCALE come
+// from linear_nibbles.wgsl.
 
 struct Params { dim: u32, chunks: u32, workgroups: u32, eps: f32, neuron_blocks: u32, _a: u32, _b: u32, _c: u32 }
 
@@ -84,9 +85,7 @@ fn block_h(k: u32, lane: u32, k32: u32, norm_scale: f32) -> vec4<f32> {
         for (var r = 0u; r < ROWS; r++) {
             let q = gate_up[wbase + (r * k32 + i) * 8u + lane];
             let dm = unpack2x16float(dms[r / 4u][r % 4u]);
-            let q_dot = dot_nibbles(q.x, xs[0], xs[1]) + dot_nibbles(q.y, xs[2], xs[3])
-                      + dot_nibbles(q.z, xs[4], xs[5]) + dot_nibbles(q.w, xs[6], xs[7]);
-            acc[r] += dm.x * q_dot + dm.y * x_sum[i];
+            acc[r] += dm.x * dot_block(q, xs) + dm.y * x_sum[i];
         }
     }
     var mine: vec4<f32>;
@@ -150,15 +149,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             let sums = h_sums[c - c0];
             for (var r = 0u; r < ROWS; r++) {
                 let at = 2u * (b * 64u * p.chunks + (r * p.chunks + c) * 8u + lane);
-                let q = down[at];
-                let s = down[at + 1u];
-                let dm0 = unpack2x16float(s.x);
-                let dm1 = unpack2x16float(s.y);
-                let dm2 = unpack2x16float(s.z);
-                let dm3 = unpack2x16float(s.w);
-                let q_dots = vec4<f32>(dot_nibbles(q.x, xs[0], xs[1]), dot_nibbles(q.y, xs[2], xs[3]),
-                                       dot_nibbles(q.z, xs[4], xs[5]), dot_nibbles(q.w, xs[6], xs[7]));
-                acc[r] += dot(vec4<f32>(dm0.x, dm1.x, dm2.x, dm3.x), q_dots) + dot(vec4<f32>(dm0.y, dm1.y, dm2.y, dm3.y), sums);
+                acc[r] += dot_groups(down[at], down[at + 1u], xs, sums);
             }
         }
         for (var r = 0u; r < ROWS; r++) {

@@ -16,7 +16,7 @@
 // Params, Step, store_y, load_x, input and output_scale come from
 // linear_common.wgsl and the output and input headers, block_inputs and
 // input_sum_sq from a block header (linear_block.wgsl or
-// linear_block_subgroup.wgsl), dot_nibbles and NIBBLE_SCALE from
+// linear_block_subgroup.wgsl), dot_block and NIBBLE_SCALE from
 // linear_nibbles.wgsl.
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> w: array<vec4<u32>>;
@@ -51,9 +51,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         for (var r = 0u; r < ROWS; r++) {
             let q = w[wbase + (r * k32 + i) * 8u + lane];
             let dm = unpack2x16float(dms[r / 4u][r % 4u]);
-            let q_dot = dot_nibbles(q.x, xs[0], xs[1]) + dot_nibbles(q.y, xs[2], xs[3])
-                      + dot_nibbles(q.z, xs[4], xs[5]) + dot_nibbles(q.w, xs[6], xs[7]);
-            acc[r] += dm.x * q_dot + dm.y * x_sum;
+            acc[r] += dm.x * dot_block(q, xs) + dm.y * x_sum;
         }
     }
     let scale = output_scale(input_sum_sq());

@@ -16,7 +16,7 @@
 
 // Params, Step, store_y, load_x, input and output_scale come from
 // linear_common.wgsl and the output and input headers, block_inputs and
-// input_sum_sq from a block header, dot_nibbles and NIBBLE_SCALE from
+// input_sum_sq from a block header, dot_groups and NIBBLE_SCALE from
 // linear_nibbles.wgsl.
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> w: array<vec4<u32>>;
@@ -46,15 +46,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         }
         for (var r = 0u; r < ROWS; r++) {
             let at = 2u * (wbase + (r * k32 + i) * 8u + lane);
-            let q = w[at];
-            let s = w[at + 1u];
-            let dm0 = unpack2x16float(s.x);
-            let dm1 = unpack2x16float(s.y);
-            let dm2 = unpack2x16float(s.z);
-            let dm3 = unpack2x16float(s.w);
-            let q_dots = vec4<f32>(dot_nibbles(q.x, xs[0], xs[1]), dot_nibbles(q.y, xs[2], xs[3]),
-                                   dot_nibbles(q.z, xs[4], xs[5]), dot_nibbles(q.w, xs[6], xs[7]));
-            acc[r] += dot(vec4<f32>(dm0.x, dm1.x, dm2.x, dm3.x), q_dots) + dot(vec4<f32>(dm0.y, dm1.y, dm2.y, dm3.y), sums);
+            acc[r] += dot_groups(w[at], w[at + 1u], xs, sums);
         }
     }
     let scale = output_scale(input_sum_sq());

@@ -201,7 +201,7 @@ mod shader_validation {
                 use super::linear::{Input, Store, LINEAR_BLOCK, LINEAR_BLOCK_SUBGROUP, LINEAR_COMMON, LINEAR_NIBBLES};
                 let matvec = body.contains("load_x(") || body.contains("block_inputs(");
                 let blocks = if body.contains("block_inputs(") { vec![LINEAR_BLOCK, LINEAR_BLOCK_SUBGROUP] } else { vec![""] };
-                let nibbles = if body.contains("dot_nibbles(") { LINEAR_NIBBLES } else { "" };
+                let nibbles = if body.contains("linear_nibbles.wgsl") { LINEAR_NIBBLES } else { "" };
                 let mut sources = vec![];
                 for store in Store::ALL {
                     let (header, _, layout) = store.header();
@@ -213,7 +213,7 @@ mod shader_validation {
                     }
                 }
                 sources
-            } else if body.contains("dot_nibbles(") {
+            } else if body.contains("linear_nibbles.wgsl") {
                 vec![format!("{}\n{body}", super::linear::LINEAR_NIBBLES)]
             } else if ["attention.wgsl", "attention_rows.wgsl", "attention_keys.wgsl"].contains(&name.as_str()) {
                 vec![super::attention::source(&body)]
