@@ -253,9 +253,10 @@ pub fn compact_mlp(ctx: &GpuContext, dim: usize, interleaved: bool, fused: bool,
                 return CompactMlp { gate_up, down: empty_matrix(ctx, "compact down", dim, width, interleaved, None), width, inputs: DownInputs::Columns };
             };
             slot_columns.push(Some(storage_buffer(ctx, "compact down slot columns", &plan.slot_column)));
-            let gate_up_q4 = l.dense_gate_up.is_some_and(|m| m.q4().is_some());
-            if fused && gate_up_q4 && dim <= super::fused_mlp::MAX_DIM {
-                let fused = FusedPlan::new(&plan.slot_column, l.dense_gate_up.map_or(0, |m| m.rows / 2));
+            // The fused kernel copies its gate|up from the dense 4-bit rows.
+            let fused_source = l.dense_gate_up.filter(|m| fused && m.q4().is_some() && dim <= super::fused_mlp::MAX_DIM);
+            if let Some(dense_gate_up) = fused_source {
+                let fused = FusedPlan::new(&plan.slot_column, dense_gate_up.rows / 2);
                 let rows = (storage_buffer(ctx, "fused gate_up rows", &fused.rows), storage_buffer(ctx, "fused gate_up row count", &[fused.rows.len() as u32]));
                 paired.push(Some(rows));
                 let gate_up = packed_only(ctx, "compact gate_up paired", fused.rows.len(), dim, Format::Q4);

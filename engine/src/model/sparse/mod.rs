@@ -477,13 +477,18 @@ impl GpuModel {
     /// Layers whose compacted W_down kept the model's 4 bits, in groups
     /// (`kernels::column_groups`), rather than f16 columns.
     pub fn mlp_mask_grouped_layers(&self) -> usize {
-        self.sparse.as_ref().and_then(|s| s.compact.as_ref()).map_or(0, |layers| layers.iter().filter(|m| m.grouped()).count())
+        self.compacted_layers_where(CompactMlp::grouped)
     }
 
     /// Layers of the compacted MLP mask that run in one dispatch
     /// (`kernels::fused_mlp`).
     pub fn mlp_mask_fused_layers(&self) -> usize {
-        self.sparse.as_ref().and_then(|s| s.compact.as_ref()).map_or(0, |layers| layers.iter().filter(|m| matches!(m.inputs, DownInputs::Fused(_))).count())
+        self.compacted_layers_where(|m| matches!(m.inputs, DownInputs::Fused(_)))
+    }
+
+    /// Layers of the compacted MLP mask (none before compaction) for which `pred` holds.
+    fn compacted_layers_where(&self, pred: impl Fn(&CompactMlp) -> bool) -> usize {
+        self.sparse.as_ref().and_then(|s| s.compact.as_ref()).map_or(0, |layers| layers.iter().filter(|m| pred(m)).count())
     }
 
     /// Before a forward of `n` tokens: a fixed MLP mask that already decoded
