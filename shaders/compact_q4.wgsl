@@ -30,11 +30,12 @@ struct Params {
 @group(0) @binding(3) var<storage, read> src: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<u32>;
 
-// The unit (4 quant words, 1 scale word) of a row's first block, in a
-// matrix of k32 blocks per row.
-fn first_unit(row: u32, k32: u32) -> u32 {
+// The unit (4 quant words, 1 scale word) of a row's block i, in a matrix of
+// k32 blocks per row: [block of 64 rows][k / 32][r][lane]
+// (kernels::packed::unit_index).
+fn unit_of(row: u32, i: u32, k32: u32) -> u32 {
     let rb = row % 64u;
-    return (row / 64u) * 64u * k32 + (rb / 8u) * k32 * 8u + rb % 8u;
+    return (row / 64u) * 64u * k32 + (i * 8u + rb / 8u) * 8u + rb % 8u;
 }
 
 // Where a unit's scale word lies among the scales (kernels::packed::scale_index):
@@ -42,7 +43,7 @@ fn first_unit(row: u32, k32: u32) -> u32 {
 fn scale_of(unit: u32, k32: u32) -> u32 {
     let block = unit / (64u * k32);
     let within = unit % (64u * k32);
-    return block * 64u * k32 + ((within / 8u % k32) * 8u + within % 8u) * 8u + within / (8u * k32);
+    return block * 64u * k32 + ((within / 64u) * 8u + within % 8u) * 8u + within / 8u % 8u;
 }
 
 // Units in a matrix of `rows` rows: where its scales start, in words / 4.
@@ -62,7 +63,7 @@ fn copy_group(id: u32) {
     var q = 0u;
     var s = 0u;
     if (first != PADDING) {
-        let su = first_unit(row, p.src_k32) + 8u * (first / 32u);
+        let su = unit_of(row, first / 32u, p.src_k32);
         for (var j = 0u; j < 8u; j++) {
             let col = index[p.index_offset + 8u * g + j];
             if (col != PADDING) {
@@ -73,7 +74,7 @@ fn copy_group(id: u32) {
         s = src[4u * units(p.src_rows, p.src_k32) + scale_of(su, p.src_k32)];
     }
     // A unit of the grouped layout is 8 words: 4 quant words, 4 scale words.
-    let unit = first_unit(row, p.out_k32) + 8u * (g / 4u);
+    let unit = unit_of(row, g / 4u, p.out_k32);
     out[8u * unit + g % 4u] = q;
     out[8u * unit + 4u + g % 4u] = s;
 }
@@ -95,20 +96,20 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         let slot = id / p.out_k32;
         let h = slot / p.width;
         let a = slot % p.width;
-        dst = first_unit(p.row0 + h * p.width + a, p.out_k32) + 8u * i;
+        dst = unit_of(p.row0 + h * p.width + a, i, p.out_k32);
         copy = a < count;
         if (copy) {
             let source = index[p.index_offset + a];
             copy = source != PADDING;
-            su = first_unit(p.src_row0 + h * p.src_half + source, p.src_k32) + 8u * i;
+            su = unit_of(p.src_row0 + h * p.src_half + source, i, p.src_k32);
         }
     } else {
         if (id >= p.out_rows * p.out_k32) { return; }
         let i = id % p.out_k32;
         let row = id / p.out_k32;
-        dst = first_unit(row, p.out_k32) + 8u * i;
+        dst = unit_of(row, i, p.out_k32);
         copy = 32u * i < count;
-        if (copy) { su = first_unit(row, p.src_k32) + 8u * (index[p.index_offset + 32u * i] / 32u); }
+        if (copy) { su = unit_of(row, index[p.index_offset + 32u * i] / 32u, p.src_k32); }
     }
     var q = vec4<u32>(0u);
     var s = 0u;

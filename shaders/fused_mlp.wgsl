@@ -83,7 +83,7 @@ fn block_h(k: u32, lane: u32, k32: u32, norm_scale: f32) -> vec4<f32> {
         let at = scales + ((k * k32 + i) * 8u + lane) * 2u;
         let dms = array<vec4<u32>, 2>(gate_up[at], gate_up[at + 1u]);
         for (var r = 0u; r < ROWS; r++) {
-            let q = gate_up[wbase + (r * k32 + i) * 8u + lane];
+            let q = gate_up[wbase + (i * 8u + r) * 8u + lane];
             let dm = unpack2x16float(dms[r / 4u][r % 4u]);
             acc[r] += dm.x * dot_block(q, xs) + dm.y * x_sum[i];
         }
@@ -140,7 +140,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
 
     // W_down over these chunks' slots, 64 rows at a time: its layout
-    // (matvec_rows_q4g.wgsl) is [block][r][chunk][lane] pairs of vec4<u32>,
+    // (matvec_rows_q4g.wgsl) is [block][chunk][r][lane] pairs of vec4<u32>,
     // the quant words of 4 groups of 8 slots, then their scale words.
     for (var b = 0u; b * 64u < p.dim; b++) {
         var acc: array<f32, ROWS>;
@@ -148,7 +148,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             let xs = broadcast(h[c - c0]);
             let sums = h_sums[c - c0];
             for (var r = 0u; r < ROWS; r++) {
-                let at = 2u * (b * 64u * p.chunks + (r * p.chunks + c) * 8u + lane);
+                let at = 2u * (b * 64u * p.chunks + (c * 8u + r) * 8u + lane);
                 acc[r] += dot_groups(down[at], down[at + 1u], xs, sums);
             }
         }

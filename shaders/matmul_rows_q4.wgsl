@@ -42,7 +42,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         // (kernels::packed::scale_index).
         let ds = w[scales + ((block * k32 + i) * 8u + lane) * 2u + r0 / 4u];
         for (var r = 0u; r < ROWS; r++) {
-            let unit = wbase + ((r0 + r) * k32 + i) * 8u + lane;
+            let unit = wbase + (i * 8u + r0 + r) * 8u + lane;
             qs[r] = w[unit];
             dm[r] = unpack2x16float(ds[r]);
         }

@@ -7,8 +7,9 @@
 // model's weights exactly (kernels::packed).
 //
 // Layout, for blocks of 64 rows as in matvec_rows.wgsl: the quants,
-// [block][r][k / 32][lane] vec4<u32> (word j holds weights 8j .. 8j + 7, four
-// bits each from the low bits up), then the scales, [block][k / 32][lane][r]
+// [block][k / 32][r][lane] vec4<u32> (word j holds weights 8j .. 8j + 7, four
+// bits each from the low bits up; a workgroup reads its block's in order,
+// one stream for the CPU's prefetcher: kernels::packed::unit_index), then the scales, [block][k / 32][lane][r]
 // u32 (d in the low half, m in the high half), so that an invocation's 8 rows
 // of a block are two whole vec4s (kernels::packed::scale_index). k must be a
 // multiple of 32.
@@ -49,7 +50,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         let at = scales + ((block * k32 + i) * 8u + lane) * 2u;
         let dms = array<vec4<u32>, 2>(w[at], w[at + 1u]);
         for (var r = 0u; r < ROWS; r++) {
-            let q = w[wbase + (r * k32 + i) * 8u + lane];
+            let q = w[wbase + (i * 8u + r) * 8u + lane];
             let dm = unpack2x16float(dms[r / 4u][r % 4u]);
             acc[r] += dm.x * dot_block(q, xs) + dm.y * x_sum;
         }

@@ -8,7 +8,7 @@
 // f16 costs 4 and matvec_rows_q4.wgsl 1.25: on lavapipe, where weight loads
 // are gathers, their count is what bounds a decode step.
 //
-// Layout, for blocks of 64 rows as in matvec_rows.wgsl: [block][r][k / 32]
+// Layout, for blocks of 64 rows as in matvec_rows.wgsl: [block][k / 32][r]
 // [lane] pairs of vec4<u32>, for row 8r + lane and columns 32i .. 32i + 31:
 // the quant words of its 4 groups (weight e of a group in bits 4e .. 4e + 3),
 // then their scale words (d in the low half, m in the high half). k must be a
@@ -45,7 +45,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             xs[j] *= NIBBLE_SCALE[j & 1u];
         }
         for (var r = 0u; r < ROWS; r++) {
-            let at = 2u * (wbase + (r * k32 + i) * 8u + lane);
+            let at = 2u * (wbase + (i * 8u + r) * 8u + lane);
             acc[r] += dot_groups(w[at], w[at + 1u], xs, sums);
         }
     }

@@ -6,7 +6,7 @@
 // (kernels::packed).
 //
 // Layout, for blocks of 64 rows as in matvec_rows.wgsl: the quants,
-// [block][r][k / 32][lane] as 2 vec4<u32> (word j holds weights 4j .. 4j + 3,
+// [block][k / 32][r][lane] as 2 vec4<u32> (word j holds weights 4j .. 4j + 3,
 // a byte each from the low byte up), then the scales, [block][k / 32][lane][r]
 // u32 (d in the low half), so that an invocation's 8 rows of a block are two
 // whole vec4s: a vec4 load with a lane-dependent component costs four gathers
@@ -50,7 +50,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         let at = scales + ((block * k32 + i) * 8u + lane) * 2u;
         let ds = array<vec4<u32>, 2>(w[at], w[at + 1u]);
         for (var r = 0u; r < ROWS; r++) {
-            let unit = wbase + (r * k32 + i) * 8u + lane;
+            let unit = wbase + (i * 8u + r) * 8u + lane;
             let d = unpack2x16float(ds[r / 4u][r % 4u]).x;
             let q_dot = dot16(w[2u * unit], xs[0], xs[1], xs[2], xs[3]) + dot16(w[2u * unit + 1u], xs[4], xs[5], xs[6], xs[7]);
             acc[r] += d * q_dot;
