@@ -24,8 +24,14 @@
 // workgroup's invocations run on one thread. kernels::fused_mlp uses this
 // kernel on such adapters only. dot_block, dot_groups and NIBBLE_SCALE come
 // from linear_nibbles.wgsl.
+//
+// Where the layer's heads are compacted too (o_k32 > 0), the attention's
+// output projection comes first, x += W_o a, a the active heads' outputs and
+// W_o their 4-bit columns: every workgroup computes all of it (at a low AR a
+// few blocks of 32 columns), so that none waits for another before its
+// RMSNorm, and the layer saves the dispatch of its own.
 
-struct Params { dim: u32, chunks: u32, workgroups: u32, eps: f32, neuron_blocks: u32, _a: u32, _b: u32, _c: u32 }
+struct Params { dim: u32, chunks: u32, workgroups: u32, eps: f32, neuron_blocks: u32, o_k32: u32, _b: u32, _c: u32 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read_write> x: array<vec4<f32>>;
@@ -38,6 +44,11 @@ struct Params { dim: u32, chunks: u32, workgroups: u32, eps: f32, neuron_blocks:
 // [chunks + 1]: each chunk's first neuron (in slot order), and the count;
 // then each neuron's slot.
 @group(0) @binding(7) var<storage, read> table: array<u32>;
+// The active heads' outputs [o_k32 * 32], and W_o's columns of them
+// [dim, o_k32 * 32] in the 4-bit layout of matvec_rows_q4.wgsl (unused, and
+// bound to any buffer, where o_k32 = 0).
+@group(0) @binding(8) var<storage, read> heads: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read> wo: array<vec4<u32>>;
 
 const ROWS: u32 = 8u;
 // Chunks one workgroup holds (kernels::fused_mlp launches enough workgroups).
@@ -57,6 +68,8 @@ var<private> h_sums: array<vec4<f32>, MAX_CHUNKS>;
 // This workgroup's h by slot as the neurons' lanes leave it
 // (zero-initialised, as WGSL's workgroup memory is: padding slots stay 0).
 var<workgroup> by_slot: array<vec4<f32>, MAX_CHUNKS * 8u>;
+// W_o a by row (zero without heads).
+var<workgroup> o_out: array<f32, MAX_K32 * 32u>;
 
 // Every lane's vec4 `mine`, lane j's as element j.
 fn broadcast(mine: vec4<f32>) -> array<vec4<f32>, 8> {
@@ -96,6 +109,39 @@ fn block_h(k: u32, lane: u32, k32: u32, norm_scale: f32) -> vec4<f32> {
     return mine;
 }
 
+// o_out = W_o a, rows as matvec_rows_q4.wgsl computes them.
+fn output_projection(lane: u32) {
+    let p = params;
+    let scales = ((p.dim + 63u) / 64u) * 64u * p.o_k32;
+    for (var b = 0u; b * 64u < p.dim; b++) {
+        var acc: array<f32, ROWS>;
+        for (var i = 0u; i < p.o_k32; i++) {
+            let mine = heads[8u * i + lane];
+            let a_sum = subgroupAdd(dot(mine, vec4<f32>(1.0)));
+            let xs = broadcast(for_nibbles(mine, lane));
+            let at = scales + ((b * p.o_k32 + i) * 8u + lane) * 2u;
+            let dms = array<vec4<u32>, 2>(wo[at], wo[at + 1u]);
+            for (var r = 0u; r < ROWS; r++) {
+                let q = wo[b * 64u * p.o_k32 + (i * 8u + r) * 8u + lane];
+                let dm = unpack2x16float(dms[r / 4u][r % 4u]);
+                acc[r] += dm.x * dot_block(q, xs) + dm.y * a_sum;
+            }
+        }
+        for (var r = 0u; r < ROWS; r++) {
+            let row = b * 64u + r * 8u + lane;
+            if (row < p.dim) {
+                o_out[row] = acc[r];
+            }
+        }
+    }
+    workgroupBarrier();
+}
+
+// Elements 4i .. 4i + 3 of W_o a.
+fn o_out4(i: u32) -> vec4<f32> {
+    return vec4<f32>(o_out[4u * i], o_out[4u * i + 1u], o_out[4u * i + 2u], o_out[4u * i + 3u]);
+}
+
 @compute @workgroup_size(8)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let p = params;
@@ -106,10 +152,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let c1 = table[wg.x + 1u];
     let firsts = p.workgroups + 1u;
 
-    // x times the norm weight; the norm's scale applies to the results.
+    if (p.o_k32 > 0u) {
+        output_projection(lane);
+    }
+    // x (after the output projection) times the norm weight; the norm's
+    // scale applies to the results.
     var sum_sq = 0.0;
     for (var i = 0u; i < k32; i++) {
-        let raw = x[8u * i + lane];
+        let raw = x[8u * i + lane] + o_out4(8u * i + lane);
         sum_sq += dot(raw, raw);
         let normed = raw * norm_weight[8u * i + lane];
         x_sum[i] = subgroupAdd(dot(normed, vec4<f32>(1.0)));
@@ -160,7 +210,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         }
     }
 
-    // The last workgroup to arrive adds every slice to x.
+    // The last workgroup to arrive adds every slice, and W_o a, to x.
     storageBarrier();
     var arrived = 0u;
     if (lane == 0u) {
@@ -173,7 +223,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 let at = w * p.dim + 4u * i;
                 sum += vec4<f32>(partial[at], partial[at + 1u], partial[at + 2u], partial[at + 3u]);
             }
-            x[i] += sum;
+            x[i] = x[i] + o_out4(i) + sum;
         }
         if (lane == 0u) {
             atomicStore(&arrivals[0], 0u);

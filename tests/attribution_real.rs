@@ -125,9 +125,12 @@ fn sparse_prompt_mode_matches_zeroed(rm: &mut RealModel, grouped: bool) {
         assert_eq!(mask[0].len(), (ratios.mlp * c.ffn_dim as f64).ceil() as usize);
         assert_eq!(heads.as_ref().map(|h| h[0].len()), (ratios.heads < 1.0).then_some(2));
         assert_eq!(rm.model.mlp_mask_grouped_layers(), if grouped { c.n_layers } else { 0 }, "{ratios:?}");
-        // On lavapipe, grouped layers run their MLP in one dispatch (kernels::fused_mlp).
+        // On lavapipe, grouped layers run their MLP in one dispatch
+        // (kernels::fused_mlp), with the masked heads' output projection first.
         let fused = grouped && rm.model.ctx.has_subgroups_of_8();
         assert_eq!(rm.model.mlp_mask_fused_layers(), if fused { c.n_layers } else { 0 }, "{ratios:?}");
+        let with_o = fused && heads.is_some();
+        assert_eq!(rm.model.output_projection_fused_layers(), if with_o { c.n_layers } else { 0 }, "{ratios:?}");
         let factors = zeroing_factors(&c, &mask, heads.as_deref(), prompt.len());
         rm.model.reset();
         let mut logits = rm.model.forward(&prompt, Logits::Last).unwrap();

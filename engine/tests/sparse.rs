@@ -40,31 +40,34 @@ fn sparse_decoding_equals_dense_with_inactive_neurons_zeroed() {
     }
 }
 
-/// The same with the MLP's weights from Q4_1, as GGUF files store them: on
+/// The same with the layers' weights from Q4_1, as GGUF files store them: on
 /// CPU adapters the compacted W_down keeps their 4 bits in groups of 8 per
 /// block (`kernels::column_groups`), and decoding stays exact.
 #[test]
 fn sparse_decoding_with_4_bit_mlp_weights_equals_dense_with_inactive_neurons_zeroed() {
     use sift_engine::loader::quant::{dequantize, quantize, GgmlType};
-    let c = tiny_config(RopeStyle::Interleaved);
+    // Heads of 32: whole blocks of W_o's columns, which then keeps 4 bits too.
+    let c = Config { head_dim: 32, rot_dim: 32, ..tiny_config(RopeStyle::Interleaved) };
     let mut w = random_weights(&c, 12, false);
     w.round_matrices_to_f16();
     let q4_1 = |m: &mut Vec<f32>| *m = dequantize(GgmlType::Q4_1, &quantize(GgmlType::Q4_1, m), m.len());
     for l in &mut w.layers {
-        [&mut l.w_gate, &mut l.w_up, &mut l.w_down].into_iter().for_each(q4_1);
+        [&mut l.wo, &mut l.w_gate, &mut l.w_up, &mut l.w_down].into_iter().for_each(q4_1);
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(6);
     // Half the neurons: at most 2 slots a neuron, always grouped. Compacted
     // from the first token: the gather kernels read f16 copies of the
     // weights, which round Q4_1's values. Where workgroups of 8 are one
     // subgroup (lavapipe), each layer's MLP is one dispatch
-    // (`kernels::fused_mlp`); elsewhere the gate|up stores its rows at their
-    // slots for the grouped down.
+    // (`kernels::fused_mlp`), which adds the 2 active heads' output
+    // projection (64 of W_o's columns, in 4 bits) first; elsewhere the
+    // gate|up stores its rows at their slots for the grouped down.
     for ctx in [gpu(), gpu_without_subgroups()] {
         let fused = ctx.has_subgroups_of_8();
         let model = decode_with_random_masks(ctx, &c, &w, KernelFamily::RowPerInvocation, 0.5, &mut rng, true);
         assert_eq!(model.mlp_mask_grouped_layers(), c.n_layers);
         assert_eq!(model.mlp_mask_fused_layers(), if fused { c.n_layers } else { 0 });
+        assert_eq!(model.output_projection_fused_layers(), if fused { c.n_layers } else { 0 });
     }
 }
 

@@ -9,6 +9,12 @@
 //! subgroup: the kernel's slices of W_down h are summed by the last
 //! workgroup to finish, which is sound where a workgroup's invocations run on
 //! one CPU thread and atomics order the plain stores before them (lavapipe).
+//!
+//! Where the layer's heads are compacted too, the dispatch starts with their
+//! output projection (`OutputProjection`), which every workgroup computes
+//! whole: at AR 0.2 a few blocks of W_o's columns cost less than the
+//! dispatch they save (a decode step with heads and MLP masked 1.60x dense
+//! before, 1.80x after, in one bench run).
 
 use super::linear::{Matrix, INTERLEAVE_ROWS};
 use super::packed::{Format, BLOCK};
@@ -134,6 +140,24 @@ pub struct FusedMlpSpec<'a> {
     /// [dim, slots] in 4-bit groups.
     pub down: &'a Matrix,
     pub state: &'a FusedState,
+    /// The attention's output projection, where the layer's heads are
+    /// compacted too: added to x before the MLP, in the same dispatch.
+    pub o: Option<OutputProjection<'a>>,
+}
+
+/// x += W_o a for a layer's active heads: their outputs `a` [cols of W_o],
+/// and W_o's columns of them, with a 4-bit copy.
+#[derive(Clone, Copy)]
+pub struct OutputProjection<'a> {
+    pub heads: &'a wgpu::Buffer,
+    pub o: &'a Matrix,
+}
+
+impl OutputProjection<'_> {
+    /// Whether the fused kernel can take it: 4 bits, in whole blocks.
+    pub fn fits(o: &Matrix, dim: usize) -> bool {
+        o.q4().is_some() && o.rows == dim && o.cols.is_multiple_of(BLOCK)
+    }
 }
 
 /// One layer's fused MLP, bound to its buffers.
@@ -157,17 +181,26 @@ pub fn call(ctx: &GpuContext, s: &FusedMlpSpec) -> FusedMlpCall {
     assert_eq!(s.down.cols, BLOCK * state.chunks);
     assert!(s.dim.is_multiple_of(BLOCK) && s.dim <= MAX_DIM && s.down.rows == s.dim && s.gate_up.cols == s.dim && s.gate_up.rows.is_multiple_of(INTERLEAVE_ROWS));
     let source = format!("{}\n{}", super::linear::LINEAR_NIBBLES, include_str!("../../../shaders/fused_mlp.wgsl"));
-    let kernel = Kernel::get(ctx, "fused_mlp", &source, &[U, W, R, R, R, W, W, R]);
+    let kernel = Kernel::get(ctx, "fused_mlp", &source, &[U, W, R, R, R, W, W, R, R, R]);
     let neuron_blocks = s.gate_up.rows / INTERLEAVE_ROWS;
-    let params: [u32; 8] = [s.dim as u32, state.chunks as u32, state.workgroups as u32, s.eps.to_bits(), neuron_blocks as u32, 0, 0, 0];
+    // Without an output projection its bindings take any buffer: unread.
+    let (heads, wo, o_cols) = match s.o {
+        Some(o) => {
+            assert!(OutputProjection::fits(o.o, s.dim), "W_o in 4 bits, whole blocks of columns");
+            (o.heads, o.o.q4().expect("checked"), o.o.cols)
+        }
+        None => (s.norm_weight, s.norm_weight, 0),
+    };
+    let params: [u32; 8] = [s.dim as u32, state.chunks as u32, state.workgroups as u32, s.eps.to_bits(), neuron_blocks as u32, (o_cols / BLOCK) as u32, 0, 0];
     let params = uniform_buffer(ctx, "fused mlp params", &params);
     let workgroups = state.workgroups as u32;
     let call = Call {
-        group: kernel.bind(ctx, &[&params, s.x, s.norm_weight, gate_up, &down.buffer, &state.partial, &state.arrivals, &state.table]),
+        group: kernel.bind(ctx, &[&params, s.x, s.norm_weight, gate_up, &down.buffer, &state.partial, &state.arrivals, &state.table, heads, wo]),
         kernel,
         grid: Box::new(move |_| [workgroups, 1, 1]),
     };
-    FusedMlpCall { call, weight_bytes: gate_up.size() + down.buffer.size() }
+    let o_bytes = if o_cols > 0 { wo.size() } else { 0 };
+    FusedMlpCall { call, weight_bytes: gate_up.size() + down.buffer.size() + o_bytes }
 }
 
 #[cfg(test)]
@@ -222,7 +255,9 @@ mod tests {
     /// The fused MLP gives x + the MLP of the active neurons on RMSNorm(x):
     /// the residual of 96 (a row block and a half of W_down), a quarter of
     /// 256 neurons listed out of order, over 1 to 5 workgroups (one with no
-    /// chunk); run twice, so the counter must have been reset.
+    /// chunk); run twice, so the counter must have been reset. With an output
+    /// projection (64 heads' values: two blocks of W_o's columns), x + W_o a
+    /// first.
     #[test]
     fn fused_mlp_gives_the_residual_plus_the_mlp_of_the_active_neurons() {
         let ctx = crate::testing::gpu();
@@ -245,25 +280,38 @@ mod tests {
         let plan = FusedPlan::new(&ColumnGroups::plan(&active, width_for(active.len()), ffn).slot_column, ffn);
         assert!(plan.chunks >= 4 && plan.chunks == state.chunks, "{} chunks", plan.chunks);
         let nwb = storage_buffer(&ctx, "norm weight", &norm_weight);
-        let step = |x: &[f32]| -> Vec<f32> {
-            let mlp = mlp_reference(&rmsnorm::reference(x, &norm_weight, eps), &gate, &up, &down, ffn, &active);
+        let head_values = 64;
+        let (wo, a) = (q4_1_weights(dim * head_values, 155), random(head_values, 156));
+        let (wo_matrix, ab) = (Matrix::upload(&ctx, "wo", &wo, dim, head_values, true), storage_buffer(&ctx, "heads", &a));
+        let o = OutputProjection { heads: &ab, o: &wo_matrix };
+        assert!(OutputProjection::fits(&wo_matrix, dim));
+        let step = |x: &[f32], with_o: bool| -> Vec<f32> {
+            let x: Vec<f32> = match with_o {
+                true => x.iter().zip(wo.chunks(head_values)).map(|(v, row)| v + row.iter().zip(&a).map(|(w, a)| w * a).sum::<f32>()).collect(),
+                false => x.to_vec(),
+            };
+            let mlp = mlp_reference(&rmsnorm::reference(&x, &norm_weight, eps), &gate, &up, &down, ffn, &active);
             x.iter().zip(&mlp).map(|(a, m)| a + m).collect()
         };
-        for workgroups in [1, 2, 3, plan.chunks + 1] {
-            let state = FusedState::new(&ctx, dim, &plan, workgroups);
-            let xb = storage_buffer(&ctx, "x", &x);
-            let call = super::call(&ctx, &FusedMlpSpec { dim, eps, x: &xb, norm_weight: &nwb, gate_up: &c.gate_up, down: &c.down, state: &state });
-            let mut want = x.clone();
-            let mut plan = Vec::new();
-            call.plan("fused_mlp", &mut plan);
-            assert_eq!(plan[0].weight_bytes, c.gate_up.q4().unwrap().size() + c.down.packed.as_ref().unwrap().buffer.size());
-            for run in 1..=2 {
-                run_plan(&ctx, &plan);
-                want = step(&want);
-                let err = max_err(&read_buffer_f32(&ctx, &xb, 0, dim).unwrap(), &want);
-                // Sums of 128 terms of size ~10 in another order: a few 1e-6
-                // relative; a neuron lost, or a slice added twice, is O(1).
-                assert!(err < 5e-5, "{workgroups} workgroups, run {run}: {err}");
+        for with_o in [false, true] {
+            for workgroups in [1, 2, 3, plan.chunks + 1] {
+                let state = FusedState::new(&ctx, dim, &plan, workgroups);
+                let xb = storage_buffer(&ctx, "x", &x);
+                let spec = FusedMlpSpec { dim, eps, x: &xb, norm_weight: &nwb, gate_up: &c.gate_up, down: &c.down, state: &state, o: with_o.then_some(o) };
+                let call = super::call(&ctx, &spec);
+                let mut want = x.clone();
+                let mut plan = Vec::new();
+                call.plan("fused_mlp", &mut plan);
+                let o_bytes = if with_o { wo_matrix.q4().unwrap().size() } else { 0 };
+                assert_eq!(plan[0].weight_bytes, c.gate_up.q4().unwrap().size() + c.down.packed.as_ref().unwrap().buffer.size() + o_bytes);
+                for run in 1..=2 {
+                    run_plan(&ctx, &plan);
+                    want = step(&want, with_o);
+                    let err = max_err(&read_buffer_f32(&ctx, &xb, 0, dim).unwrap(), &want);
+                    // Sums of 128 terms of size ~10 in another order: a few 1e-6
+                    // relative; a neuron lost, or a slice added twice, is O(1).
+                    assert!(err < 5e-5, "with W_o {with_o}, {workgroups} workgroups, run {run}: {err}");
+                }
             }
         }
     }

@@ -25,7 +25,7 @@ use crate::error::{Result, SiftError};
 use crate::gpu::{read_buffer_u32, storage_buffer, zeroed_buffer, GpuContext};
 use crate::kernels::attention::{self, AttentionCall, AttentionIo, AttentionShape};
 use crate::kernels::compact::{compact_heads, compact_mlp, width_for, CompactHeads, CompactMlp, DownInputs, HeadSources, MlpSources};
-use crate::kernels::fused_mlp::{self, FusedMlpCall, FusedMlpSpec};
+use crate::kernels::fused_mlp::{self, FusedMlpCall, FusedMlpSpec, OutputProjection};
 use crate::kernels::rope;
 use crate::kernels::linear::{LinearCall, LinearOptions, Output, QkvOut};
 use crate::kernels::prepared_linear::{NormSpec, PreparedLinear, SwiGluSpec};
@@ -64,8 +64,9 @@ struct HeadCalls {
     qkv: PreparedLinear,
     rope: Call,
     attention: AttentionCall,
-    /// Compacted W_o, added to the residual.
-    o: LinearCall,
+    /// Compacted W_o, added to the residual; None where the fused MLP
+    /// dispatch adds it (`kernels::fused_mlp::OutputProjection`).
+    o: Option<LinearCall>,
 }
 
 /// The active heads of every layer and their compacted weights.
@@ -83,8 +84,9 @@ enum MlpCalls {
     /// A fixed mask compacted: the dense norm and gate|up, then SwiGLU and
     /// down, over the active neurons only.
     Compact(PreparedLinear, PreparedLinear),
-    /// The same in one dispatch (`kernels::fused_mlp`).
-    Fused(FusedMlpCall),
+    /// The same in one dispatch (`kernels::fused_mlp`), with the attention's
+    /// output projection first where `with_o`.
+    Fused { call: FusedMlpCall, with_o: bool },
     /// After the dense gate|up and SwiGLU: select, down (two passes).
     Cett([Call; 3]),
     /// Gate of every neuron, select, up of the kept ones, down (two passes).
@@ -243,6 +245,9 @@ impl GpuModel {
                     sparse::threshold_select(&ctx, f, l, rule, values, norms, &s.thresholds, out)
                 };
                 let down = || sparse::down(&ctx, d, neurons_list, &s.h, &s.down_t[l], &s.partial, &x);
+                // A fused MLP takes the compacted heads' output projection too.
+                let o_for_mlp = s.heads.as_ref().map(|h| &h.compact[l].o).filter(|o| OutputProjection::fits(o, d)).map(|o| OutputProjection { heads: &heads, o });
+                let mut o_in_mlp = false;
                 let mlp = match &s.mlp {
                     MlpMask::Dense => MlpCalls::Dense,
                     MlpMask::Fixed(_) if s.compact.is_some() => {
@@ -257,8 +262,9 @@ impl GpuModel {
                         };
                         match &m.inputs {
                             DownInputs::Fused(state) => {
-                                let spec = FusedMlpSpec { dim: d, eps: c.rms_eps, x: &x, norm_weight: weight, gate_up: &m.gate_up, down: &m.down, state };
-                                MlpCalls::Fused(fused_mlp::call(&ctx, &spec))
+                                o_in_mlp = o_for_mlp.is_some();
+                                let spec = FusedMlpSpec { dim: d, eps: c.rms_eps, x: &x, norm_weight: weight, gate_up: &m.gate_up, down: &m.down, state, o: o_for_mlp };
+                                MlpCalls::Fused { call: fused_mlp::call(&ctx, &spec), with_o: o_in_mlp }
                             }
                             // A grouped down reads its inputs at their slots.
                             DownInputs::Slots(slots) => two_dispatches(slots.gate_up_output(), SwiGluSpec { width: slots.count, gate_up: &slots.gate_up, h: &s.h }),
@@ -292,7 +298,7 @@ impl GpuModel {
                         qkv: PreparedLinear::norm(&ctx, &NormSpec { dim: d, x: &x, xn: &xn, weight: &cache.attn_norm, eps: c.rms_eps }, &compact.qkv, &step, Output::Qkv(&qkv_out), family, true),
                         rope: rope::call(&ctx, &rope_shape, &q, &keys, &step, rope_table),
                         attention: attention::call_heads(&ctx, shape, kv_heads, &step, &AttentionIo { q: &q, k: &cache.k_cache, v: &cache.v_cache, out: &heads }, family),
-                        o: LinearCall::with_family(&ctx, &compact.o, &step, &heads, &x, LinearOptions { accumulate: true, ..plain }, family),
+                        o: (!o_in_mlp).then(|| LinearCall::with_family(&ctx, &compact.o, &step, &heads, &x, LinearOptions { accumulate: true, ..plain }, family)),
                     }
                 });
                 SparseLayer { heads, mlp }
@@ -486,6 +492,12 @@ impl GpuModel {
         self.compacted_layers_where(|m| matches!(m.inputs, DownInputs::Fused(_)))
     }
 
+    /// Layers whose fused MLP dispatch also adds the compacted heads' output
+    /// projection (`kernels::fused_mlp::OutputProjection`).
+    pub fn output_projection_fused_layers(&self) -> usize {
+        self.sparse.as_ref().map_or(0, |s| s.layers.iter().filter(|l| matches!(l.mlp, MlpCalls::Fused { with_o: true, .. })).count())
+    }
+
     /// Layers of the compacted MLP mask (none before compaction) for which `pred` holds.
     fn compacted_layers_where(&self, pred: impl Fn(&CompactMlp) -> bool) -> usize {
         self.sparse.as_ref().and_then(|s| s.compact.as_ref()).map_or(0, |layers| layers.iter().filter(|m| pred(m)).count())
@@ -547,7 +559,9 @@ impl SparseLayer {
         let Some(h) = &self.heads else { return false };
         super::gpu::plan_qkv_rope(&h.qkv, &h.rope, "sparse_qkv", 1, out);
         h.attention.plan("attention", 1, pos0, out);
-        h.o.plan("sparse_o", 1, out);
+        if let Some(o) = &h.o {
+            o.plan("sparse_o", 1, out);
+        }
         true
     }
 
@@ -562,8 +576,9 @@ impl SparseLayer {
                 down.plan("sparse_down", 1, out);
                 return true;
             }
-            MlpCalls::Fused(call) => {
-                call.plan("fused_mlp", out);
+            // With W_o it is not the MLP alone (bench::MLP_KERNELS).
+            MlpCalls::Fused { call, with_o } => {
+                call.plan(if *with_o { "fused_o_mlp" } else { "fused_mlp" }, out);
                 return true;
             }
             MlpCalls::Fixed(c) => {
