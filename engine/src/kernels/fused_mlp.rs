@@ -163,11 +163,17 @@ impl OutputProjection<'_> {
 /// One layer's fused MLP, bound to its buffers.
 pub struct FusedMlpCall {
     call: Call,
-    /// The 4-bit gate|up and W_down it reads, for the roofline.
+    /// The 4-bit gate|up and W_down it reads (and W_o), for the roofline.
     weight_bytes: u64,
+    with_o: bool,
 }
 
 impl FusedMlpCall {
+    /// Whether it adds the heads' output projection too.
+    pub fn with_output_projection(&self) -> bool {
+        self.with_o
+    }
+
     pub fn plan<'a>(&'a self, label: &'static str, out: &mut Vec<Dispatch<'a>>) {
         let c = &self.call;
         out.push(Dispatch { label, kernel: &c.kernel, group: &c.group, grid: (c.grid)(1), weight_bytes: self.weight_bytes });
@@ -200,7 +206,7 @@ pub fn call(ctx: &GpuContext, s: &FusedMlpSpec) -> FusedMlpCall {
         grid: Box::new(move |_| [workgroups, 1, 1]),
     };
     let o_bytes = if o_cols > 0 { wo.size() } else { 0 };
-    FusedMlpCall { call, weight_bytes: gate_up.size() + down.buffer.size() + o_bytes }
+    FusedMlpCall { call, weight_bytes: gate_up.size() + down.buffer.size() + o_bytes, with_o: o_cols > 0 }
 }
 
 #[cfg(test)]

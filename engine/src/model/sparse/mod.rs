@@ -85,8 +85,8 @@ enum MlpCalls {
     /// down, over the active neurons only.
     Compact(PreparedLinear, PreparedLinear),
     /// The same in one dispatch (`kernels::fused_mlp`), with the attention's
-    /// output projection first where `with_o`.
-    Fused { call: FusedMlpCall, with_o: bool },
+    /// output projection first where the heads are compacted too.
+    Fused(FusedMlpCall),
     /// After the dense gate|up and SwiGLU: select, down (two passes).
     Cett([Call; 3]),
     /// Gate of every neuron, select, up of the kept ones, down (two passes).
@@ -247,7 +247,6 @@ impl GpuModel {
                 let down = || sparse::down(&ctx, d, neurons_list, &s.h, &s.down_t[l], &s.partial, &x);
                 // A fused MLP takes the compacted heads' output projection too.
                 let o_for_mlp = s.heads.as_ref().map(|h| &h.compact[l].o).filter(|o| OutputProjection::fits(o, d)).map(|o| OutputProjection { heads: &heads, o });
-                let mut o_in_mlp = false;
                 let mlp = match &s.mlp {
                     MlpMask::Dense => MlpCalls::Dense,
                     MlpMask::Fixed(_) if s.compact.is_some() => {
@@ -262,9 +261,8 @@ impl GpuModel {
                         };
                         match &m.inputs {
                             DownInputs::Fused(state) => {
-                                o_in_mlp = o_for_mlp.is_some();
                                 let spec = FusedMlpSpec { dim: d, eps: c.rms_eps, x: &x, norm_weight: weight, gate_up: &m.gate_up, down: &m.down, state, o: o_for_mlp };
-                                MlpCalls::Fused { call: fused_mlp::call(&ctx, &spec), with_o: o_in_mlp }
+                                MlpCalls::Fused(fused_mlp::call(&ctx, &spec))
                             }
                             // A grouped down reads its inputs at their slots.
                             DownInputs::Slots(slots) => two_dispatches(slots.gate_up_output(), SwiGluSpec { width: slots.count, gate_up: &slots.gate_up, h: &s.h }),
@@ -287,6 +285,7 @@ impl GpuModel {
                         MlpCalls::Cats([gate, select(ThresholdRule::Cats, &s.gate, &s.ones), up, dn, reduce])
                     }
                 };
+                let o_in_mlp = matches!(&mlp, MlpCalls::Fused(call) if call.with_output_projection());
                 let heads = s.heads.as_ref().map(|h| {
                     let (cache, compact, kv_heads) = (&layer_params[l], &h.compact[l], &h.kv_heads[l]);
                     let plain = LinearOptions::default();
@@ -495,7 +494,7 @@ impl GpuModel {
     /// Layers whose fused MLP dispatch also adds the compacted heads' output
     /// projection (`kernels::fused_mlp::OutputProjection`).
     pub fn output_projection_fused_layers(&self) -> usize {
-        self.sparse.as_ref().map_or(0, |s| s.layers.iter().filter(|l| matches!(l.mlp, MlpCalls::Fused { with_o: true, .. })).count())
+        self.sparse.as_ref().map_or(0, |s| s.layers.iter().filter(|l| matches!(&l.mlp, MlpCalls::Fused(call) if call.with_output_projection())).count())
     }
 
     /// Layers of the compacted MLP mask (none before compaction) for which `pred` holds.
@@ -577,8 +576,8 @@ impl SparseLayer {
                 return true;
             }
             // With W_o it is not the MLP alone (bench::MLP_KERNELS).
-            MlpCalls::Fused { call, with_o } => {
-                call.plan(if *with_o { "fused_o_mlp" } else { "fused_mlp" }, out);
+            MlpCalls::Fused(call) => {
+                call.plan(if call.with_output_projection() { "fused_o_mlp" } else { "fused_mlp" }, out);
                 return true;
             }
             MlpCalls::Fixed(c) => {
