@@ -8,10 +8,10 @@
 // (kernels::column_groups), 32 slots a chunk, padded. Each workgroup takes a
 // run of chunks (the host balances their cost):
 //   - it computes the gate and up rows of the neurons in those chunks, from
-//     a paired gate|up with no padding rows: the neurons in slot order, in
-//     64-row blocks of 32 neurons (rows 8r + l are the gate (r < 4) and up
-//     (r >= 4) rows of neuron 32k + 4l + r % 4), so that lane l ends with
-//     h of 4 neurons; a block two workgroups share, both compute;
+//     a paired gate|up: the workgroup's neurons in slot order, in 64-row
+//     blocks of 32 neurons of its own (in its block j, rows 8r + l are the
+//     gate (r < 4) and up (r >= 4) rows of its neuron 32j + 4l + r % 4), so
+//     that lane l ends with h of 4 neurons, padded after its last;
 //   - stores h at the neurons' slots in workgroup memory (padding slots
 //     stay zero, as their inputs must);
 //   - multiplies its chunks' columns of W_down by h into its own slice of
@@ -41,8 +41,9 @@ struct Params { dim: u32, chunks: u32, workgroups: u32, eps: f32, neuron_blocks:
 @group(0) @binding(5) var<storage, read_write> partial: array<f32>;
 @group(0) @binding(6) var<storage, read_write> arrivals: array<atomic<u32>>;
 // [workgroups + 1]: each workgroup's first chunk, and the count; then
-// [chunks + 1]: each chunk's first neuron (in slot order), and the count;
-// then each neuron's slot.
+// [workgroups + 1]: each workgroup's first block of gate|up, and the count;
+// then [chunks + 1]: each chunk's first neuron (in slot order), and the
+// count; then each neuron's slot.
 @group(0) @binding(7) var<storage, read> table: array<u32>;
 // The active heads' outputs [o_k32 * 32], and W_o's columns of them
 // [dim, o_k32 * 32] in the 4-bit layout of matvec_rows_q4.wgsl (unused, and
@@ -147,10 +148,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let p = params;
     let dim4 = p.dim / 4u;
     let k32 = p.dim / 32u;
-    // This workgroup's chunks.
+    // This workgroup's chunks, and its blocks of gate|up.
     let c0 = table[wg.x];
     let c1 = table[wg.x + 1u];
-    let firsts = p.workgroups + 1u;
+    let k0 = table[p.workgroups + 1u + wg.x];
+    let k1 = table[p.workgroups + 2u + wg.x];
+    let firsts = 2u * (p.workgroups + 1u);
 
     if (p.o_k32 > 0u) {
         output_projection(lane);
@@ -169,11 +172,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     // Their neurons, [n0, n1) in slot order, by blocks of 32.
     let n0 = table[firsts + c0];
     let n1 = table[firsts + c1];
-    for (var k = n0 / 32u; k * 32u < n1; k++) {
+    for (var k = k0; k < k1; k++) {
         let mine = block_h(k, lane, k32, norm_scale);
         for (var r = 0u; r < 4u; r++) {
-            let n = 32u * k + 4u * lane + r;
-            if (n >= n0 && n < n1) {
+            let n = n0 + 32u * (k - k0) + 4u * lane + r;
+            if (n < n1) {
                 let at = table[firsts + p.chunks + 1u + n] - 32u * c0;
                 by_slot[at / 4u][at % 4u] = mine[r];
             }

@@ -236,8 +236,11 @@ fn packed_only(ctx: &GpuContext, name: &str, rows: usize, cols: usize, format: F
     Matrix { rows, cols, interleaved: true, chunks, packed: Some(packed) }
 }
 
-/// Compacts every listed layer's active neurons, in one submission.
-pub fn compact_mlp(ctx: &GpuContext, dim: usize, interleaved: bool, fused: bool, layers: &[MlpSources]) -> Vec<CompactMlp> {
+/// Compacts every listed layer's active neurons, in one submission. With
+/// `fused_threads`, layers whose W_down keeps 4 bits are laid out for the
+/// fused MLP (`kernels::fused_mlp`), split among that many threads'
+/// workgroups.
+pub fn compact_mlp(ctx: &GpuContext, dim: usize, interleaved: bool, fused_threads: Option<usize>, layers: &[MlpSources]) -> Vec<CompactMlp> {
     // Per layer, the lists the 4-bit copies read: each grouped slot's source
     // column, and for a fused layer the paired gate|up's source rows.
     let mut slot_columns = Vec::new();
@@ -254,13 +257,13 @@ pub fn compact_mlp(ctx: &GpuContext, dim: usize, interleaved: bool, fused: bool,
             };
             slot_columns.push(Some(storage_buffer(ctx, "compact down slot columns", &plan.slot_column)));
             // The fused kernel copies its gate|up from the dense 4-bit rows.
-            let fused_source = l.dense_gate_up.filter(|m| fused && m.q4().is_some() && dim <= super::fused_mlp::MAX_DIM);
-            if let Some(dense_gate_up) = fused_source {
-                let fused = FusedPlan::new(&plan.slot_column, dense_gate_up.rows / 2);
+            let fused_source = fused_threads.zip(l.dense_gate_up.filter(|m| m.q4().is_some() && dim <= super::fused_mlp::MAX_DIM));
+            if let Some((threads, dense_gate_up)) = fused_source {
+                let fused = FusedPlan::new(&plan.slot_column, dense_gate_up.rows / 2, threads);
                 let rows = (storage_buffer(ctx, "fused gate_up rows", &fused.rows), storage_buffer(ctx, "fused gate_up row count", &[fused.rows.len() as u32]));
                 paired.push(Some(rows));
                 let gate_up = packed_only(ctx, "compact gate_up paired", fused.rows.len(), dim, Format::Q4);
-                let state = FusedState::new(ctx, dim, &fused, super::fused_mlp::workgroups(fused.chunks));
+                let state = FusedState::new(ctx, dim, &fused);
                 CompactMlp { gate_up, down, width, inputs: DownInputs::Fused(state) }
             } else {
                 paired.push(None);
@@ -404,7 +407,7 @@ mod tests {
             let (ib, counts) = (storage_buffer(&ctx, "index", &index), storage_buffer(&ctx, "counts", &[3u32, active.len() as u32]));
             let list = ActiveList { index: &ib, counts: &counts, index_offset: 5, layer: 1, max_count: active.len() };
             let interleaved = family == KernelFamily::RowPerInvocation;
-            let c = compact_mlp(&ctx, dim, interleaved, false, &[MlpSources { active: list, count: active.len(), gate_up: &gub, down_t: &dtb, dense_gate_up: None, dense_down: None }]).remove(0);
+            let c = compact_mlp(&ctx, dim, interleaved, None, &[MlpSources { active: list, count: active.len(), gate_up: &gub, down_t: &dtb, dense_gate_up: None, dense_down: None }]).remove(0);
             assert_eq!(c.width % 8, 0);
             let (gu_out, h) = (zeroed_buffer(&ctx, "gu", (2 * c.width * 4) as u64), zeroed_buffer(&ctx, "h", (c.width * 4) as u64));
             let residual = random(dim, 114);
@@ -496,7 +499,7 @@ mod tests {
                 let (ib, counts) = (storage_buffer(&ctx, "index", &active), storage_buffer(&ctx, "counts", &[active.len() as u32]));
                 let list = ActiveList { index: &ib, counts: &counts, index_offset: 0, layer: 0, max_count: active.len() };
                 let sources = MlpSources { active: list, count: active.len(), gate_up: &gub, down_t: &dtb, dense_gate_up: Some(&dense_gate_up), dense_down: Some((&dense_down, &active)) };
-                let c = compact_mlp(&ctx, dim, true, false, &[sources]).remove(0);
+                let c = compact_mlp(&ctx, dim, true, None, &[sources]).remove(0);
                 assert_eq!(c.grouped(), grouped, "{} active", active.len());
                 let residual = random(dim, 144);
                 // The f16 columns hold the weights rounded to f16; the groups hold them exactly.
@@ -572,7 +575,7 @@ mod tests {
         let active: Vec<u32> = (0..13).map(|i| (i * 37 + 5) % ffn as u32).collect();
         let (ib, counts) = (storage_buffer(&ctx, "index", &active), storage_buffer(&ctx, "counts", &[active.len() as u32]));
         let list = ActiveList { index: &ib, counts: &counts, index_offset: 0, layer: 0, max_count: active.len() };
-        let c = compact_mlp(&ctx, dim, true, false, &[MlpSources { active: list, count: active.len(), gate_up: &dummy, down_t: &dummy, dense_gate_up: Some(&dense), dense_down: None }]).remove(0);
+        let c = compact_mlp(&ctx, dim, true, None, &[MlpSources { active: list, count: active.len(), gate_up: &dummy, down_t: &dummy, dense_gate_up: Some(&dense), dense_down: None }]).remove(0);
         let full = crate::kernels::linear::reference(&x, &gate_up, 2 * ffn, dim);
         let mut want = vec![0.0f32; 2 * c.width];
         for (a, &n) in active.iter().enumerate() {

@@ -34,74 +34,111 @@ pub fn runs_on(ctx: &GpuContext, family: KernelFamily) -> bool {
     family.is_cpu_style(ctx) && ctx.is_software() && ctx.has_subgroups_of_8() && std::env::var_os("SIFT_TWO_DISPATCH_MLP").is_none()
 }
 
-/// Workgroups for `chunks` chunks: one per thread of the CPU adapter
-/// (lavapipe runs one workgroup per thread at a time, one per CPU by default,
-/// at most 16), no more than there are chunks, and enough that none holds
-/// more than `MAX_CHUNKS`.
-pub fn workgroups(chunks: usize) -> usize {
+/// The CPU adapter's threads: lavapipe runs one workgroup per thread at a
+/// time, one thread per CPU by default (`LP_NUM_THREADS`), at most 16.
+pub fn threads() -> usize {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = std::env::var("LP_NUM_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(cpus);
-    threads.clamp(1, 16).min(chunks).max(chunks.div_ceil(MAX_CHUNKS)).max(1)
+    threads.clamp(1, 16)
 }
 
+/// Workgroups for `chunks` chunks on `threads` threads: one per thread, no
+/// more than there are chunks, and enough that none holds more than
+/// `MAX_CHUNKS`.
+pub fn workgroups(chunks: usize, threads: usize) -> usize {
+    threads.max(1).min(chunks).max(chunks.div_ceil(MAX_CHUNKS)).max(1)
+}
+
+/// A chunk's cost in neurons' gate and up rows: its 32 slots of W_down (in
+/// weight loads per lane: 2 per row and 32 slots; 5.6 per neuron for 576
+/// inputs, so a 32-slot column costs about as much as 26 neurons).
+const CHUNK_COST: u64 = 26;
+
 /// What the kernel needs of a grouping plan (`ColumnGroups::slot_column`,
-/// with `PADDING`, over a dense [gate; up] of `ffn` rows per half).
+/// with `PADDING`, over a dense [gate; up] of `ffn` rows per half), split
+/// among its workgroups.
 #[derive(Debug, PartialEq)]
 pub struct FusedPlan {
-    /// The paired gate|up's source rows: the neurons in slot order, in
-    /// blocks of 32; in block k, row 8r + l is the gate row (r < 4) or the
-    /// up row (r >= 4) of neuron 32k + 4l + r % 4, so that lane l holds gate
-    /// and up of 4 neurons. Past the last neuron, `PADDING` (zero rows).
+    /// The paired gate|up's source rows: each workgroup's neurons in slot
+    /// order, from a block of 32 of their own (a block shared by two
+    /// workgroups would be computed by both); in block k, row 8r + l is the
+    /// gate row (r < 4) or the up row (r >= 4) of the block's neuron
+    /// 4l + r % 4, so that lane l holds gate and up of 4 neurons. Past a
+    /// workgroup's last neuron, `PADDING` (zero rows).
     pub rows: Vec<u32>,
-    /// The first neuron (in slot order) of each chunk of 32 slots, and the
-    /// count; then each neuron's slot.
+    /// What the kernel reads, in order: each workgroup's first chunk and
+    /// the count ([workgroups + 1]); each workgroup's first block of `rows`
+    /// and the count ([workgroups + 1]); the first neuron (in slot order) of
+    /// each chunk of 32 slots and the count ([chunks + 1]); each neuron's slot.
     pub table: Vec<u32>,
     /// Chunks of 32 slots.
     pub chunks: usize,
+    pub workgroups: usize,
 }
 
 impl FusedPlan {
-    pub fn new(slot_column: &[u32], ffn: usize) -> FusedPlan {
+    pub fn new(slot_column: &[u32], ffn: usize, threads: usize) -> FusedPlan {
         use super::column_groups::PADDING;
         assert!(slot_column.len().is_multiple_of(BLOCK));
         // (slot, column) of each neuron, in slot order.
         let neurons: Vec<(u32, u32)> = (0..).zip(slot_column.iter().copied()).filter(|&(_, c)| c != PADDING).collect();
         let chunks = slot_column.len() / BLOCK;
-        let mut table: Vec<u32> = (0..=chunks).map(|c| neurons.partition_point(|&(slot, _)| (slot as usize) < c * BLOCK) as u32).collect();
-        table.extend(neurons.iter().map(|&(slot, _)| slot));
-        let mut rows = Vec::with_capacity(2 * neurons.len().next_multiple_of(BLOCK));
-        for block in 0..neurons.len().div_ceil(BLOCK) {
-            for r in 0..8 {
-                for lane in 0..8 {
-                    let row = neurons.get(BLOCK * block + 4 * lane + r % 4).map(|&(_, column)| if r < 4 { column } else { ffn as u32 + column });
-                    rows.push(row.unwrap_or(PADDING));
+        let firsts: Vec<u32> = (0..=chunks).map(|c| neurons.partition_point(|&(slot, _)| (slot as usize) < c * BLOCK) as u32).collect();
+        let workgroups = workgroups(chunks, threads);
+        let bounds = split(&firsts, workgroups);
+        let mut rows = Vec::new();
+        let mut block_bounds = vec![0u32];
+        for run in bounds.windows(2) {
+            let mine = &neurons[firsts[run[0] as usize] as usize..firsts[run[1] as usize] as usize];
+            for block in mine.chunks(BLOCK) {
+                for r in 0..8 {
+                    for lane in 0..8 {
+                        let row = block.get(4 * lane + r % 4).map(|&(_, column)| if r < 4 { column } else { ffn as u32 + column });
+                        rows.push(row.unwrap_or(PADDING));
+                    }
+                }
+            }
+            block_bounds.push((rows.len() / (2 * BLOCK)) as u32);
+        }
+        let table = [bounds, block_bounds, firsts].concat().into_iter().chain(neurons.iter().map(|&(slot, _)| slot)).collect();
+        FusedPlan { rows, table, chunks, workgroups }
+    }
+}
+
+/// The first chunk of each of `workgroups` workgroups, and the count, given
+/// each chunk's first neuron and the count (`firsts`): runs of at most
+/// `MAX_CHUNKS` chunks whose dearest costs least (the dispatch ends with its
+/// slowest workgroup), and among those the cheapest in all; a run costing its
+/// chunks and its neurons' blocks of 32, padding included.
+fn split(firsts: &[u32], workgroups: usize) -> Vec<u32> {
+    let chunks = firsts.len() - 1;
+    let cost = |a: usize, b: usize| CHUNK_COST * (b - a) as u64 + BLOCK as u64 * (firsts[b] - firsts[a]).div_ceil(BLOCK as u32) as u64;
+    // best[w][c]: (dearest run, total, previous bound) of the first c chunks in w runs.
+    let none = (u64::MAX, u64::MAX, 0);
+    let mut best = vec![vec![none; chunks + 1]; workgroups + 1];
+    best[0][0] = (0, 0, 0);
+    for w in 1..=workgroups {
+        for c in 0..=chunks {
+            for a in c.saturating_sub(MAX_CHUNKS)..=c {
+                let (dearest, total, _) = best[w - 1][a];
+                if dearest == u64::MAX {
+                    continue;
+                }
+                let run = cost(a, c);
+                let candidate = (dearest.max(run), total + run, a);
+                if (candidate.0, candidate.1) < (best[w][c].0, best[w][c].1) {
+                    best[w][c] = candidate;
                 }
             }
         }
-        FusedPlan { rows, table, chunks }
     }
-
-    /// The first chunk of each of `workgroups` workgroups, and the count:
-    /// runs of about equal cost, a chunk costing its 32 slots of W_down and
-    /// its neurons' gate and up rows (measured in weight loads per lane: 2
-    /// per row and 32 slots; 5.6 per neuron for 576 inputs, so a 32-slot
-    /// column costs about as much as 26 neurons), at most `MAX_CHUNKS` each.
-    pub fn split(&self, workgroups: usize) -> Vec<u32> {
-        let first = |c: usize| self.table[c] as f64;
-        let cost = |c: usize| 26.0 * c as f64 + first(c);
-        let total = cost(self.chunks);
-        let mut bounds = vec![0u32];
-        for k in 1..workgroups {
-            let prev = *bounds.last().expect("starts at 0") as usize;
-            let lo = prev.max(self.chunks.saturating_sub(MAX_CHUNKS * (workgroups - k)));
-            let hi = (prev + MAX_CHUNKS).min(self.chunks).max(lo);
-            let target = total * k as f64 / workgroups as f64;
-            let best = (lo..=hi).min_by(|&a, &b| (cost(a) - target).abs().total_cmp(&(cost(b) - target).abs())).expect("a non-empty range");
-            bounds.push(best as u32);
-        }
-        bounds.push(self.chunks as u32);
-        bounds
+    let mut bounds = vec![chunks as u32];
+    for w in (1..=workgroups).rev() {
+        let previous = best[w][*bounds.last().expect("starts at the end") as usize].2;
+        bounds.push(previous as u32);
     }
+    bounds.reverse();
+    bounds
 }
 
 /// Per layer: the plan's table, where the workgroups leave their slices,
@@ -115,14 +152,12 @@ pub struct FusedState {
 }
 
 impl FusedState {
-    pub fn new(ctx: &GpuContext, dim: usize, plan: &FusedPlan, workgroups: usize) -> FusedState {
-        assert!(workgroups >= 1 && plan.chunks.div_ceil(workgroups) <= MAX_CHUNKS);
-        let table = [plan.split(workgroups), plan.table.clone()].concat();
+    pub fn new(ctx: &GpuContext, dim: usize, plan: &FusedPlan) -> FusedState {
         FusedState {
             chunks: plan.chunks,
-            workgroups,
-            table: storage_buffer(ctx, "fused mlp table", &table),
-            partial: zeroed_buffer(ctx, "fused mlp slices", (workgroups * dim * 4) as u64),
+            workgroups: plan.workgroups,
+            table: storage_buffer(ctx, "fused mlp table", &plan.table),
+            partial: zeroed_buffer(ctx, "fused mlp slices", (plan.workgroups * dim * 4) as u64),
             arrivals: zeroed_buffer(ctx, "fused mlp arrivals", 4),
         }
     }
@@ -221,23 +256,26 @@ mod tests {
     use crate::kernels::{rmsnorm, run_plan, test_util::*};
 
     /// The paired rows put a neuron's gate and up rows in one lane, 4 rows
-    /// apart, with neurons in slot order and no padding before the last;
-    /// the table gives each chunk's first neuron and each neuron's slot.
+    /// apart, with each workgroup's neurons in slot order from a block of
+    /// their own; the table gives each workgroup's chunks and blocks, each
+    /// chunk's first neuron and each neuron's slot.
     #[test]
     fn plan_pairs_gate_and_up_rows_by_slot() {
         use crate::kernels::column_groups::PADDING;
         let p = PADDING;
+        let real = |rows: &[u32]| rows.iter().filter(|&&r| r != PADDING).count();
         // Chunk 0: columns 7, 3, 5 in slots 0-2 and 40 in slot 8; chunk 1:
         // none; chunk 2: 33 columns from 100 in slots 64-95 and 96 (chunk 3).
         let mut slots = vec![7, 3, 5, p, p, p, p, p, 40];
         slots.resize(64, p);
         slots.extend(100..133);
         slots.resize(128, p);
-        let plan = FusedPlan::new(&slots, 1000);
-        assert_eq!(plan.chunks, 4);
-        assert_eq!(plan.table[..5], [0, 4, 4, 36, 37]);
-        assert_eq!(plan.table[5..9], [0, 1, 2, 8]);
-        assert_eq!(plan.table[9..], (64..97).collect::<Vec<u32>>()[..]);
+        let plan = FusedPlan::new(&slots, 1000, 1);
+        assert_eq!((plan.chunks, plan.workgroups), (4, 1));
+        assert_eq!(plan.table[..4], [0, 4, 0, 2]);
+        assert_eq!(plan.table[4..9], [0, 4, 4, 36, 37]);
+        assert_eq!(plan.table[9..13], [0, 1, 2, 8]);
+        assert_eq!(plan.table[13..], (64..97).collect::<Vec<u32>>()[..]);
         // 37 neurons: two blocks of 32. Block 0, lane 0: neurons 0-3
         // (columns 7, 3, 5, 40); lane 1, r = 2 and 6: neuron 6 (column 102).
         assert_eq!(plan.rows.len(), 128);
@@ -246,22 +284,58 @@ mod tests {
         assert_eq!([plan.rows[2 * 8 + 1], plan.rows[6 * 8 + 1]], [102, 1102]);
         // Block 1 holds neurons 32-36 (columns 128-132): lane 0 has 4, lane
         // 1 one, gate and up; the rest are padding.
-        assert_eq!(plan.rows[64..].iter().filter(|&&r| r != PADDING).count(), 10);
+        assert_eq!(real(&plan.rows[64..]), 10);
         assert_eq!([plan.rows[64 + 8], plan.rows[64 + 24], plan.rows[64 + 56]], [129, 131, 1131]);
         assert_eq!([plan.rows[64 + 1], plan.rows[64 + 32 + 1], plan.rows[64 + 8 + 1], plan.rows[64 + 40 + 1]], [132, 1132, p, p]);
-        // Costs 26 a chunk plus a neuron each, by chunk: 30, 26, 58, 27; two
-        // halves split after chunk 1 (56 against 85; after chunk 2, 114
-        // against 27). More workgroups than chunks leave some empty.
-        assert_eq!(plan.split(1), [0, 4]);
-        assert_eq!(plan.split(2), [0, 2, 4]);
-        let five = plan.split(5);
-        assert!(five.len() == 6 && five[5] == 4 && five.windows(2).all(|w| w[0] <= w[1]), "{five:?}");
+
+        // Two threads. A run costs 26 a chunk and 32 a block of neurons:
+        // after chunk 2 the halves cost 84 (2 chunks, 4 neurons) and 116 (2
+        // chunks, 33 neurons); after chunk 1, 58 and 142; after chunk 3, 142
+        // and 58.
+        let two = FusedPlan::new(&slots, 1000, 2);
+        assert_eq!(two.workgroups, 2);
+        assert_eq!(two.table[..6], [0, 2, 4, 0, 1, 3]);
+        assert_eq!(two.table[6..], plan.table[4..]);
+        // Workgroup 0's block holds neurons 0-3; workgroup 1's first block
+        // starts at its first neuron (4, column 100), and its second holds
+        // neuron 36 (column 132) alone.
+        assert_eq!(two.rows.len(), 192);
+        assert_eq!([two.rows[0], two.rows[8], two.rows[16], two.rows[24], two.rows[32]], [7, 3, 5, 40, 1007]);
+        assert_eq!(real(&two.rows[..64]), 8);
+        assert_eq!([two.rows[64], two.rows[64 + 32], two.rows[64 + 1], two.rows[64 + 8 + 7]], [100, 1100, 104, 129]);
+        assert_eq!(real(&two.rows[64..128]), 64);
+        assert_eq!([two.rows[128], two.rows[128 + 32]], [132, 1132]);
+        assert_eq!(real(&two.rows[128..]), 2);
+        // Five threads: no more workgroups than chunks, one chunk each.
+        let five = FusedPlan::new(&slots, 1000, 5);
+        assert_eq!(five.workgroups, 4);
+        assert_eq!(five.table[..10], [0, 1, 2, 3, 4, 0, 1, 1, 2, 3]);
+    }
+
+    /// The split's dearest run is the least any split has: against every
+    /// split into two, on random layouts.
+    #[test]
+    fn split_minimises_the_dearest_run() {
+        let cost = |firsts: &[u32], a: usize, b: usize| CHUNK_COST * (b - a) as u64 + 32 * (firsts[b] - firsts[a]).div_ceil(32) as u64;
+        for seed in 0..50u32 {
+            let chunks = 2 + (seed as usize * 7) % 30;
+            let mut firsts = vec![0u32];
+            for c in 0..chunks as u32 {
+                let neurons = (c.wrapping_mul(2654435761) ^ seed.wrapping_mul(40503)) % 33;
+                firsts.push(firsts.last().unwrap() + neurons);
+            }
+            let bounds = split(&firsts, 2);
+            assert_eq!((bounds[0], bounds[2]), (0, chunks as u32));
+            let dearest = |a: usize| cost(&firsts, 0, a).max(cost(&firsts, a, chunks));
+            let least = (0..=chunks).map(dearest).min().unwrap();
+            assert_eq!(dearest(bounds[1] as usize), least, "seed {seed}: {firsts:?} split at {}", bounds[1]);
+        }
     }
 
     /// The fused MLP gives x + the MLP of the active neurons on RMSNorm(x):
     /// the residual of 96 (a row block and a half of W_down), a quarter of
-    /// 256 neurons listed out of order, over 1 to 5 workgroups (one with no
-    /// chunk); run twice, so the counter must have been reset. With an output
+    /// 512 neurons listed out of order, over 1 to 3 workgroups and one per
+    /// chunk; run twice, so the counter must have been reset. With an output
     /// projection (64 heads' values: two blocks of W_o's columns), x + W_o a
     /// first.
     #[test]
@@ -279,12 +353,13 @@ mod tests {
         let (gub, dtb) = (storage_buffer(&ctx, "gate_up", &pack_gate_up(&gate, &up, ffn, dim)), storage_buffer(&ctx, "down_t", &to_f16(&transpose(&down, dim, ffn))));
         let active: Vec<u32> = (0..ffn as u32).rev().filter(|i| (i * 37 + 11) % 100 < 25).collect();
         let (ib, counts) = (storage_buffer(&ctx, "index", &active), storage_buffer(&ctx, "counts", &[active.len() as u32]));
-        let list = ActiveList { index: &ib, counts: &counts, index_offset: 0, layer: 0, max_count: active.len() };
-        let sources = MlpSources { active: list, count: active.len(), gate_up: &gub, down_t: &dtb, dense_gate_up: Some(&dense_gate_up), dense_down: Some((&dense_down, &active)) };
-        let c = compact_mlp(&ctx, dim, true, true, &[sources]).remove(0);
-        let DownInputs::Fused(state) = &c.inputs else { panic!("a grouped down on this adapter is fused") };
-        let plan = FusedPlan::new(&ColumnGroups::plan(&active, width_for(active.len()), ffn).slot_column, ffn);
-        assert!(plan.chunks >= 4 && plan.chunks == state.chunks, "{} chunks", plan.chunks);
+        let compact = |threads| {
+            let list = ActiveList { index: &ib, counts: &counts, index_offset: 0, layer: 0, max_count: active.len() };
+            let sources = MlpSources { active: list, count: active.len(), gate_up: &gub, down_t: &dtb, dense_gate_up: Some(&dense_gate_up), dense_down: Some((&dense_down, &active)) };
+            compact_mlp(&ctx, dim, true, Some(threads), &[sources]).remove(0)
+        };
+        let chunks = ColumnGroups::plan(&active, width_for(active.len()), ffn).slot_column.len() / BLOCK;
+        assert!(chunks >= 4, "{chunks} chunks");
         let nwb = storage_buffer(&ctx, "norm weight", &norm_weight);
         let head_values = 64;
         let (wo, a) = (q4_1_weights(dim * head_values, 155), random(head_values, 156));
@@ -300,10 +375,12 @@ mod tests {
             x.iter().zip(&mlp).map(|(a, m)| a + m).collect()
         };
         for with_o in [false, true] {
-            for workgroups in [1, 2, 3, plan.chunks + 1] {
-                let state = FusedState::new(&ctx, dim, &plan, workgroups);
+            for workgroups in [1, 2, 3, chunks] {
+                let c = compact(workgroups);
+                let DownInputs::Fused(state) = &c.inputs else { panic!("a grouped down on this adapter is fused") };
+                assert_eq!((state.chunks, state.workgroups), (chunks, workgroups));
                 let xb = storage_buffer(&ctx, "x", &x);
-                let spec = FusedMlpSpec { dim, eps, x: &xb, norm_weight: &nwb, gate_up: &c.gate_up, down: &c.down, state: &state, o: with_o.then_some(o) };
+                let spec = FusedMlpSpec { dim, eps, x: &xb, norm_weight: &nwb, gate_up: &c.gate_up, down: &c.down, state, o: with_o.then_some(o) };
                 let call = super::call(&ctx, &spec);
                 let mut want = x.clone();
                 let mut plan = Vec::new();

@@ -539,8 +539,8 @@ impl GpuModel {
                 MlpSources { active, count: counts[l], gate_up: &s.gate_up[l], down_t: &s.down_t[l], dense_gate_up: Some(&self.params.layers[l].w_gate_up), dense_down }
             })
             .collect();
-        let fused = fused_mlp::runs_on(ctx, self.params.family);
-        let compact = compact_mlp(ctx, c.dim, interleaved, fused, &layers);
+        let fused_threads = fused_mlp::runs_on(ctx, self.params.family).then(fused_mlp::threads);
+        let compact = compact_mlp(ctx, c.dim, interleaved, fused_threads, &layers);
         s.compact = Some(compact);
         self.bind_sparse();
     }
