@@ -9,10 +9,10 @@
 // Layout, for blocks of 64 rows as in matvec_rows.wgsl: the quants,
 // [block][k / 32][r][lane] vec4<u32> (word j holds weights 8j .. 8j + 7, four
 // bits each from the low bits up; a workgroup reads its block's in order,
-// one stream for the CPU's prefetcher: kernels::packed::unit_index), then the scales, [block][k / 32][lane][r]
-// u32 (d in the low half, m in the high half), so that an invocation's 8 rows
-// of a block are two whole vec4s (kernels::packed::scale_index). k must be a
-// multiple of 32.
+// one stream for the CPU's prefetcher: kernels::packed::unit_index), then
+// the scales, [block][k / 32][lane][r] u32 (d in the low half, m in the high
+// half), so that an invocation's 8 rows of a block are two whole vec4s
+// (kernels::packed::scale_index). k must be a multiple of 32.
 
 // Params, Step, store_y, load_x, input and output_scale come from
 // linear_common.wgsl and the output and input headers, block_inputs and

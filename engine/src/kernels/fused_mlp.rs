@@ -45,7 +45,7 @@ pub fn threads() -> usize {
 /// Workgroups for `chunks` chunks on `threads` threads: one per thread, no
 /// more than there are chunks, and enough that none holds more than
 /// `MAX_CHUNKS`.
-pub fn workgroups(chunks: usize, threads: usize) -> usize {
+fn workgroups(chunks: usize, threads: usize) -> usize {
     threads.max(1).min(chunks).max(chunks.div_ceil(MAX_CHUNKS)).max(1)
 }
 
@@ -358,7 +358,7 @@ mod tests {
             let sources = MlpSources { active: list, count: active.len(), gate_up: &gub, down_t: &dtb, dense_gate_up: Some(&dense_gate_up), dense_down: Some((&dense_down, &active)) };
             compact_mlp(&ctx, dim, true, Some(threads), &[sources]).remove(0)
         };
-        let chunks = ColumnGroups::plan(&active, width_for(active.len()), ffn).slot_column.len() / BLOCK;
+        let chunks = ColumnGroups::plan(&active, width_for(active.len()), ffn).slots() / BLOCK;
         assert!(chunks >= 4, "{chunks} chunks");
         let nwb = storage_buffer(&ctx, "norm weight", &norm_weight);
         let head_values = 64;

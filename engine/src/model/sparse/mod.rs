@@ -93,6 +93,14 @@ enum MlpCalls {
     Cats([Call; 5]),
 }
 
+impl MlpCalls {
+    /// Whether the MLP's dispatch adds the compacted heads' output
+    /// projection, so that the heads have none of their own.
+    fn adds_output_projection(&self) -> bool {
+        matches!(self, MlpCalls::Fused(call) if call.with_output_projection())
+    }
+}
+
 pub(crate) struct SparseDecoding {
     /// Per layer, f16 per neuron: [gate row | up row], and W_down^T.
     gate_up: Vec<wgpu::Buffer>,
@@ -285,7 +293,7 @@ impl GpuModel {
                         MlpCalls::Cats([gate, select(ThresholdRule::Cats, &s.gate, &s.ones), up, dn, reduce])
                     }
                 };
-                let o_in_mlp = matches!(&mlp, MlpCalls::Fused(call) if call.with_output_projection());
+                let o_in_mlp = mlp.adds_output_projection();
                 let heads = s.heads.as_ref().map(|h| {
                     let (cache, compact, kv_heads) = (&layer_params[l], &h.compact[l], &h.kv_heads[l]);
                     let plain = LinearOptions::default();
@@ -494,7 +502,7 @@ impl GpuModel {
     /// Layers whose fused MLP dispatch also adds the compacted heads' output
     /// projection (`kernels::fused_mlp::OutputProjection`).
     pub fn output_projection_fused_layers(&self) -> usize {
-        self.sparse.as_ref().map_or(0, |s| s.layers.iter().filter(|l| matches!(&l.mlp, MlpCalls::Fused(call) if call.with_output_projection())).count())
+        self.sparse.as_ref().map_or(0, |s| s.layers.iter().filter(|l| l.mlp.adds_output_projection()).count())
     }
 
     /// Layers of the compacted MLP mask (none before compaction) for which `pred` holds.
