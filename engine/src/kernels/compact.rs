@@ -53,6 +53,20 @@ impl CompactMlp {
     pub fn grouped(&self) -> bool {
         !matches!(self.inputs, DownInputs::Columns)
     }
+
+    /// Whether the whole MLP runs in one dispatch (`kernels::fused_mlp`).
+    pub fn fused(&self) -> bool {
+        matches!(self.inputs, DownInputs::Fused(_))
+    }
+}
+
+/// The lists a layer's 4-bit copies read: each grouped slot's source column
+/// (a grouped W_down), and the paired gate|up's source rows and their count
+/// (a fused layer).
+#[derive(Default)]
+struct CopyLists {
+    slot_columns: Option<wgpu::Buffer>,
+    paired_rows: Option<(wgpu::Buffer, wgpu::Buffer)>,
 }
 
 /// The inputs of a grouped down (`kernels::column_groups`): gate|up row o is
@@ -241,43 +255,35 @@ fn packed_only(ctx: &GpuContext, name: &str, rows: usize, cols: usize, format: F
 /// fused MLP (`kernels::fused_mlp`), split among that many threads'
 /// workgroups.
 pub fn compact_mlp(ctx: &GpuContext, dim: usize, interleaved: bool, fused_threads: Option<usize>, layers: &[MlpSources]) -> Vec<CompactMlp> {
-    // Per layer, the lists the 4-bit copies read: each grouped slot's source
-    // column, and for a fused layer the paired gate|up's source rows.
-    let mut slot_columns = Vec::new();
-    let mut paired = Vec::new();
-    let outs: Vec<CompactMlp> = layers
+    let (outs, lists): (Vec<CompactMlp>, Vec<CopyLists>) = layers
         .iter()
         .map(|l| {
             let width = width_for(l.count);
+            let f16_gate_up = || empty_matrix(ctx, "compact gate_up", 2 * width, dim, interleaved, l.dense_gate_up);
             let Some((down, plan)) = grouped_down(ctx, l, width, interleaved) else {
-                slot_columns.push(None);
-                paired.push(None);
-                let gate_up = empty_matrix(ctx, "compact gate_up", 2 * width, dim, interleaved, l.dense_gate_up);
-                return CompactMlp { gate_up, down: empty_matrix(ctx, "compact down", dim, width, interleaved, None), width, inputs: DownInputs::Columns };
+                let down = empty_matrix(ctx, "compact down", dim, width, interleaved, None);
+                return (CompactMlp { gate_up: f16_gate_up(), down, width, inputs: DownInputs::Columns }, CopyLists::default());
             };
-            slot_columns.push(Some(storage_buffer(ctx, "compact down slot columns", &plan.slot_column)));
+            let slot_columns = Some(storage_buffer(ctx, "compact down slot columns", &plan.slot_column));
             // The fused kernel copies its gate|up from the dense 4-bit rows.
             let fused_source = fused_threads.zip(l.dense_gate_up.filter(|m| m.q4().is_some() && dim <= super::fused_mlp::MAX_DIM));
-            if let Some((threads, dense_gate_up)) = fused_source {
-                let fused = FusedPlan::new(&plan.slot_column, dense_gate_up.rows / 2, threads);
-                let rows = (storage_buffer(ctx, "fused gate_up rows", &fused.rows), storage_buffer(ctx, "fused gate_up row count", &[fused.rows.len() as u32]));
-                paired.push(Some(rows));
-                let gate_up = packed_only(ctx, "compact gate_up paired", fused.rows.len(), dim, Format::Q4);
-                let state = FusedState::new(ctx, dim, &fused);
-                CompactMlp { gate_up, down, width, inputs: DownInputs::Fused(state) }
-            } else {
-                paired.push(None);
-                let gate_up = empty_matrix(ctx, "compact gate_up", 2 * width, dim, interleaved, l.dense_gate_up);
-                CompactMlp { gate_up, down, width, inputs: DownInputs::Slots(slot_store(ctx, &plan)) }
-            }
+            let Some((threads, dense_gate_up)) = fused_source else {
+                let out = CompactMlp { gate_up: f16_gate_up(), down, width, inputs: DownInputs::Slots(slot_store(ctx, &plan)) };
+                return (out, CopyLists { slot_columns, paired_rows: None });
+            };
+            let fused = FusedPlan::new(&plan.slot_column, dense_gate_up.rows / 2, threads);
+            let paired_rows = Some((storage_buffer(ctx, "fused gate_up rows", &fused.rows), storage_buffer(ctx, "fused gate_up row count", &[fused.rows.len() as u32])));
+            let gate_up = packed_only(ctx, "compact gate_up paired", fused.rows.len(), dim, Format::Q4);
+            let out = CompactMlp { gate_up, down, width, inputs: DownInputs::Fused(FusedState::new(ctx, dim, &fused)) };
+            (out, CopyLists { slot_columns, paired_rows })
         })
-        .collect();
+        .unzip();
     let jobs: Vec<Job> = layers
         .iter()
         .zip(&outs)
         .flat_map(|(l, out)| {
             let job = |mode, src, dst| Job { mode, list: l.active, width: out.width, row0: 0, src, dst };
-            let f16_gate_up = (!matches!(out.inputs, DownInputs::Fused(_))).then(|| job(Mode::GateUp, l.gate_up, &out.gate_up));
+            let f16_gate_up = (!out.fused()).then(|| job(Mode::GateUp, l.gate_up, &out.gate_up));
             let f16_down = (!out.grouped()).then(|| job(Mode::Columns, l.down_t, &out.down));
             f16_gate_up.into_iter().chain(f16_down)
         })
@@ -285,11 +291,11 @@ pub fn compact_mlp(ctx: &GpuContext, dim: usize, interleaved: bool, fused_thread
     let mut q4_jobs: Vec<Q4Job> = layers
         .iter()
         .zip(&outs)
-        .zip(&paired)
+        .zip(&lists)
         .filter(|((_, out), _)| out.gate_up.q4().is_some())
-        .map(|((l, out), paired)| {
+        .map(|((l, out), lists)| {
             let src = l.dense_gate_up.expect("a 4-bit copy has a source");
-            match paired {
+            match &lists.paired_rows {
                 Some((rows, count)) => {
                     let list = ActiveList { index: rows, counts: count, index_offset: 0, layer: 0, max_count: out.gate_up.rows };
                     Q4Job { list, copy: Q4Copy::Rows { width: out.gate_up.rows, halves: 1, row0: 0, src_row0: 0, src_half: 0 }, src, dst: &out.gate_up }
@@ -298,14 +304,14 @@ pub fn compact_mlp(ctx: &GpuContext, dim: usize, interleaved: bool, fused_thread
             }
         })
         .collect();
-    q4_jobs.extend(layers.iter().zip(&outs).zip(&slot_columns).filter_map(|((l, out), columns)| {
-        let columns = columns.as_ref()?;
+    q4_jobs.extend(layers.iter().zip(&outs).zip(&lists).filter_map(|((l, out), lists)| {
+        let columns = lists.slot_columns.as_ref()?;
         let list = ActiveList { index: columns, counts: columns, index_offset: 0, layer: 0, max_count: out.down.cols };
         Some(Q4Job { list, copy: Q4Copy::ColumnGroups, src: l.dense_down?.0, dst: &out.down })
     }));
     compact(ctx, dim, interleaved, &jobs, &q4_jobs);
     let grouped: Vec<String> = outs.iter().filter(|o| o.grouped()).map(|o| format!("{}/{}", o.down.cols, o.width)).collect();
-    let fused_layers = outs.iter().filter(|o| matches!(o.inputs, DownInputs::Fused(_))).count();
+    let fused_layers = outs.iter().filter(|o| o.fused()).count();
     log::debug!("compacted W_down: {} of {} layers in 4-bit groups, {fused_layers} fused (slots/width: {})", grouped.len(), outs.len(), grouped.join(" "));
     outs
 }

@@ -496,7 +496,7 @@ impl GpuModel {
     /// Layers of the compacted MLP mask that run in one dispatch
     /// (`kernels::fused_mlp`).
     pub fn mlp_mask_fused_layers(&self) -> usize {
-        self.compacted_layers_where(|m| matches!(m.inputs, DownInputs::Fused(_)))
+        self.compacted_layers_where(CompactMlp::fused)
     }
 
     /// Layers whose fused MLP dispatch also adds the compacted heads' output
