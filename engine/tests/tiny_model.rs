@@ -5,7 +5,7 @@
 use sift_engine::kernels::rope::RopeStyle;
 use sift_engine::kernels::KernelFamily;
 use sift_engine::loader::quant::GgmlType;
-use sift_engine::model::{self, CpuModel, GpuModel, Logits};
+use sift_engine::model::{self, CpuModel, GpuModel, Logits, ModelOptions, UnitBytes};
 use sift_engine::testing::{gguf_bytes, gpu, random_weights, tiny_config, write_hf_dir};
 
 /// A directory for a test's model files, removed when dropped.
@@ -98,4 +98,30 @@ fn bad_inputs_are_clear_errors() {
     let e = m.forward(&[1; 33], Logits::Last).unwrap_err().to_string();
     assert!(e.contains("do not fit the context"), "{e}");
     assert_eq!(m.position(), 0, "a refused forward must not advance the cache");
+}
+
+/// What masking a unit spares, as a dense decode step reads it: 2 bytes a
+/// weight in f16; from Q4_1, read packed, 20 bytes a block of 32 (16 of
+/// quants, a d and an m). A neuron is its gate and up rows and W_down column
+/// (3 x dim weights), a head its query rows and W_o columns (2 x head_dim x
+/// dim); keys and values are computed for every head.
+#[test]
+fn unit_read_bytes_follow_how_the_weights_are_read() {
+    let c = tiny_config(RopeStyle::Interleaved);
+    let dir = scratch_dir();
+    let path = dir.path().join("q4_1.gguf");
+    std::fs::write(&path, gguf_bytes(&c, &random_weights(&c, 3, true), GgmlType::Q4_1)).unwrap();
+    let loaded = model::load(&path).unwrap();
+    let (neuron_weights, head_weights) = ((3 * c.dim) as f64, (2 * c.head_dim * c.dim) as f64);
+    for packed in [false, true] {
+        let options = ModelOptions { family: KernelFamily::RowPerInvocation, packed };
+        let m = GpuModel::with_options(gpu(), &loaded.config, &loaded.weights, 16, options).unwrap();
+        // Packed copies exist on CPU adapters only (the interleaved layout).
+        let read_packed = m.packed_matrices().0 > 0;
+        if gpu().is_software() {
+            assert_eq!(read_packed, packed);
+        }
+        let per_weight = if read_packed { 20.0 / 32.0 } else { 2.0 };
+        assert_eq!(m.unit_read_bytes(), UnitBytes { neuron: neuron_weights * per_weight, head: head_weights * per_weight }, "packed: {packed}");
+    }
 }

@@ -249,7 +249,8 @@ impl StudioApp {
         if let Some(i) = &self.info {
             let (flops, bytes) = savings(i, s);
             ui.label(format!("saved per token: {}", shown(format!("{:.1} MFLOP", flops / 1e6))));
-            ui.label(format!("weights not read: {}", shown(format!("{:.1} MiB", bytes / (1u64 << 20) as f64))));
+            ui.label(format!("weights not read: {}", shown(indicatif::HumanBytes(bytes as u64).to_string())))
+                .on_hover_text("per token: the masked units' weights, in the bytes a dense step reads for them (packed 4 or 8 bits where the model is read that way, else f16)");
         }
         ui.separator();
         ui.label("tokens/s");
@@ -308,12 +309,14 @@ fn prompt_target_help(t: PromptTarget) -> &'static str {
     }
 }
 
-/// FLOPs and f16 weight bytes one decode step skips (2 FLOPs per weight).
+/// FLOPs (2 per weight) and bytes of weights one decode step skips, the
+/// bytes as the dense step reads them (packed or f16).
 fn savings(i: &ModelInfo, s: Stats) -> (f64, f64) {
-    let mlp = 3.0 * (i.dim * i.ffn_dim) as f64 * (1.0 - s.mlp_active);
-    let attn = 2.0 * (i.dim * i.n_heads * i.head_dim) as f64 * (1.0 - s.heads_active);
-    let weights = (mlp + attn) * i.n_layers as f64;
-    (2.0 * weights, 2.0 * weights)
+    let (neurons, heads) = (i.ffn_dim as f64 * (1.0 - s.mlp_active), i.n_heads as f64 * (1.0 - s.heads_active));
+    let weights = neurons * (3 * i.dim) as f64 + heads * (2 * i.dim * i.head_dim) as f64;
+    let bytes = neurons * i.unit_bytes.neuron + heads * i.unit_bytes.head;
+    let layers = i.n_layers as f64;
+    (2.0 * weights * layers, bytes * layers)
 }
 
 /// A small line chart of the tokens/s history.

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use sift_engine::attribution::{Attributor, Metric, Scores};
 use sift_engine::gpu::{read_buffer_u32, AdapterRequest, GpuContext};
 use sift_engine::model::sparse::{self, Ratios, Thresholds};
-use sift_engine::model::{self, GpuModel, Logits};
+use sift_engine::model::{self, GpuModel, Logits, UnitBytes};
 use sift_engine::sampling::{Sampler, SamplingParams};
 use sift_engine::tokenizer::{StreamDecoder, Tokenizer};
 use std::path::PathBuf;
@@ -69,6 +69,9 @@ pub struct ModelInfo {
     pub n_heads: usize,
     pub dim: usize,
     pub head_dim: usize,
+    /// Bytes of weights a dense step reads per neuron and per head (packed
+    /// 4 or 8 bits where the model is read that way, else f16).
+    pub unit_bytes: UnitBytes,
 }
 
 /// Active units (1 = active) and, where attribution ran, their scores.
@@ -186,6 +189,7 @@ impl Engine {
             n_heads: c.n_heads,
             dim: c.dim,
             head_dim: c.head_dim,
+            unit_bytes: model.unit_read_bytes(),
         };
         self.session = Some(Session { model, tokenizer: loaded.tokenizer, attributor });
         send(Event::Loaded(info));

@@ -125,6 +125,12 @@ impl Matrix {
     pub fn bytes(&self) -> u64 {
         (self.rows * self.cols * 2) as u64
     }
+
+    /// Bytes a one-token matvec reads: the packed copy where there is one
+    /// (as [`LinearCall`] binds it), else the f16 chunks.
+    pub fn matvec_bytes(&self) -> u64 {
+        self.packed.as_ref().map_or_else(|| self.chunks.iter().map(|c| c.buffer.size()).sum(), |p| p.buffer.size())
+    }
 }
 
 /// The lane-interleaved f16 layout of a [rows, cols] matrix, rows padded with

@@ -193,6 +193,14 @@ pub struct GpuModel {
     _buffers: Vec<wgpu::Buffer>,
 }
 
+/// Bytes of weights per unit of a layer, as a dense decode step reads them
+/// ([`GpuModel::unit_read_bytes`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct UnitBytes {
+    pub neuron: f64,
+    pub head: f64,
+}
+
 /// Choices made when a model is uploaded.
 #[derive(Clone, Copy, Debug)]
 pub struct ModelOptions {
@@ -387,6 +395,21 @@ impl GpuModel {
         match self.packed_matrices().0 {
             0 => self.fingerprint.clone(),
             _ => format!("{} (packed 4/8-bit weights)", self.fingerprint),
+        }
+    }
+
+    /// Bytes of weights a dense decode step reads for one MLP neuron (its
+    /// gate and up rows and its W_down column) and for one attention head
+    /// (its query rows and W_o columns; keys and values are computed for
+    /// every head), averaged over the layers: what masking a unit spares.
+    pub fn unit_read_bytes(&self) -> UnitBytes {
+        let c = &self.config;
+        let layers = &self.params.layers;
+        let q_share = c.q_dim() as f64 / (c.q_dim() + 2 * c.kv_dim()) as f64;
+        let mean = |per_layer: &dyn Fn(&LayerParams) -> f64| layers.iter().map(per_layer).sum::<f64>() / layers.len() as f64;
+        UnitBytes {
+            neuron: mean(&|l| (l.w_gate_up.matvec_bytes() + l.w_down.matvec_bytes()) as f64) / c.ffn_dim as f64,
+            head: mean(&|l| l.w_qkv.matvec_bytes() as f64 * q_share + l.wo.matvec_bytes() as f64) / c.n_heads as f64,
         }
     }
 

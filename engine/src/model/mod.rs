@@ -10,7 +10,7 @@ pub mod weights;
 
 pub use config::{Architecture, Config};
 pub use cpu::CpuModel;
-pub use gpu::{GpuModel, Logits, ModelOptions};
+pub use gpu::{GpuModel, Logits, ModelOptions, UnitBytes};
 pub use weights::{LayerWeights, Weights};
 
 use crate::error::{Result, SiftError};
