@@ -48,6 +48,7 @@ pub fn run(args: Args) -> Result<()> {
     let prompt = args.prompt.clone().unwrap_or_else(|| "Once upon a time".into());
     let text = if args.chat { m.tokenizer.chat_prompt(&prompt)? } else { prompt.clone() };
     let ids = m.tokenizer.encode(&text)?;
+    m.model.check_fits(ids.len())?;
     let mut attributor = sparsity::prepare(&mut m, &args.sparse)?;
     if args.sparse.sparsity == Sparsity::Oracle {
         let attributor = attributor.as_mut().expect("oracle mode has an attributor");

@@ -82,10 +82,15 @@ fn bad_input_is_a_clear_error_not_a_panic() {
         assert!(t.contains(want), "{args:?}: {t}");
         assert!(!t.contains("panicked"), "{args:?}: {t}");
     }
-    // A prompt longer than the context.
+    // A prompt longer than the context: refused before anything is printed
+    // or attributed, in every mode.
     let long = "a ".repeat(300);
-    let o = sift(&["generate", &long, "-m", m, "--ctx", "64"]);
-    assert!(text(&o).contains("do not fit the context"), "{}", text(&o));
+    for sparsity in ["off", "prompt", "oracle"] {
+        let o = sift(&["generate", &long, "-m", m, "--ctx", "64", "--sparsity", sparsity]);
+        assert_eq!(o.status.code(), Some(1), "{sparsity}: {}", text(&o));
+        assert!(text(&o).contains("do not fit the context"), "{sparsity}: {}", text(&o));
+        assert!(o.stdout.is_empty(), "{sparsity}: the prompt was echoed: {}", text(&o));
+    }
     let scratch = scratch_dir();
     let empty = scratch.path().join("empty.txt");
     std::fs::write(&empty, "").unwrap();

@@ -420,6 +420,18 @@ impl GpuModel {
         (all.iter().filter(|m| m.packed.is_some()).count(), all.len())
     }
 
+    /// Whether `n` more tokens fit the KV cache: callers check a prompt
+    /// before they print or attribute anything.
+    pub fn check_fits(&self, n: usize) -> Result<()> {
+        if self.pos + n > self.max_ctx {
+            return Err(SiftError::InvalidInput(format!(
+                "{n} tokens do not fit the context: {} already used of {} (raise --ctx, up to the model's {})",
+                self.pos, self.max_ctx, self.config.context_length
+            )));
+        }
+        Ok(())
+    }
+
     /// Appends `tokens` to the sequence. Returns logits of the last token
     /// ([vocab]) or of every token ([tokens, vocab]).
     pub fn forward(&mut self, tokens: &[u32], logits: Logits) -> Result<Vec<f32>> {
@@ -430,15 +442,7 @@ impl GpuModel {
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
             return Err(SiftError::InvalidInput(format!("token id {bad} is outside the vocabulary (size {})", c.vocab_size)));
         }
-        if self.pos + tokens.len() > self.max_ctx {
-            return Err(SiftError::InvalidInput(format!(
-                "{} tokens do not fit the context: {} already used of {} (raise --ctx, up to the model's {})",
-                tokens.len(),
-                self.pos,
-                self.max_ctx,
-                c.context_length
-            )));
-        }
+        self.check_fits(tokens.len())?;
         let mut out = Vec::with_capacity(if logits == Logits::All { tokens.len() * c.vocab_size } else { c.vocab_size });
         let chunks: Vec<&[u32]> = tokens.chunks(self.max_batch).collect();
         for (i, chunk) in chunks.iter().enumerate() {
