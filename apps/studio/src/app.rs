@@ -29,6 +29,9 @@ pub struct StudioApp {
     pub last_request: Option<Request>,
     pub stats: Stats,
     pub history: Vec<f64>,
+    /// Decode tokens/s of the last finished dense generation, what sparse
+    /// ones are compared with.
+    pub dense_tokens_per_second: Option<f64>,
     /// Generate as soon as the model has loaded (`--generate`).
     pub autostart: bool,
     masks: MaskView,
@@ -63,6 +66,7 @@ impl StudioApp {
             last_request: None,
             stats: Stats::default(),
             history: Vec::new(),
+            dense_tokens_per_second: None,
             autostart: false,
             masks: MaskView::default(),
         };
@@ -130,6 +134,10 @@ impl StudioApp {
                 }
                 Event::Finished(reason) => {
                     self.generating = false;
+                    let dense = self.last_request.as_ref().is_some_and(|r| r.mode == Mode::Dense);
+                    if dense && self.stats.generated > 1 {
+                        self.dense_tokens_per_second = Some(self.stats.tokens_per_second);
+                    }
                     self.status = format!("finished: {reason}, {} tokens at {:.1} tokens/s", self.stats.generated, self.stats.tokens_per_second);
                 }
                 Event::Error(e) => {
@@ -240,6 +248,17 @@ impl StudioApp {
         ui.heading("Live");
         let s = self.stats;
         ui.label(format!("tokens/s: {:.1}", s.tokens_per_second));
+        let sparse = self.last_request.as_ref().is_some_and(|r| r.mode != Mode::Dense);
+        match self.dense_tokens_per_second {
+            Some(dense) if sparse && s.generated > 0 => {
+                ui.label(format!("vs dense: {:.2}x", s.tokens_per_second / dense))
+                    .on_hover_text(format!("against the last dense generation's {dense:.1} tokens/s (its prompt and length may differ)"));
+            }
+            None if sparse => {
+                ui.weak("vs dense: generate once in dense mode to compare");
+            }
+            _ => {}
+        }
         ui.label(format!("generated: {}", s.generated));
         // Until a token is decoded there is no mask to report (and nothing saved).
         let decoded = s.generated > 0;

@@ -94,6 +94,21 @@ fn slider_sets_the_ar_of_the_next_generation_and_masks_have_a_row_per_layer() {
     assert_eq!(h.state().last_request.as_ref().unwrap().prompt_target, PromptTarget::Tokens);
     wait(&mut h, "the second generation", |a| !a.generating);
     assert!((h.state().stats.mlp_active - 20.0 / 96.0).abs() < 1e-9, "{}", h.state().stats.mlp_active);
+    // No dense run yet to compare the speed with; after one, the ratio of
+    // the two decode rates.
+    h.get_by_label("vs dense: generate once in dense mode to compare");
+    h.state_mut().controls.mode = Mode::Dense;
+    h.get_by_label("Generate").click();
+    h.step();
+    wait(&mut h, "the dense generation", |a| !a.generating);
+    let dense = h.state().dense_tokens_per_second.expect("the dense rate is kept");
+    assert_eq!(dense, h.state().stats.tokens_per_second);
+    assert!(h.query_by_label_contains("vs dense").is_none(), "a dense run is not compared with itself");
+    h.state_mut().controls.mode = Mode::Prompt;
+    h.get_by_label("Generate").click();
+    h.step();
+    wait(&mut h, "the sparse generation", |a| !a.generating);
+    h.get_by_label(&format!("vs dense: {:.2}x", h.state().stats.tokens_per_second / dense));
     for l in 0..layers {
         h.get_by_label(&format!("layer {l}"));
     }
