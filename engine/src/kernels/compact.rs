@@ -18,7 +18,7 @@
 use super::column_groups::{ColumnGroups, GROUP};
 use super::fused_mlp::{FusedPlan, FusedState};
 use super::linear::{Matrix, MatrixChunk, Output, Packed, INTERLEAVE_ROWS};
-use super::packed::{Format, BLOCK};
+use super::packed::{self, Format, BLOCK};
 use super::sparse::ActiveList;
 use super::{run_calls, spread, Call};
 use crate::gpu::{storage_buffer, uniform_buffer, zeroed_buffer, Binding, GpuContext, Kernel};
@@ -152,8 +152,12 @@ enum Q4Copy {
 /// An empty 4-bit copy for a compacted matrix, when its source has one.
 fn q4_copy(ctx: &GpuContext, source: Option<&Matrix>, rows: usize, cols: usize) -> Option<Packed> {
     source.and_then(|m| m.q4())?;
-    let units = rows.div_ceil(INTERLEAVE_ROWS) * INTERLEAVE_ROWS * (cols / BLOCK);
-    Some(Packed { format: Format::Q4, buffer: zeroed_buffer(ctx, "compact q4", (units * Format::Q4.unit_words() * 4) as u64) })
+    Some(zeroed_packed(ctx, "compact q4", rows, cols, Format::Q4))
+}
+
+/// A zeroed packed [rows, cols] matrix in `format`.
+fn zeroed_packed(ctx: &GpuContext, name: &str, rows: usize, cols: usize, format: Format) -> Packed {
+    Packed { format, buffer: zeroed_buffer(ctx, name, (packed::units(rows, cols) * format.unit_words() * 4) as u64) }
 }
 
 fn q4_call(ctx: &GpuContext, j: &Q4Job) -> Call {
@@ -244,8 +248,7 @@ fn slot_store(ctx: &GpuContext, plan: &ColumnGroups) -> Slots {
 /// is a placeholder the kernels never read: the grouped W_down, and the
 /// fused MLP's gate|up.
 fn packed_only(ctx: &GpuContext, name: &str, rows: usize, cols: usize, format: Format) -> Matrix {
-    let units = rows.div_ceil(INTERLEAVE_ROWS) * INTERLEAVE_ROWS * (cols / BLOCK);
-    let packed = Packed { format, buffer: zeroed_buffer(ctx, name, (units * format.unit_words() * 4) as u64) };
+    let packed = zeroed_packed(ctx, name, rows, cols, format);
     let chunks = vec![MatrixChunk { buffer: zeroed_buffer(ctx, "compacted (no f16 copy)", 16), rows: 0..rows }];
     Matrix { rows, cols, interleaved: true, chunks, packed: Some(packed) }
 }

@@ -105,14 +105,18 @@ impl FusedPlan {
     }
 }
 
+/// What a workgroup taking chunks [a, b) costs: its chunks, and its neurons'
+/// blocks of 32, padding included (`firsts` as in [`split`]).
+fn run_cost(firsts: &[u32], a: usize, b: usize) -> u64 {
+    CHUNK_COST * (b - a) as u64 + BLOCK as u64 * (firsts[b] - firsts[a]).div_ceil(BLOCK as u32) as u64
+}
+
 /// The first chunk of each of `workgroups` workgroups, and the count, given
 /// each chunk's first neuron and the count (`firsts`): runs of at most
 /// `MAX_CHUNKS` chunks whose dearest costs least (the dispatch ends with its
-/// slowest workgroup), and among those the cheapest in all; a run costing its
-/// chunks and its neurons' blocks of 32, padding included.
+/// slowest workgroup), and among those the cheapest in all ([`run_cost`]).
 fn split(firsts: &[u32], workgroups: usize) -> Vec<u32> {
     let chunks = firsts.len() - 1;
-    let cost = |a: usize, b: usize| CHUNK_COST * (b - a) as u64 + BLOCK as u64 * (firsts[b] - firsts[a]).div_ceil(BLOCK as u32) as u64;
     // best[w][c]: (dearest run, total, previous bound) of the first c chunks in w runs.
     let none = (u64::MAX, u64::MAX, 0);
     let mut best = vec![vec![none; chunks + 1]; workgroups + 1];
@@ -124,7 +128,7 @@ fn split(firsts: &[u32], workgroups: usize) -> Vec<u32> {
                 if dearest == u64::MAX {
                     continue;
                 }
-                let run = cost(a, c);
+                let run = run_cost(firsts, a, c);
                 let candidate = (dearest.max(run), total + run, a);
                 if (candidate.0, candidate.1) < (best[w][c].0, best[w][c].1) {
                     best[w][c] = candidate;
@@ -316,7 +320,6 @@ mod tests {
     /// split into two, on random layouts.
     #[test]
     fn split_minimises_the_dearest_run() {
-        let cost = |firsts: &[u32], a: usize, b: usize| CHUNK_COST * (b - a) as u64 + 32 * (firsts[b] - firsts[a]).div_ceil(32) as u64;
         for seed in 0..50u32 {
             let chunks = 2 + (seed as usize * 7) % 30;
             let mut firsts = vec![0u32];
@@ -326,7 +329,7 @@ mod tests {
             }
             let bounds = split(&firsts, 2);
             assert_eq!((bounds[0], bounds[2]), (0, chunks as u32));
-            let dearest = |a: usize| cost(&firsts, 0, a).max(cost(&firsts, a, chunks));
+            let dearest = |a: usize| run_cost(&firsts, 0, a).max(run_cost(&firsts, a, chunks));
             let least = (0..=chunks).map(dearest).min().unwrap();
             assert_eq!(dearest(bounds[1] as usize), least, "seed {seed}: {firsts:?} split at {}", bounds[1]);
         }

@@ -126,9 +126,15 @@ pub fn unit_index(row: usize, i: usize, k32: usize) -> usize {
     block * INTERLEAVE_ROWS * k32 + (i * 8 + rb / 8) * 8 + rb % 8
 }
 
+/// Units (blocks of 32 weights of a row) in the packed layout of a [rows,
+/// cols] matrix, its rows padded to whole blocks of 64.
+pub fn units(rows: usize, cols: usize) -> usize {
+    rows.div_ceil(INTERLEAVE_ROWS) * INTERLEAVE_ROWS * (cols / BLOCK)
+}
+
 fn pack_as(format: Format, data: &[f32], rows: usize, cols: usize) -> Option<Vec<u32>> {
     let (k32, words) = (cols / BLOCK, format.quant_words());
-    let units = rows.div_ceil(INTERLEAVE_ROWS) * INTERLEAVE_ROWS * k32;
+    let units = units(rows, cols);
     let mut out = vec![0u32; units * format.unit_words()];
     let (quants, scales) = out.split_at_mut(units * words);
     for row in 0..rows {
@@ -155,7 +161,7 @@ mod tests {
     /// Unpacks one row from the layout, as the kernels read it.
     fn unpack_row(format: Format, packed: &[u32], rows: usize, cols: usize, row: usize) -> Vec<f32> {
         let (k32, words) = (cols / BLOCK, format.quant_words());
-        let units = rows.div_ceil(INTERLEAVE_ROWS) * INTERLEAVE_ROWS * k32;
+        let units = units(rows, cols);
         (0..cols)
             .map(|k| {
                 let unit = unit_index(row, k / BLOCK, k32);
