@@ -361,3 +361,49 @@ mod tests {
         assert_eq!(profile_rows(&decode, &[]), vec![("gate_up", Some(7.0), None), ("qkv", Some(2.0), None)]);
     }
 }
+
+/// A sparsity setting's decode speed against dense, measured in one run.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct SettingSpeed {
+    pub dense_tokens_per_second: f64,
+    pub sparse_tokens_per_second: f64,
+    /// The median of the rounds' sparse / dense ratios.
+    pub speedup: f64,
+}
+
+/// Decode speed of a sparsity setting against dense, in one run: after
+/// `prompt` (set up as `eval::decode` does: prompt mode attributes over it, a
+/// threshold rule runs from its last token), `steps` greedy tokens under the
+/// setting and, alternating with them, dense; `rounds` each, medians. The
+/// mask's set-up (attribution) is not counted. Leaves the model dense with an
+/// empty cache.
+pub fn setting_speed(model: &mut GpuModel, attributor: &mut Attributor, prompt: &[u32], steps: usize, rounds: usize, sparsity: &crate::eval::Sparsity) -> Result<SettingSpeed> {
+    if prompt.len() < 2 || steps == 0 || rounds == 0 {
+        return Err(SiftError::InvalidInput("a speed measurement needs a prompt of 2 or more tokens, a step and a round".into()));
+    }
+    let mut timed = |model: &mut GpuModel, s: &crate::eval::Sparsity| -> Result<f64> {
+        let logits = crate::eval::start(model, attributor, prompt, s, crate::eval::RuleScope::Decoding)?;
+        let mut next = argmax(&logits);
+        let t = Instant::now();
+        for _ in 0..steps {
+            next = argmax(&model.forward(&[next], Logits::Last)?);
+        }
+        let tps = steps as f64 / t.elapsed().as_secs_f64();
+        model.disable_sparsity();
+        model.reset();
+        Ok(tps)
+    };
+    // Warm both paths (pipelines compile on first use).
+    timed(model, sparsity)?;
+    let mut runs = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let dense = timed(model, &crate::eval::Sparsity::Off)?;
+        let sparse = timed(model, sparsity)?;
+        runs.push([dense, sparse]);
+    }
+    Ok(SettingSpeed {
+        dense_tokens_per_second: median(runs.iter().map(|r| r[0]).collect()),
+        sparse_tokens_per_second: median(runs.iter().map(|r| r[1]).collect()),
+        speedup: median(runs.iter().map(|r| r[1] / r[0]).collect()),
+    })
+}

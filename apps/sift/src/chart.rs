@@ -64,6 +64,50 @@ pub fn svg(title: &str, y_label: &str, y_max: f64, panels: &[Panel]) -> String {
     s
 }
 
+/// A scatter chart: one colour per series, axes fitted to the points (and
+/// to 0 and 1 on y), dashed guides at `x_marks` and at y = `y_mark`.
+pub fn scatter(title: &str, x_label: &str, y_label: &str, series: &[Series], x_marks: &[f64], y_mark: f64) -> String {
+    let (pw, ph, left, top, bottom) = (560.0, 380.0, 70.0, 50.0, 60.0);
+    let width = left + pw + 40.0 + 220.0;
+    let height = top + ph + bottom;
+    let finite = || series.iter().flat_map(|s| &s.points).filter(|p| p.0.is_finite() && p.1.is_finite());
+    let x_hi = finite().map(|p| p.0).chain(x_marks.iter().copied()).fold(1.0f64, f64::max) * 1.1;
+    let x_lo = finite().map(|p| p.0).fold(0.0f64, f64::min);
+    let y_hi = finite().map(|p| p.1).chain([y_mark]).fold(1.0f64, f64::max) * 1.1;
+    let y_lo = finite().map(|p| p.1).fold(1.0f64, f64::min).min(0.5) * 0.9;
+    let x = |v: f64| left + (v - x_lo) / (x_hi - x_lo) * pw;
+    let y = |v: f64| top + ph - (v - y_lo) / (y_hi - y_lo) * ph;
+    let mut s = String::new();
+    let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#);
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/><text x="{left}" y="24" font-size="16">{}</text>"#, esc(title));
+    let _ = writeln!(s, r##"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#888"/>"##);
+    for i in 0..=5 {
+        let (xv, yv) = (x_lo + (x_hi - x_lo) * i as f64 / 5.0, y_lo + (y_hi - y_lo) * i as f64 / 5.0);
+        let (x1, yy, tx, ty) = (left + pw, y(yv), left - 5.0, y(yv) + 4.0);
+        let _ = writeln!(s, r##"<line x1="{left}" x2="{x1}" y1="{yy}" y2="{yy}" stroke="#eee"/><text x="{tx}" y="{ty}" text-anchor="end">{yv:.2}</text>"##);
+        let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">{xv:.1}</text>"#, x(xv), top + ph + 16.0);
+    }
+    for &m in x_marks {
+        let _ = writeln!(s, r##"<line x1="{0}" x2="{0}" y1="{top}" y2="{1}" stroke="#999" stroke-dasharray="4 3"/>"##, x(m), top + ph);
+    }
+    let (x1, y_guide, y_one) = (left + pw, y(y_mark), y(1.0));
+    let _ = writeln!(s, r##"<line x1="{left}" x2="{x1}" y1="{y_guide}" y2="{y_guide}" stroke="#999" stroke-dasharray="4 3"/>"##);
+    let _ = writeln!(s, r##"<line x1="{left}" x2="{x1}" y1="{y_one}" y2="{y_one}" stroke="#444"/>"##);
+    let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#, left + pw / 2.0, top + ph + 36.0, esc(x_label));
+    let _ = writeln!(s, r#"<text x="18" y="{}" transform="rotate(-90 18 {0})" text-anchor="middle">{}</text>"#, top + ph / 2.0, esc(y_label));
+    for (i, ser) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        for &(a, b) in ser.points.iter().filter(|p| p.0.is_finite() && p.1.is_finite()) {
+            let _ = writeln!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="5" fill="{color}" fill-opacity="0.8"/>"#, x(a), y(b));
+        }
+        let ly = top + 10.0 + i as f64 * 20.0;
+        let lx = left + pw + 20.0;
+        let _ = writeln!(s, r#"<circle cx="{}" cy="{ly}" r="5" fill="{color}"/><text x="{}" y="{}">{}</text>"#, lx + 6.0, lx + 18.0, ly + 4.0, esc(&ser.name));
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
 fn esc(t: &str) -> String {
     t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }

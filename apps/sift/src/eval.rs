@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use sift_engine::attribution::Attributor;
+use sift_engine::eval::continuation::{self, Shape};
 use sift_engine::eval::{bleu, continuation_log_prob, greedy, truthfulqa, Sparsity};
 use sift_engine::model::sparse::Thresholds;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,11 @@ pub enum Task {
     TruthfulqaGen,
     /// TruthfulQA MC1 and MC2 by log-likelihood.
     TruthfulqaMc,
+    /// Continuation quality (DESIGN.md): per window, P prompt tokens prefilled
+    /// dense, then C tokens scored teacher-forced under the sparse rule, exactly
+    /// as sparse decoding computes them; dense and sparse perplexity of those
+    /// tokens, their ratio, and top-1 agreement with dense.
+    Continuation,
 }
 
 #[derive(clap::Args)]
@@ -27,7 +33,10 @@ pub struct Args {
     #[arg(value_enum)]
     pub task: Task,
     /// Data file (default: WikiText-2 test or truthfulqa.csv in ../shared/data).
-    #[arg(long)]
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// The data file, as an option (the same as FILE).
+    #[arg(long, conflicts_with = "file")]
     pub data: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
@@ -39,9 +48,19 @@ pub struct Args {
     /// New tokens per TruthfulQA generation.
     #[arg(long, default_value_t = 32)]
     pub tokens: usize,
-    /// Perplexity window length.
+    /// Perplexity window length; for continuation, the context the model is
+    /// loaded with (at least prompt + score tokens).
     #[arg(long, default_value_t = 512)]
     pub ctx: usize,
+    /// continuation: prompt tokens per window (prefilled dense; prompt mode attributes over them).
+    #[arg(long, default_value_t = Shape::DEFAULT.prompt_tokens)]
+    pub prompt_tokens: usize,
+    /// continuation: tokens scored per window, teacher-forced under the sparse rule.
+    #[arg(long, default_value_t = Shape::DEFAULT.score_tokens)]
+    pub score_tokens: usize,
+    /// continuation: windows of prompt + score tokens, from the start of the file.
+    #[arg(long, default_value_t = Shape::DEFAULT.windows)]
+    pub windows: usize,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -135,19 +154,29 @@ impl Evaluator {
         Ok(greedy(&mut self.m.model, &mut self.attributor, &ids, tokens, &stop, s)?)
     }
 
-    /// Mean BLEU (0-100) and token agreement (0-1) of generations under `s` against `refs`.
-    pub fn gen_scores(&mut self, questions: &[truthfulqa::Question], refs: &[Vec<u32>], tokens: usize, s: &Sparsity, pb: &ProgressBar) -> Result<(f64, f64)> {
-        let (mut b, mut a) = (0.0, 0.0);
+    /// Mean BLEU (0-100), token agreement (0-1) and first divergent token
+    /// position of generations under `s` against `refs`.
+    pub fn gen_scores(&mut self, questions: &[truthfulqa::Question], refs: &[Vec<u32>], tokens: usize, s: &Sparsity, pb: &ProgressBar) -> Result<GenScores> {
+        let (mut b, mut a, mut first) = (0.0, 0.0, 0.0);
         for (q, r) in questions.iter().zip(refs) {
             let got = self.generate(q, tokens, s)?;
             let (gt, rt) = (self.m.tokenizer.decode(&got)?, self.m.tokenizer.decode(r)?);
             b += bleu::sentence_bleu(&bleu::words(&gt), &bleu::words(&rt));
             a += bleu::token_agreement(&got, r);
+            first += bleu::first_divergence(&got, r) as f64;
             pb.inc(1);
         }
         let n = questions.len().max(1) as f64;
-        Ok((100.0 * b / n, a / n))
+        Ok(GenScores { bleu: 100.0 * b / n, agreement: a / n, first_divergence: first / n })
     }
+}
+
+/// TruthfulQA generation scores against the dense references, averaged over questions.
+pub struct GenScores {
+    pub bleu: f64,
+    pub agreement: f64,
+    /// The first position where the generation leaves its reference.
+    pub first_divergence: f64,
 }
 
 pub fn progress(len: usize, what: &str) -> ProgressBar {
@@ -169,29 +198,84 @@ pub fn load_questions(data: &Option<PathBuf>, limit: Option<usize>) -> Result<Ve
     Ok(qs)
 }
 
+/// Reads a text file to score, refusing an empty one by name.
+pub fn read_text(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    if text.trim().is_empty() {
+        bail!("{}: the file is empty", path.display());
+    }
+    Ok(text)
+}
+
+/// `sift eval continuation`: dense scores, then the setting's, on the same windows.
+fn continuation(args: &Args, sparsity: &Sparsity) -> Result<serde_json::Value> {
+    let shape = Shape { prompt_tokens: args.prompt_tokens, score_tokens: args.score_tokens, windows: args.windows };
+    shape.check(args.ctx)?;
+    let path = args.data.clone().or(args.file.clone()).unwrap_or_else(|| shared_data("wikitext2-test.txt"));
+    let text = read_text(&path)?;
+    let mut e = Evaluator::load(&args.model, args.ctx, args.sparse.ig_steps)?;
+    if let (Sparsity::Threshold(t), Some(file)) = (sparsity, &args.sparse.thresholds) {
+        // Before the dense pass, not after it.
+        t.check(&e.m.model).with_context(|| file.display().to_string())?;
+    }
+    // Tokenized as the perplexity protocol does: no BOS.
+    e.m.tokenizer.add_bos = false;
+    let tokens = e.m.tokenizer.encode(&text)?;
+    let windows = shape.cut(&tokens).with_context(|| path.display().to_string())?;
+    let pb = progress(2 * windows.len(), "continuation windows");
+    let dense = continuation::score_windows(&mut e.m.model, &mut e.attributor, &shape, &windows, &Sparsity::Off, |_| pb.inc(1))?;
+    let sparse = continuation::score_windows(&mut e.m.model, &mut e.attributor, &shape, &windows, sparsity, |_| pb.inc(1))?;
+    pb.finish_and_clear();
+    let q = continuation::compare(&dense, &sparse)?;
+    let mut out = json!({ "task": "continuation", "file": path.display().to_string() });
+    merge(&mut out, serde_json::to_value(shape)?);
+    merge(&mut out, serde_json::to_value(&q)?);
+    merge(&mut out, settings(&args.sparse));
+    Ok(out)
+}
+
+/// The sparsity options a result was made with, as JSON fields.
+pub fn settings(args: &SparsityArgs) -> serde_json::Value {
+    let mode = format!("{:?}", args.sparsity).to_lowercase();
+    match args.sparsity {
+        Mode::Off => json!({ "mode": mode }),
+        Mode::Prompt | Mode::Oracle => json!({ "mode": mode, "metric": args.metric, "ar": args.ar, "units": format!("{:?}", args.units).to_lowercase(), "prompt_target": args.prompt_target }),
+        Mode::Threshold => json!({ "mode": mode, "thresholds": args.thresholds.as_ref().map(|p| p.display().to_string()) }),
+        Mode::File => json!({ "mode": mode, "mask": args.mask.as_ref().map(|p| p.display().to_string()) }),
+    }
+}
+
+fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
+    if let (Some(a), serde_json::Value::Object(b)) = (into.as_object_mut(), from) {
+        a.extend(b);
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
     args.sparse.validate()?;
     let sparsity = engine_sparsity(&args.sparse)?;
+    let data = args.data.clone().or(args.file.clone());
     let result = match args.task {
+        Task::Continuation => continuation(&args, &sparsity)?,
         Task::Perplexity => {
             if matches!(sparsity, Sparsity::Prompt(..) | Sparsity::Oracle(..)) {
                 bail!("perplexity takes --sparsity off or threshold (prompt and oracle masks are defined for generation)");
             }
-            let path = args.data.clone().unwrap_or_else(|| shared_data("wikitext2-test.txt"));
+            let path = data.clone().unwrap_or_else(|| shared_data("wikitext2-test.txt"));
             let r = crate::perplexity::measure(&args.model, &path, args.ctx, args.limit, args.sparse.thresholds.as_deref().filter(|_| matches!(sparsity, Sparsity::Threshold(_))))?;
             json!({ "task": "perplexity", "perplexity": r.perplexity, "scored_tokens": r.scored_tokens, "windows": r.windows })
         }
         Task::TruthfulqaGen => {
-            let qs = load_questions(&args.data, args.limit)?;
+            let qs = load_questions(&data, args.limit)?;
             let mut e = Evaluator::load(&args.model, 512, args.sparse.ig_steps)?;
             let pb = progress(2 * qs.len(), "TruthfulQA generation");
             let refs = e.references(args.references.as_deref(), &qs, args.tokens, &pb)?;
-            let (bleu, agreement) = e.gen_scores(&qs, &refs, args.tokens, &sparsity, &pb)?;
+            let g = e.gen_scores(&qs, &refs, args.tokens, &sparsity, &pb)?;
             pb.finish_and_clear();
-            json!({ "task": "truthfulqa-gen", "questions": qs.len(), "bleu": bleu, "token_agreement": agreement })
+            json!({ "task": "truthfulqa-gen", "questions": qs.len(), "bleu": g.bleu, "token_agreement": g.agreement, "first_divergence": g.first_divergence })
         }
         Task::TruthfulqaMc => {
-            let qs = load_questions(&args.data, args.limit)?;
+            let qs = load_questions(&data, args.limit)?;
             let mut e = Evaluator::load(&args.model, 512, args.sparse.ig_steps)?;
             let pb = progress(qs.len(), "TruthfulQA MC");
             let (mut mc1, mut mc2) = (0.0, 0.0);
@@ -218,7 +302,12 @@ pub fn run(args: Args) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {
-        let fields: Vec<String> = result.as_object().unwrap().iter().map(|(k, v)| format!("{k}: {}", v.as_f64().map(|f| format!("{f:.4}")).unwrap_or_else(|| v.to_string()))).collect();
+        let show = |v: &serde_json::Value| match v {
+            serde_json::Value::Number(n) if n.is_f64() => format!("{:.4}", n.as_f64().unwrap_or(f64::NAN)),
+            serde_json::Value::String(s) => s.clone(),
+            _ => v.to_string(),
+        };
+        let fields: Vec<String> = result.as_object().unwrap().iter().map(|(k, v)| format!("{k}: {}", show(v))).collect();
         println!("{}", fields.join(" | "));
     }
     Ok(())

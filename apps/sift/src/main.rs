@@ -7,6 +7,7 @@ mod calibrate;
 mod chart;
 mod common;
 mod eval;
+mod frontier;
 mod generate;
 mod perplexity;
 mod sparsity;
@@ -40,6 +41,8 @@ enum Command {
     Calibrate(calibrate::Args),
     /// Quality under sparsity: perplexity, TruthfulQA generation (BLEU) or MC1/MC2.
     Eval(eval::Args),
+    /// Speed at iso-quality: each sparsity setting's continuation perplexity and decode speed against dense, with a chart.
+    Frontier(frontier::Args),
     /// TruthfulQA BLEU for every metric x activation ratio x mode: resumable CSV, JSON and a chart (SVG, PNG).
     Sweep(sweep::Args),
 }
@@ -67,6 +70,7 @@ fn main() {
         Command::Calibrate(a) => calibrate::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Sweep(a) => sweep::run(a),
+        Command::Frontier(a) => frontier::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

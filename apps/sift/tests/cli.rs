@@ -17,9 +17,15 @@ fn sift(args: &[&str]) -> Output {
 /// rewriting a file another test's `sift` has memory-mapped would kill that
 /// process (SIGBUS).
 fn tiny_model() -> TempPath {
+    tiny_model_tied(true)
+}
+
+/// Untied, its perplexities are those of a model (a tied random one nearly
+/// repeats its input token, at perplexities of 1e18).
+fn tiny_model_tied(tied: bool) -> TempPath {
     let c = tiny_config(RopeStyle::Interleaved);
     let mut file = tempfile::Builder::new().prefix("sift-cli-").suffix(".gguf").tempfile().unwrap();
-    file.write_all(&gguf_bytes(&c, &random_weights(&c, 7, true), GgmlType::Q8_0)).unwrap();
+    file.write_all(&gguf_bytes(&c, &random_weights(&c, 7, tied), GgmlType::Q8_0)).unwrap();
     file.into_temp_path()
 }
 
@@ -418,4 +424,54 @@ fn bench_reports_speed_sparse_sweep_and_roofline() {
     let o = sift(&["bench", "-m", m, "--decode-context", "2"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("--decode-context must be at least 3"), "{}", text(&o));
+}
+
+#[test]
+fn eval_continuation_and_frontier() {
+    let model = tiny_model_tied(false);
+    let m = model.to_str().unwrap();
+    let scratch = scratch_dir();
+    let dir = scratch.path();
+    let corpus = dir.join("text.txt");
+    std::fs::write(&corpus, "The quick brown fox jumps over the lazy dog. ".repeat(12)).unwrap();
+    let t = corpus.to_str().unwrap();
+    let json = |o: &Output| -> serde_json::Value {
+        assert!(o.status.success(), "{}", text(o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let shape = ["--prompt-tokens", "24", "--score-tokens", "8", "--windows", "3", "--ctx", "64", "--json"];
+    let run = |extra: &[&str]| json(&sift(&[&["eval", "continuation", t, "-m", m][..], &shape, extra].concat()));
+    // AR 1 keeps every neuron: sparse scores equal dense ones.
+    let full = run(&["--sparsity", "prompt", "--ar", "1"]);
+    assert_eq!((full["windows"].as_u64(), full["scored_tokens"].as_u64(), full["mode"].as_str()), (Some(3), Some(24), Some("prompt")), "{full}");
+    assert!((full["ratio"].as_f64().unwrap() - 1.0).abs() < 1e-4 && full["top1_agreement"].as_f64() == Some(1.0), "{full}");
+    let low = run(&["--sparsity", "prompt", "--ar", "0.2", "--metric", "magnitude"]);
+    assert_eq!(low["ppl_dense"], full["ppl_dense"]);
+    assert!(low["ppl_sparse"] != low["ppl_dense"] && (low["mlp_kept"].as_f64().unwrap() - 0.2).abs() < 0.02, "{low}");
+
+    let out = dir.join("frontier");
+    let o = sift(&["frontier", t, "-m", m, "--prompt-tokens", "24", "--score-tokens", "8", "--windows", "2", "--ctx", "64", "--decode-tokens", "4", "--rounds", "1", "--setting", "prompt:magnitude:0.5", "--setting", "prompt:corrected-gxo:1", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("fastest within 3% perplexity: prompt:corrected-gxo:1"), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("frontier.json")).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r["speedup"].as_f64().unwrap() > 0.0 && r["ppl_sparse"].as_f64().unwrap() > 1.0), "{report}");
+    for f in ["frontier.csv", "frontier.svg", "frontier.png"] {
+        assert!(std::fs::metadata(out.join(f)).unwrap().len() > 100, "{f}");
+    }
+
+    let fail = |args: &[&str], want: &str| {
+        let o = sift(args);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(text(&o).contains(want), "wanted {want:?} in {}", text(&o));
+    };
+    fail(&["eval", "continuation", t, "-m", m, "--prompt-tokens", "400", "--score-tokens", "200"], "exceed the context of 512");
+    fail(&["eval", "continuation", t, "-m", m, "--ctx", "64", "--prompt-tokens", "24", "--score-tokens", "8", "--windows", "50"], "fewer than the 50 asked for");
+    fail(&["eval", "continuation", t, "-m", m, "--windows", "0"], "at least 1");
+    fail(&["frontier", t, "-m", m, "--setting", "prompt:gxo:2"], "(0, 1]");
+    // A calibration file made for another model (the default one's) is refused by name.
+    let other = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/results/thresholds.json");
+    fail(&["frontier", t, "-m", m, "--ctx", "64", "--prompt-tokens", "24", "--score-tokens", "8", "--windows", "1", "--setting", &format!("threshold:{other}")], "threshold:");
+    fail(&["eval", "continuation", t, "-m", m, "--ctx", "64", "--prompt-tokens", "24", "--score-tokens", "8", "--windows", "1", "--sparsity", "threshold", "--thresholds", other], "thresholds.json: invalid input: this thresholds file is for a model with 30 layers");
 }

@@ -52,6 +52,13 @@ pub fn token_agreement(candidate: &[u32], reference: &[u32]) -> f64 {
     reference.iter().zip(candidate).filter(|(a, b)| a == b).count() as f64 / reference.len() as f64
 }
 
+/// The first position where the candidate leaves the reference: the length
+/// of their common prefix (the reference's length when it is a prefix of the
+/// candidate, the candidate's when that ends first).
+pub fn first_divergence(candidate: &[u32], reference: &[u32]) -> usize {
+    candidate.iter().zip(reference).position(|(a, b)| a != b).unwrap_or(candidate.len().min(reference.len()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +89,14 @@ mod tests {
         assert_eq!(token_agreement(&[1, 2, 3, 4], &[1, 9, 3, 4]), 0.75);
         assert_eq!(token_agreement(&[1, 2], &[1, 2, 3, 4]), 0.5);
         assert_eq!(token_agreement(&[], &[]), 1.0);
+    }
+
+    #[test]
+    fn first_divergence_is_the_common_prefix() {
+        assert_eq!(first_divergence(&[1, 2, 3], &[1, 2, 4]), 2);
+        assert_eq!(first_divergence(&[9, 2], &[1, 2]), 0);
+        assert_eq!(first_divergence(&[1, 2], &[1, 2, 3]), 2);
+        assert_eq!(first_divergence(&[1, 2, 3], &[1, 2]), 2);
+        assert_eq!(first_divergence(&[], &[]), 0);
     }
 }

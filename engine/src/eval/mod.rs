@@ -3,6 +3,7 @@
 //! and TruthfulQA (the paper's generation protocol, MC1/MC2).
 
 pub mod bleu;
+pub mod continuation;
 pub mod truthfulqa;
 
 use crate::attribution::{Attributor, Metric};
@@ -38,24 +39,50 @@ fn log_softmax_at(logits: &[f32], i: u32) -> f64 {
     -crate::perplexity::nll(logits, i)
 }
 
+/// Where a threshold rule applies besides the decoded tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RuleScope {
+    /// As sparse decoding runs it: the prompt is prefilled dense, and every
+    /// token after it (from the last prompt token's logits on) is under the rule.
+    #[default]
+    Decoding,
+    /// The rule also zeroes the prompt's neurons, as the Sparsing Law measures it.
+    EveryToken,
+}
+
 /// Sets up `sparsity` for a sequence starting with `prompt`; returns the
-/// logits after the prompt (the prompt is in the cache).
-fn start(model: &mut GpuModel, attributor: &mut Attributor, prompt: &[u32], sparsity: &Sparsity) -> Result<Vec<f32>> {
+/// logits after the prompt (the prompt is in the cache), computed under the
+/// sparse mode.
+pub(crate) fn start(model: &mut GpuModel, attributor: &mut Attributor, prompt: &[u32], sparsity: &Sparsity, scope: RuleScope) -> Result<Vec<f32>> {
     model.disable_sparsity();
     model.reset();
+    let (head, last) = prompt.split_at(prompt.len() - 1);
     match sparsity {
         Sparsity::Off => model.forward(prompt, Logits::Last),
-        Sparsity::Threshold(t) => {
+        Sparsity::Threshold(t) if scope == RuleScope::EveryToken => {
             model.set_threshold_mask_every_token(t)?;
             model.forward(prompt, Logits::Last)
+        }
+        Sparsity::Threshold(t) => {
+            // Dense prefill; the last prompt token runs one-token, under the rule.
+            if !head.is_empty() {
+                model.forward(head, Logits::Last)?;
+            }
+            model.set_threshold_mask(t)?;
+            model.forward(last, Logits::Last)
         }
         Sparsity::Prompt(metric, ratios, target) => {
             set_prompt_mask(model, attributor, prompt, *metric, *ratios, *target)?;
             // The cache holds the prompt; rerun its last token (sparse) for the next logits.
-            model.rewind(prompt.len() - 1)?;
-            model.forward(&prompt[prompt.len() - 1..], Logits::Last)
+            model.rewind(head.len())?;
+            model.forward(last, Logits::Last)
         }
-        Sparsity::Oracle(metric, ratios) => Ok(oracle_step(model, attributor, prompt, *metric, *ratios)?.0),
+        Sparsity::Oracle(metric, ratios) => {
+            // A sequence's scores must not depend on what the attributor
+            // cached before it (its reused prefix rounds differently).
+            attributor.forget_cached_tokens();
+            Ok(oracle_step(model, attributor, prompt, *metric, *ratios)?.0)
+        }
     }
 }
 
@@ -72,25 +99,68 @@ fn finish(model: &mut GpuModel) {
     model.reset();
 }
 
-/// Greedy generation of up to `n` tokens after `prompt`, stopping at a stop id.
-pub fn greedy(model: &mut GpuModel, attributor: &mut Attributor, prompt: &[u32], n: usize, stop: &[u32], sparsity: &Sparsity) -> Result<Vec<u32>> {
+/// Which tokens [`decode`] appends.
+#[derive(Clone, Copy, Debug)]
+pub enum Next<'a> {
+    /// The model's own greedy choice, up to `n` tokens, stopping before a `stop` id.
+    Greedy { n: usize, stop: &'a [u32] },
+    /// These tokens, whatever the model predicts (teacher forcing).
+    Forced(&'a [u32]),
+}
+
+/// One decoded position: the token appended there, its log-probability,
+/// the model's top token, and the fraction of MLP neurons kept for it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scored {
+    pub token: u32,
+    pub log_prob: f64,
+    pub top: u32,
+    pub mlp_kept: f64,
+}
+
+/// Decodes after `prompt` under `sparsity`, one token a step, exactly as
+/// sparse generation does (`Next::Greedy`) or scoring given tokens with the
+/// same computation (`Next::Forced`), so that teacher-forced scores are
+/// those generation would produce. Dense forced scoring runs as one batched
+/// forward.
+pub fn decode(model: &mut GpuModel, attributor: &mut Attributor, prompt: &[u32], next: Next, sparsity: &Sparsity, scope: RuleScope) -> Result<Vec<Scored>> {
     if prompt.is_empty() {
         return Err(SiftError::InvalidInput("empty prompt".into()));
     }
+    if let Next::Forced(tokens) = next {
+        model.check_fits(prompt.len() + tokens.len())?;
+    }
     let result = (|| {
+        if let (Sparsity::Off, Next::Forced(forced)) = (sparsity, next) {
+            model.disable_sparsity();
+            model.reset();
+            let all: Vec<u32> = prompt.iter().chain(forced).copied().collect();
+            let logits = model.forward(&all, Logits::All)?;
+            let v = model.config.vocab_size;
+            let at = |i: usize| &logits[(prompt.len() + i - 1) * v..(prompt.len() + i) * v];
+            return Ok(forced.iter().enumerate().map(|(i, &t)| Scored { token: t, log_prob: log_softmax_at(at(i), t), top: argmax(at(i)), mlp_kept: 1.0 }).collect());
+        }
         let mut tokens = prompt.to_vec();
-        let mut logits = start(model, attributor, prompt, sparsity)?;
-        let mut out = Vec::new();
-        while out.len() < n && tokens.len() < model.max_ctx {
-            let next = argmax(&logits);
-            if stop.contains(&next) {
+        let mut logits = start(model, attributor, prompt, sparsity, scope)?;
+        let mut out: Vec<Scored> = Vec::new();
+        loop {
+            let top = argmax(&logits);
+            let token = match next {
+                Next::Greedy { n, stop } if out.len() < n && tokens.len() < model.max_ctx && !stop.contains(&top) => top,
+                Next::Forced(forced) if out.len() < forced.len() => forced[out.len()],
+                _ => break,
+            };
+            let mlp_kept = model.active_fractions()?.0;
+            out.push(Scored { token, log_prob: log_softmax_at(&logits, token), top, mlp_kept });
+            tokens.push(token);
+            let more = match next {
+                Next::Greedy { n, .. } => out.len() < n && tokens.len() < model.max_ctx,
+                Next::Forced(forced) => out.len() < forced.len(),
+            };
+            if !more {
                 break;
             }
-            out.push(next);
-            tokens.push(next);
-            if out.len() < n {
-                logits = step(model, attributor, &tokens, sparsity)?;
-            }
+            logits = step(model, attributor, &tokens, sparsity)?;
         }
         Ok(out)
     })();
@@ -98,34 +168,20 @@ pub fn greedy(model: &mut GpuModel, attributor: &mut Attributor, prompt: &[u32],
     result
 }
 
+/// Greedy generation of up to `n` tokens after `prompt`, stopping at a stop
+/// id (a threshold rule applies to the prompt too).
+pub fn greedy(model: &mut GpuModel, attributor: &mut Attributor, prompt: &[u32], n: usize, stop: &[u32], sparsity: &Sparsity) -> Result<Vec<u32>> {
+    let scored = decode(model, attributor, prompt, Next::Greedy { n, stop }, sparsity, RuleScope::EveryToken)?;
+    Ok(scored.iter().map(|s| s.token).collect())
+}
+
 /// Sum of log p(continuation | context) under `sparsity` (decoded token by
-/// token after the context, so sparse modes apply to the scored tokens).
+/// token after the context, so sparse modes apply to the scored tokens; a
+/// threshold rule applies to the context too).
 pub fn continuation_log_prob(model: &mut GpuModel, attributor: &mut Attributor, context: &[u32], continuation: &[u32], sparsity: &Sparsity) -> Result<f64> {
     if context.is_empty() || continuation.is_empty() {
         return Err(SiftError::InvalidInput("a continuation needs a non-empty context and continuation".into()));
     }
-    let result = (|| {
-        if matches!(sparsity, Sparsity::Off) {
-            // One batched forward.
-            model.disable_sparsity();
-            model.reset();
-            let all: Vec<u32> = context.iter().chain(continuation).copied().collect();
-            let logits = model.forward(&all, Logits::All)?;
-            let v = model.config.vocab_size;
-            return Ok(continuation.iter().enumerate().map(|(i, &t)| log_softmax_at(&logits[(context.len() + i - 1) * v..(context.len() + i) * v], t)).sum());
-        }
-        let mut tokens = context.to_vec();
-        let mut logits = start(model, attributor, context, sparsity)?;
-        let mut total = 0.0;
-        for (i, &t) in continuation.iter().enumerate() {
-            total += log_softmax_at(&logits, t);
-            tokens.push(t);
-            if i + 1 < continuation.len() {
-                logits = step(model, attributor, &tokens, sparsity)?;
-            }
-        }
-        Ok(total)
-    })();
-    finish(model);
-    result
+    let scored = decode(model, attributor, context, Next::Forced(continuation), sparsity, RuleScope::EveryToken)?;
+    Ok(scored.iter().map(|s| s.log_prob).sum())
 }

@@ -1,0 +1,259 @@
+//! `sift frontier`: speed at iso-quality. For each sparsity setting, its
+//! continuation quality (`sift eval continuation`'s protocol, dense scored
+//! once for all settings) and its decode speed against dense in the same
+//! run; a table, `frontier.json`, `frontier.csv`, and a chart
+//! (`frontier.svg`, `frontier.png`: speedup against perplexity rise, one
+//! point per setting, one colour per rule); and the fastest setting within a
+//! 1%, 3% and 10% perplexity rise.
+
+use crate::chart;
+use crate::common::write_atomic;
+use crate::eval::{read_text, shared_data, Evaluator};
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use sift_engine::attribution::Metric;
+use sift_engine::eval::continuation::{self, Quality, Shape};
+use sift_engine::eval::Sparsity;
+use sift_engine::model::sparse::{PromptTarget, Ratios, Thresholds};
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Text whose windows are scored (default: ../shared/data/wikitext2-test.txt).
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: crate::common::ModelArgs,
+    /// A setting to measure (repeat the option for several):
+    /// `prompt:METRIC:AR` (MLP neurons; add `:both` for heads too, `:tokens`
+    /// to attribute the prompt's own tokens: with magnitude, GRIFFIN's
+    /// selection), `oracle:METRIC:AR[:both]`, `threshold:FILE` (a thresholds file from
+    /// `sift calibrate`). Default: prompt mode with corrected GxO at AR 0.9,
+    /// 0.8 and 0.5, magnitude at 0.8, and the thresholds files in docs/results.
+    #[arg(long = "setting", value_name = "SPEC")]
+    pub settings: Vec<String>,
+    /// Prompt tokens per window (prefilled dense; prompt mode attributes over them).
+    #[arg(long, default_value_t = Shape::DEFAULT.prompt_tokens)]
+    pub prompt_tokens: usize,
+    /// Tokens scored per window, teacher-forced under each setting.
+    #[arg(long, default_value_t = Shape::DEFAULT.score_tokens)]
+    pub score_tokens: usize,
+    /// Windows of prompt + score tokens, from the start of the file.
+    #[arg(long, default_value_t = Shape::DEFAULT.windows)]
+    pub windows: usize,
+    /// Greedy decode steps per speed measurement.
+    #[arg(long, default_value_t = 64)]
+    pub decode_tokens: usize,
+    /// Alternating dense / sparse rounds per setting's speed (medians).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Context the model is loaded with (at least prompt + score tokens).
+    #[arg(long, default_value_t = 512)]
+    pub ctx: usize,
+    /// Directory for frontier.json, .csv, .svg and .png.
+    #[arg(long, default_value = "frontier")]
+    pub out: PathBuf,
+    /// Print the rows as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One setting to measure, with the rule it belongs to (its chart colour).
+struct Setting {
+    label: String,
+    rule: String,
+    sparsity: Sparsity,
+}
+
+/// A prompt or oracle setting's ratio and options (`mlp` or `both`; for
+/// prompt mode `next` or `tokens`, the attribution target: `tokens` with
+/// magnitude is GRIFFIN's prompt-aggregated activation norm).
+fn parse_ratios(ar: &str, options: &[&str], spec: &str) -> Result<(Ratios, PromptTarget)> {
+    let ar: f64 = ar.parse().with_context(|| format!("{spec}: {ar:?} is not an activation ratio"))?;
+    if !(ar > 0.0 && ar <= 1.0) {
+        bail!("{spec}: the activation ratio must be in (0, 1], not {ar}");
+    }
+    let (mut ratios, mut target) = (Ratios::mlp(ar), PromptTarget::Next);
+    for &o in options {
+        match o {
+            "mlp" => ratios = Ratios::mlp(ar),
+            "both" => ratios = Ratios::both(ar),
+            _ => target = PromptTarget::parse(o).with_context(|| format!("{spec}: options are mlp or both, and next or tokens, not {o:?}"))?,
+        }
+    }
+    Ok((ratios, target))
+}
+
+/// Parses a `--setting` (thresholds files are read and checked for format here, before the model loads).
+fn parse_setting(spec: &str) -> Result<Setting> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let metric = |m: &str| Metric::parse(m).with_context(|| format!("{spec}: unknown metric {m:?}; use magnitude, gxo, snip, fisher, ig or corrected-gxo"));
+    let (rule, sparsity) = match parts.as_slice() {
+        ["prompt", m, ar, options @ ..] => {
+            let (m, (r, target)) = (metric(m)?, parse_ratios(ar, options, spec)?);
+            let heads = if r.heads < 1.0 { " +heads" } else { "" };
+            (format!("prompt {m} ({}){heads}", target.name()), Sparsity::Prompt(m, r, target))
+        }
+        ["oracle", m, ar, options @ ..] => {
+            let (m, (r, _)) = (metric(m)?, parse_ratios(ar, options, spec)?);
+            (format!("oracle {m}"), Sparsity::Oracle(m, r))
+        }
+        ["threshold", file @ ..] if !file.is_empty() => {
+            let path = file.join(":");
+            let t = Thresholds::load(Path::new(&path)).with_context(|| format!("{spec}: reading {path}"))?;
+            (format!("threshold {:?}", t.rule).to_lowercase(), Sparsity::Threshold(t))
+        }
+        _ => bail!("unknown setting {spec:?}: use prompt:METRIC:AR[:both][:tokens], oracle:METRIC:AR[:both] or threshold:FILE"),
+    };
+    Ok(Setting { label: spec.to_string(), rule, sparsity })
+}
+
+/// The default settings: prompt-level masks at a few ratios, and the thresholds files in docs/results.
+fn default_settings() -> Vec<String> {
+    let mut s: Vec<String> = ["prompt:corrected-gxo:0.9", "prompt:corrected-gxo:0.8", "prompt:corrected-gxo:0.5", "prompt:magnitude:0.8"].map(String::from).to_vec();
+    for f in ["thresholds.json", "thresholds-ppl5.json", "thresholds-ppl10.json"] {
+        let p = Path::new("docs/results").join(f);
+        if p.exists() {
+            s.push(format!("threshold:{}", p.display()));
+        }
+    }
+    s
+}
+
+/// The fastest row whose perplexity rises at most `rise` (a fraction).
+fn fastest_within(rows: &[serde_json::Value], rise: f64) -> Option<&serde_json::Value> {
+    rows.iter().filter(|r| r["ratio"].as_f64().is_some_and(|x| x <= 1.0 + rise)).max_by(|a, b| a["speedup"].as_f64().unwrap_or(0.0).total_cmp(&b["speedup"].as_f64().unwrap_or(0.0)))
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let shape = Shape { prompt_tokens: args.prompt_tokens, score_tokens: args.score_tokens, windows: args.windows };
+    shape.check(args.ctx)?;
+    if args.decode_tokens == 0 || args.rounds == 0 {
+        bail!("--decode-tokens and --rounds must be at least 1");
+    }
+    let specs = if args.settings.is_empty() { default_settings() } else { args.settings.clone() };
+    let settings: Vec<Setting> = specs.iter().map(|s| parse_setting(s)).collect::<Result<_>>()?;
+    let path = args.file.clone().unwrap_or_else(|| shared_data("wikitext2-test.txt"));
+    let text = read_text(&path)?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+
+    let mut e = Evaluator::load(&args.model, args.ctx, sift_engine::attribution::DEFAULT_IG_STEPS)?;
+    for s in &settings {
+        if let Sparsity::Threshold(t) = &s.sparsity {
+            t.check(&e.m.model).with_context(|| s.label.clone())?;
+        }
+    }
+    e.m.tokenizer.add_bos = false;
+    let tokens = e.m.tokenizer.encode(&text)?;
+    let windows = shape.cut(&tokens).with_context(|| path.display().to_string())?;
+    // The speed prompt: the first window's prompt.
+    let speed_prompt = windows[0][..shape.prompt_tokens.min(64)].to_vec();
+
+    let pb = crate::eval::progress((1 + settings.len()) * windows.len(), "dense");
+    let dense = continuation::score_windows(&mut e.m.model, &mut e.attributor, &shape, &windows, &Sparsity::Off, |_| pb.inc(1))?;
+    let mut rows = Vec::new();
+    for s in &settings {
+        pb.set_message(s.label.clone());
+        let scores = continuation::score_windows(&mut e.m.model, &mut e.attributor, &shape, &windows, &s.sparsity, |_| pb.inc(1))?;
+        let q: Quality = continuation::compare(&dense, &scores)?;
+        let speed = sift_engine::bench::setting_speed(&mut e.m.model, &mut e.attributor, &speed_prompt, args.decode_tokens, args.rounds, &s.sparsity)?;
+        let mut row = json!({ "setting": s.label, "rule": s.rule });
+        for v in [serde_json::to_value(&q)?, serde_json::to_value(speed)?] {
+            row.as_object_mut().expect("object").extend(v.as_object().expect("object").clone());
+        }
+        rows.push(row);
+    }
+    pb.finish_and_clear();
+
+    let report = json!({ "model": e.m.path.display().to_string(), "adapter": e.m.model.ctx.describe(), "file": path.display().to_string(), "shape": shape, "decode_tokens": args.decode_tokens, "rounds": args.rounds, "rows": rows });
+    write_atomic(&args.out.join("frontier.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+    write_atomic(&args.out.join("frontier.csv"), csv(&rows).as_bytes())?;
+    let svg = chart(&rows);
+    write_atomic(&args.out.join("frontier.svg"), svg.as_bytes())?;
+    write_atomic(&args.out.join("frontier.png"), &chart::png(&svg)?)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&rows);
+    }
+    eprintln!("wrote frontier.json, .csv, .svg and .png in {}", args.out.display());
+    Ok(())
+}
+
+const COLUMNS: [&str; 10] = ["setting", "mlp_kept", "ppl_dense", "ppl_sparse", "ratio", "top1_agreement", "first_divergence", "dense_tokens_per_second", "sparse_tokens_per_second", "speedup"];
+
+fn cell(v: &serde_json::Value) -> String {
+    v.as_f64().map(|f| format!("{f:.4}")).unwrap_or_else(|| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+}
+
+fn csv(rows: &[serde_json::Value]) -> String {
+    let mut s = COLUMNS.join(",") + "\n";
+    for r in rows {
+        s += &(COLUMNS.iter().map(|c| format!("\"{}\"", cell(&r[*c]).replace('"', "\"\""))).collect::<Vec<_>>().join(",") + "\n");
+    }
+    s
+}
+
+fn print_table(rows: &[serde_json::Value]) {
+    println!("{:<44} {:>7} {:>9} {:>9} {:>8} {:>7} {:>9} {:>8}", "setting", "kept", "ppl dense", "ppl", "rise", "top-1", "tok/s", "speedup");
+    for r in rows {
+        let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "{:<44} {:>6.1}% {:>9.3} {:>9.3} {:>7.2}% {:>6.1}% {:>9.1} {:>7.2}x",
+            cell(&r["setting"]),
+            100.0 * f("mlp_kept"),
+            f("ppl_dense"),
+            f("ppl_sparse"),
+            100.0 * (f("ratio") - 1.0),
+            100.0 * f("top1_agreement"),
+            f("sparse_tokens_per_second"),
+            f("speedup")
+        );
+    }
+    for rise in [0.01, 0.03, 0.10] {
+        match fastest_within(rows, rise) {
+            Some(r) => println!("fastest within {:.0}% perplexity: {} ({:.2}x dense, +{:.2}%)", rise * 100.0, cell(&r["setting"]), r["speedup"].as_f64().unwrap_or(f64::NAN), 100.0 * (r["ratio"].as_f64().unwrap_or(f64::NAN) - 1.0)),
+            None => println!("fastest within {:.0}% perplexity: no setting measured stays within it", rise * 100.0),
+        }
+    }
+}
+
+fn chart(rows: &[serde_json::Value]) -> String {
+    let mut series: Vec<chart::Series> = Vec::new();
+    for r in rows {
+        let rule = cell(&r["rule"]);
+        let point = (100.0 * (r["ratio"].as_f64().unwrap_or(f64::NAN) - 1.0), r["speedup"].as_f64().unwrap_or(f64::NAN));
+        match series.iter_mut().find(|s| s.name == rule) {
+            Some(s) => s.points.push(point),
+            None => series.push(chart::Series { name: rule, points: vec![point] }),
+        }
+    }
+    chart::scatter("Sparse decoding: speed against quality (continuation perplexity)", "perplexity rise over dense (%)", "decode speed / dense", &series, &[3.0], 1.25)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_parse_or_say_why() {
+        let s = parse_setting("prompt:corrected-gxo:0.8").unwrap();
+        assert!(matches!(s.sparsity, Sparsity::Prompt(Metric::CorrectedGxo, r, PromptTarget::Next) if r == Ratios::mlp(0.8)));
+        let s = parse_setting("prompt:magnitude:0.5:both:tokens").unwrap();
+        assert!(matches!(s.sparsity, Sparsity::Prompt(Metric::Magnitude, r, PromptTarget::Tokens) if r == Ratios::both(0.5)));
+        let s = parse_setting("oracle:gxo:0.5:both").unwrap();
+        assert!(matches!(s.sparsity, Sparsity::Oracle(Metric::Gxo, r) if r == Ratios::both(0.5)));
+        for (bad, says) in [("prompt:nope:0.5", "unknown metric"), ("prompt:gxo:1.5", "(0, 1]"), ("prompt:gxo:x", "not an activation ratio"), ("prompt:gxo:0.5:heads", "options are"), ("cats", "unknown setting"), ("threshold:/nonexistent.json", "/nonexistent.json")] {
+            let err = format!("{:#}", parse_setting(bad).err().unwrap_or_else(|| panic!("{bad} parsed")));
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn fastest_within_a_rise() {
+        let rows = vec![json!({"setting": "a", "ratio": 1.005, "speedup": 1.05}), json!({"setting": "b", "ratio": 1.02, "speedup": 1.2}), json!({"setting": "c", "ratio": 1.2, "speedup": 1.6})];
+        assert_eq!(fastest_within(&rows, 0.01).unwrap()["setting"], "a");
+        assert_eq!(fastest_within(&rows, 0.03).unwrap()["setting"], "b");
+        assert_eq!(fastest_within(&rows, 0.10).unwrap()["setting"], "b");
+        assert!(fastest_within(&rows[1..], 0.01).is_none());
+    }
+}
