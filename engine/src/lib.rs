@@ -18,6 +18,7 @@ pub mod loader;
 pub mod model;
 pub mod perplexity;
 pub mod roofline;
+pub mod rule_calibration;
 pub mod sampling;
 pub mod testing;
 pub mod tokenizer;

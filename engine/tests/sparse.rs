@@ -231,11 +231,18 @@ fn threshold_decoding_equals_dense_with_the_rules_inactive_neurons_zeroed() {
     let mut w = random_weights(&c, 15, false);
     w.round_matrices_to_f16();
     let down_norms: Vec<Vec<f32>> = w.layers.iter().map(|l| (0..c.ffn_dim).map(|i| (0..c.dim).map(|d| l.w_down[d * c.ffn_dim + i].powi(2)).sum::<f32>().sqrt()).collect()).collect();
+    // A weighted rule's per-neuron weights (rule_calibration makes them from gradients).
+    let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+    let rule_weights: Vec<f32> = (0..c.n_layers * c.ffn_dim).map(|_| rand::Rng::random_range(&mut rng, 0.0f32..2.0)).collect();
     for family in [KernelFamily::RowPerInvocation, KernelFamily::Cooperative] {
-        for (rule, t) in [(Rule::Cett, 0.25f32), (Rule::Cats, 0.3)] {
+        for (rule, t) in [(Rule::Cett, 0.25f32), (Rule::Cats, 0.3), (Rule::Weighted, 0.25)] {
             let mut model = GpuModel::with_family(gpu(), &c, &w, 64, family).unwrap();
             model.enable_sparse(&w).unwrap();
-            model.set_threshold_mask(&Thresholds::new(&model, rule, vec![t; c.n_layers], serde_json::Value::Null)).unwrap();
+            let thresholds = match rule {
+                Rule::Weighted => Thresholds::weighted(&model, rule_weights.clone(), vec![t; c.n_layers], serde_json::Value::Null),
+                _ => Thresholds::new(&model, rule, vec![t; c.n_layers], serde_json::Value::Null),
+            };
+            model.set_threshold_mask(&thresholds).unwrap();
             let mut tokens: Vec<u32> = (0..6).map(|i| (i * 13 + 5) % c.vocab_size as u32).collect();
             for step in 0..3 {
                 let last = tokens.len() - 1;
@@ -262,9 +269,10 @@ fn threshold_decoding_equals_dense_with_the_rules_inactive_neurons_zeroed() {
                     let h = &seen.borrow()[l];
                     // (CATS thresholds silu(gate), which the reference does not expose;
                     // its kernel is checked against a reference in the kernel tests.)
-                    if rule == Rule::Cett {
+                    if rule != Rule::Cats {
                         for i in 0..c.ffn_dim {
-                            let (v, on) = (h[i].abs() * down_norms[l][i], mask[l].contains(&(i as u32)));
+                            let weight = if rule == Rule::Cett { down_norms[l][i] } else { rule_weights[l * c.ffn_dim + i] };
+                            let (v, on) = (h[i].abs() * weight, mask[l].contains(&(i as u32)));
                             assert!(on == (v >= t) || (v - t).abs() < 1e-4, "{family:?} layer {l} neuron {i}: {v} vs {t}, active {on}");
                         }
                     }
@@ -333,6 +341,28 @@ fn mask_and_threshold_files_round_trip_and_bad_files_are_clear_errors() {
     v["thresholds"][0] = (-1.0).into();
     std::fs::write(dir.join("negative.json"), v.to_string()).unwrap();
     assert!(Thresholds::load(&dir.join("negative.json")).unwrap_err().to_string().contains("layer 0 is -1"));
+    // Weighted rules: the weights round-trip; missing, wrong-sized or negative ones are refused.
+    let weighted = Thresholds::weighted(&model, vec![0.5; c.n_layers * c.ffn_dim], vec![0.1; c.n_layers], serde_json::Value::Null);
+    let wpath = dir.join("weighted.json");
+    weighted.save(&wpath).unwrap();
+    model.set_threshold_mask(&Thresholds::load(&wpath).unwrap()).unwrap();
+    let bad_weights = |name: &str, f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = serde_json::to_value(&weighted).unwrap();
+        f(&mut v);
+        let p = dir.join(name);
+        std::fs::write(&p, v.to_string()).unwrap();
+        p
+    };
+    let none = bad_weights("no-weights.json", &|v| v.as_object_mut().unwrap().remove("weights").map(drop).unwrap());
+    assert!(Thresholds::load(&none).unwrap_err().to_string().contains("needs its per-neuron weights"));
+    let negative = bad_weights("negative-weight.json", &|v| v["weights"][5] = (-2.0).into());
+    assert!(Thresholds::load(&negative).unwrap_err().to_string().contains("weight 5 is -2"));
+    let cett_with = bad_weights("cett-weights.json", &|v| v["rule"] = "cett".into());
+    assert!(Thresholds::load(&cett_with).unwrap_err().to_string().contains("takes no per-neuron weights"));
+    let short = bad_weights("short-weights.json", &|v| {
+        v["weights"].as_array_mut().unwrap().pop();
+    });
+    assert!(msg(model.set_threshold_mask(&Thresholds::load(&short).unwrap())).contains("287 neuron weights; the model has 288"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

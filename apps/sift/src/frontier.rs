@@ -100,7 +100,12 @@ fn parse_setting(spec: &str) -> Result<Setting> {
         ["threshold", file @ ..] if !file.is_empty() => {
             let path = file.join(":");
             let t = Thresholds::load(Path::new(&path)).with_context(|| format!("{spec}: reading {path}"))?;
-            (format!("threshold {:?}", t.rule).to_lowercase(), Sparsity::Threshold(t))
+            // Weighted rules are told apart by their weight (calibrate-rule records it).
+            let rule = match t.calibration["weight"].as_str() {
+                Some(w) => format!("threshold |h| x {w}"),
+                None => format!("threshold {:?}", t.rule).to_lowercase(),
+            };
+            (rule, Sparsity::Threshold(t))
         }
         _ => bail!("unknown setting {spec:?}: use prompt:METRIC:AR[:both][:tokens], oracle:METRIC:AR[:both] or threshold:FILE"),
     };

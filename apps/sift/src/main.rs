@@ -4,6 +4,7 @@
 mod attribute;
 mod bench;
 mod calibrate;
+mod calibrate_rule;
 mod chart;
 mod common;
 mod eval;
@@ -39,6 +40,8 @@ enum Command {
     Bench(bench::Args),
     /// CETT-PPL-p% calibration: per-layer thresholds for `--sparsity threshold`.
     Calibrate(calibrate::Args),
+    /// Per-token rules that keep a chosen share of neurons, weighted by magnitude, CETT's norm or a calibrated gradient (a GxO estimate).
+    CalibrateRule(calibrate_rule::Args),
     /// Quality under sparsity: perplexity, TruthfulQA generation (BLEU) or MC1/MC2.
     Eval(eval::Args),
     /// Speed at iso-quality: each sparsity setting's continuation perplexity and decode speed against dense, with a chart.
@@ -68,6 +71,7 @@ fn main() {
         Command::Bench(a) => bench::run(a),
         Command::Attribute(a) => attribute::run(a),
         Command::Calibrate(a) => calibrate::run(a),
+        Command::CalibrateRule(a) => calibrate_rule::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Sweep(a) => sweep::run(a),
         Command::Frontier(a) => frontier::run(a),

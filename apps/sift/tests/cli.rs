@@ -475,3 +475,39 @@ fn eval_continuation_and_frontier() {
     fail(&["frontier", t, "-m", m, "--ctx", "64", "--prompt-tokens", "24", "--score-tokens", "8", "--windows", "1", "--setting", &format!("threshold:{other}")], "threshold:");
     fail(&["eval", "continuation", t, "-m", m, "--ctx", "64", "--prompt-tokens", "24", "--score-tokens", "8", "--windows", "1", "--sparsity", "threshold", "--thresholds", other], "thresholds.json: invalid input: this thresholds file is for a model with 30 layers");
 }
+
+#[test]
+fn calibrate_rule_writes_files_that_keep_the_share_asked_for() {
+    let model = tiny_model_tied(false);
+    let m = model.to_str().unwrap();
+    let scratch = scratch_dir();
+    let dir = scratch.path();
+    let corpus = dir.join("text.txt");
+    std::fs::write(&corpus, "The quick brown fox jumps over the lazy dog. ".repeat(12)).unwrap();
+    let t = corpus.to_str().unwrap();
+    let out = dir.join("rules");
+    let o = sift(&["calibrate-rule", t, "-m", m, "--ctx", "32", "--windows", "3", "--weights", "gxo-estimate,magnitude", "--keep", "0.5,0.9", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    for name in ["gxo-estimate-keep50.json", "gxo-estimate-keep90.json", "magnitude-keep50.json", "magnitude-keep90.json"] {
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join(name)).unwrap()).unwrap();
+        assert_eq!((v["rule"].as_str(), v["weights"].as_array().map(Vec::len)), (Some("weighted"), Some(3 * 96)), "{name}");
+    }
+    // Scored on the calibration text's own windows, each rule keeps about the share asked for.
+    let shape = ["--prompt-tokens", "24", "--score-tokens", "8", "--windows", "3", "--ctx", "64", "--json"];
+    for (name, keep) in [("gxo-estimate-keep50.json", 0.5), ("magnitude-keep90.json", 0.9)] {
+        let th = out.join(name);
+        let o = sift(&[&["eval", "continuation", t, "-m", m, "--sparsity", "threshold", "--thresholds", th.to_str().unwrap()][..], &shape].concat());
+        assert!(o.status.success(), "{}", text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let kept = v["mlp_kept"].as_f64().unwrap();
+        assert!((kept - keep).abs() < 0.15, "{name}: kept {kept}, asked {keep}");
+    }
+    let fail = |args: &[&str], want: &str| {
+        let o = sift(args);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(text(&o).contains(want), "wanted {want:?} in {}", text(&o));
+    };
+    fail(&["calibrate-rule", t, "-m", m, "--weights", "cats"], "unknown rule weight \"cats\"");
+    fail(&["calibrate-rule", t, "-m", m, "--keep", "0"], "(0, 1]");
+    fail(&["calibrate-rule", t, "-m", m, "--ctx", "64", "--windows", "50"], "fewer than 50 windows of 64");
+}

@@ -2,6 +2,7 @@
 //! per-layer mask view in the middle, live statistics on the right. All
 //! engine work happens on the worker thread; this only draws and sends.
 
+use crate::compare::{Comparison, DenseReference};
 use crate::masks::{MaskView, View};
 use crate::worker::{Command, Event, Mode, ModelInfo, Request, Stats, Worker};
 use eframe::egui;
@@ -34,6 +35,15 @@ pub struct StudioApp {
     pub dense_tokens_per_second: Option<f64>,
     /// Generate as soon as the model has loaded (`--generate`).
     pub autostart: bool,
+    /// Sparse generations run beside a dense one of the same prompt (made
+    /// first when there is none yet) and show where they part.
+    pub compare: bool,
+    /// The current generation's tokens (id, text).
+    pub tokens: Vec<(u32, String)>,
+    /// The last finished dense generation, what sparse ones are compared with.
+    pub dense_reference: Option<DenseReference>,
+    /// A sparse request waiting for the dense generation it is compared with.
+    pending: Option<Request>,
     masks: MaskView,
 }
 
@@ -68,6 +78,10 @@ impl StudioApp {
             history: Vec::new(),
             dense_tokens_per_second: None,
             autostart: false,
+            compare: true,
+            tokens: Vec::new(),
+            dense_reference: None,
+            pending: None,
             masks: MaskView::default(),
         };
         app.load(model);
@@ -86,7 +100,20 @@ impl StudioApp {
     pub fn generate(&mut self) {
         let path = self.thresholds_path.trim();
         let req = Request { thresholds: (!path.is_empty()).then(|| PathBuf::from(path)), ..self.controls.clone() };
+        let has_reference = self.dense_reference.as_ref().is_some_and(|d| d.matches(&req));
+        if self.compare && req.mode != Mode::Dense && !has_reference {
+            // The dense generation of the same prompt first, then this one.
+            self.pending = Some(req.clone());
+            self.send_generation(Request { mode: Mode::Dense, ..req });
+        } else {
+            self.pending = None;
+            self.send_generation(req);
+        }
+    }
+
+    fn send_generation(&mut self, req: Request) {
         self.last_request = Some(req.clone());
+        self.tokens.clear();
         // The prompt as the model continues it (a chat template is not shown).
         self.output = if self.controls.chat { String::new() } else { self.controls.prompt.clone() };
         self.history.clear();
@@ -122,7 +149,10 @@ impl StudioApp {
                         self.masks.clear();
                     }
                 }
-                Event::Token(t) => self.output.push_str(&t),
+                Event::Token(id, t) => {
+                    self.output.push_str(&t);
+                    self.tokens.push((id, t));
+                }
                 Event::Masks(frame) => {
                     if let Some(info) = &self.info {
                         self.masks.set(ctx, frame, info, self.view);
@@ -134,14 +164,22 @@ impl StudioApp {
                 }
                 Event::Finished(reason) => {
                     self.generating = false;
-                    let dense = self.last_request.as_ref().is_some_and(|r| r.mode == Mode::Dense);
-                    if dense && self.stats.generated > 1 {
+                    let dense = self.last_request.clone().filter(|r| r.mode == Mode::Dense);
+                    if dense.is_some() && self.stats.generated > 1 {
                         self.dense_tokens_per_second = Some(self.stats.tokens_per_second);
                     }
                     self.status = format!("finished: {reason}, {} tokens at {:.1} tokens/s", self.stats.generated, self.stats.tokens_per_second);
+                    if let Some(d) = dense {
+                        self.dense_reference = Some(DenseReference::new(&d, self.tokens.clone()));
+                    }
+                    // A stopped dense run does not start the sparse one waiting for it.
+                    if let Some(next) = self.pending.take().filter(|_| reason != "stopped") {
+                        self.send_generation(next);
+                    }
                 }
                 Event::Error(e) => {
                     self.generating = false;
+                    self.pending = None;
                     self.loading = false;
                     self.status = "error".into();
                     self.error = Some(e);
@@ -210,6 +248,7 @@ impl StudioApp {
         });
         ui.add(egui::Slider::new(&mut self.controls.ar, 0.05..=1.0).text("activation ratio").fixed_decimals(2));
         ui.checkbox(&mut self.controls.heads, "mask attention heads too");
+        ui.checkbox(&mut self.compare, "compare with dense").on_hover_text("sparse generations run beside a dense generation of the same prompt (made first when there is none) and mark the first token where they part");
         // Always shown (disabled outside prompt mode), so the layout does not jump.
         let target = &mut self.controls.prompt_target;
         ui.add_enabled_ui(self.controls.mode == Mode::Prompt, |ui| {
@@ -260,6 +299,14 @@ impl StudioApp {
             _ => {}
         }
         ui.label(format!("generated: {}", s.generated));
+        if let Some(c) = self.comparison() {
+            ui.label(format!("agrees with dense: {}/{} tokens", c.agreeing(), c.compared()))
+                .on_hover_text("tokens equal to the dense generation's at the same position");
+            ui.label(match c.first_divergence() {
+                Some(i) => format!("first divergence: token {}", i + 1),
+                None => "first divergence: none so far".to_string(),
+            });
+        }
         // Until a token is decoded there is no mask to report (and nothing saved).
         let decoded = s.generated > 0;
         let shown = |v: String| if decoded { v } else { "–".to_string() };
@@ -282,9 +329,25 @@ impl StudioApp {
             return;
         };
         let text_h = (ui.available_height() * 0.35).max(80.0);
-        egui::ScrollArea::vertical().max_height(text_h).stick_to_bottom(true).show(ui, |ui| {
-            ui.add(egui::Label::new(egui::RichText::new(if self.output.is_empty() { "…" } else { &self.output }).monospace()).wrap());
-        });
+        match self.comparison() {
+            Some(c) => {
+                let prefix = self.output_prefix();
+                let sparse_title = self.last_request.as_ref().map(describe).unwrap_or_default();
+                ui.columns(2, |cols| {
+                    for (i, (col, (title, job))) in cols.iter_mut().zip([("dense".to_string(), c.dense_text(&prefix)), (sparse_title, c.sparse_text(&prefix))]).enumerate() {
+                        col.label(egui::RichText::new(title).strong());
+                        egui::ScrollArea::vertical().id_salt(("compared text", i)).max_height(text_h).stick_to_bottom(true).show(col, |ui| {
+                            ui.add(egui::Label::new(job).wrap());
+                        });
+                    }
+                });
+            }
+            None => {
+                egui::ScrollArea::vertical().max_height(text_h).stick_to_bottom(true).show(ui, |ui| {
+                    ui.add(egui::Label::new(egui::RichText::new(if self.output.is_empty() { "…" } else { &self.output }).monospace()).wrap());
+                });
+            }
+        }
         ui.separator();
         ui.horizontal(|ui| {
             ui.label(format!("activation masks: {} layers × {} neurons | {} heads", info.n_layers, info.ffn_dim, info.n_heads));
@@ -296,6 +359,33 @@ impl StudioApp {
             }
         });
         self.masks.ui(ui, &info);
+    }
+}
+
+impl StudioApp {
+    /// The current sparse generation against its dense reference, when there is one.
+    pub fn comparison(&self) -> Option<Comparison<'_>> {
+        let req = self.last_request.as_ref().filter(|r| r.mode != Mode::Dense)?;
+        let dense = self.dense_reference.as_ref().filter(|d| d.matches(req))?;
+        Some(Comparison { dense: &dense.tokens, sparse: &self.tokens })
+    }
+
+    /// The prompt as shown before generated text (none for chat prompts).
+    fn output_prefix(&self) -> String {
+        match &self.last_request {
+            Some(r) if !r.chat => r.prompt.clone(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// "prompt, corrected-gxo, AR 0.30 (+heads)" for a column title.
+fn describe(r: &Request) -> String {
+    let heads = if r.heads { " +heads" } else { "" };
+    match r.mode {
+        Mode::Dense => "dense".into(),
+        Mode::Threshold => "sparse: threshold rule".into(),
+        m => format!("sparse: {}, {}, AR {:.2}{heads}", m.label(), r.metric.name(), r.ar),
     }
 }
 

@@ -3,6 +3,7 @@
 //! worker thread (`worker`); `app` draws, `masks` is the mask view.
 
 pub mod app;
+pub mod compare;
 pub mod bench;
 pub mod masks;
 pub mod worker;

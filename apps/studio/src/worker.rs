@@ -97,7 +97,8 @@ pub enum Event {
     Status(String),
     Loaded(ModelInfo),
     Started(Request),
-    Token(String),
+    /// A generated token's id and its text (empty while a UTF-8 character is incomplete).
+    Token(u32, String),
     Masks(MaskFrame),
     Stats(Stats),
     Finished(String),
@@ -244,7 +245,7 @@ impl Engine {
             if s.tokenizer.stop_ids.contains(&next) {
                 break "end of text";
             }
-            send(Event::Token(stream.push(&s.tokenizer, next)?));
+            send(Event::Token(next, stream.push(&s.tokenizer, next)?));
             tokens.push(next);
             generated += 1;
             logits = match req.mode {

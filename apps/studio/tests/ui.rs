@@ -30,7 +30,9 @@ fn studio(model: PathBuf) -> Harness<'static, StudioApp> {
     unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
     let worker = Worker::spawn(None, AdapterRequest::default(), || {});
     let app = StudioApp::new(worker, Some(model));
-    Harness::builder().with_size(egui::vec2(1280.0, 800.0)).build_ui_state(|ui, app: &mut StudioApp| app.ui(ui), app)
+    // A random model's byte tokens can make invalid UTF-8, shown as U+FFFD,
+    // which the bundled fonts draw as a box (as the app does).
+    Harness::builder().with_size(egui::vec2(1280.0, 800.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut StudioApp| app.ui(ui), app)
 }
 
 /// Steps the UI until `done` holds (the worker runs meanwhile).
@@ -60,6 +62,8 @@ fn slider_sets_the_ar_of_the_next_generation_and_masks_have_a_row_per_layer() {
     // Nothing decoded yet: no active share or savings to report.
     h.get_by_label("MLP neurons active: –");
     h.get_by_label("saved per token: –");
+    // This test is about the slider and the speed ratio: sparse runs alone.
+    h.state_mut().compare = false;
 
     h.state_mut().controls.max_tokens = 4;
     h.get_by_role_and_label(egui::accesskit::Role::Slider, "activation ratio").set_value_accesskit(0.55);
@@ -149,4 +153,55 @@ fn a_bad_model_file_shows_its_error_in_the_window() {
     h.step();
     wait(&mut h, "the good model", |a| a.info.is_some());
     assert!(h.query_all_by_label_contains("Error:").next().is_none());
+}
+
+/// Compare with dense (on by default): a sparse Generate runs the dense
+/// generation of the same prompt first, then shows both texts side by side,
+/// with how many tokens agree and the first divergent token marked; a
+/// second sparse run of the same prompt reuses that dense text.
+#[test]
+fn sparse_runs_beside_dense_with_the_first_divergent_token_marked() {
+    // Untied: a tied random model repeats its input token whatever the mask.
+    let c = tiny_config(RopeStyle::Neox);
+    let mut file = tempfile::Builder::new().prefix("sift-studio-").suffix(".gguf").tempfile().unwrap();
+    file.write_all(&gguf_bytes(&c, &random_weights(&c, 23, false), GgmlType::Q8_0)).unwrap();
+    let model = file.into_temp_path();
+    let mut h = studio(model.to_path_buf());
+    wait(&mut h, "the model", |a| a.info.is_some());
+    assert!(h.state().compare, "comparing with dense is the default");
+    h.state_mut().controls.max_tokens = 10;
+    h.state_mut().controls.ar = 0.05;
+    h.state_mut().controls.heads = true;
+    h.get_by_label("Generate").click();
+    h.step();
+    assert_eq!(h.state().last_request.as_ref().unwrap().mode, Mode::Dense, "the dense generation runs first");
+    wait(&mut h, "the dense then the sparse generation", |a| !a.generating && a.last_request.as_ref().is_some_and(|r| r.mode == Mode::Prompt));
+    assert!(h.state().error.is_none(), "{:?}", h.state().error);
+    let dense: Vec<u32> = h.state().dense_reference.as_ref().expect("the dense text is kept").tokens.iter().map(|t| t.0).collect();
+    let sparse: Vec<u32> = h.state().tokens.iter().map(|t| t.0).collect();
+    assert_eq!((dense.len(), sparse.len()), (10, 10));
+    let parted = dense.iter().zip(&sparse).position(|(a, b)| a != b).expect("at AR 0.05 the texts part");
+    let agree = dense.iter().zip(&sparse).filter(|(a, b)| a == b).count();
+    h.get_by_label("dense");
+    h.get_by_label("sparse: prompt, corrected-gxo, AR 0.05 +heads");
+    h.get_by_label(&format!("agrees with dense: {agree}/10 tokens"));
+    h.get_by_label(&format!("first divergence: token {}", parted + 1));
+    // Both texts are drawn, each after the prompt.
+    let text = |tokens: &[(u32, String)]| format!("Once upon a time{}", tokens.iter().map(|t| t.1.as_str()).collect::<String>());
+    let (dense_text, sparse_text) = (text(&h.state().dense_reference.as_ref().unwrap().tokens), text(&h.state().tokens));
+    h.get_by_label(&dense_text);
+    h.get_by_label(&sparse_text);
+    // The marked token is the first that differs.
+    let c = h.state().comparison().unwrap();
+    assert_eq!(c.first_divergence(), Some(parted));
+    let job = c.sparse_text("Once upon a time");
+    assert_ne!(job.sections[parted + 1].format.background, job.sections[1].format.background, "the first divergent token is highlighted");
+
+    // Again at another ratio: the dense text is reused, not regenerated.
+    h.state_mut().controls.ar = 0.9;
+    h.get_by_label("Generate").click();
+    h.step();
+    assert_eq!(h.state().last_request.as_ref().unwrap().mode, Mode::Prompt, "no second dense run");
+    wait(&mut h, "the second sparse generation", |a| !a.generating);
+    h.get_by_label("sparse: prompt, corrected-gxo, AR 0.90 +heads");
 }

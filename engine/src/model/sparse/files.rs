@@ -50,6 +50,10 @@ pub enum Rule {
     Cett,
     /// CATS: drop neuron i when |silu(gate_i)| < t_layer.
     Cats,
+    /// Drop neuron i when |h_i| * w_i < eps_layer, with per-neuron weights w
+    /// from the file (`rule_calibration`: e.g. the expected |dF/dh_i|, which
+    /// makes the rule a GxO estimate without a backward pass).
+    Weighted,
 }
 
 impl Rule {
@@ -57,6 +61,8 @@ impl Rule {
         match self {
             Rule::Cett => ThresholdRule::Cett,
             Rule::Cats => ThresholdRule::Cats,
+            // The CETT kernel, reading the file's weights for ||W_down[:, i]||.
+            Rule::Weighted => ThresholdRule::Cett,
         }
     }
 }
@@ -72,6 +78,9 @@ pub struct Thresholds {
     /// How they were made (calibration settings and results), for people.
     #[serde(default)]
     pub calibration: serde_json::Value,
+    /// `Weighted` only: the per-neuron weights, [layers, ffn].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<Vec<f32>>,
 }
 
 const THRESHOLDS_FORMAT: &str = "sift-thresholds-1";
@@ -79,7 +88,12 @@ const MASK_FORMAT: &str = "sift-mask-1";
 
 impl Thresholds {
     pub fn new(model: &GpuModel, rule: Rule, thresholds: Vec<f32>, calibration: serde_json::Value) -> Thresholds {
-        Thresholds { format: THRESHOLDS_FORMAT.into(), model: ModelId::of(model), rule, thresholds, calibration }
+        Thresholds { format: THRESHOLDS_FORMAT.into(), model: ModelId::of(model), rule, thresholds, calibration, weights: None }
+    }
+
+    /// A `Weighted` rule: keep neuron i when |h_i| * weights[i] >= its layer's threshold.
+    pub fn weighted(model: &GpuModel, weights: Vec<f32>, thresholds: Vec<f32>, calibration: serde_json::Value) -> Thresholds {
+        Thresholds { weights: Some(weights), ..Thresholds::new(model, Rule::Weighted, thresholds, calibration) }
     }
 
     pub fn load(path: &Path) -> Result<Thresholds> {
@@ -87,10 +101,25 @@ impl Thresholds {
         if let Some((l, v)) = t.thresholds.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v >= 0.0)) {
             return Err(SiftError::bad_data(path, format!("the threshold of layer {l} is {v}; thresholds must be finite and not negative")));
         }
+        match (t.rule, &t.weights) {
+            (Rule::Weighted, None) => return Err(SiftError::bad_data(path, "a weighted rule needs its per-neuron weights")),
+            (Rule::Weighted, Some(w)) => {
+                if let Some((i, v)) = w.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v >= 0.0)) {
+                    return Err(SiftError::bad_data(path, format!("weight {i} is {v}; weights must be finite and not negative")));
+                }
+            }
+            (_, Some(_)) => return Err(SiftError::bad_data(path, format!("a {:?} rule takes no per-neuron weights", t.rule))),
+            _ => {}
+        }
         Ok(t)
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
+        if self.weights.is_some() {
+            // A weight per neuron: one line, not one line a number.
+            let text = serde_json::to_string(self).map_err(|e| SiftError::InvalidInput(e.to_string()))?;
+            return std::fs::write(path, text + "\n").map_err(|e| SiftError::io(path, e));
+        }
         write_json(path, self)
     }
 
@@ -99,6 +128,10 @@ impl Thresholds {
         self.model.check(model, "thresholds file")?;
         if self.thresholds.len() != model.config.n_layers {
             return Err(SiftError::InvalidInput(format!("the thresholds file has {} thresholds; the model has {} layers", self.thresholds.len(), model.config.n_layers)));
+        }
+        let neurons = model.config.n_layers * model.config.ffn_dim;
+        if let Some(w) = self.weights.as_ref().filter(|w| w.len() != neurons) {
+            return Err(SiftError::InvalidInput(format!("the thresholds file has {} neuron weights; the model has {neurons} neurons", w.len())));
         }
         Ok(())
     }

@@ -116,6 +116,9 @@ pub(crate) struct SparseDecoding {
     wo_t: Vec<wgpu::Buffer>,
     /// [layers, ffn]: ||W_down[:, i]||, for the CETT rule.
     down_norms: wgpu::Buffer,
+    /// [layers, ffn]: a weighted rule's per-neuron weights, read in place of
+    /// `down_norms` while it is set.
+    rule_weights: Option<wgpu::Buffer>,
     ones: wgpu::Buffer,
     /// [layers, ffn]: the first counts[l] entries of layer l are its active neurons.
     index: wgpu::Buffer,
@@ -171,6 +174,7 @@ impl SparseDecoding {
             kv_rows_count: storage_buffer(ctx, "kv row count", &[2 * c.kv_dim() as u32]),
             wo_t: Vec::new(),
             down_norms: zeroed_buffer(ctx, "down norms", 4),
+            rule_weights: None,
             ones: storage_buffer(ctx, "ones", &vec![1.0f32; l * f]),
             index: storage_buffer(ctx, "active neurons", &vec![0u32; l * f]),
             counts: zeroed_buffer(ctx, "active counts", (l * 4) as u64),
@@ -240,8 +244,9 @@ impl GpuModel {
         let (gate_up, step, family) = (self.act.gate_up.clone(), self.step_all.clone(), self.params.family);
         let (layer_params, rope_table) = (&self.params.layers, &self.params.rope_table);
         let s = self.sparse.as_mut().expect("checked");
+        let rule_norms = s.rule_weights.as_ref().unwrap_or(&s.down_norms);
         s.zero = match s.mlp {
-            MlpMask::Threshold(rule) => (0..c.n_layers).map(|l| sparse::threshold_zero(&ctx, c.ffn_dim, l, rule, &step, &neurons, &gate_up, &s.down_norms, &s.thresholds)).collect(),
+            MlpMask::Threshold(rule) => (0..c.n_layers).map(|l| sparse::threshold_zero(&ctx, c.ffn_dim, l, rule, &step, &neurons, &gate_up, rule_norms, &s.thresholds)).collect(),
             _ => Vec::new(),
         };
         let (d, f) = (c.dim, c.ffn_dim);
@@ -284,7 +289,7 @@ impl GpuModel {
                     }
                     MlpMask::Threshold(ThresholdRule::Cett) => {
                         let [dn, reduce] = down();
-                        MlpCalls::Cett([select(ThresholdRule::Cett, &neurons, &s.down_norms), dn, reduce])
+                        MlpCalls::Cett([select(ThresholdRule::Cett, &neurons, rule_norms), dn, reduce])
                     }
                     MlpMask::Threshold(ThresholdRule::Cats) => {
                         let [dn, reduce] = down();
@@ -397,9 +402,10 @@ impl GpuModel {
     /// passes, with the file's per-layer thresholds (checked against this model).
     pub fn set_threshold_mask(&mut self, thresholds: &Thresholds) -> Result<()> {
         thresholds.check(self)?;
-        let q = self.ctx.queue.clone();
+        let (q, ctx) = (self.ctx.queue.clone(), self.ctx.clone());
         let s = self.sparse_mut()?;
         q.write_buffer(&s.thresholds, 0, bytemuck::cast_slice(&thresholds.thresholds));
+        s.rule_weights = thresholds.weights.as_ref().map(|w| storage_buffer(&ctx, "rule weights", w));
         s.set_mlp(MlpMask::Threshold(thresholds.rule.kernel_rule()));
         self.bind_sparse();
         Ok(())

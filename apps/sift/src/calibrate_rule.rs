@@ -1,0 +1,85 @@
+//! `sift calibrate-rule`: per-token rules that keep a chosen share of the MLP
+//! neurons (`sift_engine::rule_calibration`), one thresholds file per rule
+//! weight and share, so that rules that weigh |h_i| by what attribution says
+//! matters (a GxO estimate) and rules that do not (magnitude, CETT's norm)
+//! compare at equal cost in `sift frontier`.
+
+use crate::common::{load_with, ModelArgs};
+use crate::eval::{progress, read_text, shared_data};
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use sift_engine::attribution::Attributor;
+use sift_engine::model::sparse::Thresholds;
+use sift_engine::rule_calibration::{RuleStats, RuleWeight};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Calibration text (default: ../shared/data/wikitext2-test.txt). Its
+    /// windows are taken from the end of the file, away from the windows
+    /// `sift eval continuation` and `sift frontier` score (the start).
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Rule weights: magnitude (|h_i|), down-norm (|h_i| ||W_down[:, i]||, the
+    /// CETT rule), gxo-estimate (|h_i| E|dF/dh_i|), corrected-gxo-estimate
+    /// (|h_i| (E|dF/dh_i| + 0.5 E||dF/dh||)).
+    #[arg(long, value_delimiter = ',', default_value = "magnitude,down-norm,gxo-estimate,corrected-gxo-estimate")]
+    pub weights: Vec<String>,
+    /// Shares of each layer's neurons to keep (one file each), in (0, 1].
+    #[arg(long, value_delimiter = ',', default_value = "0.9,0.8,0.7,0.6,0.5")]
+    pub keep: Vec<f64>,
+    /// Calibration windows, from the end of the file.
+    #[arg(long, default_value_t = 16)]
+    pub windows: usize,
+    /// Window length in tokens.
+    #[arg(long, default_value_t = 256)]
+    pub ctx: usize,
+    /// Directory for the files, named WEIGHT-keepNN.json.
+    #[arg(long, default_value = "rules")]
+    pub out: PathBuf,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let weights: Vec<RuleWeight> = args
+        .weights
+        .iter()
+        .map(|w| RuleWeight::parse(w).with_context(|| format!("unknown rule weight {w:?}; use {}", RuleWeight::ALL.map(RuleWeight::name).join(", "))))
+        .collect::<Result<_>>()?;
+    if let Some(k) = args.keep.iter().find(|k| !(**k > 0.0 && **k <= 1.0)) {
+        bail!("--keep takes shares in (0, 1], not {k}");
+    }
+    if args.windows == 0 || args.ctx < 2 {
+        bail!("--windows must be at least 1 and --ctx at least 2");
+    }
+    let path = args.file.clone().unwrap_or_else(|| shared_data("wikitext2-test.txt"));
+    let text = read_text(&path)?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let mut m = load_with(&args.model, args.ctx, true)?;
+    let model_weights = m.weights.take().context("weights kept for calibration")?;
+    let mut attributor = Attributor::new(&m.model, &model_weights)?;
+    if args.ctx > attributor.max_tokens(&m.model) {
+        bail!("--ctx {} exceeds the {} tokens one attribution pass can hold on this adapter", args.ctx, attributor.max_tokens(&m.model));
+    }
+    m.tokenizer.add_bos = false;
+    let tokens = m.tokenizer.encode(&text)?;
+    if tokens.len() < args.windows * args.ctx {
+        bail!("{}: {} tokens, fewer than {} windows of {}", path.display(), tokens.len(), args.windows, args.ctx);
+    }
+    let tail = &tokens[tokens.len() - args.windows * args.ctx..];
+    let windows: Vec<&[u32]> = tail.chunks(args.ctx).collect();
+    let pb = progress(windows.len(), "attribution over windows");
+    let stats = RuleStats::collect(&mut m.model, &mut attributor, &model_weights, &windows, |_| pb.inc(1))?;
+    pb.finish_and_clear();
+    for kind in &weights {
+        let w = stats.weights(*kind);
+        for &keep in &args.keep {
+            let thresholds = stats.thresholds(&w, keep)?;
+            let info = json!({ "weight": kind.name(), "keep": keep, "file": path.display().to_string(), "windows": args.windows, "ctx": args.ctx, "from": "end of file", "target": "the windows' own next-token log-probabilities" });
+            let out = args.out.join(format!("{}-keep{:02}.json", kind.name(), (keep * 100.0).round() as u32));
+            Thresholds::weighted(&m.model, w.clone(), thresholds, info).save(&out)?;
+            println!("{}", out.display());
+        }
+    }
+    Ok(())
+}
