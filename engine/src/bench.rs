@@ -308,6 +308,17 @@ pub fn sparse_profile_rows<'a>(dense: &[(&'a str, f64)], mlp: &[(&'a str, f64)],
     names.into_iter().map(|n| (n, [seconds_of(dense, n), seconds_of(mlp, n), seconds_of(both, n)])).collect()
 }
 
+/// A dense and a sparse decode step, kernel by kernel (ms).
+pub fn print_step_profiles(title: &str, dense: &[(&str, f64)], sparse: &[(&str, f64)]) {
+    println!("\nGPU time per kernel of a decode step (ms): dense and {title}");
+    println!("{:<16} {:>10} {:>10}", "kernel", "dense", "sparse");
+    let ms = |s: Option<f64>| s.map_or("-".to_string(), |s| format!("{:.2}", s * 1e3));
+    for (name, [d, s, _]) in sparse_profile_rows(dense, sparse, &[]) {
+        println!("{:<16} {:>10} {:>10}", name, ms(d), ms(s));
+    }
+    println!("{:<16} {:>10} {:>10}", "total", ms(Some(total_seconds(dense))), ms(Some(total_seconds(sparse))));
+}
+
 /// The sparse decode steps of one sweep row beside the dense step, kernel
 /// by kernel (ms): where the time goes at the ratio a target names.
 pub fn print_sparse_profile(dense: &[(&str, f64)], row: &SweepRow) {
@@ -363,12 +374,16 @@ mod tests {
 }
 
 /// A sparsity setting's decode speed against dense, measured in one run.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct SettingSpeed {
     pub dense_tokens_per_second: f64,
     pub sparse_tokens_per_second: f64,
     /// The median of the rounds' sparse / dense ratios.
     pub speedup: f64,
+    /// GPU time per kernel of one dense and one sparse decode step (medians
+    /// of a few profiled runs; None without timestamp queries).
+    pub dense_kernel_seconds: Option<Profile>,
+    pub sparse_kernel_seconds: Option<Profile>,
 }
 
 /// Decode speed of a sparsity setting against dense, in one run: after
@@ -381,7 +396,8 @@ pub fn setting_speed(model: &mut GpuModel, attributor: &mut Attributor, prompt: 
     if prompt.len() < 2 || steps == 0 || rounds == 0 {
         return Err(SiftError::InvalidInput("a speed measurement needs a prompt of 2 or more tokens, a step and a round".into()));
     }
-    let mut timed = |model: &mut GpuModel, s: &crate::eval::Sparsity| -> Result<f64> {
+    // Tokens/s, and with `profile` the per-kernel times of one more step.
+    let mut timed = |model: &mut GpuModel, s: &crate::eval::Sparsity, profile: bool| -> Result<(f64, Option<Profile>)> {
         let logits = crate::eval::start(model, attributor, prompt, s, crate::eval::RuleScope::Decoding)?;
         let mut next = argmax(&logits);
         let t = Instant::now();
@@ -389,21 +405,28 @@ pub fn setting_speed(model: &mut GpuModel, attributor: &mut Attributor, prompt: 
             next = argmax(&model.forward(&[next], Logits::Last)?);
         }
         let tps = steps as f64 / t.elapsed().as_secs_f64();
+        let kernels = if profile { median_profile(model, next, PROFILE_RUNS)? } else { None };
         model.disable_sparsity();
         model.reset();
-        Ok(tps)
+        Ok((tps, kernels))
     };
     // Warm both paths (pipelines compile on first use).
-    timed(model, sparsity)?;
+    timed(model, sparsity, false)?;
     let mut runs = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
-        let dense = timed(model, &crate::eval::Sparsity::Off)?;
-        let sparse = timed(model, sparsity)?;
+    let mut profiles = (None, None);
+    for round in 0..rounds {
+        let (dense, dense_kernels) = timed(model, &crate::eval::Sparsity::Off, round == 0)?;
+        let (sparse, sparse_kernels) = timed(model, sparsity, round == 0)?;
         runs.push([dense, sparse]);
+        if round == 0 {
+            profiles = (dense_kernels, sparse_kernels);
+        }
     }
     Ok(SettingSpeed {
         dense_tokens_per_second: median(runs.iter().map(|r| r[0]).collect()),
         sparse_tokens_per_second: median(runs.iter().map(|r| r[1]).collect()),
         speedup: median(runs.iter().map(|r| r[1] / r[0]).collect()),
+        dense_kernel_seconds: profiles.0,
+        sparse_kernel_seconds: profiles.1,
     })
 }

@@ -83,7 +83,8 @@ pub fn engine_sparsity(args: &SparsityArgs) -> Result<Sparsity> {
         Mode::Prompt => Sparsity::Prompt(args.metric()?, args.ratios()?, args.prompt_target()?),
         Mode::Oracle => Sparsity::Oracle(args.metric()?, args.ratios()?),
         Mode::Threshold => Sparsity::Threshold(Thresholds::load(args.thresholds.as_ref().context("--sparsity threshold needs --thresholds FILE")?)?),
-        Mode::File => bail!("sift eval takes --sparsity off, prompt, oracle or threshold"),
+        Mode::File => bail!("sift eval takes --sparsity off, prompt, oracle, threshold or (for continuation) auto"),
+        Mode::Auto => bail!("--sparsity auto is chosen per model, after it loads: sift eval takes it for continuation only"),
     })
 }
 
@@ -208,13 +209,15 @@ pub fn read_text(path: &Path) -> Result<String> {
 }
 
 /// `sift eval continuation`: dense scores, then the setting's, on the same windows.
-fn continuation(args: &Args, sparsity: &Sparsity) -> Result<serde_json::Value> {
+fn continuation(args: &Args) -> Result<serde_json::Value> {
     let shape = Shape { prompt_tokens: args.prompt_tokens, score_tokens: args.score_tokens, windows: args.windows };
     shape.check(args.ctx)?;
     let path = args.data.clone().or(args.file.clone()).unwrap_or_else(|| shared_data("wikitext2-test.txt"));
     let text = read_text(&path)?;
     let mut e = Evaluator::load(&args.model, args.ctx, args.sparse.ig_steps)?;
-    if let (Sparsity::Threshold(t), Some(file)) = (sparsity, &args.sparse.thresholds) {
+    let sparse_args = crate::auto::resolve(&e.m.model, &args.sparse)?;
+    let sparsity = &engine_sparsity(&sparse_args)?;
+    if let (Sparsity::Threshold(t), Some(file)) = (sparsity, &sparse_args.thresholds) {
         // Before the dense pass, not after it.
         t.check(&e.m.model).with_context(|| file.display().to_string())?;
     }
@@ -230,7 +233,8 @@ fn continuation(args: &Args, sparsity: &Sparsity) -> Result<serde_json::Value> {
     let mut out = json!({ "task": "continuation", "file": path.display().to_string() });
     merge(&mut out, serde_json::to_value(shape)?);
     merge(&mut out, serde_json::to_value(&q)?);
-    merge(&mut out, settings(&args.sparse));
+    merge(&mut out, settings(&sparse_args));
+    out["sparsity"] = json!(sparsity.label());
     Ok(out)
 }
 
@@ -242,6 +246,7 @@ pub fn settings(args: &SparsityArgs) -> serde_json::Value {
         Mode::Prompt | Mode::Oracle => json!({ "mode": mode, "metric": args.metric, "ar": args.ar, "units": format!("{:?}", args.units).to_lowercase(), "prompt_target": args.prompt_target }),
         Mode::Threshold => json!({ "mode": mode, "thresholds": args.thresholds.as_ref().map(|p| p.display().to_string()) }),
         Mode::File => json!({ "mode": mode, "mask": args.mask.as_ref().map(|p| p.display().to_string()) }),
+        Mode::Auto => json!({ "mode": mode }),
     }
 }
 
@@ -253,10 +258,14 @@ fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
 
 pub fn run(args: Args) -> Result<()> {
     args.sparse.validate()?;
+    if args.task == Task::Continuation {
+        let result = continuation(&args)?;
+        return print_result(&result, args.json);
+    }
     let sparsity = engine_sparsity(&args.sparse)?;
     let data = args.data.clone().or(args.file.clone());
     let result = match args.task {
-        Task::Continuation => continuation(&args, &sparsity)?,
+        Task::Continuation => unreachable!("handled above"),
         Task::Perplexity => {
             if matches!(sparsity, Sparsity::Prompt(..) | Sparsity::Oracle(..)) {
                 bail!("perplexity takes --sparsity off or threshold (prompt and oracle masks are defined for generation)");
@@ -299,8 +308,12 @@ pub fn run(args: Args) -> Result<()> {
     };
     let mut result = result;
     result["sparsity"] = json!(sparsity.label());
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
+    print_result(&result, args.json)
+}
+
+fn print_result(result: &serde_json::Value, as_json: bool) -> Result<()> {
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(result)?);
     } else {
         let show = |v: &serde_json::Value| match v {
             serde_json::Value::Number(n) if n.is_f64() => format!("{:.4}", n.as_f64().unwrap_or(f64::NAN)),

@@ -8,13 +8,12 @@
 
 use crate::chart;
 use crate::common::write_atomic;
-use crate::eval::{read_text, shared_data, Evaluator};
+use crate::eval::{engine_sparsity, read_text, shared_data, Evaluator};
+use crate::sparsity::SparsityArgs;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
-use sift_engine::attribution::Metric;
 use sift_engine::eval::continuation::{self, Quality, Shape};
 use sift_engine::eval::Sparsity;
-use sift_engine::model::sparse::{PromptTarget, Ratios, Thresholds};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -64,50 +63,19 @@ struct Setting {
     sparsity: Sparsity,
 }
 
-/// A prompt or oracle setting's ratio and options (`mlp` or `both`; for
-/// prompt mode `next` or `tokens`, the attribution target: `tokens` with
-/// magnitude is GRIFFIN's prompt-aggregated activation norm).
-fn parse_ratios(ar: &str, options: &[&str], spec: &str) -> Result<(Ratios, PromptTarget)> {
-    let ar: f64 = ar.parse().with_context(|| format!("{spec}: {ar:?} is not an activation ratio"))?;
-    if !(ar > 0.0 && ar <= 1.0) {
-        bail!("{spec}: the activation ratio must be in (0, 1], not {ar}");
-    }
-    let (mut ratios, mut target) = (Ratios::mlp(ar), PromptTarget::Next);
-    for &o in options {
-        match o {
-            "mlp" => ratios = Ratios::mlp(ar),
-            "both" => ratios = Ratios::both(ar),
-            _ => target = PromptTarget::parse(o).with_context(|| format!("{spec}: options are mlp or both, and next or tokens, not {o:?}"))?,
-        }
-    }
-    Ok((ratios, target))
-}
-
 /// Parses a `--setting` (thresholds files are read and checked for format here, before the model loads).
 fn parse_setting(spec: &str) -> Result<Setting> {
-    let parts: Vec<&str> = spec.split(':').collect();
-    let metric = |m: &str| Metric::parse(m).with_context(|| format!("{spec}: unknown metric {m:?}; use magnitude, gxo, snip, fisher, ig or corrected-gxo"));
-    let (rule, sparsity) = match parts.as_slice() {
-        ["prompt", m, ar, options @ ..] => {
-            let (m, (r, target)) = (metric(m)?, parse_ratios(ar, options, spec)?);
-            let heads = if r.heads < 1.0 { " +heads" } else { "" };
-            (format!("prompt {m} ({}){heads}", target.name()), Sparsity::Prompt(m, r, target))
-        }
-        ["oracle", m, ar, options @ ..] => {
-            let (m, (r, _)) = (metric(m)?, parse_ratios(ar, options, spec)?);
-            (format!("oracle {m}"), Sparsity::Oracle(m, r))
-        }
-        ["threshold", file @ ..] if !file.is_empty() => {
-            let path = file.join(":");
-            let t = Thresholds::load(Path::new(&path)).with_context(|| format!("{spec}: reading {path}"))?;
-            // Weighted rules are told apart by their weight (calibrate-rule records it).
-            let rule = match t.calibration["weight"].as_str() {
-                Some(w) => format!("threshold |h| x {w}"),
-                None => format!("threshold {:?}", t.rule).to_lowercase(),
-            };
-            (rule, Sparsity::Threshold(t))
-        }
-        _ => bail!("unknown setting {spec:?}: use prompt:METRIC:AR[:both][:tokens], oracle:METRIC:AR[:both] or threshold:FILE"),
+    let args = SparsityArgs::parse_setting(spec)?;
+    let sparsity = engine_sparsity(&args).with_context(|| spec.to_string())?;
+    let rule = match &sparsity {
+        Sparsity::Off => "dense".to_string(),
+        Sparsity::Prompt(m, r, target) => format!("prompt {m} ({}){}", target.name(), if r.heads < 1.0 { " +heads" } else { "" }),
+        Sparsity::Oracle(m, _) => format!("oracle {m}"),
+        // Weighted rules are told apart by their weight (calibrate-rule records it).
+        Sparsity::Threshold(t) => match t.calibration["weight"].as_str() {
+            Some(w) => format!("threshold |h| x {w}"),
+            None => format!("threshold {:?}", t.rule).to_lowercase(),
+        },
     };
     Ok(Setting { label: spec.to_string(), rule, sparsity })
 }
@@ -162,7 +130,7 @@ pub fn run(args: Args) -> Result<()> {
         let q: Quality = continuation::compare(&dense, &scores)?;
         let speed = sift_engine::bench::setting_speed(&mut e.m.model, &mut e.attributor, &speed_prompt, args.decode_tokens, args.rounds, &s.sparsity)?;
         let mut row = json!({ "setting": s.label, "rule": s.rule });
-        for v in [serde_json::to_value(&q)?, serde_json::to_value(speed)?] {
+        for v in [serde_json::to_value(&q)?, serde_json::to_value(&speed)?] {
             row.as_object_mut().expect("object").extend(v.as_object().expect("object").clone());
         }
         rows.push(row);
@@ -175,12 +143,18 @@ pub fn run(args: Args) -> Result<()> {
     let svg = chart(&rows);
     write_atomic(&args.out.join("frontier.svg"), svg.as_bytes())?;
     write_atomic(&args.out.join("frontier.png"), &chart::png(&svg)?)?;
+    let record = crate::auto::record(&e.m.model, &rows)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_table(&rows);
+        // Where the time goes in the fastest setting within 3%, or else the one that changes the model least.
+        let chosen = fastest_within(&rows, 0.03).or_else(|| rows.iter().min_by(|a, b| a["ratio"].as_f64().unwrap_or(f64::MAX).total_cmp(&b["ratio"].as_f64().unwrap_or(f64::MAX))));
+        if let Some(r) = chosen {
+            print_profiles(r);
+        }
     }
-    eprintln!("wrote frontier.json, .csv, .svg and .png in {}", args.out.display());
+    eprintln!("wrote frontier.json, .csv, .svg and .png in {}; --sparsity auto reads {}", args.out.display(), record.display());
     Ok(())
 }
 
@@ -222,6 +196,17 @@ fn print_table(rows: &[serde_json::Value]) {
     }
 }
 
+/// The row's dense and sparse step, kernel by kernel, when they were profiled.
+fn print_profiles(row: &serde_json::Value) {
+    let profile = |key: &str| -> Option<Vec<(String, f64)>> { serde_json::from_value(row[key].clone()).ok() };
+    if let (Some(d), Some(s)) = (profile("dense_kernel_seconds"), profile("sparse_kernel_seconds")) {
+        fn borrow(p: &[(String, f64)]) -> Vec<(&str, f64)> {
+            p.iter().map(|(k, v)| (k.as_str(), *v)).collect()
+        }
+        sift_engine::bench::print_step_profiles(&cell(&row["setting"]), &borrow(&d), &borrow(&s));
+    }
+}
+
 fn chart(rows: &[serde_json::Value]) -> String {
     let mut series: Vec<chart::Series> = Vec::new();
     for r in rows {
@@ -238,6 +223,8 @@ fn chart(rows: &[serde_json::Value]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sift_engine::attribution::Metric;
+    use sift_engine::model::sparse::{PromptTarget, Ratios};
 
     #[test]
     fn settings_parse_or_say_why() {

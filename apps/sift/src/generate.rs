@@ -45,6 +45,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     args.sparse.validate()?;
     let mut m = load_with(&args.model, args.ctx, args.sparse.needs_weights())?;
+    let args = Args { sparse: crate::auto::resolve(&m.model, &args.sparse)?, ..args };
     let prompt = args.prompt.clone().unwrap_or_else(|| "Once upon a time".into());
     let text = if args.chat { m.tokenizer.chat_prompt(&prompt)? } else { prompt.clone() };
     let ids = m.tokenizer.encode(&text)?;

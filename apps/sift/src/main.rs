@@ -2,6 +2,7 @@
 //! own file; this one only parses arguments and reports errors.
 
 mod attribute;
+mod auto;
 mod bench;
 mod calibrate;
 mod calibrate_rule;

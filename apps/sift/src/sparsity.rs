@@ -21,6 +21,11 @@ pub enum Sparsity {
     Threshold,
     /// The fixed mask in --mask (written earlier with --save-mask).
     File,
+    /// The fastest setting `sift frontier` measured for the loaded model whose
+    /// continuation perplexity stays within 3% of dense; dense when none is
+    /// faster than dense (the case for the default model on a CPU adapter) or
+    /// none was measured. It says which it chose.
+    Auto,
 }
 
 /// Which units the activation ratio applies to.
@@ -68,6 +73,53 @@ pub struct SparsityArgs {
 }
 
 impl SparsityArgs {
+    /// Dense decoding, every other option at its default.
+    pub fn off() -> SparsityArgs {
+        SparsityArgs {
+            sparsity: Sparsity::Off,
+            ar: 0.3,
+            units: Units::Mlp,
+            metric: "corrected-gxo".into(),
+            prompt_target: PromptTarget::Next.name().into(),
+            thresholds: None,
+            mask: None,
+            save_mask: None,
+            ig_steps: DEFAULT_IG_STEPS,
+        }
+    }
+
+    /// A setting as `sift frontier --setting` writes it: `prompt:METRIC:AR`
+    /// with options `mlp` or `both` and `next` or `tokens`,
+    /// `oracle:METRIC:AR[:both]`, `threshold:FILE`, or `off`. Checked as the
+    /// command-line options are.
+    pub fn parse_setting(spec: &str) -> Result<SparsityArgs> {
+        let parts: Vec<&str> = spec.split(':').collect();
+        let mut args = SparsityArgs::off();
+        match parts.as_slice() {
+            ["off"] => {}
+            [mode @ ("prompt" | "oracle"), metric, ar, options @ ..] => {
+                args.sparsity = if *mode == "prompt" { Sparsity::Prompt } else { Sparsity::Oracle };
+                args.metric = metric.to_string();
+                args.ar = ar.parse().with_context(|| format!("{spec}: {ar:?} is not an activation ratio"))?;
+                for &o in options {
+                    match o {
+                        "mlp" => args.units = Units::Mlp,
+                        "both" => args.units = Units::Both,
+                        "next" | "tokens" if *mode == "prompt" => args.prompt_target = o.to_string(),
+                        _ => bail!("{spec}: options are mlp or both, and for prompt mode next or tokens, not {o:?}"),
+                    }
+                }
+            }
+            ["threshold", file @ ..] if !file.is_empty() => {
+                args.sparsity = Sparsity::Threshold;
+                args.thresholds = Some(PathBuf::from(file.join(":")));
+            }
+            _ => bail!("unknown setting {spec:?}: use prompt:METRIC:AR[:both][:tokens], oracle:METRIC:AR[:both], threshold:FILE or off"),
+        }
+        args.validate().with_context(|| spec.to_string())?;
+        Ok(args)
+    }
+
     pub fn metric(&self) -> Result<Metric> {
         Metric::parse(&self.metric).with_context(|| format!("unknown metric {:?}; use one of magnitude, gxo, snip, fisher, ig, corrected-gxo", self.metric))
     }
@@ -131,6 +183,7 @@ pub fn set_mask(m: &mut Loaded, attributor: Option<&mut Attributor>, ids: &[u32]
     let t = std::time::Instant::now();
     let what = match args.sparsity {
         Sparsity::Off | Sparsity::Oracle => return Ok(String::new()),
+        Sparsity::Auto => bail!("--sparsity auto is resolved for the loaded model first (auto::resolve)"),
         Sparsity::Prompt => {
             let attributor = attributor.context("prompt mode needs an attributor")?;
             let (metric, ratios, target) = (args.metric()?, args.ratios()?, args.prompt_target()?);
