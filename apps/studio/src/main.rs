@@ -24,6 +24,12 @@ struct Args {
     /// The prompt to start with.
     #[arg(long)]
     prompt: Option<String>,
+    /// Wrap the prompt in the model's chat template (instruct models).
+    #[arg(long)]
+    chat: bool,
+    /// Tokens to generate.
+    #[arg(long, default_value_t = 64)]
+    tokens: usize,
     /// Starting mode: dense, prompt, oracle or threshold.
     #[arg(long, default_value = "prompt")]
     mode: String,
@@ -33,6 +39,9 @@ struct Args {
     /// Start with attention heads masked too.
     #[arg(long)]
     heads: bool,
+    /// A thresholds file for threshold mode (from `sift calibrate` or `sift calibrate-rule`).
+    #[arg(long)]
+    thresholds: Option<PathBuf>,
     /// Start generating as soon as the model has loaded.
     #[arg(long)]
     generate: bool,
@@ -89,6 +98,7 @@ fn run(args: Args) -> Result<()> {
         anyhow::bail!("--ar must be between 0.05 and 1, not {}", args.ar);
     }
     let (model, prompt, autostart, ar, heads) = (args.model.clone(), args.prompt.clone(), args.generate, args.ar, args.heads);
+    let (thresholds, chat, tokens) = (args.thresholds.clone(), args.chat, args.tokens);
     eframe::run_native(
         "Sift Studio",
         options,
@@ -111,6 +121,10 @@ fn run(args: Args) -> Result<()> {
                 app.controls.prompt = p;
             }
             app.autostart = autostart;
+            (app.controls.chat, app.controls.max_tokens) = (chat, tokens);
+            if let Some(t) = &thresholds {
+                app.thresholds_path = t.display().to_string();
+            }
             (app.controls.mode, app.controls.ar, app.controls.heads) = (mode, ar, heads);
             Ok(Box::new(app))
         }),
