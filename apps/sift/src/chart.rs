@@ -64,28 +64,39 @@ pub fn svg(title: &str, y_label: &str, y_max: f64, panels: &[Panel]) -> String {
     s
 }
 
-/// A scatter chart: one colour per series, axes fitted to the points (and
-/// to 0 and 1 on y), dashed guides at `x_marks` and at y = `y_mark`.
+/// A scatter chart: one colour per series, y fitted to the points (and to
+/// 1), x on a log scale (values > 0, e.g. perplexity ratios, ticked at round
+/// values), dashed guides at `x_marks` and at y = `y_mark`.
 pub fn scatter(title: &str, x_label: &str, y_label: &str, series: &[Series], x_marks: &[f64], y_mark: f64) -> String {
     let (pw, ph, left, top, bottom) = (560.0, 380.0, 70.0, 50.0, 60.0);
     let width = left + pw + 40.0 + 220.0;
     let height = top + ph + bottom;
-    let finite = || series.iter().flat_map(|s| &s.points).filter(|p| p.0.is_finite() && p.1.is_finite());
-    let x_hi = finite().map(|p| p.0).chain(x_marks.iter().copied()).fold(1.0f64, f64::max) * 1.1;
-    let x_lo = finite().map(|p| p.0).fold(0.0f64, f64::min);
+    let finite = || series.iter().flat_map(|s| &s.points).filter(|p| p.0.is_finite() && p.0 > 0.0 && p.1.is_finite());
+    let x_hi = finite().map(|p| p.0).chain(x_marks.iter().copied()).fold(1.0f64, f64::max).ln() + 0.05;
+    let x_lo = finite().map(|p| p.0).fold(1.0f64, f64::min).ln() - 0.005;
     let y_hi = finite().map(|p| p.1).chain([y_mark]).fold(1.0f64, f64::max) * 1.1;
     let y_lo = finite().map(|p| p.1).fold(1.0f64, f64::min).min(0.5) * 0.9;
-    let x = |v: f64| left + (v - x_lo) / (x_hi - x_lo) * pw;
+    let x = |v: f64| left + (v.ln() - x_lo) / (x_hi - x_lo) * pw;
     let y = |v: f64| top + ph - (v - y_lo) / (y_hi - y_lo) * ph;
+    let x_ticks: Vec<f64> = [1.0f64, 1.01, 1.03, 1.1, 1.3, 2.0, 5.0, 10.0, 40.0, 100.0, 1000.0].into_iter().filter(|t: &f64| t.ln() >= x_lo && t.ln() <= x_hi).collect();
     let mut s = String::new();
     let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#);
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/><text x="{left}" y="24" font-size="16">{}</text>"#, esc(title));
     let _ = writeln!(s, r##"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#888"/>"##);
     for i in 0..=5 {
-        let (xv, yv) = (x_lo + (x_hi - x_lo) * i as f64 / 5.0, y_lo + (y_hi - y_lo) * i as f64 / 5.0);
+        let yv = y_lo + (y_hi - y_lo) * i as f64 / 5.0;
         let (x1, yy, tx, ty) = (left + pw, y(yv), left - 5.0, y(yv) + 4.0);
         let _ = writeln!(s, r##"<line x1="{left}" x2="{x1}" y1="{yy}" y2="{yy}" stroke="#eee"/><text x="{tx}" y="{ty}" text-anchor="end">{yv:.2}</text>"##);
-        let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">{xv:.1}</text>"#, x(xv), top + ph + 16.0);
+    }
+    let mut last_tick = f64::NEG_INFINITY;
+    for &t in &x_ticks {
+        let (xt, y0, y1) = (x(t), top, top + ph);
+        // Ticks too close to the last one drawn would overlap it.
+        if xt - last_tick < 32.0 {
+            continue;
+        }
+        last_tick = xt;
+        let _ = writeln!(s, r##"<line x1="{xt}" x2="{xt}" y1="{y0}" y2="{y1}" stroke="#eee"/><text x="{xt}" y="{}" text-anchor="middle">{t}</text>"##, top + ph + 16.0);
     }
     for &m in x_marks {
         let _ = writeln!(s, r##"<line x1="{0}" x2="{0}" y1="{top}" y2="{1}" stroke="#999" stroke-dasharray="4 3"/>"##, x(m), top + ph);
@@ -97,7 +108,7 @@ pub fn scatter(title: &str, x_label: &str, y_label: &str, series: &[Series], x_m
     let _ = writeln!(s, r#"<text x="18" y="{}" transform="rotate(-90 18 {0})" text-anchor="middle">{}</text>"#, top + ph / 2.0, esc(y_label));
     for (i, ser) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        for &(a, b) in ser.points.iter().filter(|p| p.0.is_finite() && p.1.is_finite()) {
+        for &(a, b) in ser.points.iter().filter(|p| p.0.is_finite() && p.0 > 0.0 && p.1.is_finite()) {
             let _ = writeln!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="5" fill="{color}" fill-opacity="0.8"/>"#, x(a), y(b));
         }
         let ly = top + 10.0 + i as f64 * 20.0;

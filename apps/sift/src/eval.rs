@@ -52,15 +52,8 @@ pub struct Args {
     /// loaded with (at least prompt + score tokens).
     #[arg(long, default_value_t = 512)]
     pub ctx: usize,
-    /// continuation: prompt tokens per window (prefilled dense; prompt mode attributes over them).
-    #[arg(long, default_value_t = Shape::DEFAULT.prompt_tokens)]
-    pub prompt_tokens: usize,
-    /// continuation: tokens scored per window, teacher-forced under the sparse rule.
-    #[arg(long, default_value_t = Shape::DEFAULT.score_tokens)]
-    pub score_tokens: usize,
-    /// continuation: windows of prompt + score tokens, from the start of the file.
-    #[arg(long, default_value_t = Shape::DEFAULT.windows)]
-    pub windows: usize,
+    #[command(flatten)]
+    pub windows: WindowArgs,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -69,6 +62,26 @@ pub struct Args {
     /// the run's time).
     #[arg(long)]
     pub references: Option<PathBuf>,
+}
+
+/// The continuation protocol's windows (`eval continuation`, `frontier`).
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct WindowArgs {
+    /// Continuation: prompt tokens per window (prefilled dense; prompt mode attributes over them).
+    #[arg(long, default_value_t = Shape::DEFAULT.prompt_tokens)]
+    pub prompt_tokens: usize,
+    /// Continuation: tokens scored per window, teacher-forced under the sparse rule.
+    #[arg(long, default_value_t = Shape::DEFAULT.score_tokens)]
+    pub score_tokens: usize,
+    /// Continuation: windows of prompt + score tokens, from the start of the file.
+    #[arg(long, default_value_t = Shape::DEFAULT.windows)]
+    pub windows: usize,
+}
+
+impl WindowArgs {
+    pub fn shape(self) -> Shape {
+        Shape { prompt_tokens: self.prompt_tokens, score_tokens: self.score_tokens, windows: self.windows }
+    }
 }
 
 /// `../shared/data/NAME` beside the repository.
@@ -210,7 +223,7 @@ pub fn read_text(path: &Path) -> Result<String> {
 
 /// `sift eval continuation`: dense scores, then the setting's, on the same windows.
 fn continuation(args: &Args) -> Result<serde_json::Value> {
-    let shape = Shape { prompt_tokens: args.prompt_tokens, score_tokens: args.score_tokens, windows: args.windows };
+    let shape = args.windows.shape();
     shape.check(args.ctx)?;
     let path = args.data.clone().or(args.file.clone()).unwrap_or_else(|| shared_data("wikitext2-test.txt"));
     let text = read_text(&path)?;

@@ -8,11 +8,11 @@
 
 use crate::chart;
 use crate::common::write_atomic;
-use crate::eval::{engine_sparsity, read_text, shared_data, Evaluator};
+use crate::eval::{engine_sparsity, read_text, shared_data, Evaluator, WindowArgs};
 use crate::sparsity::SparsityArgs;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
-use sift_engine::eval::continuation::{self, Quality, Shape};
+use sift_engine::eval::continuation::{self, Quality};
 use sift_engine::eval::Sparsity;
 use std::path::{Path, PathBuf};
 
@@ -30,15 +30,8 @@ pub struct Args {
     /// 0.8 and 0.5, magnitude at 0.8, and the thresholds files in docs/results.
     #[arg(long = "setting", value_name = "SPEC")]
     pub settings: Vec<String>,
-    /// Prompt tokens per window (prefilled dense; prompt mode attributes over them).
-    #[arg(long, default_value_t = Shape::DEFAULT.prompt_tokens)]
-    pub prompt_tokens: usize,
-    /// Tokens scored per window, teacher-forced under each setting.
-    #[arg(long, default_value_t = Shape::DEFAULT.score_tokens)]
-    pub score_tokens: usize,
-    /// Windows of prompt + score tokens, from the start of the file.
-    #[arg(long, default_value_t = Shape::DEFAULT.windows)]
-    pub windows: usize,
+    #[command(flatten)]
+    pub windows: WindowArgs,
     /// Greedy decode steps per speed measurement.
     #[arg(long, default_value_t = 64)]
     pub decode_tokens: usize,
@@ -54,6 +47,9 @@ pub struct Args {
     /// Print the rows as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Measure nothing: redraw the table and chart of a frontier.json written before (into --out).
+    #[arg(long, value_name = "FRONTIER_JSON")]
+    pub redraw: Option<PathBuf>,
 }
 
 /// One setting to measure, with the rule it belongs to (its chart colour).
@@ -98,7 +94,17 @@ fn fastest_within(rows: &[serde_json::Value], rise: f64) -> Option<&serde_json::
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let shape = Shape { prompt_tokens: args.prompt_tokens, score_tokens: args.score_tokens, windows: args.windows };
+    if let Some(saved) = &args.redraw {
+        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(saved).with_context(|| format!("reading {}", saved.display()))?).with_context(|| format!("{} is not a frontier.json", saved.display()))?;
+        let rows = report["rows"].as_array().with_context(|| format!("{} has no rows", saved.display()))?;
+        std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+        let svg = chart(rows);
+        write_atomic(&args.out.join("frontier.svg"), svg.as_bytes())?;
+        write_atomic(&args.out.join("frontier.png"), &chart::png(&svg)?)?;
+        print_table(rows);
+        return Ok(());
+    }
+    let shape = args.windows.shape();
     shape.check(args.ctx)?;
     if args.decode_tokens == 0 || args.rounds == 0 {
         bail!("--decode-tokens and --rounds must be at least 1");
@@ -211,13 +217,13 @@ fn chart(rows: &[serde_json::Value]) -> String {
     let mut series: Vec<chart::Series> = Vec::new();
     for r in rows {
         let rule = cell(&r["rule"]);
-        let point = (100.0 * (r["ratio"].as_f64().unwrap_or(f64::NAN) - 1.0), r["speedup"].as_f64().unwrap_or(f64::NAN));
+        let point = (r["ratio"].as_f64().unwrap_or(f64::NAN), r["speedup"].as_f64().unwrap_or(f64::NAN));
         match series.iter_mut().find(|s| s.name == rule) {
             Some(s) => s.points.push(point),
             None => series.push(chart::Series { name: rule, points: vec![point] }),
         }
     }
-    chart::scatter("Sparse decoding: speed against quality (continuation perplexity)", "perplexity rise over dense (%)", "decode speed / dense", &series, &[3.0], 1.25)
+    chart::scatter("Sparse decoding: speed against quality (continuation perplexity)", "perplexity, sparse / dense (log scale; dashed: 1.03)", "decode speed / dense (dashed: 1.25)", &series, &[1.03], 1.25)
 }
 
 #[cfg(test)]

@@ -469,6 +469,11 @@ fn eval_continuation_and_frontier() {
     for f in ["frontier.csv", "frontier.svg", "frontier.png"] {
         assert!(std::fs::metadata(out.join(f)).unwrap().len() > 100, "{f}");
     }
+    // --redraw draws a saved frontier again without measuring.
+    let again = dir.join("again");
+    let o = sift(&["frontier", "--redraw", out.join("frontier.json").to_str().unwrap(), "--out", again.to_str().unwrap()]);
+    assert!(o.status.success() && text(&o).contains(&line), "{}", text(&o));
+    assert!(std::fs::metadata(again.join("frontier.png")).unwrap().len() > 100);
 
     // --sparsity auto reads what the frontier recorded for this model: the
     // fastest setting faster than dense within 3%, else dense; unmeasured, dense.
