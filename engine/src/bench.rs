@@ -78,12 +78,19 @@ pub fn timed_decode(model: &mut GpuModel, prompt: &[u32], steps: usize) -> Resul
 /// Tokens/s of `steps` greedy decode steps after `prompt`'s last token, and
 /// the token they end on.
 fn decode_speed(model: &mut GpuModel, prompt: &[u32], steps: usize) -> Result<(f64, u32)> {
-    let mut logits = model.forward(&prompt[prompt.len() - 1..], Logits::Last)?;
+    let logits = model.forward(&prompt[prompt.len() - 1..], Logits::Last)?;
+    timed_steps(model, &logits, steps)
+}
+
+/// Tokens/s of `steps` greedy decode steps from `logits` (the last token's),
+/// and the token they end on.
+fn timed_steps(model: &mut GpuModel, logits: &[f32], steps: usize) -> Result<(f64, u32)> {
+    let mut next = argmax(logits);
     let t = Instant::now();
     for _ in 0..steps {
-        logits = model.forward(&[argmax(&logits)], Logits::Last)?;
+        next = argmax(&model.forward(&[next], Logits::Last)?);
     }
-    Ok((steps as f64 / t.elapsed().as_secs_f64(), argmax(&logits)))
+    Ok((steps as f64 / t.elapsed().as_secs_f64(), next))
 }
 
 /// The median of a few values (the upper one of an even count's middle two).
@@ -399,12 +406,7 @@ pub fn setting_speed(model: &mut GpuModel, attributor: &mut Attributor, prompt: 
     // Tokens/s, and with `profile` the per-kernel times of one more step.
     let mut timed = |model: &mut GpuModel, s: &crate::eval::Sparsity, profile: bool| -> Result<(f64, Option<Profile>)> {
         let logits = crate::eval::start(model, attributor, prompt, s, crate::eval::RuleScope::Decoding)?;
-        let mut next = argmax(&logits);
-        let t = Instant::now();
-        for _ in 0..steps {
-            next = argmax(&model.forward(&[next], Logits::Last)?);
-        }
-        let tps = steps as f64 / t.elapsed().as_secs_f64();
+        let (tps, next) = timed_steps(model, &logits, steps)?;
         let kernels = if profile { median_profile(model, next, PROFILE_RUNS)? } else { None };
         model.disable_sparsity();
         model.reset();

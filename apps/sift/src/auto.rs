@@ -52,11 +52,14 @@ fn read_rows(path: &Path) -> Option<Vec<Value>> {
     v["rows"].as_array().cloned()
 }
 
-/// The row auto takes: the fastest faster than dense within the tolerance.
+/// The fastest row whose perplexity rises at most `rise` (a fraction).
+pub fn fastest_within(rows: &[Value], rise: f64) -> Option<&Value> {
+    rows.iter().filter(|r| r["ratio"].as_f64().is_some_and(|x| x <= 1.0 + rise)).max_by(|a, b| a["speedup"].as_f64().unwrap_or(0.0).total_cmp(&b["speedup"].as_f64().unwrap_or(0.0)))
+}
+
+/// The row auto takes: the fastest within the tolerance, if it beats dense.
 pub fn choose(rows: &[Value]) -> Option<&Value> {
-    rows.iter()
-        .filter(|r| r["ratio"].as_f64().is_some_and(|x| x <= 1.0 + TOLERANCE) && r["speedup"].as_f64().is_some_and(|s| s > 1.0))
-        .max_by(|a, b| a["speedup"].as_f64().unwrap_or(0.0).total_cmp(&b["speedup"].as_f64().unwrap_or(0.0)))
+    fastest_within(rows, TOLERANCE).filter(|r| r["speedup"].as_f64().is_some_and(|s| s > 1.0))
 }
 
 /// `args` as they are, or for `auto` the setting chosen for `model` (said on stderr).
@@ -81,12 +84,12 @@ pub fn resolve(model: &GpuModel, args: &SparsityArgs) -> Result<SparsityArgs> {
             Ok(SparsityArgs { ig_steps: args.ig_steps, ..chosen })
         }
         None => {
-            let best = rows.iter().filter(|r| r["ratio"].as_f64().is_some_and(|x| x <= 1.0 + TOLERANCE)).filter_map(|r| r["speedup"].as_f64()).fold(f64::NAN, f64::max);
+            let best = fastest_within(&rows, TOLERANCE).and_then(|r| r["speedup"].as_f64());
             eprintln!(
                 "sift: --sparsity auto: of the {} settings measured for this model, none decodes faster than dense within a {:.0}% perplexity rise (the fastest that stays within it: {}); decoding dense",
                 rows.len(),
                 TOLERANCE * 100.0,
-                if best.is_nan() { "none".to_string() } else { format!("{best:.2}x") }
+                best.map_or("none".to_string(), |b| format!("{b:.2}x"))
             );
             Ok(SparsityArgs::off())
         }

@@ -263,7 +263,8 @@ pub fn settings(args: &SparsityArgs) -> serde_json::Value {
     }
 }
 
-fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
+/// Adds `from`'s fields to the JSON object `into`.
+pub fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
     if let (Some(a), serde_json::Value::Object(b)) = (into.as_object_mut(), from) {
         a.extend(b);
     }

@@ -2,13 +2,14 @@
 //! continuation quality (`sift eval continuation`'s protocol, dense scored
 //! once for all settings) and its decode speed against dense in the same
 //! run; a table, `frontier.json`, `frontier.csv`, and a chart
-//! (`frontier.svg`, `frontier.png`: speedup against perplexity rise, one
+//! (`frontier.svg`, `frontier.png`: speedup against the perplexity ratio, one
 //! point per setting, one colour per rule); and the fastest setting within a
 //! 1%, 3% and 10% perplexity rise.
 
 use crate::chart;
 use crate::common::write_atomic;
-use crate::eval::{engine_sparsity, read_text, shared_data, Evaluator, WindowArgs};
+use crate::auto::fastest_within;
+use crate::eval::{engine_sparsity, merge, read_text, shared_data, Evaluator, WindowArgs};
 use crate::sparsity::SparsityArgs;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
@@ -88,9 +89,11 @@ fn default_settings() -> Vec<String> {
     s
 }
 
-/// The fastest row whose perplexity rises at most `rise` (a fraction).
-fn fastest_within(rows: &[serde_json::Value], rise: f64) -> Option<&serde_json::Value> {
-    rows.iter().filter(|r| r["ratio"].as_f64().is_some_and(|x| x <= 1.0 + rise)).max_by(|a, b| a["speedup"].as_f64().unwrap_or(0.0).total_cmp(&b["speedup"].as_f64().unwrap_or(0.0)))
+/// The chart of `rows`, as frontier.svg and frontier.png in `dir`.
+fn write_chart(dir: &Path, rows: &[serde_json::Value]) -> Result<()> {
+    let svg = chart(rows);
+    write_atomic(&dir.join("frontier.svg"), svg.as_bytes())?;
+    write_atomic(&dir.join("frontier.png"), &chart::png(&svg)?)
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -98,9 +101,7 @@ pub fn run(args: Args) -> Result<()> {
         let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(saved).with_context(|| format!("reading {}", saved.display()))?).with_context(|| format!("{} is not a frontier.json", saved.display()))?;
         let rows = report["rows"].as_array().with_context(|| format!("{} has no rows", saved.display()))?;
         std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-        let svg = chart(rows);
-        write_atomic(&args.out.join("frontier.svg"), svg.as_bytes())?;
-        write_atomic(&args.out.join("frontier.png"), &chart::png(&svg)?)?;
+        write_chart(&args.out, rows)?;
         print_table(rows);
         return Ok(());
     }
@@ -136,9 +137,8 @@ pub fn run(args: Args) -> Result<()> {
         let q: Quality = continuation::compare(&dense, &scores)?;
         let speed = sift_engine::bench::setting_speed(&mut e.m.model, &mut e.attributor, &speed_prompt, args.decode_tokens, args.rounds, &s.sparsity)?;
         let mut row = json!({ "setting": s.label, "rule": s.rule });
-        for v in [serde_json::to_value(&q)?, serde_json::to_value(&speed)?] {
-            row.as_object_mut().expect("object").extend(v.as_object().expect("object").clone());
-        }
+        merge(&mut row, serde_json::to_value(&q)?);
+        merge(&mut row, serde_json::to_value(&speed)?);
         rows.push(row);
     }
     pb.finish_and_clear();
@@ -146,16 +146,14 @@ pub fn run(args: Args) -> Result<()> {
     let report = json!({ "model": e.m.path.display().to_string(), "adapter": e.m.model.ctx.describe(), "file": path.display().to_string(), "shape": shape, "decode_tokens": args.decode_tokens, "rounds": args.rounds, "rows": rows });
     write_atomic(&args.out.join("frontier.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
     write_atomic(&args.out.join("frontier.csv"), csv(&rows).as_bytes())?;
-    let svg = chart(&rows);
-    write_atomic(&args.out.join("frontier.svg"), svg.as_bytes())?;
-    write_atomic(&args.out.join("frontier.png"), &chart::png(&svg)?)?;
+    write_chart(&args.out, &rows)?;
     let record = crate::auto::record(&e.m.model, &rows)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_table(&rows);
         // Where the time goes in the fastest setting within 3%, or else the one that changes the model least.
-        let chosen = fastest_within(&rows, 0.03).or_else(|| rows.iter().min_by(|a, b| a["ratio"].as_f64().unwrap_or(f64::MAX).total_cmp(&b["ratio"].as_f64().unwrap_or(f64::MAX))));
+        let chosen = fastest_within(&rows, crate::auto::TOLERANCE).or_else(|| rows.iter().min_by(|a, b| a["ratio"].as_f64().unwrap_or(f64::MAX).total_cmp(&b["ratio"].as_f64().unwrap_or(f64::MAX))));
         if let Some(r) = chosen {
             print_profiles(r);
         }

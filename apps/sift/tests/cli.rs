@@ -43,6 +43,13 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
+/// Runs `sift` and expects exit code 1 with `want` in what it printed.
+fn fail(args: &[&str], want: &str) {
+    let o = sift(args);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains(want), "wanted {want:?} in {}", text(&o));
+}
+
 #[test]
 fn adapters_lists_at_least_one() {
     let o = sift(&["adapters", "--json"]);
@@ -215,11 +222,6 @@ fn generate_with_mask_and_threshold_files() {
     assert!(text(&o).contains("chosen per token") && text(&o).contains("the last token kept"), "{}", text(&o));
 
     // Bad files and missing options: clear errors, exit code 1.
-    let fail = |args: &[&str], want: &str| {
-        let o = sift(args);
-        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-        assert!(text(&o).contains(want), "wanted {want:?} in {}", text(&o));
-    };
     fail(&["generate", "hi", "-m", m, "--sparsity", "threshold"], "needs --thresholds FILE");
     fail(&["generate", "hi", "-m", m, "--sparsity", "file"], "needs --mask FILE");
     write_thresholds(&saved["model"], serde_json::json!([0.05, 0.05]));
@@ -267,11 +269,6 @@ fn calibrate_writes_thresholds_that_generate_and_perplexity_use() {
     let o = sift(&["generate", "hello", "-m", m, "-n", "3", "--sparsity", "threshold", "--thresholds", th]);
     assert!(o.status.success(), "{}", text(&o));
 
-    let fail = |args: &[&str], want: &str| {
-        let o = sift(args);
-        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-        assert!(text(&o).contains(want), "wanted {want:?} in {}", text(&o));
-    };
     fail(&["calibrate", t, "-m", m, "--ppl-tolerance", "abc"], "not a number of percent");
     fail(&["calibrate", t, "-m", m, "--ppl-tolerance=0"], "positive percentage");
     let empty = dir.join("empty.txt");
@@ -329,11 +326,6 @@ fn eval_tasks_score_sparse_against_dense() {
     let w = json(&sift(&["eval", "truthfulqa-mc", "-m", m, "--data", d, "--sparsity", "prompt", "--ar", "1", "--json"]));
     assert!((w["mc2"].as_f64().unwrap() - v["mc2"].as_f64().unwrap()).abs() < 1e-3, "{w} vs {v}");
 
-    let fail = |args: &[&str], want: &str| {
-        let o = sift(args);
-        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-        assert!(text(&o).contains(want), "wanted {want:?} in {}", text(&o));
-    };
     fail(&["eval", "perplexity", "-m", m, "--data", d, "--sparsity", "prompt"], "perplexity takes --sparsity off or threshold");
     let bad = dir.join("bad.csv");
     std::fs::write(&bad, "Type,Category,Question,Best Answer,Correct Answers,Incorrect Answers,Source\nA,B,Q?,,x,y,s\n").unwrap();
@@ -496,11 +488,6 @@ fn eval_continuation_and_frontier() {
     }
     assert!(auto(&dir.join("empty-cache")).contains("no frontier measured for this model yet"));
 
-    let fail = |args: &[&str], want: &str| {
-        let o = sift(args);
-        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-        assert!(text(&o).contains(want), "wanted {want:?} in {}", text(&o));
-    };
     fail(&["eval", "continuation", t, "-m", m, "--prompt-tokens", "400", "--score-tokens", "200"], "exceed the context of 512");
     fail(&["eval", "continuation", t, "-m", m, "--ctx", "64", "--prompt-tokens", "24", "--score-tokens", "8", "--windows", "50"], "fewer than the 50 asked for");
     fail(&["eval", "continuation", t, "-m", m, "--windows", "0"], "at least 1");
@@ -537,11 +524,6 @@ fn calibrate_rule_writes_files_that_keep_the_share_asked_for() {
         let kept = v["mlp_kept"].as_f64().unwrap();
         assert!((kept - keep).abs() < 0.15, "{name}: kept {kept}, asked {keep}");
     }
-    let fail = |args: &[&str], want: &str| {
-        let o = sift(args);
-        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-        assert!(text(&o).contains(want), "wanted {want:?} in {}", text(&o));
-    };
     fail(&["calibrate-rule", t, "-m", m, "--weights", "cats"], "unknown rule weight \"cats\"");
     fail(&["calibrate-rule", t, "-m", m, "--keep", "0"], "(0, 1]");
     fail(&["calibrate-rule", t, "-m", m, "--ctx", "64", "--windows", "50"], "fewer than 50 windows of 64");

@@ -115,12 +115,9 @@ impl Thresholds {
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        if self.weights.is_some() {
-            // A weight per neuron: one line, not one line a number.
-            let text = serde_json::to_string(self).map_err(|e| SiftError::InvalidInput(e.to_string()))?;
-            return std::fs::write(path, text + "\n").map_err(|e| SiftError::io(path, e));
-        }
-        write_json(path, self)
+        // A weight per neuron: one line, not one line a number.
+        let pretty = self.weights.is_none();
+        write_json(path, self, pretty)
     }
 
     /// Refuses thresholds made for another model or with the wrong layer count.
@@ -160,7 +157,7 @@ impl MaskFile {
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        write_json(path, self)
+        write_json(path, self, true)
     }
 
     /// Sets these masks on `model` (ids are checked there).
@@ -190,7 +187,8 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path, format: &str) -> Resul
     serde_json::from_value(value).map_err(|e| SiftError::bad_data(path, e.to_string()))
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| SiftError::InvalidInput(e.to_string()))?;
+fn write_json<T: Serialize>(path: &Path, value: &T, pretty: bool) -> Result<()> {
+    let text = if pretty { serde_json::to_string_pretty(value) } else { serde_json::to_string(value) };
+    let text = text.map_err(|e| SiftError::InvalidInput(e.to_string()))?;
     std::fs::write(path, text + "\n").map_err(|e| SiftError::io(path, e))
 }
