@@ -1,14 +1,14 @@
 // y[t, col0 + o] (+)= sum_k x[t, k] * W[o, k] like matvec_rows.wgsl (CPU
-// adapters, decode), with W in 8 bits: blocks of 32 weights w = d * q (q in
-// -127..127, d f16), the form of GGUF's Q8_0, so one vec4<u32> load brings 16
-// weights where f16 brings 8 (the lm-head of models whose embedding is Q8_0).
-// kernels::linear uses it only when it reproduces the weights exactly
-// (kernels::packed).
+// adapters, decode), with W in 8 bits: blocks of 32 weights w = d * q + m (q
+// in -127..127, d and m f16): the form of GGUF's Q8_0 (m = 0), and of Q5_0,
+// Q4_0 and Q5_1 (q in 0..31, m its min), so one vec4<u32> load brings 16
+// weights where f16 brings 8. kernels::linear uses it only when it
+// reproduces the weights exactly (kernels::packed).
 //
 // Layout, for blocks of 64 rows as in matvec_rows.wgsl: the quants,
 // [block][k / 32][r][lane] as 2 vec4<u32> (word j holds weights 4j .. 4j + 3,
 // a byte each from the low byte up), then the scales, [block][k / 32][lane][r]
-// u32 (d in the low half), so that an invocation's 8 rows of a block are two
+// u32 (d in the low half, m in the high), so that an invocation's 8 rows of a block are two
 // whole vec4s: a vec4 load with a lane-dependent component costs four gathers
 // on lavapipe, for one word. k must be a multiple of 32.
 
@@ -46,14 +46,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var acc: array<f32, ROWS>;
     for (var i = 0u; i < k32; i++) {
         let xs = block_inputs(t, i, lane);
+        // sum (d q_e + m) x_e = d sum q_e x_e + m sum x_e.
+        var x_sum = 0.0;
+        for (var j = 0u; j < 8u; j++) {
+            x_sum += dot(xs[j], vec4<f32>(1.0));
+        }
         // This invocation's 8 rows' scales of the block, two whole vec4s.
         let at = scales + ((block * k32 + i) * 8u + lane) * 2u;
-        let ds = array<vec4<u32>, 2>(w[at], w[at + 1u]);
+        let dms = array<vec4<u32>, 2>(w[at], w[at + 1u]);
         for (var r = 0u; r < ROWS; r++) {
             let unit = wbase + (i * 8u + r) * 8u + lane;
-            let d = unpack2x16float(ds[r / 4u][r % 4u]).x;
+            let dm = unpack2x16float(dms[r / 4u][r % 4u]);
             let q_dot = dot16(w[2u * unit], xs[0], xs[1], xs[2], xs[3]) + dot16(w[2u * unit + 1u], xs[4], xs[5], xs[6], xs[7]);
-            acc[r] += d * q_dot;
+            acc[r] += dm.x * q_dot + dm.y * x_sum;
         }
     }
     let scale = output_scale(input_sum_sq());

@@ -86,3 +86,25 @@ fn perplexity_within_one_percent_of_llama_cpp() {
     assert_eq!(r.scored_tokens as u64, p["scored_tokens"].as_u64().unwrap());
     assert!((r.perplexity / reference - 1.0).abs() < 0.01, "{} vs {reference}", r.perplexity);
 }
+
+/// The default model's vocabulary under each GGUF pre-tokenizer Sift reads,
+/// against llama.cpp (`tests/fixtures/make_pretokenizer_tokens.py`).
+#[test]
+fn pre_tokenizers_split_as_llama_cpp() {
+    use sift_engine::loader::gguf::{GgufFile, Value};
+    use sift_engine::tokenizer::Tokenizer;
+    let fixture: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join("pretokenizer_tokens.json")).unwrap()).unwrap();
+    let mut file = GgufFile::open(&sift_engine::default_model::path().unwrap()).unwrap();
+    let wiki: String = wikitext().chars().take(fixture["wiki_chars"].as_u64().unwrap() as usize).collect();
+    let hard = fixture["hard"].as_array().unwrap();
+    for case in fixture["cases"].as_array().unwrap() {
+        let pre = case["pre"].as_str().unwrap();
+        file.metadata.insert("tokenizer.ggml.pre".into(), Value::Str(pre.into()));
+        let tok = Tokenizer::from_gguf(&file).unwrap();
+        assert_eq!(tok.encode_plain(&wiki).unwrap(), ids(&case["wiki_tokens"]), "{pre}: WikiText");
+        for (text, want) in hard.iter().zip(case["hard"].as_array().unwrap()) {
+            assert_eq!(tok.encode_plain(text.as_str().unwrap()).unwrap(), ids(want), "{pre}: {text}");
+        }
+    }
+}

@@ -36,7 +36,7 @@ pub enum SiftError {
     Tokenizer(String),
     #[error("invalid input: {0}")]
     InvalidInput(String),
-    #[error("default model: {0}")]
+    #[error("fetching a packaged model: {0}")]
     DefaultModel(String),
 }
 

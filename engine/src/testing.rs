@@ -175,11 +175,35 @@ pub fn write_hf_dir(dir: &Path, c: &Config, w: &Weights) -> std::io::Result<()> 
 
 /// GGUF bytes of the tiny model: matrices in `matrix_type`, norms in F32.
 pub fn gguf_bytes(c: &Config, w: &Weights, matrix_type: GgmlType) -> Vec<u8> {
+    gguf_bytes_with(c, w, |_| matrix_type)
+}
+
+/// A tiny Llama whose rows are whole K-quant blocks of 256.
+pub fn tiny_kquant_config() -> Config {
+    Config { n_layers: 2, dim: 256, ffn_dim: 512, n_heads: 4, n_kv_heads: 2, head_dim: 64, rot_dim: 64, ..tiny_config(RopeStyle::Interleaved) }
+}
+
+/// The tensor types of a `Q4_K_M` file as llama.cpp mixes them: Q6_K for
+/// the embedding and the MLP's down projection, Q5_0 for V, Q4_K elsewhere.
+pub fn q4_k_m_mix(name: &str) -> GgmlType {
+    if name.contains("token_embd") || name.contains("ffn_down") {
+        GgmlType::Q6K
+    } else if name.contains("attn_v") {
+        GgmlType::Q5_0
+    } else {
+        GgmlType::Q4K
+    }
+}
+
+/// GGUF bytes of the tiny model: each matrix in the type `matrix_type`
+/// names for it, norms in F32.
+pub fn gguf_bytes_with(c: &Config, w: &Weights, matrix_type: impl Fn(&str) -> GgmlType) -> Vec<u8> {
     let tensors: Vec<(String, Vec<usize>, GgmlType, Vec<u8>)> = named_tensors(c, w)
         .into_iter()
         .map(|(name, shape, data)| {
-            let ty = if shape.len() == 1 { GgmlType::F32 } else { matrix_type };
-            (name, shape, ty, quantize(ty, data))
+            let ty = if shape.len() == 1 { GgmlType::F32 } else { matrix_type(&name) };
+            let bytes = quantize(ty, data);
+            (name, shape, ty, bytes)
         })
         .collect();
     let u = |v: usize| Value::U32(v as u32);

@@ -138,12 +138,33 @@ fn unknown_architecture_and_unsupported_type() {
     let e = load_err(&gguf::write(&meta, &[]), "arch.gguf");
     assert!(e.contains("unsupported model architecture 'gptj'"), "{e}");
 
-    // A Q6_K tensor (type 14) where we expect a matrix.
+    // An IQ4_NL (type 20), a TQ1_0 (34) and an unknown type (77) where we
+    // expect a matrix: refused by name, before anything is uploaded.
+    for (id, name) in [(20u32, "IQ4_NL"), (34, "TQ1_0"), (77, "#77")] {
+        let mut bytes = good_gguf();
+        let p = after_name(&bytes, "blk.1.ffn_up.weight");
+        bytes[p + 20..p + 24].copy_from_slice(&id.to_le_bytes());
+        let e = load_err(&bytes, "iq.gguf");
+        assert!(e.contains(&format!("unsupported tensor type {name} in tensor blk.1.ffn_up.weight")), "{e}");
+    }
+}
+
+#[test]
+fn rows_that_are_not_whole_blocks() {
+    // The tiny model's rows are 64 wide: not whole Q4_K blocks of 256.
     let mut bytes = good_gguf();
     let p = after_name(&bytes, "blk.1.ffn_up.weight");
-    bytes[p + 20..p + 24].copy_from_slice(&14u32.to_le_bytes());
-    let e = load_err(&bytes, "q6k.gguf");
-    assert!(e.contains("unsupported tensor type Q6_K in tensor blk.1.ffn_up.weight"), "{e}");
+    bytes[p + 20..p + 24].copy_from_slice(&12u32.to_le_bytes());
+    let e = load_err(&bytes, "q4k-rows.gguf");
+    assert!(e.contains("tensor 'blk.1.ffn_up.weight': its rows of 64 are not a whole number of Q4_K's blocks of 256"), "{e}");
+}
+
+#[test]
+fn truncated_k_quant_data() {
+    let c = sift_engine::testing::tiny_kquant_config();
+    let bytes = sift_engine::testing::gguf_bytes(&c, &random_weights(&c, 4, true), GgmlType::Q4K);
+    let e = load_err(&bytes[..bytes.len() - 50], "q4k-short.gguf");
+    assert!(e.contains("claims bytes") && e.contains("truncated"), "{e}");
 }
 
 #[test]

@@ -6,7 +6,7 @@ use sift_engine::kernels::rope::RopeStyle;
 use sift_engine::kernels::KernelFamily;
 use sift_engine::loader::quant::GgmlType;
 use sift_engine::model::{self, CpuModel, GpuModel, Logits, ModelOptions, UnitBytes};
-use sift_engine::testing::{gguf_bytes, gpu, random_weights, tiny_config, write_hf_dir};
+use sift_engine::testing::{gguf_bytes, gguf_bytes_with, gpu, q4_k_m_mix, random_weights, tiny_config, tiny_kquant_config, write_hf_dir};
 
 /// A directory for a test's model files, removed when dropped.
 fn scratch_dir() -> tempfile::TempDir {
@@ -69,6 +69,16 @@ fn gguf_q8_0_and_q4_1_models_match_cpu_reference() {
         std::fs::write(&path, gguf_bytes(&c, &random_weights(&c, 2, tied), ty)).unwrap();
         check(&path);
     }
+}
+
+/// A `Q4_K_M`-style mix (Q4_K, Q5_0, Q6_K) through both kernel families.
+#[test]
+fn gguf_k_quant_model_matches_cpu_reference() {
+    let c = tiny_kquant_config();
+    let scratch = scratch_dir();
+    let path = scratch.path().join("q4_k_m.gguf");
+    std::fs::write(&path, gguf_bytes_with(&c, &random_weights(&c, 5, true), q4_k_m_mix)).unwrap();
+    check(&path);
 }
 
 #[test]

@@ -41,6 +41,28 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Another model to measure in the same run (repeatable): its prefill and
+    /// decode speed, and llama.cpp's, in a table beside the first model's
+    /// (e.g. the same model as Q4_K_M and as Q4_1).
+    #[arg(long, value_name = "MODEL")]
+    pub also: Vec<std::path::PathBuf>,
+}
+
+/// Prefill and decode speed of one model, and llama.cpp's on it.
+struct Speeds {
+    path: std::path::PathBuf,
+    prefill_tps: f64,
+    decode_tps: f64,
+    packed: (usize, usize),
+    llama: Option<serde_json::Value>,
+}
+
+impl Speeds {
+    fn json(&self) -> serde_json::Value {
+        json!({"model": self.path.display().to_string(), "prefill_tokens_per_second": self.prefill_tps,
+               "decode_tokens_per_second": self.decode_tps, "packed_matrices": [self.packed.0, self.packed.1],
+               "llama_cpp": self.llama})
+    }
 }
 
 const BENCH_TEXT: &str = include_str!("../../../assets/bench_prompt.txt");
@@ -109,6 +131,18 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     let ratio = |key: &str| llama.as_ref().map(|l| ours[key].as_f64().unwrap() / l[key].as_f64().unwrap());
+    let first = Speeds {
+        path: m.path.clone(),
+        prefill_tps: tokens.len() as f64 / prefill_s,
+        decode_tps,
+        packed: m.model.packed_matrices(),
+        llama: llama.clone(),
+    };
+    let mut compared = vec![first];
+    for path in &args.also {
+        let model = crate::common::ModelArgs { model: Some(path.clone()), ..args.model.clone() };
+        compared.push(speeds(&model, &args, threads).with_context(|| format!("measuring {}", path.display()))?);
+    }
     let report = json!({
         "model": m.path.display().to_string(),
         "adapter": m.model.ctx.describe(),
@@ -127,12 +161,14 @@ pub fn run(args: Args) -> Result<()> {
         "sparse_decode": sparse,
         "roofline": roofline,
         "decode_floors": floors,
+        "models": compared.iter().map(Speeds::json).collect::<Vec<_>>(),
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("adapter: {}", report["adapter"].as_str().unwrap());
+    let adapter = report["adapter"].as_str().unwrap().to_string();
+    println!("adapter: {adapter}");
     println!("{:<30} {:>16} {:>16} {:>10}", "", "sift tok/s", "llama.cpp tok/s", "ratio");
     for (name, key) in [("prefill", "prefill_tokens_per_second"), ("decode", "decode_tokens_per_second")] {
         let l = llama.as_ref().map(|l| format!("{:.1}", l[key].as_f64().unwrap())).unwrap_or("-".into());
@@ -168,7 +204,57 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(l) = &llama {
         println!("llama.cpp decodes a step in {:.2} ms on the CPU", 1e3 / l["decode_tokens_per_second"].as_f64().unwrap());
     }
+    if compared.len() > 1 {
+        print_models(&compared, &adapter);
+    }
     Ok(())
+}
+
+/// Prefill and decode speed of `model` as `run` measures them (no profiles),
+/// and llama.cpp's when it is asked for.
+fn speeds(model: &crate::common::ModelArgs, args: &Args, threads: usize) -> Result<Speeds> {
+    let ctx = args.prefill_tokens.max(args.decode_context + args.decode_tokens) + 1;
+    let mut m = load_with(model, ctx, false)?;
+    let mut tokens = m.tokenizer.encode(BENCH_TEXT)?;
+    while tokens.len() < args.prefill_tokens.max(args.decode_context) {
+        tokens.extend_from_within(..);
+    }
+    let decode_prompt = tokens[..args.decode_context].to_vec();
+    tokens.truncate(args.prefill_tokens);
+    let t = Instant::now();
+    m.model.forward(&tokens, Logits::Last)?;
+    let prefill_tps = tokens.len() as f64 / t.elapsed().as_secs_f64();
+    m.model.reset();
+    m.model.forward(&decode_prompt[..decode_prompt.len() - 1], Logits::Last)?;
+    let (decode_tps, _) = sift_engine::bench::timed_decode(&mut m.model, &decode_prompt, args.decode_tokens)?;
+    let is_gguf = m.path.extension().is_some_and(|e| e == "gguf");
+    let llama = (!args.no_llama_cpp && is_gguf)
+        .then(|| llama_cpp(&m.path, threads, &tokens, &decode_prompt, args.decode_tokens))
+        .and_then(|r| r.map_err(|e| eprintln!("sift: llama.cpp comparison skipped: {e:#}")).ok());
+    Ok(Speeds { path: m.path.clone(), prefill_tps, decode_tps, packed: m.model.packed_matrices(), llama })
+}
+
+/// The models of one run side by side, each against the first.
+fn print_models(models: &[Speeds], adapter: &str) {
+    println!("\nmodels measured in this run ({adapter}):");
+    println!(
+        "{:<40} {:>9} {:>12} {:>12} {:>14} {:>9} {:>10}",
+        "model", "packed", "prefill t/s", "decode t/s", "llama.cpp t/s", "vs llama", "vs first"
+    );
+    for s in models {
+        let name = s.path.file_name().unwrap_or_default().to_string_lossy();
+        let llama = s.llama.as_ref().and_then(|l| l["decode_tokens_per_second"].as_f64());
+        println!(
+            "{:<40} {:>9} {:>12.1} {:>12.1} {:>14} {:>9} {:>9.2}x",
+            name,
+            format!("{}/{}", s.packed.0, s.packed.1),
+            s.prefill_tps,
+            s.decode_tps,
+            llama.map(|l| format!("{l:.1}")).unwrap_or("-".into()),
+            llama.map(|l| format!("{:.2}x", s.decode_tps / l)).unwrap_or("-".into()),
+            s.decode_tps / models[0].decode_tps
+        );
+    }
 }
 
 /// One attribution pass (forward keeping activations + backward + scores,

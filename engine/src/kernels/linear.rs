@@ -767,7 +767,11 @@ mod tests {
         let gain: Vec<f32> = random(k, 62).iter().map(|v| 1.0 + 0.5 * v).collect();
         let gb = storage_buffer(ctx, "gain", &gain);
         let opts = LinearOptions { accumulate: true, ..Default::default() };
-        for (format, weights) in [(Format::Q4, q4_1_weights(n * k, 61)), (Format::Q8, q8_0_weights(n * k, 65))] {
+        let q5_1 = {
+            use crate::loader::quant::{dequantize, quantize, GgmlType};
+            dequantize(GgmlType::Q5_1, &quantize(GgmlType::Q5_1, &random(n * k, 66)), n * k)
+        };
+        for (format, weights) in [(Format::Q4, q4_1_weights(n * k, 61)), (Format::Q8, q8_0_weights(n * k, 65)), (Format::Q8, q5_1)] {
             let m = Matrix::upload(ctx, "w", &weights, n, k, true);
             assert_eq!(m.packed.as_ref().map(|p| p.format), Some(format));
             for t in [1usize, 3, 9, 20] {

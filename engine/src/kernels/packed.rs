@@ -1,7 +1,8 @@
 //! Packed weights for the CPU-adapter kernels, in blocks of 32 along a row:
 //! - Q4 (`matvec_rows_q4.wgsl`, `matmul_rows_q4.wgsl`): w = d * q + m, q in
 //!   0..15, d and m f16: the form of GGUF's Q4_1.
-//! - Q8 (`matvec_rows_q8.wgsl`): w = d * q, q in -127..127, d f16: GGUF's Q8_0.
+//! - Q8 (`matvec_rows_q8.wgsl`): w = d * q + m, q in -127..127, d and m
+//!   f16: GGUF's Q8_0 (m = 0), and Q5_0, Q4_0 and Q5_1, whose quants fit.
 //!
 //! A block's d (and m) are recovered from its weights, so a matrix is packed
 //! only when that reproduces every weight (one loaded from those tensor
@@ -69,25 +70,49 @@ fn q4_block(v: &[f32]) -> Option<(f16, f16, Vec<u32>)> {
     Some((d, m, words))
 }
 
-/// A block's d (m = 0) and 8-bit quants, four to a word from the low byte
-/// up, if they reproduce it exactly (a dequantized Q8_0 block: the weight of
-/// largest magnitude is d * ±127, and every weight d times an integer).
+/// A block's d, m and 8-bit quants, four to a word from the low byte up, if
+/// they reproduce it: a dequantized Q8_0 block (m = 0; the weight of largest
+/// magnitude is d * ±127, every weight d times an integer), likewise Q5_0
+/// (largest ±16 d) and Q4_0 (±8 d), and Q5_1 (m its min, q in 0..31).
 fn q8_block(v: &[f32]) -> Option<(f16, f16, Vec<u32>)> {
+    let symmetric = [127.0, 16.0, 8.0].into_iter().find_map(|largest| q8_block_scaled(v, largest));
+    symmetric.or_else(|| q8_block_with_min(v))
+}
+
+fn q8_block_scaled(v: &[f32], largest: f32) -> Option<(f16, f16, Vec<u32>)> {
     let amax = v.iter().fold(0.0f32, |a, &x| a.max(x.abs()));
-    let d = f16::from_f32(amax / 127.0);
-    let df = d.to_f32();
     if !amax.is_finite() {
         return None;
     }
+    q8_words(v, f16::from_f32(amax / largest), f16::ZERO)
+}
+
+/// A dequantized Q5_1 block: w = d * q + m with q in 0..31, its smallest
+/// weight m (q = 0) and its largest d * 31 + m.
+fn q8_block_with_min(v: &[f32]) -> Option<(f16, f16, Vec<u32>)> {
+    let lo = v.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let m = f16::from_f32(lo);
+    if !lo.is_finite() || !hi.is_finite() || m.to_f32() != lo {
+        return None;
+    }
+    q8_words(v, f16::from_f32((hi - lo) / 31.0), m)
+}
+
+/// The quants of `v` under d and m, if w = d * q + m reproduces every weight
+/// to within f32 rounding of its terms.
+fn q8_words(v: &[f32], d: f16, m: f16) -> Option<(f16, f16, Vec<u32>)> {
+    let (df, mf) = (d.to_f32(), m.to_f32());
     let mut words = vec![0u32; 8];
     for (e, &x) in v.iter().enumerate() {
-        let q = if df > 0.0 { (x / df).round().clamp(-127.0, 127.0) } else { 0.0 };
-        if q * df != x {
+        let q = if df > 0.0 { ((x - mf) / df).round().clamp(-127.0, 127.0) } else { 0.0 };
+        let tol = if mf == 0.0 { 0.0 } else { (mf.abs() + (q * df).abs()) * f32::EPSILON };
+        if (q * df + mf - x).abs() > tol {
             return None;
         }
         words[e / 4] |= ((q as i32 as u32) & 0xff) << (8 * (e % 4));
     }
-    Some((d, f16::ZERO, words))
+    Some((d, m, words))
 }
 
 /// The first format that reproduces a [rows, cols] matrix exactly (Q4,
@@ -179,10 +204,19 @@ mod tests {
     }
 
     #[test]
-    fn q4_1_and_q8_0_weights_pack_exactly() {
+    fn legacy_block_weights_pack_exactly() {
         let (rows, cols) = (70, 96);
-        for (want_format, w) in [(Format::Q4, q4_1_weights(rows * cols, 3)), (Format::Q8, q8_0_weights(rows * cols, 8))] {
-            let (format, packed) = pack(&w, rows, cols).expect("Q4_1 and Q8_0 data pack");
+        use crate::loader::quant::{dequantize, quantize, GgmlType};
+        let other = |ty, seed| dequantize(ty, &quantize(ty, &random(rows * cols, seed)), rows * cols);
+        let cases = [
+            (Format::Q4, q4_1_weights(rows * cols, 3)),
+            (Format::Q8, q8_0_weights(rows * cols, 8)),
+            (Format::Q8, other(GgmlType::Q5_0, 10)),
+            (Format::Q8, other(GgmlType::Q4_0, 11)),
+            (Format::Q8, other(GgmlType::Q5_1, 12)),
+        ];
+        for (want_format, w) in cases {
+            let (format, packed) = pack(&w, rows, cols).expect("Q4_1, Q8_0, Q5_0, Q4_0 and Q5_1 data pack");
             assert_eq!(format, want_format);
             for row in [0, 8, 63, 64, 69] {
                 let got = unpack_row(format, &packed, rows, cols, row);

@@ -2,7 +2,7 @@
 //! against the bytes actually present before it is used, so a truncated or
 //! hostile file gives an error, never a panic, a huge allocation or an over-read.
 
-use super::quant::{dequantize, ggml_type_name, GgmlType};
+use super::quant::{dequantize, ggml_type_name, non_finite, GgmlType};
 use super::{element_count, Tensor, TensorSource};
 use crate::error::{Result, SiftError};
 use std::collections::HashMap;
@@ -80,6 +80,7 @@ pub struct GgufFile {
     pub tensors: Vec<TensorInfo>,
     index: HashMap<String, usize>,
     bytes: Bytes,
+    reported_non_finite: std::sync::atomic::AtomicBool,
 }
 
 enum Bytes {
@@ -245,9 +246,17 @@ impl GgufFile {
                 .ok_or_else(|| SiftError::bad_file(path, format!("tensor '{name}' dimensions {dims:?} overflow")))?;
             // Size is only known for types we read; others get their error when used.
             let size = match GgmlType::from_id(type_id) {
-                Some(ty) => ty.bytes_for(n).ok_or_else(|| {
-                    SiftError::bad_file(path, format!("tensor '{name}': {n} elements is not a whole number of {:?} blocks", ty))
-                })? as u64,
+                Some(ty) => {
+                    // Blocks run along a row: a row that is not whole blocks is corrupt.
+                    let (block, _) = ty.block();
+                    if !dims_usize[0].is_multiple_of(block) {
+                        return Err(SiftError::bad_file(
+                            path,
+                            format!("tensor '{name}': its rows of {} are not a whole number of {}'s blocks of {block}", dims_usize[0], ty.name()),
+                        ));
+                    }
+                    ty.bytes_for(n).ok_or_else(|| SiftError::bad_file(path, format!("tensor '{name}': {n} elements overflow")))? as u64
+                }
                 None => 0,
             };
             let start = data_start.checked_add(offset);
@@ -279,6 +288,7 @@ impl GgufFile {
             tensors,
             index,
             bytes,
+            reported_non_finite: Default::default(),
         })
     }
 
@@ -313,6 +323,11 @@ impl TensorSource for GgufFile {
         })?;
         let n = element_count(&info.dims).expect("validated at parse time");
         let data = dequantize(ty, &self.bytes[info.range.clone()], n);
+        // A NaN or infinite block scale is the file's own data: it loads, said once.
+        let bad = non_finite(&data);
+        if bad > 0 && !self.reported_non_finite.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            log::warn!("{}: tensor '{name}' ({}) has {bad} NaN or infinite values (a block scale is not finite); further tensors are not reported", self.path.display(), ty.name());
+        }
         Ok(Some(Tensor {
             shape: info.dims.iter().rev().copied().collect(),
             data,

@@ -1,9 +1,10 @@
-//! Model files: GGUF (`gguf`, with `quant` for its block formats) and Hugging
+//! Model files: GGUF (`gguf`, with `quant` and `kquants` for its block formats) and Hugging
 //! Face directories (`hf`). Both yield tensors as f32 through [`TensorSource`],
 //! named the GGUF way (`blk.3.attn_q.weight`) with PyTorch shapes ([out, in]).
 
 pub mod gguf;
 pub mod hf;
+pub mod kquants;
 pub mod quant;
 
 use crate::error::Result;

@@ -1,6 +1,9 @@
 //! Tokenizer through the `tokenizers` crate: from `tokenizer.json`, or rebuilt
-//! from GGUF metadata (`tokenizer.ggml.tokens` / `merges` / `pre`) as the
-//! equivalent `tokenizer.json`, so both paths run the same, well-tested code.
+//! from GGUF metadata (`tokenizer.ggml.tokens` / `merges` / `pre`, or
+//! `scores` for SentencePiece) as the equivalent `tokenizer.json`, so both
+//! paths run the same, well-tested code.
+
+mod sentencepiece;
 
 use crate::error::{Result, SiftError};
 use crate::loader::gguf::{GgufFile, Value};
@@ -49,9 +52,9 @@ impl Tokenizer {
     pub fn from_gguf(f: &GgufFile) -> Result<Tokenizer> {
         let bad = |m: &str| SiftError::bad_file(&f.path, format!("tokenizer metadata: {m}"));
         let model = f.get_str("tokenizer.ggml.model").ok_or_else(|| bad("missing tokenizer.ggml.model"))?;
-        if model != "gpt2" {
+        if model != "gpt2" && model != "llama" {
             return Err(SiftError::Tokenizer(format!(
-                "GGUF tokenizer model '{model}' is not supported yet (supported: gpt2 byte-level BPE); \
+                "GGUF tokenizer model '{model}' is not supported (supported: gpt2 byte-level BPE, llama SentencePiece); \
                  use a Hugging Face directory with tokenizer.json instead"
             )));
         }
@@ -65,14 +68,17 @@ impl Tokenizer {
             }
         };
         let tokens = strings("tokenizer.ggml.tokens")?;
-        let merges = strings("tokenizer.ggml.merges")?;
         let types: Vec<u64> = match f.get("tokenizer.ggml.token_type") {
             Some(Value::Array(items)) => items.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
             _ => vec![1; tokens.len()],
         };
         let vocab: serde_json::Map<String, serde_json::Value> =
             tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
-        // Control (3) and user-defined (4) tokens are matched whole, before BPE.
+        if vocab.len() != tokens.len() {
+            return Err(bad("tokenizer.ggml.tokens holds the same token twice"));
+        }
+        // Control (3) and user-defined (4) tokens are matched whole, before
+        // the model, as llama.cpp matches them.
         let added: Vec<serde_json::Value> = tokens
             .iter()
             .enumerate()
@@ -80,25 +86,31 @@ impl Tokenizer {
             .map(|(i, t)| json!({"id": i, "content": t, "single_word": false, "lstrip": false,
                                  "rstrip": false, "normalized": false, "special": types[i] == 3}))
             .collect();
-        let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
-        let pre = match f.get_str("tokenizer.ggml.pre").unwrap_or("default") {
-            // SmolLM splits every digit on its own before the GPT-2 regex.
-            "smollm" => json!({"type": "Sequence", "pretokenizers": [
-                {"type": "Digits", "individual_digits": true}, byte_level]}),
-            "gpt2" | "default" => byte_level,
-            other => {
-                return Err(SiftError::Tokenizer(format!(
-                    "GGUF pre-tokenizer '{other}' is not supported yet (supported: smollm, gpt2, default)"
-                )))
-            }
+        let [normalizer, pre, decoder, model] = if model == "llama" {
+            let scores: Vec<f32> = match f.get("tokenizer.ggml.scores") {
+                Some(Value::Array(items)) if items.len() == tokens.len() => items
+                    .iter()
+                    .map(|v| v.as_f64().map(|x| x as f32).ok_or_else(|| bad("tokenizer.ggml.scores holds a non-number")))
+                    .collect::<Result<_>>()?,
+                _ => return Err(bad("a SentencePiece vocabulary needs tokenizer.ggml.scores, one per token")),
+            };
+            let add_space_prefix = f.get("tokenizer.ggml.add_space_prefix").and_then(Value::as_bool).unwrap_or(true);
+            let merges = sentencepiece::merges_from_scores(&tokens, &scores);
+            let [normalizer, decoder, model] = sentencepiece::spec(vocab, merges, add_space_prefix);
+            [normalizer, serde_json::Value::Null, decoder, model]
+        } else {
+            let merges = strings("tokenizer.ggml.merges")?;
+            let pre = byte_level_pre_tokenizer(f.get_str("tokenizer.ggml.pre").unwrap_or("default"))?;
+            let decoder = json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true});
+            let model = json!({"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                               "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                               "ignore_merges": false, "vocab": vocab, "merges": merges});
+            [serde_json::Value::Null, pre, decoder, model]
         };
         let spec = json!({
             "version": "1.0", "truncation": null, "padding": null,
-            "added_tokens": added, "normalizer": null, "pre_tokenizer": pre, "post_processor": null,
-            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                      "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-                      "ignore_merges": false, "vocab": vocab, "merges": merges},
+            "added_tokens": added, "normalizer": normalizer, "pre_tokenizer": pre, "post_processor": null,
+            "decoder": decoder, "model": model,
         });
         let inner: tokenizers::Tokenizer = spec.to_string().parse().map_err(tok_err)?;
         let id = |key: &str| f.get(key).and_then(Value::as_u64).map(|v| v as u32);
@@ -148,6 +160,31 @@ impl Tokenizer {
         Ok(format!("<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"))
     }
 }
+
+/// The pre-tokenizer of a byte-level BPE vocabulary named by GGUF's
+/// `tokenizer.ggml.pre`, as llama.cpp splits text before BPE.
+fn byte_level_pre_tokenizer(name: &str) -> Result<serde_json::Value> {
+    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+    let split = |regex: &str| json!({"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false});
+    Ok(match name {
+        // SmolLM splits every digit on its own before the GPT-2 regex.
+        "smollm" => json!({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true}, byte_level(true)]}),
+        "gpt2" | "gpt-2" | "default" => byte_level(true),
+        // Llama 3's regex: contractions, letters, numbers of up to 3 digits,
+        // punctuation, newlines, spaces.
+        "llama-bpe" | "llama3" => json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_REGEX), byte_level(false)]}),
+        // Qwen2's is Llama 3's with single digits.
+        "qwen2" => json!({"type": "Sequence", "pretokenizers": [split(QWEN2_REGEX), byte_level(false)]}),
+        other => {
+            return Err(SiftError::Tokenizer(format!(
+                "GGUF pre-tokenizer '{other}' is not supported (supported: smollm, gpt2, gpt-2, default, llama-bpe, qwen2)"
+            )))
+        }
+    })
+}
+
+const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// Turns a growing list of token ids into text pieces, holding back bytes of
 /// an incomplete UTF-8 character until the token that completes it arrives.
