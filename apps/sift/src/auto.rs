@@ -5,7 +5,7 @@
 //! decodes dense when no measured setting is faster than dense there, or
 //! when the model was never measured. It always says what it chose and why.
 
-use crate::common::write_atomic;
+use sift_engine::output::write_atomic;
 use crate::sparsity::{Sparsity, SparsityArgs};
 use anyhow::{Context, Result};
 use serde_json::{json, Value};

@@ -121,19 +121,3 @@ pub fn list_adapters(args: ListArgs) -> Result<()> {
     Ok(())
 }
 
-/// Writes a result file whole or not at all: to a temporary file beside it,
-/// flushed to disk, then renamed over it, so that a crash or a full disk
-/// leaves any earlier file intact. Errors name the path.
-pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    use anyhow::Context;
-    use std::io::Write;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let write = || -> std::io::Result<()> {
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        tmp.write_all(bytes)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
-    };
-    write().with_context(|| format!("writing {}", path.display()))
-}

@@ -151,7 +151,7 @@ impl Evaluator {
             pb.inc(1);
         }
         if let Some(path) = cache {
-            std::fs::write(path, serde_json::to_string(&saved)?).with_context(|| format!("writing {}", path.display()))?;
+            sift_engine::output::write_atomic(path, serde_json::to_string(&saved)?.as_bytes())?;
         }
         Ok(out)
     }

@@ -7,7 +7,7 @@
 //! 1%, 3% and 10% perplexity rise.
 
 use crate::chart;
-use crate::common::write_atomic;
+use sift_engine::output::write_atomic;
 use crate::auto::fastest_within;
 use crate::eval::{engine_sparsity, merge, read_text, shared_data, Evaluator, WindowArgs};
 use crate::sparsity::SparsityArgs;
@@ -93,7 +93,7 @@ fn default_settings() -> Vec<String> {
 fn write_chart(dir: &Path, rows: &[serde_json::Value]) -> Result<()> {
     let svg = chart(rows);
     write_atomic(&dir.join("frontier.svg"), svg.as_bytes())?;
-    write_atomic(&dir.join("frontier.png"), &chart::png(&svg)?)
+    Ok(write_atomic(&dir.join("frontier.png"), &chart::png(&svg)?)?)
 }
 
 pub fn run(args: Args) -> Result<()> {

@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use sift_engine::attribution::{Metric, DEFAULT_IG_STEPS};
 use sift_engine::eval::Sparsity;
 use sift_engine::model::sparse::{PromptTarget, Ratios};
-use std::io::Write;
+use sift_engine::output::{self, write_atomic};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -109,7 +109,7 @@ pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
 }
 
 fn write_outputs(dir: &Path, rows: &[Row], limit: usize) -> Result<()> {
-    std::fs::write(dir.join("sweep.json"), serde_json::to_string_pretty(rows)? + "\n")?;
+    write_atomic(&dir.join("sweep.json"), (serde_json::to_string_pretty(rows)? + "\n").as_bytes())?;
     let modes: Vec<String> = rows.iter().map(|r| r.mode.clone()).fold(Vec::new(), |mut v, m| {
         if !v.contains(&m) {
             v.push(m);
@@ -138,8 +138,8 @@ fn write_outputs(dir: &Path, rows: &[Row], limit: usize) -> Result<()> {
         .collect();
     let title = format!("TruthfulQA: BLEU of sparse vs dense generation ({limit} questions)");
     let svg = chart::svg(&title, "BLEU (%)", 100.0, &panels);
-    std::fs::write(dir.join("sweep.svg"), &svg)?;
-    std::fs::write(dir.join("sweep.png"), chart::png(&svg)?)?;
+    write_atomic(&dir.join("sweep.svg"), svg.as_bytes())?;
+    write_atomic(&dir.join("sweep.png"), &chart::png(&svg)?)?;
     Ok(())
 }
 
@@ -160,9 +160,15 @@ pub fn run(args: Args) -> Result<()> {
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let csv = args.out.join("sweep.csv");
+    // A row cut short by a crash is dropped (and its cell run again).
+    if csv.exists() {
+        if let (_, Some(torn)) = output::read_log(&csv)? {
+            eprintln!("sift sweep: dropped a torn last line of {} (its cell runs again): {torn:?}", csv.display());
+        }
+    }
     let mut rows = if csv.exists() { read_rows(&csv)? } else { Vec::new() };
     if !csv.exists() || rows.is_empty() && std::fs::read_to_string(&csv)?.trim().is_empty() {
-        std::fs::write(&csv, format!("{HEADER}\n"))?;
+        write_atomic(&csv, format!("{HEADER}\n").as_bytes())?;
     }
     let units = match args.units {
         Units::Mlp => "mlp",
@@ -201,8 +207,8 @@ pub fn run(args: Args) -> Result<()> {
             let s = mode_sparsity(&mode, metric, ratios).expect("modes checked above");
             let crate::eval::GenScores { bleu, agreement, .. } = e.gen_scores(&qs, &refs, args.tokens, &s, &pb)?;
             let row = Row { mode, metric: metric_label(metric, args.ig_steps), ar, units: units.into(), questions: qs.len(), tokens: args.tokens, bleu, token_agreement: agreement };
-            let mut f = std::fs::OpenOptions::new().append(true).open(&csv)?;
-            writeln!(f, "truthfulqa-gen,{},{},{},{},{},{},{:.4},{:.4}", row.mode, row.metric, row.ar, row.units, row.questions, row.tokens, row.bleu, row.token_agreement)?;
+            let line = format!("truthfulqa-gen,{},{},{},{},{},{},{:.4},{:.4}", row.mode, row.metric, row.ar, row.units, row.questions, row.tokens, row.bleu, row.token_agreement);
+            output::append_line(&csv, &line)?;
             rows.push(row);
             write_outputs(&args.out, &rows, qs.len())?;
         }

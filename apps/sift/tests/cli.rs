@@ -87,7 +87,7 @@ fn bad_input_is_a_clear_error_not_a_panic() {
     let model = tiny_model();
     let m = model.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["generate", "-m", "/nonexistent/model.gguf"], "no such file"),
+        (vec!["generate", "-m", "/nonexistent/model.gguf"], "opening the model /nonexistent/model.gguf: no such file or directory"),
         (vec!["generate", "-m", "/etc/hostname"], "invalid model file"),
         (vec!["generate", "x", "-m", m, "--top-p", "0"], "--top-p"),
         (vec!["perplexity", "/nonexistent.txt", "-m", m], "nonexistent.txt"),
@@ -381,6 +381,17 @@ fn sweep_is_resumable_and_writes_csv_json_and_chart() {
     *ig.last_mut().unwrap() = "0";
     let o = sift(&ig);
     assert!(!o.status.success() && text(&o).contains("--ig-steps must be at least 1"), "{}", text(&o));
+    // A row cut short by a kill or a full disk (no newline) is dropped, said,
+    // and its cell run again: nothing lost, nothing twice.
+    let lines: Vec<&str> = csv.lines().collect();
+    std::fs::write(out.join("sweep.csv"), format!("{}\n{}", lines[..4].join("\n"), &lines[4][..12])).unwrap();
+    let o = sift(&args);
+    assert!(o.status.success() && text(&o).contains("dropped a torn last line") && text(&o).contains("1 cells to run, 3 already"), "{}", text(&o));
+    let resumed = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
+    let (mut a, mut b): (Vec<&str>, Vec<&str>) = (csv.lines().collect(), resumed.lines().collect());
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "the resumed file holds the same cells once each");
     // A damaged row is named by file and line.
     std::fs::write(out.join("sweep.csv"), csv.clone() + "truthfulqa-gen,prompt,gxo\n").unwrap();
     let o = sift(&args);

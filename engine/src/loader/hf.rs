@@ -53,7 +53,7 @@ impl HfDir {
         let config: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| SiftError::bad_file(&config_path, format!("not valid JSON: {e}")))?;
         let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| SiftError::io(dir, e))?
+            .map_err(|e| SiftError::io_doing("listing", dir, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
             .collect();

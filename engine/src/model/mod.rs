@@ -40,6 +40,6 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
         let tokenizer = Tokenizer::from_gguf(&file)?;
         Ok(LoadedModel { config, weights, tokenizer })
     } else {
-        Err(SiftError::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory")))
+        Err(SiftError::io_doing("opening the model", path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory")))
     }
 }

@@ -190,5 +190,5 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path, format: &str) -> Resul
 fn write_json<T: Serialize>(path: &Path, value: &T, pretty: bool) -> Result<()> {
     let text = if pretty { serde_json::to_string_pretty(value) } else { serde_json::to_string(value) };
     let text = text.map_err(|e| SiftError::InvalidInput(e.to_string()))?;
-    std::fs::write(path, text + "\n").map_err(|e| SiftError::io(path, e))
+    crate::output::write_atomic(path, (text + "\n").as_bytes())
 }
