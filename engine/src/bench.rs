@@ -75,6 +75,16 @@ pub fn timed_decode(model: &mut GpuModel, prompt: &[u32], steps: usize) -> Resul
     Ok((tps, median_profile(model, last, PROFILE_RUNS)?))
 }
 
+/// Tokens/s of `steps` greedy decode steps after `prompt` (from an empty
+/// cache: `prompt` but its last token is prefilled first, untimed).
+pub fn decode_tokens_per_second(model: &mut GpuModel, prompt: &[u32], steps: usize) -> Result<f64> {
+    model.reset();
+    if prompt.len() > 1 {
+        model.forward(&prompt[..prompt.len() - 1], Logits::Last)?;
+    }
+    Ok(decode_speed(model, prompt, steps)?.0)
+}
+
 /// Tokens/s of `steps` greedy decode steps after `prompt`'s last token, and
 /// the token they end on.
 fn decode_speed(model: &mut GpuModel, prompt: &[u32], steps: usize) -> Result<(f64, u32)> {
@@ -94,7 +104,7 @@ fn timed_steps(model: &mut GpuModel, logits: &[f32], steps: usize) -> Result<(f6
 }
 
 /// The median of a few values (the upper one of an even count's middle two).
-fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }

@@ -123,7 +123,7 @@ fn teacher_forced_scores_equal_sparse_decoding() {
     // Two windows of 10 + 6: quality against dense, computed from the scores.
     let shape = Shape { prompt_tokens: 10, score_tokens: 6, windows: 2 };
     let text: Vec<u32> = (0..40).map(|i| (i * 29 + 7) % c.vocab_size as u32).collect();
-    let windows = shape.cut(&text).unwrap();
+    let windows = shape.cut(&text, None).unwrap();
     let d = score_windows(&mut model, &mut attr, &shape, &windows, &Sparsity::Off, |_| {}).unwrap();
     let s = score_windows(&mut model, &mut attr, &shape, &windows, &modes[1], |_| {}).unwrap();
     let q = compare(&d, &s).unwrap();

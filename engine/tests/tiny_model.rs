@@ -81,6 +81,25 @@ fn gguf_k_quant_model_matches_cpu_reference() {
     check(&path);
 }
 
+/// A model that requires BOS gets windows of BOS and ctx - 1 text tokens,
+/// each scored after its first position (DESIGN.md's protocol).
+#[test]
+fn perplexity_windows_start_with_bos_when_asked() {
+    use sift_engine::perplexity::{perplexity, perplexity_with_bos};
+    let c = tiny_config(RopeStyle::Neox);
+    let mut m = GpuModel::new(gpu(), &c, &random_weights(&c, 6, true), 32).unwrap();
+    let text: Vec<u32> = (0..100).map(|i| (i * 7 + 3) as u32 % 256).collect();
+    let bos = 256;
+    let with = perplexity_with_bos(&mut m, &text, 16, Some(4), Some(bos), |_, _| ()).unwrap();
+    let spelled: Vec<u32> = text.chunks(15).take(4).flat_map(|w| std::iter::once(bos).chain(w.iter().copied())).collect();
+    let by_hand = perplexity(&mut m, &spelled, 16, None, |_, _| ()).unwrap();
+    assert!(with.bos && !by_hand.bos);
+    assert_eq!((with.windows, with.scored_tokens), (4, 60));
+    assert!((with.perplexity - by_hand.perplexity).abs() < 1e-9 * by_hand.perplexity, "{} vs {}", with.perplexity, by_hand.perplexity);
+    let e = perplexity(&mut m, &text, 16, Some(0), |_, _| ()).unwrap_err().to_string();
+    assert!(e.contains("--max-windows must be at least 1"), "{e}");
+}
+
 #[test]
 fn long_prefill_crosses_batch_chunks() {
     let c = tiny_config(RopeStyle::Neox);

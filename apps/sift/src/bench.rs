@@ -2,7 +2,7 @@
 //! and llama.cpp's on the same GGUF and the same token ids when
 //! `llama-cpp-python` is importable, as ratios measured in one run.
 
-use crate::common::{load_with, ModelArgs};
+use crate::common::{load_with, Loaded, ModelArgs};
 use sift_engine::attribution::{AttributeOptions, Attributor, Target};
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -46,6 +46,9 @@ pub struct Args {
     /// (e.g. the same model as Q4_K_M and as Q4_1).
     #[arg(long, value_name = "MODEL")]
     pub also: Vec<std::path::PathBuf>,
+    /// Rounds of decoding over all models of `--also` (medians).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
 }
 
 /// Prefill and decode speed of one model, and llama.cpp's on it.
@@ -131,18 +134,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     let ratio = |key: &str| llama.as_ref().map(|l| ours[key].as_f64().unwrap() / l[key].as_f64().unwrap());
-    let first = Speeds {
-        path: m.path.clone(),
-        prefill_tps: tokens.len() as f64 / prefill_s,
-        decode_tps,
-        packed: m.model.packed_matrices(),
-        llama: llama.clone(),
-    };
-    let mut compared = vec![first];
-    for path in &args.also {
-        let model = crate::common::ModelArgs { model: Some(path.clone()), ..args.model.clone() };
-        compared.push(speeds(&model, &args, threads).with_context(|| format!("measuring {}", path.display()))?);
-    }
+    let compared = if args.also.is_empty() { vec![] } else { compare(&mut m, &tokens, &decode_prompt, llama.clone(), &args, threads)? };
     let report = json!({
         "model": m.path.display().to_string(),
         "adapter": m.model.ctx.describe(),
@@ -210,28 +202,53 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Prefill and decode speed of `model` as `run` measures them (no profiles),
-/// and llama.cpp's when it is asked for.
-fn speeds(model: &crate::common::ModelArgs, args: &Args, threads: usize) -> Result<Speeds> {
+/// The first model and every `--also` model, all loaded at once: prefill
+/// once each, then `--rounds` rounds of decoding that visit every model in
+/// turn (medians), so that the machine's drift falls on all of them alike;
+/// llama.cpp on each GGUF.
+fn compare(first: &mut Loaded, tokens: &[u32], decode_prompt: &[u32], first_llama: Option<serde_json::Value>, args: &Args, threads: usize) -> Result<Vec<Speeds>> {
     let ctx = args.prefill_tokens.max(args.decode_context + args.decode_tokens) + 1;
-    let mut m = load_with(model, ctx, false)?;
-    let mut tokens = m.tokenizer.encode(BENCH_TEXT)?;
-    while tokens.len() < args.prefill_tokens.max(args.decode_context) {
-        tokens.extend_from_within(..);
+    let mut others = vec![];
+    for path in &args.also {
+        let model = crate::common::ModelArgs { model: Some(path.clone()), ..args.model.clone() };
+        let m = load_with(&model, ctx, false).with_context(|| format!("loading {}", path.display()))?;
+        let mut t = m.tokenizer.encode(BENCH_TEXT)?;
+        while t.len() < args.prefill_tokens.max(args.decode_context) {
+            t.extend_from_within(..);
+        }
+        let p = t[..args.decode_context].to_vec();
+        t.truncate(args.prefill_tokens);
+        others.push((m, t, p));
     }
-    let decode_prompt = tokens[..args.decode_context].to_vec();
-    tokens.truncate(args.prefill_tokens);
-    let t = Instant::now();
-    m.model.forward(&tokens, Logits::Last)?;
-    let prefill_tps = tokens.len() as f64 / t.elapsed().as_secs_f64();
-    m.model.reset();
-    m.model.forward(&decode_prompt[..decode_prompt.len() - 1], Logits::Last)?;
-    let (decode_tps, _) = sift_engine::bench::timed_decode(&mut m.model, &decode_prompt, args.decode_tokens)?;
-    let is_gguf = m.path.extension().is_some_and(|e| e == "gguf");
-    let llama = (!args.no_llama_cpp && is_gguf)
-        .then(|| llama_cpp(&m.path, threads, &tokens, &decode_prompt, args.decode_tokens))
-        .and_then(|r| r.map_err(|e| eprintln!("sift: llama.cpp comparison skipped: {e:#}")).ok());
-    Ok(Speeds { path: m.path.clone(), prefill_tps, decode_tps, packed: m.model.packed_matrices(), llama })
+    let mut all: Vec<(&mut Loaded, &[u32], &[u32])> = vec![(first, tokens, decode_prompt)];
+    all.extend(others.iter_mut().map(|(m, t, p)| (m, t.as_slice(), p.as_slice())));
+    let mut prefill = vec![];
+    for (m, t, _) in all.iter_mut() {
+        m.model.reset();
+        let start = Instant::now();
+        m.model.forward(t, Logits::Last)?;
+        prefill.push(t.len() as f64 / start.elapsed().as_secs_f64());
+    }
+    let mut decode = vec![vec![]; all.len()];
+    for _ in 0..args.rounds.max(1) {
+        for (i, (m, _, p)) in all.iter_mut().enumerate() {
+            decode[i].push(sift_engine::bench::decode_tokens_per_second(&mut m.model, p, args.decode_tokens)?);
+        }
+    }
+    let mut out = vec![];
+    for (i, (m, t, p)) in all.into_iter().enumerate() {
+        let is_gguf = m.path.extension().is_some_and(|e| e == "gguf");
+        let llama = if i == 0 {
+            first_llama.clone()
+        } else {
+            (!args.no_llama_cpp && is_gguf)
+                .then(|| llama_cpp(&m.path, threads, t, p, args.decode_tokens))
+                .and_then(|r| r.map_err(|e| eprintln!("sift: llama.cpp comparison skipped: {e:#}")).ok())
+        };
+        let decode_tps = sift_engine::bench::median(decode[i].clone());
+        out.push(Speeds { path: m.path.clone(), prefill_tps: prefill[i], decode_tps, packed: m.model.packed_matrices(), llama });
+    }
+    Ok(out)
 }
 
 /// The models of one run side by side, each against the first.

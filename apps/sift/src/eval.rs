@@ -234,10 +234,10 @@ fn continuation(args: &Args) -> Result<serde_json::Value> {
         // Before the dense pass, not after it.
         t.check(&e.m.model).with_context(|| file.display().to_string())?;
     }
-    // Tokenized as the perplexity protocol does: no BOS.
-    e.m.tokenizer.add_bos = false;
-    let tokens = e.m.tokenizer.encode(&text)?;
-    let windows = shape.cut(&tokens).with_context(|| path.display().to_string())?;
+    // Tokenized as the perplexity protocol does: the text without BOS, each
+    // window starting with BOS where the model requires it.
+    let tokens = e.m.tokenizer.encode_plain(&text)?;
+    let windows = shape.cut(&tokens, e.m.tokenizer.required_bos()).with_context(|| path.display().to_string())?;
     let pb = progress(2 * windows.len(), "continuation windows");
     let dense = continuation::score_windows(&mut e.m.model, &mut e.attributor, &shape, &windows, &Sparsity::Off, |_| pb.inc(1))?;
     let sparse = continuation::score_windows(&mut e.m.model, &mut e.attributor, &shape, &windows, sparsity, |_| pb.inc(1))?;

@@ -122,9 +122,8 @@ pub fn run(args: Args) -> Result<()> {
             t.check(&e.m.model).with_context(|| s.label.clone())?;
         }
     }
-    e.m.tokenizer.add_bos = false;
-    let tokens = e.m.tokenizer.encode(&text)?;
-    let windows = shape.cut(&tokens).with_context(|| path.display().to_string())?;
+    let tokens = e.m.tokenizer.encode_plain(&text)?;
+    let windows = shape.cut(&tokens, e.m.tokenizer.required_bos()).with_context(|| path.display().to_string())?;
     // The speed prompt: the first window's prompt.
     let speed_prompt = windows[0][..shape.prompt_tokens.min(64)].to_vec();
 

@@ -91,6 +91,8 @@ fn bad_input_is_a_clear_error_not_a_panic() {
         (vec!["generate", "-m", "/etc/hostname"], "invalid model file"),
         (vec!["generate", "x", "-m", m, "--top-p", "0"], "--top-p"),
         (vec!["perplexity", "/nonexistent.txt", "-m", m], "nonexistent.txt"),
+        // Checked before the model loads: a model that does not exist is not reached.
+        (vec!["perplexity", "Cargo.toml", "-m", "/nonexistent/model.gguf", "--max-windows", "0"], "--max-windows must be at least 1"),
         (vec!["generate", "-m", m, "--adapter", "no-such-gpu"], "no adapter name contains"),
     ];
     for (args, want) in cases {

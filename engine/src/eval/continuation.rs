@@ -36,9 +36,11 @@ impl Shape {
         Ok(())
     }
 
-    /// The first `windows` non-overlapping windows of P + C tokens of `tokens`.
-    pub fn cut<'t>(&self, tokens: &'t [u32]) -> Result<Vec<&'t [u32]>> {
-        let len = self.prompt_tokens + self.score_tokens;
+    /// The first `windows` non-overlapping windows of P + C tokens of
+    /// `tokens` (the text, without BOS). With `bos` (a model that requires
+    /// it), each window is BOS and P - 1 + C text tokens.
+    pub fn cut(&self, tokens: &[u32], bos: Option<u32>) -> Result<Vec<Vec<u32>>> {
+        let len = self.prompt_tokens + self.score_tokens - bos.is_some() as usize;
         let have = tokens.len() / len.max(1);
         if have < self.windows {
             return Err(SiftError::InvalidInput(format!(
@@ -49,7 +51,7 @@ impl Shape {
                 self.windows
             )));
         }
-        Ok(tokens.chunks_exact(len).take(self.windows).collect())
+        Ok(tokens.chunks_exact(len).take(self.windows).map(|w| bos.into_iter().chain(w.iter().copied()).collect()).collect())
     }
 }
 
@@ -58,7 +60,7 @@ impl Shape {
 pub struct WindowScores(pub Vec<Vec<Scored>>);
 
 /// Scores each window's last C tokens under `sparsity`; `progress(done)` after each window.
-pub fn score_windows(model: &mut GpuModel, attributor: &mut Attributor, shape: &Shape, windows: &[&[u32]], sparsity: &Sparsity, mut progress: impl FnMut(usize)) -> Result<WindowScores> {
+pub fn score_windows(model: &mut GpuModel, attributor: &mut Attributor, shape: &Shape, windows: &[Vec<u32>], sparsity: &Sparsity, mut progress: impl FnMut(usize)) -> Result<WindowScores> {
     shape.check(model.max_ctx)?;
     let mut out = Vec::with_capacity(windows.len());
     for (i, w) in windows.iter().enumerate() {
@@ -118,8 +120,10 @@ mod tests {
     fn windows_are_cut_and_checked() {
         let shape = Shape { prompt_tokens: 3, score_tokens: 2, windows: 2 };
         let tokens: Vec<u32> = (0..11).collect();
-        assert_eq!(shape.cut(&tokens).unwrap(), vec![&tokens[0..5], &tokens[5..10]]);
-        let err = Shape { windows: 3, ..shape }.cut(&tokens).unwrap_err().to_string();
+        assert_eq!(shape.cut(&tokens, None).unwrap(), vec![tokens[0..5].to_vec(), tokens[5..10].to_vec()]);
+        // A model that requires BOS: BOS, then P - 1 + C text tokens.
+        assert_eq!(shape.cut(&tokens, Some(99)).unwrap(), vec![vec![99, 0, 1, 2, 3], vec![99, 4, 5, 6, 7]]);
+        let err = Shape { windows: 3, ..shape }.cut(&tokens, None).unwrap_err().to_string();
         assert!(err.contains("11 tokens") && err.contains("2 windows") && err.contains("3 asked"), "{err}");
         let err = shape.check(4).unwrap_err().to_string();
         assert!(err.contains("exceed the context of 4"), "{err}");

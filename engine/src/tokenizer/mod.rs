@@ -141,6 +141,16 @@ impl Tokenizer {
         Ok(ids)
     }
 
+    /// The BOS id when the model requires BOS in front of its input (the
+    /// evaluation protocols then start every window with it).
+    pub fn required_bos(&self) -> Option<u32> {
+        if self.add_bos {
+            self.bos_id
+        } else {
+            None
+        }
+    }
+
     /// Token ids of `text` alone: no BOS, whatever the model's default.
     pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
         Ok(self.inner.encode(text, false).map_err(tok_err)?.get_ids().to_vec())
