@@ -1,16 +1,15 @@
 // y[t, col0 + o] (+)= sum_k x[t, k] * W[o, k] like matvec_rows.wgsl (CPU
-// adapters, decode), with W in 8 bits: blocks of 32 weights w = d * q + m (q
-// in -127..127, d and m f16): the form of GGUF's Q8_0 (m = 0), and of Q5_0,
-// Q4_0 and Q5_1 (q in 0..31, m its min), so one vec4<u32> load brings 16
-// weights where f16 brings 8. kernels::linear uses it only when it
-// reproduces the weights exactly (kernels::packed).
+// adapters, decode), with W in 8 bits: blocks of 32 weights w = d * q + m, q
+// in -127..127, each half block of 16 with its own d and m from a scale
+// decoder composed before this file: q8_scales_f16.wgsl (GGUF's Q8_0, Q5_0,
+// Q4_0, Q5_1: one f16 d and m per block) or q8_scales_f32.wgsl (K-quants).
+// One vec4<u32> load brings 16 weights where f16 brings 8. kernels::linear
+// uses it only when it reproduces the weights (kernels::packed).
 //
 // Layout, for blocks of 64 rows as in matvec_rows.wgsl: the quants,
 // [block][k / 32][r][lane] as 2 vec4<u32> (word j holds weights 4j .. 4j + 3,
-// a byte each from the low byte up), then the scales, [block][k / 32][lane][r]
-// u32 (d in the low half, m in the high), so that an invocation's 8 rows of a block are two
-// whole vec4s: a vec4 load with a lane-dependent component costs four gathers
-// on lavapipe, for one word. k must be a multiple of 32.
+// a byte each from the low byte up), then the scales (see the decoder).
+// k must be a multiple of 32.
 
 // Params, Step, store_y, load_x, input and output_scale come from
 // linear_common.wgsl and the output and input headers, block_inputs and
@@ -46,19 +45,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var acc: array<f32, ROWS>;
     for (var i = 0u; i < k32; i++) {
         let xs = block_inputs(t, i, lane);
-        // sum (d q_e + m) x_e = d sum q_e x_e + m sum x_e.
-        var x_sum = 0.0;
-        for (var j = 0u; j < 8u; j++) {
-            x_sum += dot(xs[j], vec4<f32>(1.0));
-        }
-        // This invocation's 8 rows' scales of the block, two whole vec4s.
-        let at = scales + ((block * k32 + i) * 8u + lane) * 2u;
-        let dms = array<vec4<u32>, 2>(w[at], w[at + 1u]);
+        // Per half: sum (d q_e + m) x_e = d sum q_e x_e + m sum x_e.
+        let one = vec4<f32>(1.0);
+        let sum_a = dot(xs[0], one) + dot(xs[1], one) + dot(xs[2], one) + dot(xs[3], one);
+        let sum_b = dot(xs[4], one) + dot(xs[5], one) + dot(xs[6], one) + dot(xs[7], one);
+        let s = block_scales(scales, (block * k32 + i) * 8u + lane);
         for (var r = 0u; r < ROWS; r++) {
             let unit = wbase + (i * 8u + r) * 8u + lane;
-            let dm = unpack2x16float(dms[r / 4u][r % 4u]);
-            let q_dot = dot16(w[2u * unit], xs[0], xs[1], xs[2], xs[3]) + dot16(w[2u * unit + 1u], xs[4], xs[5], xs[6], xs[7]);
-            acc[r] += dm.x * q_dot + dm.y * x_sum;
+            let dot_a = dot16(w[2u * unit], xs[0], xs[1], xs[2], xs[3]);
+            let dot_b = dot16(w[2u * unit + 1u], xs[4], xs[5], xs[6], xs[7]);
+            acc[r] += s[r].x * dot_a + s[r].y * dot_b + s[r].z * sum_a + s[r].w * sum_b;
         }
     }
     let scale = output_scale(input_sum_sq());

@@ -41,6 +41,59 @@ pub struct GpuContext {
     pub(crate) kernels: Mutex<HashMap<String, Arc<super::Kernel>>>,
     /// Bytes of storage buffers created through the buffer helpers.
     allocated: std::sync::atomic::AtomicU64,
+    /// The first error the device reported outside an error scope, and its
+    /// loss: every later wait and readback fails with them (see [`GpuContext::check`]).
+    faults: Arc<Mutex<Faults>>,
+}
+
+/// A byte count for people: "512 B", "3.0 KiB", "1.5 GiB".
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let (mut value, mut unit) = (bytes as f64 / 1024.0, 0);
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// Records the device's uncaptured errors and its loss instead of wgpu's
+/// default, which panics: a command then ends with the message, and the
+/// Studio shows it and stays usable.
+#[derive(Default)]
+struct Faults {
+    /// The first uncaptured error.
+    error: Option<String>,
+    /// The device's loss, which explains every error after it.
+    lost: Option<String>,
+}
+
+fn watch(device: &wgpu::Device) -> Arc<Mutex<Faults>> {
+    let faults: Arc<Mutex<Faults>> = Arc::default();
+    let f = faults.clone();
+    device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+        let message = match &e {
+            wgpu::Error::OutOfMemory { .. } => "the GPU ran out of memory".to_string(),
+            // "Validation Error\n\nCaused by:\n  In X\n    Y" on one line.
+            other => other.to_string().lines().map(str::trim).filter(|l| !l.is_empty() && *l != "Caused by:").collect::<Vec<_>>().join(": "),
+        };
+        let mut faults = f.lock().unwrap_or_else(|e| e.into_inner());
+        if faults.error.is_none() {
+            log::error!("GPU error: {message}");
+            faults.error = Some(message);
+        }
+    }));
+    let f = faults.clone();
+    device.set_device_lost_callback(move |reason, message| {
+        let why = if message.is_empty() { String::new() } else { format!(": {message}") };
+        let message = format!("the GPU device was lost ({reason:?}){why}");
+        log::error!("{message}");
+        f.lock().unwrap_or_else(|e| e.into_inner()).lost.get_or_insert(message);
+    });
+    faults
 }
 
 fn parse_backends(name: Option<&str>) -> Result<wgpu::Backends> {
@@ -159,22 +212,14 @@ impl GpuContext {
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("sift"),
             required_features: features,
-            required_limits: limits.clone(),
+            required_limits: limits,
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
         .map_err(|e| SiftError::Gpu(format!("cannot open device on '{}': {e}", info.name)))?;
         log::info!("adapter: {} ({:?}, {:?})", info.name, info.backend, info.device_type);
-        Ok(Arc::new(GpuContext {
-            device,
-            queue,
-            info,
-            limits,
-            features,
-            kernels: Mutex::new(HashMap::new()),
-            allocated: Default::default(),
-        }))
+        Ok(Self::from_device(info, device, queue))
     }
 
     /// The features Sift uses when an adapter has them; a device shared with
@@ -187,7 +232,8 @@ impl GpuContext {
     /// renderer's device), with whatever limits and features it was opened with.
     pub fn from_device(info: wgpu::AdapterInfo, device: wgpu::Device, queue: wgpu::Queue) -> Arc<GpuContext> {
         let (limits, features) = (device.limits(), device.features() & Self::wanted_features());
-        Arc::new(GpuContext { device, queue, info, limits, features, kernels: Mutex::new(HashMap::new()), allocated: Default::default() })
+        let faults = watch(&device);
+        Arc::new(GpuContext { device, queue, info, limits, features, kernels: Mutex::new(HashMap::new()), allocated: Default::default(), faults })
     }
 
     pub(crate) fn count_allocation(&self, bytes: u64) {
@@ -226,11 +272,21 @@ impl GpuContext {
         )
     }
 
-    /// Waits for all submitted work.
+    /// The device's loss or its first uncaptured error, if any: once the
+    /// device has failed, nothing it computes can be trusted.
+    pub fn check(&self) -> Result<()> {
+        let faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        match faults.lost.as_ref().or(faults.error.as_ref()) {
+            Some(message) => Err(SiftError::Gpu(message.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for all submitted work (polling also reports a lost device).
     pub fn wait(&self) -> Result<()> {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map(|_| ())
-            .map_err(|e| SiftError::Gpu(format!("device poll failed: {e}")))
+            .map_err(|e| SiftError::Gpu(format!("device poll failed: {e}")))?;
+        self.check()
     }
 }

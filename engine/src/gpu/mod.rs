@@ -6,5 +6,5 @@ mod context;
 mod pipeline;
 
 pub use buffers::{read_buffer_f32, read_buffer_u32, split_rows, storage_buffer, uniform_buffer, zeroed_buffer};
-pub use context::{describe_adapter, list_adapters, AdapterRequest, AdapterSummary, GpuContext};
+pub use context::{describe_adapter, format_bytes, list_adapters, AdapterRequest, AdapterSummary, GpuContext};
 pub use pipeline::{params_in_storage, Binding, Kernel};

@@ -31,6 +31,10 @@ const LINEAR_INPUT_NORM: &str = include_str!("../../../shaders/linear_input_norm
 const LINEAR_INPUT_SWIGLU: &str = include_str!("../../../shaders/linear_input_swiglu.wgsl");
 /// How the CPU-style matvec kernels load a block of inputs: each invocation
 /// all of it, or one eighth each, shared through subgroup broadcasts.
+const MATVEC_ROWS_Q8: &str = include_str!("../../../shaders/matvec_rows_q8.wgsl");
+/// The 8-bit matvec's scale decoders: f16 d and m per block, or f32 per half block.
+pub(crate) const Q8_SCALES_F16: &str = include_str!("../../../shaders/q8_scales_f16.wgsl");
+pub(crate) const Q8_SCALES_F32: &str = include_str!("../../../shaders/q8_scales_f32.wgsl");
 pub const LINEAR_BLOCK: &str = include_str!("../../../shaders/linear_block.wgsl");
 pub const LINEAR_BLOCK_SUBGROUP: &str = include_str!("../../../shaders/linear_block_subgroup.wgsl");
 /// The 4-bit matvecs' nibble dot product.
@@ -324,7 +328,8 @@ fn kernels(ctx: &GpuContext, kind: KernelFamily, store: Store, input: Input, pac
             ),
             // Compacted W_down, read in decode only.
             Some(Format::Q4Groups) => (cpu_matvec("matvec_rows_q4g", &nibbles(include_str!("../../../shaders/matvec_rows_q4g.wgsl")), rows), None),
-            Some(Format::Q8) => (cpu_matvec("matvec_rows_q8", include_str!("../../../shaders/matvec_rows_q8.wgsl"), rows), f16_matmul()),
+            Some(Format::Q8) => (cpu_matvec("matvec_rows_q8", &format!("{Q8_SCALES_F16}\n{MATVEC_ROWS_Q8}"), rows), f16_matmul()),
+            Some(Format::Q8Halves) => (cpu_matvec("matvec_rows_q8_halves", &format!("{Q8_SCALES_F32}\n{MATVEC_ROWS_Q8}"), rows), f16_matmul()),
             None => (cpu_matvec("matvec_rows", include_str!("../../../shaders/matvec_rows.wgsl"), rows), f16_matmul()),
         }
     } else {
@@ -771,12 +776,26 @@ mod tests {
             use crate::loader::quant::{dequantize, quantize, GgmlType};
             dequantize(GgmlType::Q5_1, &quantize(GgmlType::Q5_1, &random(n * k, 66)), n * k)
         };
-        for (format, weights) in [(Format::Q4, q4_1_weights(n * k, 61)), (Format::Q8, q8_0_weights(n * k, 65)), (Format::Q8, q5_1)] {
+        // K-quant blocks run along the flat array; rows of 96 are whole sub-blocks.
+        let kquant = |ty, seed| {
+            use crate::loader::quant::{dequantize, quantize};
+            let whole = (n * k).next_multiple_of(256);
+            dequantize(ty, &quantize(ty, &random(whole, seed)), whole)[..n * k].to_vec()
+        };
+        use crate::loader::quant::GgmlType::{Q4K, Q6K};
+        let cases = [
+            (Format::Q4, q4_1_weights(n * k, 61)),
+            (Format::Q8, q8_0_weights(n * k, 65)),
+            (Format::Q8, q5_1),
+            (Format::Q8Halves, kquant(Q4K, 67)),
+            (Format::Q8Halves, kquant(Q6K, 68)),
+        ];
+        for (format, weights) in cases {
             let m = Matrix::upload(ctx, "w", &weights, n, k, true);
             assert_eq!(m.packed.as_ref().map(|p| p.format), Some(format));
             for t in [1usize, 3, 9, 20] {
-                // Q8 has no matmul: many tokens read the f16 weights.
-                let w = if format == Format::Q8 && t as u32 > MATVEC_MAX_TOKENS { crate::testing::round_f16(&weights) } else { weights.clone() };
+                // The 8-bit forms have no matmul: many tokens read the f16 weights.
+                let w = if format != Format::Q4 && t as u32 > MATVEC_MAX_TOKENS { crate::testing::round_f16(&weights) } else { weights.clone() };
                 let step = uniform_buffer(ctx, "step", &Step::new(t, 0));
                 let x: Vec<f32> = random(t * 2 * k, 63).iter().map(|v| 3.0 * v).collect();
                 let xb = storage_buffer(ctx, "x", &x);

@@ -189,7 +189,7 @@ mod shader_validation {
                 continue;
             }
             let name = path.file_name().unwrap().to_string_lossy().to_string();
-            if name.starts_with("linear_") || name == "attention_common.wgsl" || name == "attention_params.wgsl" {
+            if name.starts_with("linear_") || name.starts_with("q8_scales_") || name == "attention_common.wgsl" || name == "attention_params.wgsl" {
                 continue; // preludes, validated with the kernels they open
             }
             let body = std::fs::read_to_string(&path).unwrap();
@@ -198,17 +198,21 @@ mod shader_validation {
             // blocks of inputs with each block header (and the 4-bit ones
             // with the nibble functions), as kernels::linear composes them.
             let sources = if body.contains("store_y(") {
-                use super::linear::{Input, Store, LINEAR_BLOCK, LINEAR_BLOCK_SUBGROUP, LINEAR_COMMON, LINEAR_NIBBLES};
+                use super::linear::{Input, Store, LINEAR_BLOCK, LINEAR_BLOCK_SUBGROUP, LINEAR_COMMON, LINEAR_NIBBLES, Q8_SCALES_F16, Q8_SCALES_F32};
                 let matvec = body.contains("load_x(") || body.contains("block_inputs(");
                 let blocks = if body.contains("block_inputs(") { vec![LINEAR_BLOCK, LINEAR_BLOCK_SUBGROUP] } else { vec![""] };
                 let nibbles = if body.contains("linear_nibbles.wgsl") { LINEAR_NIBBLES } else { "" };
+                // The 8-bit matvec, with each scale decoder.
+                let decoders = if body.contains("block_scales(") { vec![Q8_SCALES_F16, Q8_SCALES_F32] } else { vec![""] };
                 let mut sources = vec![];
                 for store in Store::ALL {
                     let (header, _, layout) = store.header();
                     let inputs: Vec<String> = if matvec { Input::ALL.iter().map(|i| i.header(&mut layout.clone()).0).collect() } else { vec![String::new()] };
                     for input in &inputs {
                         for block in &blocks {
-                            sources.push(format!("{LINEAR_COMMON}\n{header}\n{input}\n{block}\n{nibbles}\n{body}"));
+                            for decoder in &decoders {
+                                sources.push(format!("{LINEAR_COMMON}\n{header}\n{input}\n{block}\n{nibbles}\n{decoder}\n{body}"));
+                            }
                         }
                     }
                 }

@@ -1,8 +1,13 @@
 //! Packed weights for the CPU-adapter kernels, in blocks of 32 along a row:
 //! - Q4 (`matvec_rows_q4.wgsl`, `matmul_rows_q4.wgsl`): w = d * q + m, q in
 //!   0..15, d and m f16: the form of GGUF's Q4_1.
-//! - Q8 (`matvec_rows_q8.wgsl`): w = d * q + m, q in -127..127, d and m
-//!   f16: GGUF's Q8_0 (m = 0), and Q5_0, Q4_0 and Q5_1, whose quants fit.
+//! - Q8 (`matvec_rows_q8.wgsl` with `q8_scales_f16.wgsl`): w = d * q + m, q
+//!   in -127..127, d and m f16: GGUF's Q8_0 (m = 0), and Q5_0, Q4_0 and
+//!   Q5_1, whose quants fit.
+//! - Q8Halves (the same kernel with `q8_scales_f32.wgsl`): 8-bit quants, an
+//!   f32 d and m for each half block of 16: the K-quants (Q4_K, Q6_K, ...),
+//!   whose sub-block scales are an f16 times a small integer, not f16
+//!   numbers. 48 bytes per 32 weights where f16 takes 64.
 //!
 //! A block's d (and m) are recovered from its weights, so a matrix is packed
 //! only when that reproduces every weight (one loaded from those tensor
@@ -26,6 +31,7 @@ pub enum Format {
     /// row (`matvec_rows_q4g.wgsl`): made only by compacting a Q4 matrix's
     /// columns (`kernels::compact`), never packed from weights.
     Q4Groups,
+    Q8Halves,
 }
 
 impl Format {
@@ -33,7 +39,7 @@ impl Format {
     pub fn quant_words(self) -> usize {
         match self {
             Format::Q4 | Format::Q4Groups => 4,
-            Format::Q8 => 8,
+            Format::Q8 | Format::Q8Halves => 8,
         }
     }
 
@@ -42,7 +48,7 @@ impl Format {
     pub fn unit_words(self) -> usize {
         match self {
             Format::Q4 | Format::Q8 => self.quant_words() + 1,
-            Format::Q4Groups => self.quant_words() + 4,
+            Format::Q4Groups | Format::Q8Halves => self.quant_words() + 4,
         }
     }
 }
@@ -99,6 +105,39 @@ fn q8_block_with_min(v: &[f32]) -> Option<(f16, f16, Vec<u32>)> {
     q8_words(v, f16::from_f32((hi - lo) / 31.0), m)
 }
 
+/// A half block's (d, m, quants): 16 weights w = d * q + m with q in
+/// 0..=127 and d, m f32, reproducing each weight to within f32 rounding of
+/// its terms, if some grid does. m is the smallest weight and d its range
+/// over the coarsest span that fits: a K-quant sub-block (w = D q - M, D and M
+/// an f16 times a 6-bit integer, q in 0..15 or -32..31) is on D's grid.
+fn affine_half(v: &[f32]) -> Option<(f32, f32, [u8; 16])> {
+    let lo = v.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !lo.is_finite() || !hi.is_finite() {
+        return None;
+    }
+    let fits = |d: f32| -> Option<[u8; 16]> {
+        let mut q = [0u8; 16];
+        for (e, &x) in v.iter().enumerate() {
+            let k = if d > 0.0 { ((x - lo) / d).round() } else { 0.0 };
+            let tol = (lo.abs() + (k * d).abs()) * f32::EPSILON * 4.0;
+            if !(0.0..=127.0).contains(&k) || (k * d + lo - x).abs() > tol {
+                return None;
+            }
+            q[e] = k as u8;
+        }
+        Some(q)
+    };
+    if hi == lo {
+        return fits(0.0).map(|q| (0.0, lo, q));
+    }
+    (1..=127).find_map(|span| {
+        let d = (hi - lo) / span as f32;
+        // (hi - lo) / span may be an ulp off the grid's step.
+        [d, d.next_up(), d.next_down()].into_iter().find_map(|d| fits(d).map(|q| (d, lo, q)))
+    })
+}
+
 /// The quants of `v` under d and m, if w = d * q + m reproduces every weight
 /// to within f32 rounding of its terms.
 fn q8_words(v: &[f32], d: f16, m: f16) -> Option<(f16, f16, Vec<u32>)> {
@@ -127,7 +166,7 @@ pub fn pack(data: &[f32], rows: usize, cols: usize) -> Option<(Format, Vec<u32>)
     if !cols.is_multiple_of(BLOCK) || data.len() != rows * cols || rows == 0 {
         return None;
     }
-    [Format::Q4, Format::Q8].into_iter().find_map(|f| pack_as(f, data, rows, cols).map(|p| (f, p)))
+    [Format::Q4, Format::Q8, Format::Q8Halves].into_iter().find_map(|f| pack_as(f, data, rows, cols).map(|p| (f, p)))
 }
 
 /// Where a unit's scale word lies among the scales: [block][k / 32][lane][r],
@@ -165,12 +204,22 @@ fn pack_as(format: Format, data: &[f32], rows: usize, cols: usize) -> Option<Vec
     for row in 0..rows {
         for i in 0..k32 {
             let v = &data[row * cols + i * BLOCK..][..BLOCK];
+            let unit = unit_index(row, i, k32);
+            if format == Format::Q8Halves {
+                // Four words per unit: d and m of each half, f32.
+                let (a, b) = (affine_half(&v[..16])?, affine_half(&v[16..])?);
+                let bytes: Vec<u8> = a.2.iter().chain(&b.2).copied().collect();
+                let q: Vec<u32> = bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                quants[unit * words..(unit + 1) * words].copy_from_slice(&q);
+                let at = 4 * scale_index(unit, k32);
+                scales[at..at + 4].copy_from_slice(&[a.0.to_bits(), b.0.to_bits(), a.1.to_bits(), b.1.to_bits()]);
+                continue;
+            }
             let (d, m, q) = match format {
                 Format::Q4 => q4_block(v)?,
                 Format::Q8 => q8_block(v)?,
-                Format::Q4Groups => return None,
+                Format::Q4Groups | Format::Q8Halves => return None,
             };
-            let unit = unit_index(row, i, k32);
             quants[unit * words..(unit + 1) * words].copy_from_slice(&q);
             scales[scale_index(unit, k32)] = d.to_bits() as u32 | (m.to_bits() as u32) << 16;
         }
@@ -193,9 +242,14 @@ mod tests {
                 let e = k % BLOCK;
                 let q = match format {
                     Format::Q4 => ((packed[unit * words + e / 8] >> (4 * (e % 8))) & 15) as f32,
-                    Format::Q8 => ((packed[unit * words + e / 4] >> (8 * (e % 4))) as u8 as i8) as f32,
+                    Format::Q8 | Format::Q8Halves => ((packed[unit * words + e / 4] >> (8 * (e % 4))) as u8 as i8) as f32,
                     Format::Q4Groups => unreachable!("not a packed layout"),
                 };
+                if format == Format::Q8Halves {
+                    let at = units * words + 4 * scale_index(unit, k32);
+                    let half = e / 16;
+                    return q * f32::from_bits(packed[at + half]) + f32::from_bits(packed[at + 2 + half]);
+                }
                 let s = packed[units * words + scale_index(unit, k32)];
                 let (d, m) = (f16::from_bits(s as u16).to_f32(), f16::from_bits((s >> 16) as u16).to_f32());
                 q * d + m
@@ -223,6 +277,25 @@ mod tests {
                 let want = &w[row * cols..(row + 1) * cols];
                 let err = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
                 assert!(err < 1e-6, "{format:?} row {row}: {err}");
+            }
+        }
+    }
+
+    /// K-quant blocks (scales an f16 times a 6-bit integer) pack in 8 bits
+    /// with f32 scales per half block, reproducing every weight.
+    #[test]
+    fn k_quant_weights_pack_in_halves() {
+        use crate::loader::quant::{dequantize, quantize, GgmlType};
+        let (rows, cols) = (70, 256);
+        for (ty, seed) in [(GgmlType::Q4K, 13), (GgmlType::Q6K, 14)] {
+            let w = dequantize(ty, &quantize(ty, &random(rows * cols, seed)), rows * cols);
+            let (format, packed) = pack(&w, rows, cols).unwrap_or_else(|| panic!("{ty:?} packs"));
+            assert_eq!(format, Format::Q8Halves, "{ty:?}");
+            for row in [0, 9, 63, 64, 69] {
+                let got = unpack_row(format, &packed, rows, cols, row);
+                for (a, b) in got.iter().zip(&w[row * cols..(row + 1) * cols]) {
+                    assert!((a - b).abs() <= b.abs() * 1e-6 + 1e-9, "{ty:?} row {row}: {a} vs {b}");
+                }
             }
         }
     }

@@ -4,8 +4,8 @@
 
 use super::{Config, Weights};
 use crate::error::{Result, SiftError};
-use crate::gpu::{read_buffer_f32, storage_buffer, uniform_buffer, zeroed_buffer, GpuContext};
-use crate::kernels::linear::{FusedRope, LinearCall, LinearOptions, Matrix, Output, QkvOut};
+use crate::gpu::{format_bytes, read_buffer_f32, storage_buffer, uniform_buffer, zeroed_buffer, GpuContext};
+use crate::kernels::linear::{FusedRope, LinearCall, LinearOptions, Matrix, Output, QkvOut, INTERLEAVE_ROWS};
 use crate::kernels::prepared_linear::{NormSpec, PreparedLinear, SwiGluSpec};
 use crate::kernels::{attention, embedding, linear, rmsnorm, rope, Call, Dispatch, KernelFamily, Step};
 use crate::roofline::Footprint;
@@ -217,6 +217,30 @@ impl Default for ModelOptions {
     }
 }
 
+/// Refuses, before anything is uploaded, a model or context one of whose
+/// buffers cannot be bound on this adapter, naming the buffer and the sizes:
+/// a layer's KV cache, one token's widest activation row (the logits), the
+/// RoPE table, and the smallest piece a weight matrix is split into (one row,
+/// or a block of 64 rows where the rows are interleaved).
+fn check_bindings(c: &Config, max_ctx: usize, interleaved: bool, max_bind: u64) -> Result<()> {
+    let widest_cols = c.dim.max(c.q_dim()).max(c.ffn_dim) as u64;
+    let matrix_piece = widest_cols * 2 * if interleaved { INTERLEAVE_ROWS as u64 } else { 1 };
+    let needs = [
+        (format!("a {max_ctx}-token KV cache"), (max_ctx * c.kv_dim() * 4) as u64, "; use a smaller --ctx"),
+        (format!("a {max_ctx}-position RoPE table"), (max_ctx * c.rot_dim / 2 * 8) as u64, "; use a smaller --ctx"),
+        ("one token's widest activation row".to_string(), c.vocab_size.max(2 * c.ffn_dim).max(c.q_dim()) as u64 * 4, ""),
+        (format!("a piece of a weight matrix ({widest_cols} columns)"), matrix_piece, ""),
+    ];
+    match needs.into_iter().find(|(_, bytes, _)| *bytes > max_bind) {
+        Some((what, bytes, hint)) => Err(SiftError::InvalidInput(format!(
+            "the model does not fit this adapter: {what} takes {}, over its storage-binding limit of {}{hint}",
+            format_bytes(bytes),
+            format_bytes(max_bind)
+        ))),
+        None => Ok(()),
+    }
+}
+
 impl GpuModel {
     /// Uploads weights (matrices as f16, and packed in 4 or 8 bits where that
     /// is exact and the adapter is a CPU) and builds every kernel call.
@@ -245,13 +269,11 @@ impl GpuModel {
         }
         let max_bind = ctx.max_binding_bytes();
         let kv_bytes = (max_ctx * c.kv_dim() * 4) as u64;
-        if kv_bytes > max_bind {
-            return Err(SiftError::InvalidInput(format!(
-                "a {max_ctx}-token KV cache ({} MiB per layer) exceeds this adapter's {} MiB binding limit; use a smaller --ctx",
-                kv_bytes >> 20,
-                max_bind >> 20
-            )));
-        }
+        let interleaved = family.is_cpu_style(&ctx);
+        check_bindings(&c, max_ctx, interleaved, max_bind)?;
+        // Out of memory while uploading is an error with the sizes, not a
+        // panic; validation errors past check_bindings are caught the same way.
+        let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         // Largest batch whose logits and MLP activations fit one binding.
         let widest = c.vocab_size.max(2 * c.ffn_dim).max(c.q_dim()) as u64 * 4;
         let max_batch = (max_bind / widest).clamp(1, 128) as usize;
@@ -275,7 +297,6 @@ impl GpuModel {
 
         let buffers = vec![];
         let mut weight_bytes = 0u64;
-        let interleaved = family.is_cpu_style(&ctx);
         let family = if interleaved { KernelFamily::RowPerInvocation } else { KernelFamily::Cooperative };
         let mut upload = |name: &str, data: &[f32], rows: usize, cols: usize| {
             let m = Matrix::upload_as(&ctx, name, data, rows, cols, interleaved, options.packed);
@@ -321,6 +342,13 @@ impl GpuModel {
         let embed = embedding::calls(&ctx, &params.embed, &step_all, &act.tokens, &act.x);
         let lm_head_all = LinearCall::with_family(&ctx, params.lm_head(), &step_all, &act.xn, &act.logits, plain, family);
         let lm_head_last = LinearCall::with_family(&ctx, params.lm_head(), &step_one, &act.x_last, &act.logits, plain, family);
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(SiftError::Gpu(format!(
+                "the model does not fit this adapter's memory: uploading {} of weights, caches and scratch failed ({e})",
+                format_bytes(ctx.allocated_bytes())
+            )));
+        }
+        ctx.check()?;
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
         Ok(GpuModel {
