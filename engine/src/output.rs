@@ -87,4 +87,49 @@ mod tests {
             eprintln!("skipped the full-disk case: this system has no /dev/full");
         }
     }
+
+    /// On a real small filesystem (a 64 KiB tmpfs): a result that does not
+    /// fit, and any write once it is read-only, fail naming the path and
+    /// the reason, and the earlier result stays whole with nothing beside it.
+    #[test]
+    fn full_and_read_only_filesystems_keep_the_earlier_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let mount = |options: &str| {
+            std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+                .arg(dir.path())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !mount("size=64k") {
+            eprintln!("skipped: mounting a tmpfs is not allowed here (it needs root or CAP_SYS_ADMIN)");
+            return;
+        }
+        struct Unmount<'a>(&'a Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg(self.0).status();
+            }
+        }
+        let _unmount = Unmount(dir.path());
+        let path = dir.path().join("result.json");
+        let earlier = b"the earlier result";
+        write_atomic(&path, earlier).unwrap();
+        let only_the_result = || {
+            assert_eq!(std::fs::read(&path).unwrap(), earlier);
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no partial file is left");
+        };
+
+        let e = write_atomic(&path, &vec![b'x'; 256 << 10]).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("writing {}: No space left on device", path.display())), "{e}");
+        only_the_result();
+
+        assert!(mount("remount,ro"), "remounting read-only");
+        let e = write_atomic(&path, b"new").unwrap_err().to_string();
+        assert!(e.starts_with(&format!("writing {}: Read-only file system", path.display())), "{e}");
+        let e = append_line(&path, "row").unwrap_err().to_string();
+        assert!(e.starts_with(&format!("opening {}: Read-only file system", path.display())), "{e}");
+        only_the_result();
+    }
 }

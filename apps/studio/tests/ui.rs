@@ -2,7 +2,8 @@
 //! engine on a tiny random model (lavapipe where there is no GPU): the slider
 //! sets the AR of the next generation, the prompt target reaches it too, the
 //! mask view has one row per layer,
-//! Stop stops, and a bad model file's error shows in the window.
+//! Stop stops, and a bad model file's error and a lost GPU device show in
+//! the window.
 
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
@@ -153,6 +154,34 @@ fn a_bad_model_file_shows_its_error_in_the_window() {
     h.step();
     wait(&mut h, "the good model", |a| a.info.is_some());
     assert!(h.query_all_by_label_contains("Error:").next().is_none());
+}
+
+/// A GPU device lost under the app (here destroyed on purpose) ends the
+/// generation with the reason in the window, never a hang or a panic, and the
+/// controls stay usable.
+#[test]
+fn a_lost_device_shows_its_error_and_the_window_stays_usable() {
+    // SAFETY: set before any thread of this test reads the environment.
+    unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+    let model = tiny_model();
+    let ctx = sift_engine::gpu::GpuContext::new(&AdapterRequest::default()).expect("a device of the test's own");
+    let worker = Worker::spawn(Some(ctx.clone()), AdapterRequest::default(), || {});
+    let app = StudioApp::new(worker, Some(model.to_path_buf()));
+    let mut h = Harness::builder().with_size(egui::vec2(1280.0, 800.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut StudioApp| app.ui(ui), app);
+    wait(&mut h, "the model", |a| a.info.is_some());
+    ctx.device.destroy();
+    h.state_mut().controls.mode = Mode::Dense;
+    h.get_by_label("Generate").click();
+    h.step();
+    wait(&mut h, "the error", |a| a.error.is_some() && !a.generating);
+    let error = h.state().error.clone().unwrap();
+    assert!(error.contains("GPU") && error.contains("lost"), "{error}");
+    assert!(h.query_all_by_label_contains("Error:").next().is_some(), "the error is drawn in the window");
+    // Still a working window: Generate can be pressed again and says the same.
+    h.get_by_label("Generate").click();
+    h.step();
+    wait(&mut h, "the second answer", |a| !a.generating);
+    assert!(h.state().error.as_ref().is_some_and(|e| e.contains("lost")), "{:?}", h.state().error);
 }
 
 /// Compare with dense (on by default): a sparse Generate runs the dense
