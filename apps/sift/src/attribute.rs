@@ -73,6 +73,12 @@ pub fn run(args: Args) -> Result<()> {
     if wants_ig && args.ig_steps == 0 {
         anyhow::bail!("--ig-steps must be at least 1");
     }
+    if let Some(id) = args.target_id {
+        let vocab = sift_engine::model::read_config(&crate::common::model_path(&args.model)?)?.vocab_size;
+        if id as usize >= vocab {
+            anyhow::bail!("--target-id {id} is outside the vocabulary: this model's token ids are 0 to {}", vocab - 1);
+        }
+    }
     let mut m = load_with(&args.model, 2048, true)?;
     let text = if args.chat { m.tokenizer.chat_prompt(&args.prompt)? } else { args.prompt.clone() };
     let tokens = m.tokenizer.encode(&text)?;

@@ -271,7 +271,7 @@ pub fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    args.sparse.validate()?;
+    args.sparse.check_before_load(&args.model)?;
     if args.task == Task::Continuation {
         let result = continuation(&args)?;
         return print_result(&result, args.json);

@@ -115,6 +115,15 @@ pub fn run(args: Args) -> Result<()> {
     let path = args.file.clone().unwrap_or_else(|| shared_data("wikitext2-test.txt"));
     let text = read_text(&path)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    // Thresholds made for a model of another shape are refused before it loads.
+    if settings.iter().any(|s| matches!(s.sparsity, Sparsity::Threshold(_))) {
+        let config = sift_engine::model::read_config(&crate::common::model_path(&args.model)?)?;
+        for s in &settings {
+            if let Sparsity::Threshold(t) = &s.sparsity {
+                t.check_shape(&config).with_context(|| s.label.clone())?;
+            }
+        }
+    }
 
     let mut e = Evaluator::load(&args.model, args.ctx, sift_engine::attribution::DEFAULT_IG_STEPS)?;
     for s in &settings {

@@ -43,7 +43,10 @@ pub fn run(args: Args) -> Result<()> {
     if !(args.top_p > 0.0 && args.top_p <= 1.0) || args.temp < 0.0 {
         anyhow::bail!("--top-p must be in (0, 1] and --temp at least 0");
     }
-    args.sparse.validate()?;
+    if args.ctx == 0 {
+        anyhow::bail!("--ctx must be at least 1");
+    }
+    args.sparse.check_before_load(&args.model)?;
     let mut m = load_with(&args.model, args.ctx, args.sparse.needs_weights())?;
     let args = Args { sparse: crate::auto::resolve(&m.model, &args.sparse)?, ..args };
     let prompt = args.prompt.clone().unwrap_or_else(|| "Once upon a time".into());

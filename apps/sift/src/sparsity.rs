@@ -1,10 +1,11 @@
 //! The sparse-decoding options `generate` (and later `eval`) share, and
 //! setting the mask they ask for on a loaded model.
 
-use crate::common::Loaded;
+use crate::common::{model_path, Loaded, ModelArgs};
 use anyhow::{bail, Context, Result};
 use sift_engine::attribution::{Attributor, Metric, DEFAULT_IG_STEPS};
 use sift_engine::model::sparse::{self, MaskFile, MlpMask, PromptTarget, Ratios, Thresholds};
+use sift_engine::model::Config;
 use std::path::PathBuf;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,6 +155,20 @@ impl SparsityArgs {
             bail!("--save-mask saves the mask of --sparsity prompt");
         }
         Ok(())
+    }
+
+    /// [`SparsityArgs::validate`], and what else can be checked before the
+    /// model loads: the thresholds or mask file is read, and refused if it
+    /// was made for a model of another shape (from the model's metadata).
+    pub fn check_before_load(&self, model: &ModelArgs) -> Result<()> {
+        self.validate()?;
+        let config = || -> Result<Config> { Ok(sift_engine::model::read_config(&model_path(model)?)?) };
+        match (self.sparsity, &self.thresholds, &self.mask) {
+            (Sparsity::Threshold, Some(path), _) => Thresholds::load(path)?.check_shape(&config()?),
+            (Sparsity::File, _, Some(path)) => MaskFile::load(path)?.model.check_shape(&config()?, "mask file"),
+            _ => return Ok(()),
+        }
+        .with_context(|| format!("{}", self.thresholds.as_ref().or(self.mask.as_ref()).expect("a file was read").display()))
     }
 
     /// Whether the model must keep its CPU weights (to upload sparse layouts).

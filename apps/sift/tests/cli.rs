@@ -93,6 +93,8 @@ fn bad_input_is_a_clear_error_not_a_panic() {
         (vec!["perplexity", "/nonexistent.txt", "-m", m], "nonexistent.txt"),
         // Checked before the model loads: a model that does not exist is not reached.
         (vec!["perplexity", "Cargo.toml", "-m", "/nonexistent/model.gguf", "--max-windows", "0"], "--max-windows must be at least 1"),
+        (vec!["generate", "-m", m, "--ctx", "0", "--adapter", "no-such-gpu"], "--ctx must be at least 1"),
+        (vec!["attribute", "hi", "-m", m, "--target-id", "288", "--adapter", "no-such-gpu"], "--target-id 288 is outside the vocabulary: this model's token ids are 0 to 287"),
         (vec!["generate", "-m", m, "--adapter", "no-such-gpu"], "no adapter name contains"),
     ];
     for (args, want) in cases {
@@ -226,8 +228,14 @@ fn generate_with_mask_and_threshold_files() {
     // Bad files and missing options: clear errors, exit code 1.
     fail(&["generate", "hi", "-m", m, "--sparsity", "threshold"], "needs --thresholds FILE");
     fail(&["generate", "hi", "-m", m, "--sparsity", "file"], "needs --mask FILE");
+    // Checked before the model loads (no adapter is even looked for).
     write_thresholds(&saved["model"], serde_json::json!([0.05, 0.05]));
-    fail(&["generate", "hi", "-m", m, "--sparsity", "threshold", "--thresholds", th], "has 2 thresholds; the model has 3 layers");
+    fail(&["generate", "hi", "-m", m, "--sparsity", "threshold", "--thresholds", th, "--adapter", "no-such-gpu"], "has 2 thresholds; the model has 3 layers");
+    fail(&["eval", "continuation", "-m", m, "--sparsity", "threshold", "--thresholds", th, "--adapter", "no-such-gpu"], "has 2 thresholds; the model has 3 layers");
+    let mut shape = saved["model"].clone();
+    shape["ffn_dim"] = 64.into();
+    write_thresholds(&shape, serde_json::json!([0.05, 0.05, 0.05]));
+    fail(&["generate", "hi", "-m", m, "--sparsity", "threshold", "--thresholds", th, "--adapter", "no-such-gpu"], "64 MLP neurons and 4 heads per layer; the model has 3, 96 and 4");
     let mut other = saved["model"].clone();
     other["fingerprint"] = "ffffffffffffffff".into();
     write_thresholds(&other, serde_json::json!([0.05, 0.05, 0.05]));
@@ -237,7 +245,7 @@ fn generate_with_mask_and_threshold_files() {
     std::fs::write(&mask, bad.to_string()).unwrap();
     fail(&["generate", "hi", "-m", m, "--sparsity", "file", "--mask", mask_s], "neuron 4000 in layer 2 is out of range");
     std::fs::write(&mask, "not json").unwrap();
-    fail(&["generate", "hi", "-m", m, "--sparsity", "file", "--mask", mask_s], "mask.json: not valid JSON");
+    fail(&["generate", "hi", "-m", m, "--sparsity", "file", "--mask", mask_s, "--adapter", "no-such-gpu"], "mask.json: not valid JSON");
 }
 
 #[test]

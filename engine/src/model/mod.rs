@@ -25,6 +25,27 @@ pub struct LoadedModel {
     pub tokenizer: Tokenizer,
 }
 
+/// The model's shape from its metadata alone (a GGUF header, or
+/// config.json): no tensor is read, so arguments can be checked against it
+/// before the slow load and upload.
+pub fn read_config(path: &Path) -> Result<Config> {
+    if path.is_dir() {
+        let config_path = path.join("config.json");
+        let text = std::fs::read_to_string(&config_path).map_err(|e| SiftError::io(&config_path, e))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| SiftError::bad_file(&config_path, format!("not valid JSON: {e}")))?;
+        Config::from_hf(&json, path)
+    } else if path.exists() {
+        Config::from_gguf(&GgufFile::open(path)?)
+    } else {
+        Err(not_found(path))
+    }
+}
+
+fn not_found(path: &Path) -> SiftError {
+    SiftError::io_doing("opening the model", path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"))
+}
+
 /// Opens a `.gguf` file or a Hugging Face directory.
 pub fn load(path: &Path) -> Result<LoadedModel> {
     if path.is_dir() {
@@ -40,6 +61,6 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
         let tokenizer = Tokenizer::from_gguf(&file)?;
         Ok(LoadedModel { config, weights, tokenizer })
     } else {
-        Err(SiftError::io_doing("opening the model", path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory")))
+        Err(not_found(path))
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::error::{Result, SiftError};
 use crate::kernels::sparse::ThresholdRule;
-use crate::model::GpuModel;
+use crate::model::{Config, GpuModel};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -24,14 +24,21 @@ impl ModelId {
         ModelId { fingerprint: model.fingerprint.clone(), n_layers: c.n_layers, ffn_dim: c.ffn_dim, n_heads: c.n_heads }
     }
 
-    fn check(&self, model: &GpuModel, what: &str) -> Result<()> {
-        let mine = ModelId::of(model);
-        if self.n_layers != mine.n_layers || self.ffn_dim != mine.ffn_dim || self.n_heads != mine.n_heads {
+    /// Refuses a file made for a model of another shape: all a model's
+    /// metadata tells, so this runs before the model loads.
+    pub fn check_shape(&self, c: &Config, what: &str) -> Result<()> {
+        if (self.n_layers, self.ffn_dim, self.n_heads) != (c.n_layers, c.ffn_dim, c.n_heads) {
             return Err(SiftError::InvalidInput(format!(
-                "this {what} is for a model with {} layers, {} MLP neurons and {} heads per layer; the loaded model has {}, {} and {}",
-                self.n_layers, self.ffn_dim, self.n_heads, mine.n_layers, mine.ffn_dim, mine.n_heads
+                "this {what} is for a model with {} layers, {} MLP neurons and {} heads per layer; the model has {}, {} and {}",
+                self.n_layers, self.ffn_dim, self.n_heads, c.n_layers, c.ffn_dim, c.n_heads
             )));
         }
+        Ok(())
+    }
+
+    fn check(&self, model: &GpuModel, what: &str) -> Result<()> {
+        let mine = ModelId::of(model);
+        self.check_shape(&model.config, what)?;
         if self.fingerprint != mine.fingerprint {
             return Err(SiftError::InvalidInput(format!(
                 "this {what} was made for another model (fingerprint {}; the loaded model's is {})",
@@ -122,11 +129,18 @@ impl Thresholds {
 
     /// Refuses thresholds made for another model or with the wrong layer count.
     pub fn check(&self, model: &GpuModel) -> Result<()> {
-        self.model.check(model, "thresholds file")?;
-        if self.thresholds.len() != model.config.n_layers {
-            return Err(SiftError::InvalidInput(format!("the thresholds file has {} thresholds; the model has {} layers", self.thresholds.len(), model.config.n_layers)));
+        self.check_shape(&model.config)?;
+        self.model.check(model, "thresholds file")
+    }
+
+    /// What [`Thresholds::check`] can tell from the model's metadata alone
+    /// (before it loads): its shape, and a threshold per layer and a weight per neuron.
+    pub fn check_shape(&self, c: &Config) -> Result<()> {
+        self.model.check_shape(c, "thresholds file")?;
+        if self.thresholds.len() != c.n_layers {
+            return Err(SiftError::InvalidInput(format!("the thresholds file has {} thresholds; the model has {} layers", self.thresholds.len(), c.n_layers)));
         }
-        let neurons = model.config.n_layers * model.config.ffn_dim;
+        let neurons = c.n_layers * c.ffn_dim;
         if let Some(w) = self.weights.as_ref().filter(|w| w.len() != neurons) {
             return Err(SiftError::InvalidInput(format!("the thresholds file has {} neuron weights; the model has {neurons} neurons", w.len())));
         }
