@@ -24,6 +24,24 @@ pub fn nll(logits: &[f32], target: u32) -> f64 {
     max + sum.ln() - logits[target as usize] as f64
 }
 
+/// The protocol's windows of `ctx` tokens over `tokens`: each is `bos` (when
+/// the model requires it) and the next `ctx - 1` text tokens, else `ctx` text
+/// tokens; at most `max` of them, from the start. Perplexity, calibration and
+/// rule calibration all cut their windows here.
+pub fn windows(tokens: &[u32], ctx: usize, bos: Option<u32>, max: Option<usize>) -> Vec<Vec<u32>> {
+    let text_per_window = ctx.saturating_sub(bos.is_some() as usize).max(1);
+    tokens
+        .chunks_exact(text_per_window)
+        .take(max.unwrap_or(usize::MAX))
+        .map(|text| bos.into_iter().chain(text.iter().copied()).collect())
+        .collect()
+}
+
+/// How many text tokens `n` windows of `ctx` take (see [`windows`]).
+pub fn text_tokens(n: usize, ctx: usize, bos: Option<u32>) -> usize {
+    n * ctx.saturating_sub(bos.is_some() as usize)
+}
+
 /// Scores `tokens` window by window; `progress(done, total)` after each window.
 pub fn perplexity(model: &mut GpuModel, tokens: &[u32], ctx: usize, max_windows: Option<usize>, progress: impl FnMut(usize, usize)) -> Result<PerplexityResult> {
     perplexity_with_bos(model, tokens, ctx, max_windows, None, progress)
@@ -45,12 +63,8 @@ pub fn perplexity_with_bos(
     if max_windows == Some(0) {
         return Err(SiftError::InvalidInput("--max-windows must be at least 1".into()));
     }
-    let text_per_window = ctx - bos.is_some() as usize;
-    let mut windows = tokens.len() / text_per_window;
-    if let Some(m) = max_windows {
-        windows = windows.min(m);
-    }
-    if windows == 0 {
+    let windows = windows(tokens, ctx, bos, max_windows);
+    if windows.is_empty() {
         return Err(SiftError::InvalidInput(format!(
             "the text has {} tokens, fewer than one window of {ctx}",
             tokens.len()
@@ -58,19 +72,17 @@ pub fn perplexity_with_bos(
     }
     let vocab = model.config.vocab_size;
     let (mut total, mut scored) = (0.0f64, 0usize);
-    for w in 0..windows {
-        let text = &tokens[w * text_per_window..(w + 1) * text_per_window];
-        let window: Vec<u32> = bos.into_iter().chain(text.iter().copied()).collect();
+    for (w, window) in windows.iter().enumerate() {
         model.reset();
-        let logits = model.forward(&window, Logits::All)?;
+        let logits = model.forward(window, Logits::All)?;
         for i in 0..ctx - 1 {
             total += nll(&logits[i * vocab..(i + 1) * vocab], window[i + 1]);
             scored += 1;
         }
-        progress(w + 1, windows);
+        progress(w + 1, windows.len());
     }
     let mean_nll = total / scored as f64;
-    Ok(PerplexityResult { perplexity: mean_nll.exp(), mean_nll, scored_tokens: scored, windows, ctx, bos: bos.is_some() })
+    Ok(PerplexityResult { perplexity: mean_nll.exp(), mean_nll, scored_tokens: scored, windows: windows.len(), ctx, bos: bos.is_some() })
 }
 
 #[cfg(test)]
@@ -81,5 +93,14 @@ mod tests {
         assert!((v - 8f64.ln()).abs() < 1e-12);
         // A dominant correct logit gives a near-zero loss.
         assert!(super::nll(&[0.0, 50.0, 0.0], 1) < 1e-12);
+    }
+
+    #[test]
+    fn windows_start_with_bos_and_keep_ctx_tokens() {
+        let tokens: Vec<u32> = (10..21).collect();
+        assert_eq!(super::windows(&tokens, 4, None, None), vec![vec![10, 11, 12, 13], vec![14, 15, 16, 17]]);
+        assert_eq!(super::windows(&tokens, 4, Some(1), None), vec![vec![1, 10, 11, 12], vec![1, 13, 14, 15], vec![1, 16, 17, 18]]);
+        assert_eq!(super::windows(&tokens, 4, Some(1), Some(2)).len(), 2);
+        assert_eq!((super::text_tokens(3, 4, Some(1)), super::text_tokens(3, 4, None)), (9, 12));
     }
 }

@@ -11,7 +11,7 @@ use sift_engine::attribution::Attributor;
 use sift_engine::calibrate::{calibrate, collect, Calibration};
 use sift_engine::model::sparse::{Rule, Thresholds};
 use sift_engine::model::GpuModel;
-use sift_engine::perplexity::perplexity;
+use sift_engine::perplexity::{perplexity_with_bos, text_tokens, windows};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -60,13 +60,14 @@ fn out_path(base: &Path, i: usize, percent: f64) -> PathBuf {
     base.with_file_name(format!("{stem}-ppl{percent}{ext}"))
 }
 
-/// Perplexity of `windows` (ctx tokens each) with the CETT thresholds on every token, or dense.
-fn ppl(model: &mut GpuModel, tokens: &[u32], ctx: usize, eps: Option<&[f32]>) -> sift_engine::Result<f64> {
+/// Perplexity of `tokens` in windows of ctx (BOS first where the model
+/// requires it) with the CETT thresholds on every token, or dense.
+fn ppl(model: &mut GpuModel, tokens: &[u32], ctx: usize, bos: Option<u32>, eps: Option<&[f32]>) -> sift_engine::Result<f64> {
     match eps {
         Some(eps) => model.set_threshold_mask_every_token(&Thresholds::new(model, Rule::Cett, eps.to_vec(), serde_json::Value::Null))?,
         None => model.disable_sparsity(),
     }
-    let r = perplexity(model, tokens, ctx, None, |_, _| ());
+    let r = perplexity_with_bos(model, tokens, ctx, None, bos, |_, _| ());
     model.disable_sparsity();
     Ok(r?.perplexity)
 }
@@ -88,27 +89,28 @@ pub fn run(args: Args) -> Result<()> {
     if args.ctx > attributor.max_tokens(&m.model) {
         bail!("--ctx {} exceeds the {} tokens one calibration pass can hold on this adapter", args.ctx, attributor.max_tokens(&m.model));
     }
-    let mut tokenizer = m.tokenizer;
-    tokenizer.add_bos = false;
-    let tokens = tokenizer.encode(&text)?;
-    let needed = (args.windows + args.holdout_windows) * args.ctx;
+    let bos = m.tokenizer.required_bos();
+    let tokens = m.tokenizer.encode_plain(&text)?;
+    let text_tokens = |n| text_tokens(n, args.ctx, bos);
+    let needed = text_tokens(args.windows + args.holdout_windows);
     if tokens.len() < needed {
         bail!("{}: {} tokens, fewer than the {needed} that {} calibration and {} held-out windows of {} need", file.display(), tokens.len(), args.windows, args.holdout_windows, args.ctx);
     }
-    let calib = &tokens[..args.windows * args.ctx];
-    let holdout = &tokens[tokens.len() - args.holdout_windows * args.ctx..];
+    let calib = &tokens[..text_tokens(args.windows)];
+    let holdout = &tokens[tokens.len() - text_tokens(args.holdout_windows)..];
 
     let pb = ProgressBar::new(0);
     pb.set_style(ProgressStyle::with_template("{msg:32} {bar:30} {pos}/{len} ({elapsed})").unwrap());
     pb.set_message("neuron outputs, CETT tables");
-    let windows: Vec<&[u32]> = calib.chunks(args.ctx).collect();
+    let windows = windows(calib, args.ctx, bos, None);
+    let windows: Vec<&[u32]> = windows.iter().map(Vec::as_slice).collect();
     let tables = collect(&mut m.model, &mut attributor, &weights, &windows, |done, total| {
         pb.set_length(total as u64);
         pb.set_position(done as u64);
     })?;
     drop(weights);
-    let dense = ppl(&mut m.model, calib, args.ctx, None)?;
-    let dense_holdout = if holdout.is_empty() { f64::NAN } else { ppl(&mut m.model, holdout, args.ctx, None)? };
+    let dense = ppl(&mut m.model, calib, args.ctx, bos, None)?;
+    let dense_holdout = if holdout.is_empty() { f64::NAN } else { ppl(&mut m.model, holdout, args.ctx, bos, None)? };
 
     let mut results: Vec<(Calibration, f64, PathBuf)> = Vec::new();
     for (i, &tol) in tolerances.iter().enumerate() {
@@ -119,9 +121,9 @@ pub fn run(args: Args) -> Result<()> {
         let c = calibrate(&tables, dense, tol, args.iters, |eps| {
             steps += 1;
             pb.set_position(steps);
-            ppl(&mut m.model, calib, args.ctx, Some(eps))
+            ppl(&mut m.model, calib, args.ctx, bos, Some(eps))
         })?;
-        let held = if holdout.is_empty() { f64::NAN } else { ppl(&mut m.model, holdout, args.ctx, Some(&c.thresholds))? };
+        let held = if holdout.is_empty() { f64::NAN } else { ppl(&mut m.model, holdout, args.ctx, bos, Some(&c.thresholds))? };
         let path = out_path(&args.out, i, tol * 100.0);
         let info = json!({
             "ppl_tolerance": tol, "cett": c.cett, "activation_ratio": c.activation_ratio,

@@ -61,13 +61,14 @@ pub fn run(args: Args) -> Result<()> {
     if args.ctx > attributor.max_tokens(&m.model) {
         bail!("--ctx {} exceeds the {} tokens one attribution pass can hold on this adapter", args.ctx, attributor.max_tokens(&m.model));
     }
-    m.tokenizer.add_bos = false;
-    let tokens = m.tokenizer.encode(&text)?;
-    if tokens.len() < args.windows * args.ctx {
+    let bos = m.tokenizer.required_bos();
+    let tokens = m.tokenizer.encode_plain(&text)?;
+    let needed = sift_engine::perplexity::text_tokens(args.windows, args.ctx, bos);
+    if tokens.len() < needed {
         bail!("{}: {} tokens, fewer than {} windows of {}", path.display(), tokens.len(), args.windows, args.ctx);
     }
-    let tail = &tokens[tokens.len() - args.windows * args.ctx..];
-    let windows: Vec<&[u32]> = tail.chunks(args.ctx).collect();
+    let windows = sift_engine::perplexity::windows(&tokens[tokens.len() - needed..], args.ctx, bos, None);
+    let windows: Vec<&[u32]> = windows.iter().map(Vec::as_slice).collect();
     let pb = progress(windows.len(), "attribution over windows");
     let stats = RuleStats::collect(&mut m.model, &mut attributor, &model_weights, &windows, |_| pb.inc(1))?;
     pb.finish_and_clear();
