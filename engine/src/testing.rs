@@ -45,6 +45,7 @@ pub fn tiny_config(style: RopeStyle) -> Config {
         rot_dim: 16,
         vocab_size: TINY_VOCAB,
         rope_theta: 10000.0,
+        rope_freq_divisors: None,
         rope_style: style,
         rms_eps: 1e-5,
         context_length: 256,
@@ -198,7 +199,16 @@ pub fn q4_k_m_mix(name: &str) -> GgmlType {
 /// GGUF bytes of the tiny model: each matrix in the type `matrix_type`
 /// names for it, norms in F32.
 pub fn gguf_bytes_with(c: &Config, w: &Weights, matrix_type: impl Fn(&str) -> GgmlType) -> Vec<u8> {
-    let tensors: Vec<(String, Vec<usize>, GgmlType, Vec<u8>)> = named_tensors(c, w)
+    gguf_bytes_plus(c, w, matrix_type, vec![], vec![])
+}
+
+/// A tensor as [`gguf::write`] takes it: name, shape, type, bytes.
+pub type RawTensor = (String, Vec<usize>, GgmlType, Vec<u8>);
+
+/// Like [`gguf_bytes_with`], with more metadata (replacing keys of the same
+/// name) and more tensors: files that say more than the tiny model.
+pub fn gguf_bytes_plus(c: &Config, w: &Weights, matrix_type: impl Fn(&str) -> GgmlType, more_metadata: Vec<(&str, Value)>, more_tensors: Vec<RawTensor>) -> Vec<u8> {
+    let mut tensors: Vec<RawTensor> = named_tensors(c, w)
         .into_iter()
         .map(|(name, shape, data)| {
             let ty = if shape.len() == 1 { GgmlType::F32 } else { matrix_type(&name) };
@@ -224,5 +234,8 @@ pub fn gguf_bytes_with(c: &Config, w: &Weights, matrix_type: impl Fn(&str) -> Gg
         ("tokenizer.ggml.token_type", Value::Array((0..TINY_VOCAB).map(|i| Value::I32(if i == 256 { 3 } else { 1 })).collect())),
         ("tokenizer.ggml.eos_token_id", Value::U32(256)),
     ];
+    let mut metadata: Vec<(&str, Value)> = metadata.into_iter().filter(|(k, _)| more_metadata.iter().all(|(m, _)| m != k)).collect();
+    metadata.extend(more_metadata);
+    tensors.extend(more_tensors);
     gguf::write(&metadata, &tensors)
 }

@@ -52,7 +52,7 @@ pub struct ScaleLayer {
 /// entry per token: a token id, `log_softmax::NONE` or `log_softmax::GREEDY`.
 pub fn attribute(c: &Config, w: &Weights, tokens: &[u32], targets: &[u32], iv: &Intervention) -> CpuAttribution {
     let n = tokens.len();
-    let table = rope::table(c.rope_theta, c.rot_dim, n);
+    let table = c.rope_table(n);
     let inverse_table: Vec<[f32; 2]> = table.iter().map(|&[cs, sn]| [cs, -sn]).collect();
     let rope_shape = |n_heads| rope::RopeShape { n_heads, head_dim: c.head_dim, rot_dim: c.rot_dim, style: c.rope_style };
     let att_shape = AttentionShape { n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: c.head_dim };

@@ -28,11 +28,18 @@ pub enum RopeStyle {
 
 /// [max_pos * rot_dim/2] of (cos, sin) of pos * theta^(-2i/rot_dim).
 pub fn table(theta: f32, rot_dim: usize, max_pos: usize) -> Vec<[f32; 2]> {
+    scaled_table(theta, rot_dim, max_pos, None)
+}
+
+/// Like [`table`], with frequency i divided by `divisors[i]` where given
+/// (RoPE scaling: linear, Llama 3's, GGUF's `rope_freqs`).
+pub fn scaled_table(theta: f32, rot_dim: usize, max_pos: usize, divisors: Option<&[f32]>) -> Vec<[f32; 2]> {
     let half = rot_dim / 2;
     let mut out = Vec::with_capacity(max_pos * half);
     for pos in 0..max_pos {
         for i in 0..half {
-            let freq = (theta as f64).powf(-(2.0 * i as f64) / rot_dim as f64);
+            let divisor = divisors.map_or(1.0, |d| d[i] as f64);
+            let freq = (theta as f64).powf(-(2.0 * i as f64) / rot_dim as f64) / divisor;
             let angle = pos as f64 * freq;
             out.push([angle.cos() as f32, angle.sin() as f32]);
         }
@@ -121,6 +128,20 @@ mod tests {
     use super::*;
     use crate::gpu::{read_buffer_f32, storage_buffer};
     use crate::kernels::{run_calls, test_util::*, Step};
+
+    /// Dividing every frequency by 2 is position p of the plain table at 2p
+    /// (linear scaling); a divisor of 1 changes nothing.
+    #[test]
+    fn scaled_table_divides_the_frequencies() {
+        let (plain, halved) = (table(10000.0, 16, 64), scaled_table(10000.0, 16, 64, Some(&[2.0; 8])));
+        for p in 0..32 {
+            for i in 0..8 {
+                let (a, b) = (halved[2 * p * 8 + i], plain[p * 8 + i]);
+                assert!((a[0] - b[0]).abs() < 1e-6 && (a[1] - b[1]).abs() < 1e-6, "position {p}, frequency {i}");
+            }
+        }
+        assert_eq!(scaled_table(500000.0, 16, 64, Some(&[1.0; 8])), table(500000.0, 16, 64));
+    }
 
     #[test]
     fn rope_matches_reference_both_styles_and_cache_rows() {

@@ -314,6 +314,14 @@ impl GgufFile {
 }
 
 impl TensorSource for GgufFile {
+    fn stored_names(&self) -> Vec<String> {
+        self.tensors.iter().map(|t| t.name.clone()).collect()
+    }
+
+    fn stored_name(&self, name: &str) -> Option<String> {
+        Some(name.to_string())
+    }
+
     fn tensor(&self, name: &str) -> Result<Option<Tensor>> {
         let Some(&i) = self.index.get(name) else { return Ok(None) };
         let info = &self.tensors[i];

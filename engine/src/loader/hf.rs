@@ -83,6 +83,14 @@ impl HfDir {
 }
 
 impl TensorSource for HfDir {
+    fn stored_names(&self) -> Vec<String> {
+        self.index.keys().cloned().collect()
+    }
+
+    fn stored_name(&self, name: &str) -> Option<String> {
+        hf_name(name)
+    }
+
     fn tensor(&self, name: &str) -> Result<Option<Tensor>> {
         let Some(hf) = hf_name(name) else { return Ok(None) };
         let Some(&fi) = self.index.get(&hf) else { return Ok(None) };

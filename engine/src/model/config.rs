@@ -25,6 +25,9 @@ pub struct Config {
     pub rot_dim: usize,
     pub vocab_size: usize,
     pub rope_theta: f32,
+    /// RoPE scaling: rotary frequency i is divided by entry i (rot_dim / 2
+    /// of them): linear scaling, Llama 3's, or GGUF's `rope_freqs` tensor.
+    pub rope_freq_divisors: Option<Vec<f32>>,
     pub rope_style: RopeStyle,
     pub rms_eps: f32,
     /// Longest context the model was trained for.
@@ -32,6 +35,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// The (cos, sin) table of positions 0..max_pos, scaled as the model asks.
+    pub fn rope_table(&self, max_pos: usize) -> Vec<[f32; 2]> {
+        crate::kernels::rope::scaled_table(self.rope_theta, self.rot_dim, max_pos, self.rope_freq_divisors.as_deref())
+    }
+
     pub fn q_dim(&self) -> usize {
         self.n_heads * self.head_dim
     }
@@ -58,6 +66,7 @@ impl Config {
                 .ok_or_else(|| SiftError::MissingTensor("token_embd.weight".into()))?,
         };
         let float = |k: &str, default: f64| f.get(&key(k)).and_then(|v| v.as_f64()).unwrap_or(default) as f32;
+        let rot_dim = f.get_u64(&key("rope.dimension_count")).unwrap_or(head_dim as u64) as usize;
         let cfg = Config {
             architecture: Architecture::Llama,
             n_layers: f.get_u64(&key("block_count"))? as usize,
@@ -66,9 +75,10 @@ impl Config {
             n_heads,
             n_kv_heads: f.get_u64(&key("attention.head_count_kv")).unwrap_or(n_heads as u64) as usize,
             head_dim,
-            rot_dim: f.get_u64(&key("rope.dimension_count")).unwrap_or(head_dim as u64) as usize,
+            rot_dim,
             vocab_size,
             rope_theta: float("rope.freq_base", 10000.0),
+            rope_freq_divisors: gguf_rope_divisors(f, &arch, rot_dim)?,
             rope_style: RopeStyle::Interleaved,
             rms_eps: float("attention.layer_norm_rms_epsilon", 1e-5),
             context_length: f.get_u64(&key("context_length")).unwrap_or(2048) as usize,
@@ -96,6 +106,30 @@ impl Config {
         let n_heads = int("num_attention_heads")?;
         let dim = int("hidden_size")?;
         let head_dim = json["head_dim"].as_u64().map(|v| v as usize).unwrap_or(dim / n_heads.max(1));
+        // What Sift does not compute is refused by name, never ignored.
+        for key in ["attention_bias", "mlp_bias"] {
+            if json[key].as_bool() == Some(true) {
+                return Err(SiftError::bad_file(&path, format!("'{key}: true' (biases on the llama projections) is not supported")));
+            }
+        }
+        let context_length = json["max_position_embeddings"].as_u64().unwrap_or(2048) as usize;
+        if let Some(window) = json["sliding_window"].as_u64().filter(|&w| (w as usize) < context_length && json["use_sliding_window"].as_bool() != Some(false)) {
+            return Err(SiftError::bad_file(&path, format!("sliding-window attention (window {window}) is not supported for llama")));
+        }
+        let rot_dim = match json["partial_rotary_factor"].as_f64() {
+            None => head_dim,
+            Some(f) if f > 0.0 && f <= 1.0 => ((head_dim as f64 * f).round() as usize) & !1,
+            Some(f) => return Err(SiftError::bad_file(&path, format!("partial_rotary_factor {f} is not in (0, 1]"))),
+        };
+        // transformers 5 writes the RoPE settings under rope_parameters,
+        // earlier versions rope_theta and rope_scaling at the top level.
+        let rope = json.get("rope_parameters").filter(|v| v.is_object());
+        let rope_theta = rope.and_then(|r| r["rope_theta"].as_f64()).or(json["rope_theta"].as_f64()).unwrap_or(10000.0);
+        let scaling = rope.or(json.get("rope_scaling").filter(|v| v.is_object()));
+        let rope_freq_divisors = match scaling {
+            None => None,
+            Some(s) => hf_rope_divisors(s, rope_theta, rot_dim).map_err(|m| SiftError::bad_file(&path, m))?,
+        };
         let cfg = Config {
             architecture: Architecture::Llama,
             n_layers: int("num_hidden_layers")?,
@@ -104,12 +138,13 @@ impl Config {
             n_heads,
             n_kv_heads: json["num_key_value_heads"].as_u64().map(|v| v as usize).unwrap_or(n_heads),
             head_dim,
-            rot_dim: head_dim,
+            rot_dim,
             vocab_size: int("vocab_size")?,
-            rope_theta: json["rope_theta"].as_f64().unwrap_or(10000.0) as f32,
+            rope_theta: rope_theta as f32,
+            rope_freq_divisors,
             rope_style: RopeStyle::Neox,
             rms_eps: json["rms_norm_eps"].as_f64().unwrap_or(1e-5) as f32,
-            context_length: json["max_position_embeddings"].as_u64().unwrap_or(2048) as usize,
+            context_length,
         };
         cfg.validate(&path)
     }
@@ -140,6 +175,65 @@ impl Config {
         if !(c.rope_theta.is_finite() && c.rope_theta > 0.0 && c.rms_eps.is_finite() && c.rms_eps >= 0.0) {
             return bad("rope theta / RMS epsilon not finite".into());
         }
+        if let Some(d) = &c.rope_freq_divisors {
+            if d.len() != c.rot_dim / 2 || d.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+                return bad(format!("RoPE scaling gives {} frequency factors; the rotary width {} needs {}, each positive", d.len(), c.rot_dim, c.rot_dim / 2));
+            }
+        }
         Ok(self)
+    }
+}
+
+/// The frequency divisors of a Hugging Face RoPE scaling (`rope_scaling`, or
+/// transformers 5's `rope_parameters`): none for default, the factor for
+/// linear, Llama 3's smooth interpolation between 1 and the factor
+/// (transformers' `_compute_llama3_parameters`); any other type refused.
+fn hf_rope_divisors(s: &serde_json::Value, theta: f64, rot_dim: usize) -> std::result::Result<Option<Vec<f32>>, String> {
+    let kind = s["rope_type"].as_str().or(s["type"].as_str()).unwrap_or("default");
+    let num = |k: &str| s[k].as_f64().filter(|v| v.is_finite() && *v > 0.0).ok_or_else(|| format!("RoPE scaling '{kind}' needs a positive '{k}'"));
+    let half = rot_dim / 2;
+    let inv_freq = |i: usize| theta.powf(-(2.0 * i as f64) / rot_dim as f64);
+    match kind {
+        "default" => Ok(None),
+        "linear" => Ok(Some(vec![num("factor")? as f32; half])),
+        "llama3" => {
+            let (factor, low, high, old) = (num("factor")?, num("low_freq_factor")?, num("high_freq_factor")?, num("original_max_position_embeddings")?);
+            if high <= low {
+                return Err(format!("RoPE scaling 'llama3' needs high_freq_factor ({high}) above low_freq_factor ({low})"));
+            }
+            let (low_wavelen, high_wavelen) = (old / low, old / high);
+            let divisor = |i: usize| {
+                let wavelen = 2.0 * std::f64::consts::PI / inv_freq(i);
+                if wavelen < high_wavelen {
+                    1.0
+                } else if wavelen > low_wavelen {
+                    factor
+                } else {
+                    let smooth = (old / wavelen - low) / (high - low);
+                    1.0 / ((1.0 - smooth) / factor + smooth)
+                }
+            };
+            Ok(Some((0..half).map(|i| divisor(i) as f32).collect()))
+        }
+        other => Err(format!("RoPE scaling type '{other}' is not supported (supported: default, linear, llama3)")),
+    }
+}
+
+/// The frequency divisors a GGUF file gives: its `rope_freqs` tensor (how
+/// llama.cpp's converter stores Llama 3's scaling) or linear scaling from
+/// `ARCH.rope.scaling.type`; any other scaling type refused.
+fn gguf_rope_divisors(f: &GgufFile, arch: &str, rot_dim: usize) -> Result<Option<Vec<f32>>> {
+    use crate::loader::TensorSource;
+    if let Some(t) = f.tensor("rope_freqs.weight")? {
+        return Ok(Some(t.data));
+    }
+    match f.get_str(&format!("{arch}.rope.scaling.type")) {
+        None | Some("none") => Ok(None),
+        Some("linear") => {
+            let factor = f.get(&format!("{arch}.rope.scaling.factor")).and_then(|v| v.as_f64()).filter(|v| v.is_finite() && *v > 0.0);
+            let factor = factor.ok_or_else(|| SiftError::bad_file(&f.path, "linear RoPE scaling needs a positive rope.scaling.factor"))?;
+            Ok(Some(vec![factor as f32; rot_dim / 2]))
+        }
+        Some(other) => Err(SiftError::bad_file(&f.path, format!("RoPE scaling type '{other}' is not supported (supported: none, linear, llama3 as rope_freqs)"))),
     }
 }

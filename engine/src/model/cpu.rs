@@ -16,7 +16,7 @@ pub struct CpuModel<'a> {
 impl<'a> CpuModel<'a> {
     pub fn new(config: &'a Config, weights: &'a Weights, max_ctx: usize) -> Self {
         CpuModel {
-            rope_table: rope::table(config.rope_theta, config.rot_dim, max_ctx),
+            rope_table: config.rope_table(max_ctx),
             k_cache: vec![Vec::new(); config.n_layers],
             v_cache: vec![Vec::new(); config.n_layers],
             config,

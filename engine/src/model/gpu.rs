@@ -293,7 +293,7 @@ impl GpuModel {
         };
         let step_all = uniform_buffer(&ctx, "step", &Step::new(0, 0));
         let step_one = uniform_buffer(&ctx, "step one", &Step::new(1, 0));
-        let rope_table = storage_buffer(&ctx, "rope table", &rope::table(c.rope_theta, c.rot_dim, max_ctx));
+        let rope_table = storage_buffer(&ctx, "rope table", &c.rope_table(max_ctx));
 
         let buffers = vec![];
         let mut weight_bytes = 0u64;

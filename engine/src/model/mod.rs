@@ -14,7 +14,7 @@ pub use gpu::{GpuModel, Logits, ModelOptions, UnitBytes};
 pub use weights::{LayerWeights, Weights};
 
 use crate::error::{Result, SiftError};
-use crate::loader::{gguf::GgufFile, hf::HfDir};
+use crate::loader::{gguf::GgufFile, hf::HfDir, Recording};
 use crate::tokenizer::Tokenizer;
 use std::path::Path;
 
@@ -51,13 +51,21 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
     if path.is_dir() {
         let dir = HfDir::open(path)?;
         let config = Config::from_hf(&dir.config, path)?;
-        let weights = Weights::load(&dir, &config)?;
+        let source = Recording::new(&dir);
+        let weights = Weights::load(&source, &config)?;
+        source.check_all_used(&[], path)?;
+        if weights.lm_head.is_none() && dir.config["tie_word_embeddings"].as_bool() == Some(false) {
+            return Err(SiftError::bad_file(path, "config.json says tie_word_embeddings: false, but there is no lm_head.weight"));
+        }
         let tokenizer = Tokenizer::from_hf_dir(path)?;
         Ok(LoadedModel { config, weights, tokenizer })
     } else if path.exists() {
         let file = GgufFile::open(path)?;
         let config = Config::from_gguf(&file)?;
-        let weights = Weights::load(&file, &config)?;
+        let source = Recording::new(&file);
+        let weights = Weights::load(&source, &config)?;
+        // Config::from_gguf reads rope_freqs (Llama 3's RoPE scaling).
+        source.check_all_used(&["rope_freqs.weight"], path)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         Ok(LoadedModel { config, weights, tokenizer })
     } else {
