@@ -168,25 +168,29 @@ impl Evaluator {
         Ok(greedy(&mut self.m.model, &mut self.attributor, &ids, tokens, &stop, s)?)
     }
 
-    /// Mean BLEU (0-100), token agreement (0-1) and first divergent token
-    /// position of generations under `s` against `refs`.
+    /// Mean sacreBLEU and Sift's BLEU (0-100), token agreement (0-1) and
+    /// first divergent token position of generations under `s` against `refs`.
     pub fn gen_scores(&mut self, questions: &[truthfulqa::Question], refs: &[Vec<u32>], tokens: usize, s: &Sparsity, pb: &ProgressBar) -> Result<GenScores> {
-        let (mut b, mut a, mut first) = (0.0, 0.0, 0.0);
+        let (mut b, mut sacre, mut a, mut first) = (0.0, 0.0, 0.0, 0.0);
         for (q, r) in questions.iter().zip(refs) {
             let got = self.generate(q, tokens, s)?;
             let (gt, rt) = (self.m.tokenizer.decode(&got)?, self.m.tokenizer.decode(r)?);
             b += bleu::sentence_bleu(&bleu::words(&gt), &bleu::words(&rt));
+            sacre += bleu::sacrebleu(&gt, &rt);
             a += bleu::token_agreement(&got, r);
             first += bleu::first_divergence(&got, r) as f64;
             pb.inc(1);
         }
         let n = questions.len().max(1) as f64;
-        Ok(GenScores { bleu: 100.0 * b / n, agreement: a / n, first_divergence: first / n })
+        Ok(GenScores { sacrebleu: sacre / n, bleu: 100.0 * b / n, agreement: a / n, first_divergence: first / n })
     }
 }
 
 /// TruthfulQA generation scores against the dense references, averaged over questions.
 pub struct GenScores {
+    /// sacreBLEU per answer (`corpus_bleu([hyp], [[ref]])`, the paper's), averaged.
+    pub sacrebleu: f64,
+    /// Sift's earlier sentence BLEU (add-one smoothing, empty = empty scores 100).
     pub bleu: f64,
     pub agreement: f64,
     /// The first position where the generation leaves its reference.
@@ -295,7 +299,7 @@ pub fn run(args: Args) -> Result<()> {
             let refs = e.references(args.references.as_deref(), &qs, args.tokens, &pb)?;
             let g = e.gen_scores(&qs, &refs, args.tokens, &sparsity, &pb)?;
             pb.finish_and_clear();
-            json!({ "task": "truthfulqa-gen", "questions": qs.len(), "bleu": g.bleu, "token_agreement": g.agreement, "first_divergence": g.first_divergence })
+            json!({ "task": "truthfulqa-gen", "questions": qs.len(), "sacrebleu": g.sacrebleu, "bleu": g.bleu, "token_agreement": g.agreement, "first_divergence": g.first_divergence })
         }
         Task::TruthfulqaMc => {
             let qs = load_questions(&data, args.limit)?;

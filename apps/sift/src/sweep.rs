@@ -63,7 +63,10 @@ fn metric_label(metric: Metric, ig_steps: usize) -> String {
     }
 }
 
-const HEADER: &str = "task,mode,metric,ar,units,questions,tokens,bleu,token_agreement";
+const HEADER: &str = "task,mode,metric,ar,units,questions,tokens,bleu,token_agreement,sacrebleu";
+/// Sweeps written before sacreBLEU was reported: read (their sacreBLEU
+/// unknown), never appended to.
+const HEADER_BEFORE_SACREBLEU: &str = "task,mode,metric,ar,units,questions,tokens,bleu,token_agreement";
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Row {
@@ -73,8 +76,11 @@ pub struct Row {
     pub units: String,
     pub questions: usize,
     pub tokens: usize,
+    /// Sift's earlier BLEU.
     pub bleu: f64,
     pub token_agreement: f64,
+    /// sacreBLEU (NaN in a sweep written before it was reported).
+    pub sacrebleu: f64,
 }
 
 impl Row {
@@ -87,11 +93,12 @@ impl Row {
 pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut lines = text.lines().enumerate();
-    match lines.next() {
-        Some((_, h)) if h.trim() == HEADER => {}
+    let fields = match lines.next() {
+        Some((_, h)) if h.trim() == HEADER => 10,
+        Some((_, h)) if h.trim() == HEADER_BEFORE_SACREBLEU => 9,
         Some(_) => bail!("{}: line 1: not a sift sweep file (expected the header {HEADER})", path.display()),
         None => return Ok(Vec::new()),
-    }
+    };
     let mut rows = Vec::new();
     for (i, line) in lines {
         if line.trim().is_empty() {
@@ -99,11 +106,11 @@ pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
         }
         let f: Vec<&str> = line.split(',').map(str::trim).collect();
         let bad = |what: String| anyhow::anyhow!("{}: line {}: {what}", path.display(), i + 1);
-        if f.len() != 9 {
-            return Err(bad(format!("{} fields, expected 9 ({HEADER})", f.len())));
+        if f.len() != fields {
+            return Err(bad(format!("{} fields, expected {fields}", f.len())));
         }
         let num = |k: usize| f[k].parse::<f64>().map_err(|_| bad(format!("field {} is not a number: {:?}", HEADER.split(',').nth(k).unwrap(), f[k])));
-        rows.push(Row { mode: f[1].into(), metric: f[2].into(), ar: num(3)?, units: f[4].into(), questions: num(5)? as usize, tokens: num(6)? as usize, bleu: num(7)?, token_agreement: num(8)? });
+        rows.push(Row { mode: f[1].into(), metric: f[2].into(), ar: num(3)?, units: f[4].into(), questions: num(5)? as usize, tokens: num(6)? as usize, bleu: num(7)?, token_agreement: num(8)?, sacrebleu: if fields == 10 { num(9)? } else { f64::NAN } });
     }
     Ok(rows)
 }
@@ -128,7 +135,7 @@ fn write_outputs(dir: &Path, rows: &[Row], limit: usize) -> Result<()> {
             let series = metrics
                 .iter()
                 .map(|m| {
-                    let mut points: Vec<(f64, f64)> = rows.iter().filter(|r| &r.mode == mode && &r.metric == m).map(|r| (r.ar, r.bleu)).collect();
+                    let mut points: Vec<(f64, f64)> = rows.iter().filter(|r| &r.mode == mode && &r.metric == m).map(|r| (r.ar, score(r))).collect();
                     points.sort_by(|a, b| a.0.total_cmp(&b.0));
                     Series { name: m.clone(), points }
                 })
@@ -136,7 +143,8 @@ fn write_outputs(dir: &Path, rows: &[Row], limit: usize) -> Result<()> {
             Panel { title: format!("{mode} mode"), series }
         })
         .collect();
-    let title = format!("TruthfulQA: BLEU of sparse vs dense generation ({limit} questions)");
+    let what = if rows.iter().any(|r| r.sacrebleu.is_nan()) { "BLEU (Sift's earlier form; * rows predate sacreBLEU)" } else { "sacreBLEU" };
+    let title = format!("TruthfulQA: {what} of sparse vs dense generation ({limit} questions)");
     let svg = chart::svg(&title, "BLEU (%)", 100.0, &panels);
     write_atomic(&dir.join("sweep.svg"), svg.as_bytes())?;
     write_atomic(&dir.join("sweep.png"), &chart::png(&svg)?)?;
@@ -167,6 +175,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     let mut rows = if csv.exists() { read_rows(&csv)? } else { Vec::new() };
+    let old_format = csv.exists() && std::fs::read_to_string(&csv)?.lines().next().is_some_and(|h| h.trim() == HEADER_BEFORE_SACREBLEU);
     if !csv.exists() || rows.is_empty() && std::fs::read_to_string(&csv)?.trim().is_empty() {
         write_atomic(&csv, format!("{HEADER}\n").as_bytes())?;
     }
@@ -179,7 +188,7 @@ pub fn run(args: Args) -> Result<()> {
     for mode in &args.modes {
         for &ar in &args.ars {
             for &metric in &metrics {
-                let probe = Row { mode: mode.clone(), metric: metric_label(metric, args.ig_steps), ar, units: units.into(), questions: qs.len(), tokens: args.tokens, bleu: 0.0, token_agreement: 0.0 };
+                let probe = Row { mode: mode.clone(), metric: metric_label(metric, args.ig_steps), ar, units: units.into(), questions: qs.len(), tokens: args.tokens, bleu: 0.0, token_agreement: 0.0, sacrebleu: 0.0 };
                 if !rows.iter().any(|r| r.key() == probe.key()) {
                     todo.push((mode.clone(), metric, ar));
                 }
@@ -187,6 +196,9 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     eprintln!("sift sweep: {} cells to run, {} already in {}", todo.len(), rows.len(), csv.display());
+    if old_format && !todo.is_empty() {
+        bail!("{} was written before sacreBLEU was reported; its cells can be redrawn but not extended: choose another --out", csv.display());
+    }
     if !todo.is_empty() {
         let mut e = Evaluator::load(&args.model, 512, args.ig_steps)?;
         let references = args.out.join("references.json");
@@ -205,9 +217,9 @@ pub fn run(args: Args) -> Result<()> {
             pb.set_message(format!("{mode} {metric} AR {ar}"));
             let ratios = if units == "both" { Ratios::both(ar) } else { Ratios::mlp(ar) };
             let s = mode_sparsity(&mode, metric, ratios).expect("modes checked above");
-            let crate::eval::GenScores { bleu, agreement, .. } = e.gen_scores(&qs, &refs, args.tokens, &s, &pb)?;
-            let row = Row { mode, metric: metric_label(metric, args.ig_steps), ar, units: units.into(), questions: qs.len(), tokens: args.tokens, bleu, token_agreement: agreement };
-            let line = format!("truthfulqa-gen,{},{},{},{},{},{},{:.4},{:.4}", row.mode, row.metric, row.ar, row.units, row.questions, row.tokens, row.bleu, row.token_agreement);
+            let crate::eval::GenScores { bleu, sacrebleu, agreement, .. } = e.gen_scores(&qs, &refs, args.tokens, &s, &pb)?;
+            let row = Row { mode, metric: metric_label(metric, args.ig_steps), ar, units: units.into(), questions: qs.len(), tokens: args.tokens, bleu, token_agreement: agreement, sacrebleu };
+            let line = format!("truthfulqa-gen,{},{},{},{},{},{},{:.4},{:.4},{:.4}", row.mode, row.metric, row.ar, row.units, row.questions, row.tokens, row.bleu, row.token_agreement, row.sacrebleu);
             output::append_line(&csv, &line)?;
             rows.push(row);
             write_outputs(&args.out, &rows, qs.len())?;
@@ -230,7 +242,17 @@ fn mode_sparsity(mode: &str, metric: Metric, ratios: Ratios) -> Option<Sparsity>
     }
 }
 
-/// BLEU per metric (rows) and AR (columns), one table per mode.
+/// The score a row is tabled and charted by: sacreBLEU, or Sift's earlier
+/// BLEU for a row that predates it.
+fn score(r: &Row) -> f64 {
+    if r.sacrebleu.is_nan() {
+        r.bleu
+    } else {
+        r.sacrebleu
+    }
+}
+
+/// sacreBLEU per metric (rows) and AR (columns), one table per mode.
 pub fn print_table(rows: &[Row]) {
     let mut modes: Vec<&str> = rows.iter().map(|r| r.mode.as_str()).collect();
     modes.dedup();
@@ -243,7 +265,7 @@ pub fn print_table(rows: &[Row]) {
         let mut metrics: Vec<&str> = rows.iter().filter(|r| r.mode == mode).map(|r| r.metric.as_str()).collect();
         metrics.sort();
         metrics.dedup();
-        println!("\n{mode} mode: BLEU (%) of sparse vs dense greedy generation");
+        println!("\n{mode} mode: sacreBLEU of sparse vs dense greedy generation");
         print!("{:<15}", "metric");
         ars.iter().for_each(|a| print!(" {:>6}", format!("{:.0}%", a * 100.0)));
         println!();
@@ -251,11 +273,15 @@ pub fn print_table(rows: &[Row]) {
             print!("{m:<15}");
             for a in &ars {
                 match rows.iter().rev().find(|r| r.mode == mode && r.metric == m && r.ar == *a) {
-                    Some(r) => print!(" {:>6.1}", r.bleu),
+                    Some(r) if r.sacrebleu.is_nan() => print!(" {:>6}", format!("{:.1}*", r.bleu)),
+                    Some(r) => print!(" {:>6.1}", r.sacrebleu),
                     None => print!(" {:>6}", "-"),
                 }
             }
             println!();
         }
+    }
+    if rows.iter().any(|r| r.sacrebleu.is_nan()) {
+        println!("* Sift's earlier BLEU: the row was written before sacreBLEU was reported");
     }
 }

@@ -314,9 +314,11 @@ fn eval_tasks_score_sparse_against_dense() {
     // AR 1 keeps every unit: the sparse generations are the dense ones.
     let v = json(&sift(&["eval", "truthfulqa-gen", "-m", m, "--data", d, "--tokens", "6", "--sparsity", "prompt", "--ar", "1", "--units", "both", "--json"]));
     assert_eq!((v["questions"].as_u64(), v["bleu"].as_f64(), v["token_agreement"].as_f64()), (Some(3), Some(100.0), Some(1.0)), "{v}");
+    assert!((v["sacrebleu"].as_f64().unwrap() - 100.0).abs() < 1e-9, "identical answers: {v}");
     let v = json(&sift(&["eval", "truthfulqa-gen", "-m", m, "--data", d, "--tokens", "6", "--sparsity", "oracle", "--ar", "0.1", "--limit", "2", "--json"]));
     assert_eq!(v["questions"].as_u64(), Some(2));
     assert!((0.0..=100.0).contains(&v["bleu"].as_f64().unwrap()));
+    assert!((0.0..=100.0 + 1e-9).contains(&v["sacrebleu"].as_f64().unwrap()));
     // --references keeps the dense references: the first run writes them, a
     // rerun reads them and scores the same; a file that is not one is an error.
     let refs = dir.join("refs.json");
@@ -357,7 +359,7 @@ fn sweep_is_resumable_and_writes_csv_json_and_chart() {
     let csv = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
     assert_eq!(csv.lines().count(), 5, "{csv}");
     for line in csv.lines().filter(|l| l.contains(",1,both,")) {
-        assert!(line.ends_with(",100.0000,1.0000"), "AR 1 reproduces dense: {line}");
+        assert!(line.contains(",100.0000,1.0000,"), "AR 1 reproduces dense: {line}");
     }
     let rows: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).unwrap()).unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 4);
@@ -406,7 +408,15 @@ fn sweep_is_resumable_and_writes_csv_json_and_chart() {
     std::fs::write(out.join("sweep.csv"), csv.clone() + "truthfulqa-gen,prompt,gxo\n").unwrap();
     let o = sift(&args);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("sweep.csv: line 6: 3 fields, expected 9"), "{}", text(&o));
+    assert!(text(&o).contains("sweep.csv: line 6: 3 fields, expected 10"), "{}", text(&o));
+    // A sweep written before sacreBLEU was reported: tabled with Sift's
+    // earlier BLEU, marked, and not extended.
+    let old: Vec<String> = csv.lines().map(|l| l.rsplitn(2, ',').nth(1).unwrap().to_string()).collect();
+    std::fs::write(out.join("sweep.csv"), old.join("\n") + "\n").unwrap();
+    let o = sift(&args);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("* Sift's earlier BLEU"), "{}", text(&o));
+    let o = sift(&more);
+    assert!(!o.status.success() && text(&o).contains("written before sacreBLEU was reported"), "{}", text(&o));
 }
 
 /// `sift bench --json`: decode speed, the sparse sweep, and the roofline:
