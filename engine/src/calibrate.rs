@@ -11,7 +11,7 @@
 //! the norm of the running partial sum after each (so a search step costs a
 //! binary search per token, not a matrix product).
 
-use crate::attribution::{AttributeOptions, Attributor, Target};
+use crate::attribution::Attributor;
 use crate::error::{Result, SiftError};
 use crate::model::{GpuModel, Weights};
 
@@ -54,8 +54,9 @@ pub fn collect(model: &mut GpuModel, attributor: &mut Attributor, weights: &Weig
     let c = model.config.clone();
     let mut h: Vec<Vec<f32>> = vec![Vec::new(); c.n_layers];
     for (i, w) in windows.iter().enumerate() {
-        // The attribution pass keeps every layer's neuron outputs.
-        attributor.attribute(model, w, &Target::Next, &AttributeOptions::default())?;
+        // The attribution pass's forward keeps every layer's neuron outputs,
+        // every row of the window (no backward: only outputs are needed).
+        attributor.trace_forward(model, w)?;
         for (l, hl) in h.iter_mut().enumerate() {
             hl.extend(attributor.read_trace(l)?.neurons);
         }

@@ -353,3 +353,28 @@ fn bad_input_gives_clear_errors() {
     let mut other = other;
     assert!(err(attr.attribute(&mut other, &tokens, &Target::Next, &opts)).contains("another model"));
 }
+
+/// Calibration's forward trace: every row of the window, even when an
+/// earlier pass cached a shared prefix (a window starting with BOS, as every
+/// one does for a model that requires it), the CPU reference's neuron
+/// outputs, and no gradients; the next attribution runs every row again.
+#[test]
+fn trace_forward_reads_every_row_without_gradients() {
+    let (c, w) = tiny(RopeStyle::Interleaved, true);
+    let mut model = GpuModel::new(gpu(), &c, &w, 64).unwrap();
+    let mut attr = Attributor::new(&model, &w).unwrap();
+    let first = prompt(&c, 10);
+    attr.attribute(&mut model, &first, &Target::Next, &AttributeOptions::default()).unwrap();
+    let mut second = first[..4].to_vec();
+    second.extend([7, 8, 9, 10, 11]);
+    attr.trace_forward(&mut model, &second).unwrap();
+    let reference = cpu::attribute(&c, &w, &second, &vec![NONE; second.len()], &Intervention::default());
+    for l in 0..c.n_layers {
+        let trace = attr.read_trace(l).unwrap();
+        assert_eq!(trace.neurons.len(), second.len() * c.ffn_dim, "layer {l}: every row");
+        assert!(rel(&trace.neurons, &reference.neurons[l]) < 1e-4, "layer {l}: {}", rel(&trace.neurons, &reference.neurons[l]));
+        assert!(trace.neuron_grads.is_empty() && trace.head_grads.is_empty(), "no stale gradients");
+    }
+    attr.attribute(&mut model, &second, &Target::Next, &AttributeOptions::default()).unwrap();
+    assert_eq!(attr.read_trace(0).unwrap().neurons.len(), second.len() * c.ffn_dim, "nothing reused after a trace");
+}

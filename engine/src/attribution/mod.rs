@@ -202,6 +202,8 @@ pub struct Attributor {
     pass: Option<Pass>,
     /// Rows the last pass ran (the new tokens only, when it reused cached ones).
     last_rows: usize,
+    /// Whether the last pass ran backward (not [`Attributor::trace_forward`]).
+    last_backward: bool,
     /// The tokens whose dense keys and values the pass's KV cache holds.
     cached: Vec<u32>,
     ig_memo: IgMemo,
@@ -223,7 +225,7 @@ impl Attributor {
         }
         let interleaved = model.params.family == crate::kernels::KernelFamily::RowPerInvocation;
         let transposed = Transposed::upload(&model.ctx, c, weights, interleaved);
-        Ok(Attributor { ctx: model.ctx.clone(), config: c.clone(), model_id: model.id, transposed, pass: None, last_rows: 0, cached: Vec::new(), ig_memo: IgMemo::default(), ig_steps: DEFAULT_IG_STEPS })
+        Ok(Attributor { ctx: model.ctx.clone(), config: c.clone(), model_id: model.id, transposed, pass: None, last_rows: 0, last_backward: false, cached: Vec::new(), ig_memo: IgMemo::default(), ig_steps: DEFAULT_IG_STEPS })
     }
 
     /// Bytes of the transposed weights on the GPU.
@@ -462,6 +464,7 @@ impl Attributor {
         pass::submit(&self.ctx, &copy);
         model.set_position(n);
         self.last_rows = traced_rows;
+        self.last_backward = true;
         self.cached = tokens.to_vec();
         let single = resolved.rows == Rows::Last;
         Ok(Scores {
@@ -495,9 +498,30 @@ impl Attributor {
         Ok(self.read_target(tokens.len(), resolved.rows)?.0)
     }
 
+    /// Runs only the pass's forward, over every one of `tokens` (no cached
+    /// prefix reused, no backward), so that [`Attributor::read_trace`] gives
+    /// every row's unit outputs (and no gradients): what calibration reads,
+    /// at the cost of a forward.
+    pub fn trace_forward(&mut self, model: &mut GpuModel, tokens: &[u32]) -> Result<()> {
+        self.check_model(model)?;
+        let resolved = self.resolve(model, tokens, &Target::Next)?;
+        self.prepare(model, tokens, 0, &resolved, &UnitFactors::ones(&self.config))?;
+        // The pass's cache now holds these tokens' keys and values, but no
+        // target or scores a later reuse could rely on.
+        self.cached.clear();
+        let pass = self.pass.as_ref().expect("prepared");
+        let mut ops = Vec::new();
+        pass.plan_forward(tokens.len() as u32, 0, 0, resolved.rows, Scaled::None, &mut ops);
+        pass::submit(&self.ctx, &ops);
+        self.last_rows = tokens.len();
+        self.last_backward = false;
+        Ok(())
+    }
+
     /// Layer `layer`'s unit outputs and gradients from the last attribution,
     /// for the rows it ran: every token, or only the new ones when it reused
-    /// cached tokens (see [`Attributor::attribute`]), or only the last when
+    /// cached tokens (see [`Attributor::attribute`]; [`Attributor::trace_forward`]
+    /// runs them all, without gradients), or only the last when
     /// its Integrated Gradients steps ran that row alone (each layer's last
     /// step, at alpha = 1, leaves its dense outputs and gradients).
     pub fn read_trace(&self, layer: usize) -> Result<LayerTrace> {
@@ -507,11 +531,13 @@ impl Attributor {
         let lb = pass.layers.get(layer).ok_or_else(|| SiftError::InvalidInput(format!("layer {layer} does not exist")))?;
         let c = &self.config;
         let read = |b: &wgpu::Buffer, w: usize| read_buffer_f32(&self.ctx, b, 0, n * w);
+        // After trace_forward there are no gradients: empty, not stale.
+        let grads = |b: &wgpu::Buffer, w: usize| if self.last_backward { read(b, w) } else { Ok(Vec::new()) };
         Ok(LayerTrace {
             heads: read(&lb.heads, c.q_dim())?,
-            head_grads: read(&lb.head_grads, c.q_dim())?,
+            head_grads: grads(&lb.head_grads, c.q_dim())?,
             neurons: read(&lb.neurons, c.ffn_dim)?,
-            neuron_grads: read(&lb.neuron_grads, c.ffn_dim)?,
+            neuron_grads: grads(&lb.neuron_grads, c.ffn_dim)?,
         })
     }
 }
