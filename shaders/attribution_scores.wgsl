@@ -1,7 +1,9 @@
 // Attribution scores of one layer's units (MLP neurons: unit_dim 1; heads:
 // unit_dim head_dim) from outputs x and gradients g = dF/dx, summed over rows
 // t0 .. t1. Per row, with m = ||x_u||_2 and s = mean over the unit of g * x:
-//   magnitude m, GxO s, SNIP |s|, Fisher s^2, corrected GxO s + 0.5 m ||g_row||.
+//   magnitude m, GxO s, SNIP |s|, Fisher s^2, corrected GxO s + 0.5 m n,
+// n the norm over the layer's units of their mean gradients (grad_norm.wgsl;
+// the paper's head term, and for neurons the norm of the row's gradient).
 // Scores are [metric, layer, unit]; slot 4 is Integrated Gradients, which
 // mode 1 accumulates instead: ig_weight * s (x is the scaled output there,
 // and ig_weight = 1 / (steps * alpha) undoes the scale).

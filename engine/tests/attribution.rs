@@ -282,8 +282,12 @@ fn corrected_term_is_half_magnitude_times_layer_gradient_norm() {
             assert!((corrected[l][i] - gxo[l][i] - direct).abs() <= 1e-5 * (1.0 + direct.abs()), "layer {l} neuron {i}");
             assert!((gxo[l][i] - g[i] * x[i]).abs() <= 1e-6 * (1.0 + (g[i] * x[i]).abs()));
         }
+        // Heads, the paper's form: 0.5 * ||x_h|| * ||(mean_d g_{h,d})_h||, the
+        // norm over the layer's heads of each head's mean gradient.
         let (x, g) = (&tr.heads[last * c.q_dim()..][..c.q_dim()], &tr.head_grads[last * c.q_dim()..][..c.q_dim()]);
-        let g_norm = g.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let head_means: Vec<f32> = (0..c.n_heads).map(|h| g[h * c.head_dim..(h + 1) * c.head_dim].iter().sum::<f32>() / c.head_dim as f32).collect();
+        let g_norm = head_means.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!(g_norm < g.iter().map(|v| v * v).sum::<f32>().sqrt() / 2.0, "layer {l}: the mean-gradient norm is the smaller one");
         for h in 0..c.n_heads {
             let xh = &x[h * c.head_dim..][..c.head_dim];
             let direct = 0.5 * xh.iter().map(|v| v * v).sum::<f32>().sqrt() * g_norm;

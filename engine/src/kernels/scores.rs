@@ -78,7 +78,7 @@ pub fn call(
     let norm_kernel = Kernel::get(ctx, "grad_norm", include_str!("../../../shaders/grad_norm.wgsl"), &[U, U, R, W]);
     let score_kernel = Kernel::get(ctx, "attribution_scores", include_str!("../../../shaders/attribution_scores.wgsl"), &[U, U, R, R, R, W]);
     let width = units.width() as u32;
-    let norm_params = uniform_buffer(ctx, "grad_norm params", &[width, 0, 0, 0]);
+    let norm_params = uniform_buffer(ctx, "grad_norm params", &[width, units.unit_dim as u32, 0, 0]);
     let params = uniform_buffer(
         ctx,
         "attribution_scores params",
@@ -108,11 +108,14 @@ pub fn call(
 }
 
 /// Per unit, summed over rows t0..t1: [magnitude, GxO, SNIP, Fisher, corrected GxO].
+/// The corrected term is 0.5 ||x_u|| times the norm over the layer's units
+/// of their mean gradients (the paper's `utils_ghead.py`; for neurons, the
+/// norm of the row's gradient).
 pub fn reference(x: &[f32], g: &[f32], units: Units, t0: usize, t1: usize) -> [Vec<f32>; 5] {
     let (w, ud) = (units.width(), units.unit_dim);
     let mut out: [Vec<f32>; 5] = std::array::from_fn(|_| vec![0.0; units.n_units]);
     for t in t0..t1 {
-        let gn = g[t * w..(t + 1) * w].iter().map(|v| v * v).sum::<f32>().sqrt();
+        let gn = g[t * w..(t + 1) * w].chunks(ud).map(|u| (u.iter().sum::<f32>() / ud as f32).powi(2)).sum::<f32>().sqrt();
         for u in 0..units.n_units {
             let xs = &x[t * w + u * ud..][..ud];
             let gs = &g[t * w + u * ud..][..ud];
