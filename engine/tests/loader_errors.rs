@@ -194,3 +194,22 @@ fn missing_tensor_and_wrong_shape() {
     let e = model::load(&dir).err().unwrap().to_string();
     assert!(e.contains("no such file"), "{e}");
 }
+
+/// Found by `fuzz/hf_dir`: a tokenizer.json whose decoder is not valid JSON
+/// made the tokenizers crate panic (an `expect` in its decoder). It is an
+/// error naming the file, as is any other damage to it.
+#[test]
+fn malformed_tokenizer_json_is_an_error_not_a_panic() {
+    let c = tiny_config(RopeStyle::Neox);
+    let dir = tempfile::Builder::new().prefix("sift-bad-tokenizer-").tempdir().unwrap();
+    write_hf_dir(dir.path(), &c, &random_weights(&c, 2, true)).unwrap();
+    let path = dir.path().join("tokenizer.json");
+    let good = std::fs::read_to_string(&path).unwrap();
+    let at = good.find("\"decoder\"").expect("the tiny tokenizer has a decoder");
+    let broken_decoder = format!("{}\"decoder\":{{\"type\":\"ByteLevel\",\"trim_offsets\"xtrue}},{}", &good[..at], &good[at..].split_once("},").unwrap().1);
+    for (what, text) in [("the fuzzer's input", broken_decoder.as_str()), ("cut short", &good[..good.len() / 2]), ("a model that is not an object", r#"{"model": 5}"#)] {
+        std::fs::write(&path, text).unwrap();
+        let e = model::load(dir.path()).err().unwrap_or_else(|| panic!("{what}: loaded")).to_string();
+        assert!(e.contains("tokenizer.json") && e.contains("tokenizer"), "{what}: {e}");
+    }
+}
