@@ -5,7 +5,10 @@
 # input in fuzz/artifacts/TARGET.
 #
 #   fuzz/run.sh SECONDS [TARGET ...]      all targets when none is named
-#   SANITIZER=none fuzz/run.sh 10         without AddressSanitizer (CI's smoke run)
+#   SANITIZER=none fuzz/run.sh 10         without AddressSanitizer
+#   FUZZ_DEBUG=1 ...                      an unoptimized build: compiles in about half
+#                                         the time, runs slower (CI's smoke run)
+#   FUZZ_SEED=1 ...                       libFuzzer's random seed fixed (CI)
 #
 # Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`).
 set -euo pipefail
@@ -17,6 +20,8 @@ targets=("$@")
 for target in "${targets[@]}"; do
     mkdir -p "fuzz/corpus/$target"
     echo "fuzz: $target for ${seconds}s (sanitizer ${SANITIZER:-address})"
-    cargo +nightly fuzz run -O --sanitizer "${SANITIZER:-address}" "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
-        -max_total_time="$seconds" -rss_limit_mb=4096 -timeout=30 -print_final_stats=1
+    release=(-O)
+    [ -z "${FUZZ_DEBUG:-}" ] || release=()
+    cargo +nightly fuzz run "${release[@]}" --sanitizer "${SANITIZER:-address}" "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
+        -max_total_time="$seconds" -rss_limit_mb=4096 -timeout=30 -print_final_stats=1 ${FUZZ_SEED:+-seed=$FUZZ_SEED}
 done
