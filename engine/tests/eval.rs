@@ -139,3 +139,71 @@ fn teacher_forced_scores_equal_sparse_decoding() {
     let err = score_windows(&mut model, &mut attr, &long, &windows, &Sparsity::Off, |_| {}).unwrap_err().to_string();
     assert!(err.contains("exceed the context of 64"), "{err}");
 }
+
+/// The paper's protocol, against an independent run of its steps: with the
+/// magnitude metric a step's mask needs no gradient, so the CPU reference's
+/// neuron outputs at each dense prefix give it. The first token is dense, the
+/// mask of token k comes from the dense trajectory before k, the last layer
+/// (dense tail 0.25 of 3 layers: ceil = 1) stays dense, and every token is
+/// decoded once under its own mask.
+#[test]
+fn paper_protocol_follows_the_dense_trajectory_by_step() {
+    use sift_engine::attribution::cpu::{self, Intervention};
+    use sift_engine::eval::{decode, Next, Paper, RuleScope};
+    use sift_engine::kernels::backward::log_softmax::NONE;
+    use sift_engine::kernels::sparse::select_top_reference;
+    let c = tiny_config(RopeStyle::Neox);
+    let mut w = random_weights(&c, 40, false);
+    w.round_matrices_to_f16();
+    let mut model = GpuModel::new(gpu(), &c, &w, 64).unwrap();
+    model.enable_sparse(&w).unwrap();
+    let mut attr = Attributor::new(&model, &w).unwrap();
+    let prompt: Vec<u32> = (0..6).map(|i| (i * 19 + 4) % c.vocab_size as u32).collect();
+    let n = 8;
+    let paper = Paper::new(Metric::Magnitude, Ratios::mlp(0.05), 0.25).unwrap();
+    let got = decode(&mut model, &mut attr, &prompt, Next::Greedy { n, stop: &[] }, &Sparsity::Paper(paper), RuleScope::Decoding).unwrap();
+    let dense = greedy(&mut model, &mut attr, &prompt, n, &[], &Sparsity::Off).unwrap();
+
+    // The same steps by hand: masks from the CPU reference's |h| at each
+    // dense prefix's last row, 5 of 96 neurons in layers 0 and 1, all in 2.
+    let masks: Vec<Vec<Vec<u32>>> = (1..n)
+        .map(|k| {
+            let tokens = [&prompt[..], &dense[..k]].concat();
+            let r = cpu::attribute(&c, &w, &tokens, &vec![NONE; tokens.len()], &Intervention::default());
+            (0..c.n_layers)
+                .map(|l| {
+                    let last: Vec<f32> = r.neurons[l][(tokens.len() - 1) * c.ffn_dim..].iter().map(|v| v.abs()).collect();
+                    if l == c.n_layers - 1 { (0..c.ffn_dim as u32).collect() } else { select_top_reference(&last, c.ffn_dim, 5).remove(0) }
+                })
+                .collect()
+        })
+        .collect();
+    model.disable_sparsity();
+    model.reset();
+    let mut logits = model.forward(&prompt, Logits::Last).unwrap();
+    let mut want = Vec::new();
+    for k in 0..n {
+        want.push(argmax(&logits));
+        if k + 1 < n {
+            model.set_mlp_mask(&masks[k]).unwrap();
+            logits = model.forward(&[want[k]], Logits::Last).unwrap();
+        }
+    }
+    model.disable_sparsity();
+    model.reset();
+    let tokens: Vec<u32> = got.iter().map(|s| s.token).collect();
+    assert_eq!(tokens, want, "the protocol's tokens");
+    assert_eq!(tokens[0], dense[0], "the first token is dense");
+    assert_eq!(got[0].mlp_kept, 1.0);
+    for s in &got[1..] {
+        // (2 layers x 5 + 96) of 3 x 96 neurons.
+        assert!((s.mlp_kept - 106.0 / 288.0).abs() < 1e-12, "{}", s.mlp_kept);
+    }
+    assert_ne!(tokens, dense, "5 of 96 neurons in two layers change the tiny model's text");
+
+    // Bad input.
+    assert!(Paper::new(Metric::Gxo, Ratios::mlp(0.5), 1.0).unwrap_err().to_string().contains("--dense-tail must be in [0, 1)"));
+    assert!(Paper::new(Metric::Gxo, Ratios::mlp(0.5), -0.1).is_err());
+    let forced = decode(&mut model, &mut attr, &prompt, Next::Forced(&[1, 2]), &Sparsity::Paper(paper), RuleScope::Decoding);
+    assert!(forced.unwrap_err().to_string().contains("applies to generation"));
+}

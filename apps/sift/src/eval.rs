@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use sift_engine::attribution::Attributor;
 use sift_engine::eval::continuation::{self, Shape};
-use sift_engine::eval::{bleu, continuation_log_prob, greedy, truthfulqa, Sparsity};
+use sift_engine::eval::{bleu, continuation_log_prob, decode, truthfulqa, Next, Paper, RuleScope, Scored, Sparsity};
 use sift_engine::model::sparse::Thresholds;
 use std::path::{Path, PathBuf};
 
@@ -28,10 +28,29 @@ pub enum Task {
     Continuation,
 }
 
+/// How truthfulqa-gen generates and masks.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// Sift's: --tokens per answer, every layer masked, the oracle's masks
+    /// from the sequence as generated (dense keys and values each step).
+    Sift,
+    /// The sparse-activation paper's released code: with --sparsity oracle,
+    /// masks from the dense trajectory applied by step, the first token dense,
+    /// the last --dense-tail of the layers dense, each answer as long as the
+    /// question's best answer in tokens.
+    Paper,
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     #[arg(value_enum)]
     pub task: Task,
+    /// truthfulqa-gen: the protocol (see `sift eval --help`).
+    #[arg(long, value_enum, default_value_t = Protocol::Sift)]
+    pub protocol: Protocol,
+    /// --protocol paper: the fraction of layers, from the last, left dense (ceil of it times the layer count).
+    #[arg(long, default_value_t = 0.25)]
+    pub dense_tail: f64,
     /// Data file (default: WikiText-2 test or truthfulqa.csv in ../shared/data).
     #[arg(value_name = "FILE")]
     pub file: Option<PathBuf>,
@@ -163,17 +182,27 @@ impl Evaluator {
     }
 
     pub fn generate(&mut self, q: &truthfulqa::Question, tokens: usize, s: &Sparsity) -> Result<Vec<u32>> {
+        Ok(self.generate_scored(q, tokens, s)?.iter().map(|t| t.token).collect())
+    }
+
+    /// The generation with each token's share of MLP neurons kept.
+    pub fn generate_scored(&mut self, q: &truthfulqa::Question, tokens: usize, s: &Sparsity) -> Result<Vec<Scored>> {
         let ids = self.m.tokenizer.encode(&truthfulqa::gen_prompt(q))?;
         let stop = self.m.tokenizer.stop_ids.clone();
-        Ok(greedy(&mut self.m.model, &mut self.attributor, &ids, tokens, &stop, s)?)
+        Ok(decode(&mut self.m.model, &mut self.attributor, &ids, Next::Greedy { n: tokens, stop: &stop }, s, RuleScope::EveryToken)?)
     }
 
     /// Mean sacreBLEU and Sift's BLEU (0-100), token agreement (0-1) and
     /// first divergent token position of generations under `s` against `refs`.
-    pub fn gen_scores(&mut self, questions: &[truthfulqa::Question], refs: &[Vec<u32>], tokens: usize, s: &Sparsity, pb: &ProgressBar) -> Result<GenScores> {
+    /// `lengths`: the tokens to generate for each question.
+    pub fn gen_scores(&mut self, questions: &[truthfulqa::Question], refs: &[Vec<u32>], lengths: &[usize], s: &Sparsity, pb: &ProgressBar) -> Result<GenScores> {
         let (mut b, mut sacre, mut a, mut first) = (0.0, 0.0, 0.0, 0.0);
-        for (q, r) in questions.iter().zip(refs) {
-            let got = self.generate(q, tokens, s)?;
+        let (mut kept, mut generated) = (0.0, 0usize);
+        for ((q, r), &tokens) in questions.iter().zip(refs).zip(lengths) {
+            let scored = self.generate_scored(q, tokens, s)?;
+            kept += scored.iter().map(|t| t.mlp_kept).sum::<f64>();
+            generated += scored.len();
+            let got: Vec<u32> = scored.iter().map(|t| t.token).collect();
             let (gt, rt) = (self.m.tokenizer.decode(&got)?, self.m.tokenizer.decode(r)?);
             b += bleu::sentence_bleu(&bleu::words(&gt), &bleu::words(&rt));
             sacre += bleu::sacrebleu(&gt, &rt);
@@ -182,7 +211,8 @@ impl Evaluator {
             pb.inc(1);
         }
         let n = questions.len().max(1) as f64;
-        Ok(GenScores { sacrebleu: sacre / n, bleu: 100.0 * b / n, agreement: a / n, first_divergence: first / n })
+        let mlp_kept = if generated == 0 { 1.0 } else { kept / generated as f64 };
+        Ok(GenScores { sacrebleu: sacre / n, bleu: 100.0 * b / n, agreement: a / n, first_divergence: first / n, mlp_kept })
     }
 }
 
@@ -195,6 +225,8 @@ pub struct GenScores {
     pub agreement: f64,
     /// The first position where the generation leaves its reference.
     pub first_divergence: f64,
+    /// MLP neurons kept over all layers and generated tokens: the effective AR.
+    pub mlp_kept: f64,
 }
 
 pub fn progress(len: usize, what: &str) -> ProgressBar {
@@ -276,6 +308,18 @@ pub fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
 
 pub fn run(args: Args) -> Result<()> {
     args.sparse.check_before_load(&args.model)?;
+    if args.protocol == Protocol::Paper {
+        if args.task != Task::TruthfulqaGen {
+            bail!("--protocol paper applies to truthfulqa-gen (the paper's generation protocol), not to {:?}", args.task);
+        }
+        if args.sparse.sparsity != Mode::Oracle {
+            bail!("--protocol paper masks every token from the dense trajectory: use it with --sparsity oracle");
+        }
+        if args.references.is_some() {
+            bail!("--references keeps references of --tokens each; --protocol paper makes each as long as its best answer");
+        }
+        Paper::new(args.sparse.metric()?, args.sparse.ratios()?, args.dense_tail)?;
+    }
     if args.task == Task::Continuation {
         let result = continuation(&args)?;
         return print_result(&result, args.json);
@@ -296,10 +340,25 @@ pub fn run(args: Args) -> Result<()> {
             let qs = load_questions(&data, args.limit)?;
             let mut e = Evaluator::load(&args.model, 512, args.sparse.ig_steps)?;
             let pb = progress(2 * qs.len(), "TruthfulQA generation");
-            let refs = e.references(args.references.as_deref(), &qs, args.tokens, &pb)?;
-            let g = e.gen_scores(&qs, &refs, args.tokens, &sparsity, &pb)?;
+            let (sparsity, lengths) = match (args.protocol, sparsity.clone()) {
+                (Protocol::Paper, Sparsity::Oracle(metric, ratios)) => {
+                    let lengths = qs.iter().map(|q| Ok(e.m.tokenizer.encode_plain(&q.best)?.len().max(1))).collect::<Result<Vec<_>>>()?;
+                    (Sparsity::Paper(Paper::new(metric, ratios, args.dense_tail)?), lengths)
+                }
+                (_, s) => (s, vec![args.tokens; qs.len()]),
+            };
+            let refs = match args.protocol {
+                Protocol::Sift => e.references(args.references.as_deref(), &qs, args.tokens, &pb)?,
+                Protocol::Paper => qs.iter().zip(&lengths).map(|(q, &n)| e.generate(q, n, &Sparsity::Off).inspect(|_| pb.inc(1))).collect::<Result<_>>()?,
+            };
+            let g = e.gen_scores(&qs, &refs, &lengths, &sparsity, &pb)?;
             pb.finish_and_clear();
-            json!({ "task": "truthfulqa-gen", "questions": qs.len(), "sacrebleu": g.sacrebleu, "bleu": g.bleu, "token_agreement": g.agreement, "first_divergence": g.first_divergence })
+            let protocol = match args.protocol {
+                Protocol::Sift => json!("sift"),
+                Protocol::Paper => json!({ "name": "paper", "dense_tail": args.dense_tail, "tokens": "the best answer's" }),
+            };
+            json!({ "task": "truthfulqa-gen", "protocol": protocol, "questions": qs.len(), "sacrebleu": g.sacrebleu, "bleu": g.bleu, "token_agreement": g.agreement,
+                    "first_divergence": g.first_divergence, "ar": args.sparse.ratios()?.mlp, "effective_mlp_ar": g.mlp_kept, "sparsity": sparsity.label() })
         }
         Task::TruthfulqaMc => {
             let qs = load_questions(&data, args.limit)?;
@@ -325,7 +384,9 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     let mut result = result;
-    result["sparsity"] = json!(sparsity.label());
+    if result.get("sparsity").is_none() {
+        result["sparsity"] = json!(sparsity.label());
+    }
     print_result(&result, args.json)
 }
 

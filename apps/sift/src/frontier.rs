@@ -68,6 +68,7 @@ fn parse_setting(spec: &str) -> Result<Setting> {
         Sparsity::Off => "dense".to_string(),
         Sparsity::Prompt(m, r, target) => format!("prompt {m} ({}){}", target.name(), if r.heads < 1.0 { " +heads" } else { "" }),
         Sparsity::Oracle(m, _) => format!("oracle {m}"),
+        Sparsity::Paper(_) => bail!("{spec}: the paper's protocol is defined for generation, not for the frontier's scoring"),
         // Weighted rules are told apart by their weight (calibrate-rule records it).
         Sparsity::Threshold(t) => match t.calibration["weight"].as_str() {
             Some(w) => format!("threshold |h| x {w}"),

@@ -217,7 +217,7 @@ pub fn run(args: Args) -> Result<()> {
             pb.set_message(format!("{mode} {metric} AR {ar}"));
             let ratios = if units == "both" { Ratios::both(ar) } else { Ratios::mlp(ar) };
             let s = mode_sparsity(&mode, metric, ratios).expect("modes checked above");
-            let crate::eval::GenScores { bleu, sacrebleu, agreement, .. } = e.gen_scores(&qs, &refs, args.tokens, &s, &pb)?;
+            let crate::eval::GenScores { bleu, sacrebleu, agreement, .. } = e.gen_scores(&qs, &refs, &vec![args.tokens; qs.len()], &s, &pb)?;
             let row = Row { mode, metric: metric_label(metric, args.ig_steps), ar, units: units.into(), questions: qs.len(), tokens: args.tokens, bleu, token_agreement: agreement, sacrebleu };
             let line = format!("truthfulqa-gen,{},{},{},{},{},{},{:.4},{:.4},{:.4}", row.mode, row.metric, row.ar, row.units, row.questions, row.tokens, row.bleu, row.token_agreement, row.sacrebleu);
             output::append_line(&csv, &line)?;

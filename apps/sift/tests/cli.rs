@@ -319,6 +319,24 @@ fn eval_tasks_score_sparse_against_dense() {
     assert_eq!(v["questions"].as_u64(), Some(2));
     assert!((0.0..=100.0).contains(&v["bleu"].as_f64().unwrap()));
     assert!((0.0..=100.0 + 1e-9).contains(&v["sacrebleu"].as_f64().unwrap()));
+    // The paper's protocol: each answer as long as its best answer, the
+    // first token and the last layer dense (AR 1: the dense text itself).
+    let v = json(&sift(&["eval", "truthfulqa-gen", "-m", m, "--data", d, "--sparsity", "oracle", "--ar", "1", "--protocol", "paper", "--json"]));
+    assert_eq!((v["protocol"]["name"].as_str(), v["token_agreement"].as_f64(), v["effective_mlp_ar"].as_f64()), (Some("paper"), Some(1.0), Some(1.0)), "{v}");
+    let v = json(&sift(&["eval", "truthfulqa-gen", "-m", m, "--data", d, "--sparsity", "oracle", "--ar", "0.3", "--protocol", "paper", "--limit", "2", "--json"]));
+    let effective = v["effective_mlp_ar"].as_f64().unwrap();
+    // Masked steps keep (2 x 29 + 96) / 288 of the neurons, the first all.
+    assert!(effective > 154.0 / 288.0 - 1e-9 && effective < 1.0, "{v}");
+    assert!(v["sparsity"].as_str().unwrap().contains("dense tail 0.25"), "{v}");
+    for (extra, want) in [
+        (vec!["--sparsity", "prompt"], "use it with --sparsity oracle"),
+        (vec!["--sparsity", "oracle", "--dense-tail", "1"], "--dense-tail must be in [0, 1)"),
+    ] {
+        let mut a = vec!["eval", "truthfulqa-gen", "-m", m, "--data", d, "--protocol", "paper", "--adapter", "no-such-gpu"];
+        a.extend(extra);
+        fail(&a, want);
+    }
+    fail(&["eval", "perplexity", "-m", m, "--protocol", "paper", "--sparsity", "oracle", "--adapter", "no-such-gpu"], "applies to truthfulqa-gen");
     // --references keeps the dense references: the first run writes them, a
     // rerun reads them and scores the same; a file that is not one is an error.
     let refs = dir.join("refs.json");

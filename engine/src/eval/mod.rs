@@ -4,6 +4,7 @@
 
 pub mod bleu;
 pub mod continuation;
+pub mod paper;
 pub mod truthfulqa;
 
 use crate::attribution::{Attributor, Metric};
@@ -11,6 +12,7 @@ use crate::error::{Result, SiftError};
 use crate::model::sparse::{oracle_step, set_prompt_mask, PromptTarget, Ratios, Thresholds};
 use crate::model::{GpuModel, Logits};
 use crate::sampling::argmax;
+pub use paper::Paper;
 
 /// How an evaluation runs the model.
 #[derive(Clone, Debug)]
@@ -22,6 +24,9 @@ pub enum Sparsity {
     Oracle(Metric, Ratios),
     /// A threshold rule on every token.
     Threshold(Thresholds),
+    /// The paper's own protocol (`paper`): masks from the dense trajectory,
+    /// first token dense, a dense tail of layers. Generation only.
+    Paper(Paper),
 }
 
 impl Sparsity {
@@ -31,6 +36,7 @@ impl Sparsity {
             Sparsity::Prompt(m, r, t) => format!("prompt ({} target) {m} mlp {} heads {}", t.name(), r.mlp, r.heads),
             Sparsity::Oracle(m, r) => format!("oracle {m} mlp {} heads {}", r.mlp, r.heads),
             Sparsity::Threshold(t) => format!("threshold {:?}", t.rule),
+            Sparsity::Paper(p) => format!("paper protocol {} mlp {} heads {} dense tail {}", p.metric, p.ratios.mlp, p.ratios.heads, p.dense_tail),
         }
     }
 }
@@ -83,6 +89,7 @@ pub(crate) fn start(model: &mut GpuModel, attributor: &mut Attributor, prompt: &
             attributor.forget_cached_tokens();
             Ok(oracle_step(model, attributor, prompt, *metric, *ratios)?.0)
         }
+        Sparsity::Paper(_) => Err(SiftError::InvalidInput("the paper's protocol runs through eval::decode".into())),
     }
 }
 
@@ -129,6 +136,12 @@ pub fn decode(model: &mut GpuModel, attributor: &mut Attributor, prompt: &[u32],
     }
     if let Next::Forced(tokens) = next {
         model.check_fits(prompt.len() + tokens.len())?;
+    }
+    if let Sparsity::Paper(p) = sparsity {
+        return match next {
+            Next::Greedy { n, stop } => paper::generate(model, attributor, prompt, n, stop, p),
+            Next::Forced(_) => Err(SiftError::InvalidInput("the paper's protocol applies to generation; score continuations under another mode".into())),
+        };
     }
     let result = (|| {
         if let (Sparsity::Off, Next::Forced(forced)) = (sparsity, next) {
