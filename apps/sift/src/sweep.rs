@@ -13,7 +13,7 @@ use crate::common::ModelArgs;
 use crate::sparsity::Units;
 use anyhow::{bail, Context, Result};
 use sift_engine::attribution::{Metric, DEFAULT_IG_STEPS};
-use sift_engine::eval::Sparsity;
+use sift_engine::eval::{Paper, Sparsity};
 use sift_engine::model::sparse::{PromptTarget, Ratios};
 use sift_engine::output::{self, write_atomic};
 use std::path::{Path, PathBuf};
@@ -29,9 +29,15 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', default_value = "0.1,0.2,0.3,0.4,0.5,0.6,0.8,1.0")]
     pub ars: Vec<f64>,
     /// Modes, comma-separated: oracle, prompt (masks from the greedy next
-    /// token's attribution), prompt-tokens (from the prompt's own tokens).
+    /// token's attribution), prompt-tokens (from the prompt's own tokens),
+    /// paper (the paper's protocol, `sift eval --protocol paper`: masks from
+    /// the dense trajectory, first token and --dense-tail dense, each answer
+    /// as long as its best answer; its rows' tokens column is 0).
     #[arg(long, value_delimiter = ',', default_value = "oracle,prompt")]
     pub modes: Vec<String>,
+    /// Paper mode: the fraction of layers, from the last, left dense.
+    #[arg(long, default_value_t = 0.25)]
+    pub dense_tail: f64,
     /// Which units the AR masks.
     #[arg(long, value_enum, default_value_t = Units::Both)]
     pub units: Units,
@@ -162,8 +168,8 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     for m in &args.modes {
-        if mode_sparsity(m, Metric::Gxo, Ratios::mlp(1.0)).is_none() {
-            bail!("--modes: {m:?} is not oracle, prompt or prompt-tokens");
+        if mode_sparsity(m, Metric::Gxo, Ratios::mlp(1.0), args.dense_tail)?.is_none() {
+            bail!("--modes: {m:?} is not oracle, prompt, prompt-tokens or paper");
         }
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
@@ -188,7 +194,7 @@ pub fn run(args: Args) -> Result<()> {
     for mode in &args.modes {
         for &ar in &args.ars {
             for &metric in &metrics {
-                let probe = Row { mode: mode.clone(), metric: metric_label(metric, args.ig_steps), ar, units: units.into(), questions: qs.len(), tokens: args.tokens, bleu: 0.0, token_agreement: 0.0, sacrebleu: 0.0 };
+                let probe = Row { mode: mode.clone(), metric: metric_label(metric, args.ig_steps), ar, units: units.into(), questions: qs.len(), tokens: tokens_column(mode, args.tokens), bleu: 0.0, token_agreement: 0.0, sacrebleu: 0.0 };
                 if !rows.iter().any(|r| r.key() == probe.key()) {
                     todo.push((mode.clone(), metric, ar));
                 }
@@ -211,14 +217,22 @@ pub fn run(args: Args) -> Result<()> {
                 if saved.contains("packed") { "out" } else { "" }
             );
         }
-        let pb = progress(qs.len() * (todo.len() + 1), "dense references");
+        let paper_cells = todo.iter().any(|(mode, ..)| mode == "paper");
+        let pb = progress(qs.len() * (todo.len() + 1 + paper_cells as usize), "dense references");
         let refs = e.references(Some(&references), &qs, args.tokens, &pb)?;
+        // The paper's answers are as long as each best answer: their own references.
+        let best_lengths = qs.iter().map(|q| Ok(e.m.tokenizer.encode_plain(&q.best)?.len().max(1))).collect::<Result<Vec<_>>>()?;
+        let paper_refs = match paper_cells {
+            true => qs.iter().zip(&best_lengths).map(|(q, &n)| e.generate(q, n, &Sparsity::Off).inspect(|_| pb.inc(1))).collect::<Result<Vec<_>>>()?,
+            false => Vec::new(),
+        };
         for (mode, metric, ar) in todo {
             pb.set_message(format!("{mode} {metric} AR {ar}"));
             let ratios = if units == "both" { Ratios::both(ar) } else { Ratios::mlp(ar) };
-            let s = mode_sparsity(&mode, metric, ratios).expect("modes checked above");
-            let crate::eval::GenScores { bleu, sacrebleu, agreement, .. } = e.gen_scores(&qs, &refs, &vec![args.tokens; qs.len()], &s, &pb)?;
-            let row = Row { mode, metric: metric_label(metric, args.ig_steps), ar, units: units.into(), questions: qs.len(), tokens: args.tokens, bleu, token_agreement: agreement, sacrebleu };
+            let s = mode_sparsity(&mode, metric, ratios, args.dense_tail)?.expect("modes checked above");
+            let (cell_refs, lengths) = if mode == "paper" { (&paper_refs, best_lengths.clone()) } else { (&refs, vec![args.tokens; qs.len()]) };
+            let crate::eval::GenScores { bleu, sacrebleu, agreement, .. } = e.gen_scores(&qs, cell_refs, &lengths, &s, &pb)?;
+            let row = Row { mode: mode.clone(), metric: metric_label(metric, args.ig_steps), ar, units: units.into(), questions: qs.len(), tokens: tokens_column(&mode, args.tokens), bleu, token_agreement: agreement, sacrebleu };
             let line = format!("truthfulqa-gen,{},{},{},{},{},{},{:.4},{:.4},{:.4}", row.mode, row.metric, row.ar, row.units, row.questions, row.tokens, row.bleu, row.token_agreement, row.sacrebleu);
             output::append_line(&csv, &line)?;
             rows.push(row);
@@ -233,12 +247,23 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// The engine's sparsity for a sweep mode name (None: not a mode).
-fn mode_sparsity(mode: &str, metric: Metric, ratios: Ratios) -> Option<Sparsity> {
-    match mode {
+fn mode_sparsity(mode: &str, metric: Metric, ratios: Ratios, dense_tail: f64) -> Result<Option<Sparsity>> {
+    Ok(match mode {
         "oracle" => Some(Sparsity::Oracle(metric, ratios)),
         "prompt" => Some(Sparsity::Prompt(metric, ratios, PromptTarget::Next)),
         "prompt-tokens" => Some(Sparsity::Prompt(metric, ratios, PromptTarget::Tokens)),
+        "paper" => Some(Sparsity::Paper(Paper::new(metric, ratios, dense_tail)?)),
         _ => None,
+    })
+}
+
+/// A row's tokens column: 0 for the paper's mode (each answer as long as
+/// its best answer).
+fn tokens_column(mode: &str, tokens: usize) -> usize {
+    if mode == "paper" {
+        0
+    } else {
+        tokens
     }
 }
 

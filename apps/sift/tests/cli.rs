@@ -435,6 +435,12 @@ fn sweep_is_resumable_and_writes_csv_json_and_chart() {
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("* Sift's earlier BLEU"), "{}", text(&o));
     let o = sift(&more);
     assert!(!o.status.success() && text(&o).contains("written before sacreBLEU was reported"), "{}", text(&o));
+    // The paper's protocol as a mode: answers as long as the best answers (tokens column 0).
+    let paper_out = dir.join("paper");
+    let o = sift(&["sweep", "-m", m, "--data", tqa.to_str().unwrap(), "--metrics", "magnitude", "--ars", "0.5,1", "--modes", "paper", "--limit", "2", "--out", paper_out.to_str().unwrap()]);
+    let csv = std::fs::read_to_string(paper_out.join("sweep.csv")).unwrap_or_default();
+    assert!(o.status.success() && csv.contains("\ntruthfulqa-gen,paper,magnitude,0.5,both,2,0,"), "{}\n{csv}", text(&o));
+    assert!(csv.lines().any(|l| l.starts_with("truthfulqa-gen,paper,magnitude,1,both,2,0,100.0000,1.0000,")), "AR 1 is dense: {csv}");
 }
 
 /// `sift bench --json`: decode speed, the sparse sweep, and the roofline:
