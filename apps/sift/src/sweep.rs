@@ -35,7 +35,8 @@ pub struct Args {
     /// as long as its best answer; its rows' tokens column is 0).
     #[arg(long, value_delimiter = ',', default_value = "oracle,prompt")]
     pub modes: Vec<String>,
-    /// Paper mode: the fraction of layers, from the last, left dense.
+    /// Paper mode: the fraction of layers, from the last, left dense (rows
+    /// of another tail than 0.25 say it in their mode).
     #[arg(long, default_value_t = 0.25)]
     pub dense_tail: f64,
     /// Which units the AR masks.
@@ -194,7 +195,7 @@ pub fn run(args: Args) -> Result<()> {
     for mode in &args.modes {
         for &ar in &args.ars {
             for &metric in &metrics {
-                let probe = Row { mode: mode.clone(), metric: metric_label(metric, args.ig_steps), ar, units: units.into(), questions: qs.len(), tokens: tokens_column(mode, args.tokens), bleu: 0.0, token_agreement: 0.0, sacrebleu: 0.0 };
+                let probe = Row { mode: mode_label(mode, args.dense_tail), metric: metric_label(metric, args.ig_steps), ar, units: units.into(), questions: qs.len(), tokens: tokens_column(mode, args.tokens), bleu: 0.0, token_agreement: 0.0, sacrebleu: 0.0 };
                 if !rows.iter().any(|r| r.key() == probe.key()) {
                     todo.push((mode.clone(), metric, ar));
                 }
@@ -232,7 +233,7 @@ pub fn run(args: Args) -> Result<()> {
             let s = mode_sparsity(&mode, metric, ratios, args.dense_tail)?.expect("modes checked above");
             let (cell_refs, lengths) = if mode == "paper" { (&paper_refs, best_lengths.clone()) } else { (&refs, vec![args.tokens; qs.len()]) };
             let crate::eval::GenScores { bleu, sacrebleu, agreement, .. } = e.gen_scores(&qs, cell_refs, &lengths, &s, &pb)?;
-            let row = Row { mode: mode.clone(), metric: metric_label(metric, args.ig_steps), ar, units: units.into(), questions: qs.len(), tokens: tokens_column(&mode, args.tokens), bleu, token_agreement: agreement, sacrebleu };
+            let row = Row { mode: mode_label(&mode, args.dense_tail), metric: metric_label(metric, args.ig_steps), ar, units: units.into(), questions: qs.len(), tokens: tokens_column(&mode, args.tokens), bleu, token_agreement: agreement, sacrebleu };
             let line = format!("truthfulqa-gen,{},{},{},{},{},{},{:.4},{:.4},{:.4}", row.mode, row.metric, row.ar, row.units, row.questions, row.tokens, row.bleu, row.token_agreement, row.sacrebleu);
             output::append_line(&csv, &line)?;
             rows.push(row);
@@ -255,6 +256,15 @@ fn mode_sparsity(mode: &str, metric: Metric, ratios: Ratios, dense_tail: f64) ->
         "paper" => Some(Sparsity::Paper(Paper::new(metric, ratios, dense_tail)?)),
         _ => None,
     })
+}
+
+/// A row's mode column: the mode, and for the paper's a dense tail other
+/// than its 0.25 (so rows of different tails are different cells).
+fn mode_label(mode: &str, dense_tail: f64) -> String {
+    match mode {
+        "paper" if dense_tail != 0.25 => format!("paper (dense tail {dense_tail})"),
+        _ => mode.to_string(),
+    }
 }
 
 /// A row's tokens column: 0 for the paper's mode (each answer as long as
