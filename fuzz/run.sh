@@ -21,7 +21,7 @@ for target in "${targets[@]}"; do
     mkdir -p "fuzz/corpus/$target"
     echo "fuzz: $target for ${seconds}s (sanitizer ${SANITIZER:-address})"
     release=(-O)
-    [ -z "${FUZZ_DEBUG:-}" ] || release=()
+    [ -z "${FUZZ_DEBUG:-}" ] || release=(--dev)
     cargo +nightly fuzz run "${release[@]}" --sanitizer "${SANITIZER:-address}" "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
         -max_total_time="$seconds" -rss_limit_mb=4096 -timeout=30 -print_final_stats=1 ${FUZZ_SEED:+-seed=$FUZZ_SEED}
 done
