@@ -60,9 +60,7 @@ pub fn format_bytes(bytes: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
-/// Records the device's uncaptured errors and its loss instead of wgpu's
-/// default, which panics: a command then ends with the message, and the
-/// Studio shows it and stays usable.
+/// What went wrong on a device, kept for [`GpuContext::check`].
 #[derive(Default)]
 struct Faults {
     /// The first uncaptured error.
@@ -71,6 +69,9 @@ struct Faults {
     lost: Option<String>,
 }
 
+/// Records the device's uncaptured errors and its loss instead of wgpu's
+/// default, which panics: a command then ends with the message, and the
+/// Studio shows it and stays usable.
 fn watch(device: &wgpu::Device) -> Arc<Mutex<Faults>> {
     let faults: Arc<Mutex<Faults>> = Arc::default();
     let f = faults.clone();
