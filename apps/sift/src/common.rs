@@ -35,8 +35,9 @@ pub struct ModelArgs {
     #[arg(short, long)]
     pub model: Option<PathBuf>,
     /// Keep every weight matrix in f16. By default, on CPU adapters (lavapipe),
-    /// matrices loaded from Q4_1 or Q8_0 tensors are also kept packed in 4 or 8
-    /// bits, exactly as stored, and read that way (decoding about 1.4x faster).
+    /// matrices loaded from Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 or K-quant tensors are
+    /// also kept packed in 4 or 8 bits, reproducing the stored weights exactly,
+    /// and read that way (decoding about 1.4x faster).
     #[arg(long, global = true)]
     pub f16_weights: bool,
     #[command(flatten)]

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 pub enum Task {
     /// Perplexity of a text file (default WikiText-2 test); sparsity off or threshold.
     Perplexity,
-    /// TruthfulQA, the paper's protocol: BLEU and token agreement of sparse against dense greedy generations.
+    /// TruthfulQA generation: sacreBLEU, Sift's earlier BLEU and token agreement of sparse against dense greedy generations (--protocol paper: the paper's released protocol).
     TruthfulqaGen,
     /// TruthfulQA MC1 and MC2 by log-likelihood.
     TruthfulqaMc,

@@ -43,7 +43,7 @@ enum Command {
     Calibrate(calibrate::Args),
     /// Per-token rules that keep a chosen share of neurons, weighted by magnitude, CETT's norm or a calibrated gradient (a GxO estimate).
     CalibrateRule(calibrate_rule::Args),
-    /// Quality under sparsity: perplexity, TruthfulQA generation (BLEU) or MC1/MC2.
+    /// Quality under sparsity: perplexity, TruthfulQA generation (sacreBLEU) or MC1/MC2, continuation.
     Eval(eval::Args),
     /// Speed at iso-quality: each sparsity setting's continuation perplexity and decode speed against dense, with a chart.
     Frontier(frontier::Args),
