@@ -232,6 +232,18 @@ fn generate_with_mask_and_threshold_files() {
     write_thresholds(&saved["model"], serde_json::json!([0.05, 0.05]));
     fail(&["generate", "hi", "-m", m, "--sparsity", "threshold", "--thresholds", th, "--adapter", "no-such-gpu"], "has 2 thresholds; the model has 3 layers");
     fail(&["eval", "continuation", "-m", m, "--sparsity", "threshold", "--thresholds", th, "--adapter", "no-such-gpu"], "has 2 thresholds; the model has 3 layers");
+    // Another model family is refused by name; a file without the field
+    // (written before it was recorded) is Llama's.
+    let mut family = saved["model"].clone();
+    family["architecture"] = "qwen2".into();
+    write_thresholds(&family, serde_json::json!([0.05, 0.05, 0.05]));
+    fail(&["generate", "hi", "-m", m, "--sparsity", "threshold", "--thresholds", th, "--adapter", "no-such-gpu"], "is for a qwen2 model; the model is a llama one");
+    let mut unrecorded = saved["model"].clone();
+    unrecorded.as_object_mut().unwrap().remove("architecture");
+    write_thresholds(&unrecorded, serde_json::json!([0.05, 0.05, 0.05]));
+    let o = sift(&["generate", "hello", "-m", m, "-n", "2", "--sparsity", "threshold", "--thresholds", th]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(saved["model"]["architecture"], "llama", "new files record it");
     let mut shape = saved["model"].clone();
     shape["ffn_dim"] = 64.into();
     write_thresholds(&shape, serde_json::json!([0.05, 0.05, 0.05]));

@@ -13,6 +13,15 @@ pub enum Architecture {
     Llama,
 }
 
+impl Architecture {
+    /// The family's name as GGUF's `general.architecture` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::Llama => "llama",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub architecture: Architecture,

@@ -4,7 +4,7 @@
 
 use crate::error::{Result, SiftError};
 use crate::kernels::sparse::ThresholdRule;
-use crate::model::{Config, GpuModel};
+use crate::model::{Architecture, Config, GpuModel};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -16,17 +16,27 @@ pub struct ModelId {
     pub n_layers: usize,
     pub ffn_dim: usize,
     pub n_heads: usize,
+    /// The model family (files written before it was recorded are Llama's).
+    #[serde(default = "llama")]
+    pub architecture: String,
+}
+
+fn llama() -> String {
+    Architecture::Llama.name().into()
 }
 
 impl ModelId {
     pub fn of(model: &GpuModel) -> ModelId {
         let c = &model.config;
-        ModelId { fingerprint: model.fingerprint.clone(), n_layers: c.n_layers, ffn_dim: c.ffn_dim, n_heads: c.n_heads }
+        ModelId { fingerprint: model.fingerprint.clone(), n_layers: c.n_layers, ffn_dim: c.ffn_dim, n_heads: c.n_heads, architecture: c.architecture.name().into() }
     }
 
     /// Refuses a file made for a model of another shape: all a model's
     /// metadata tells, so this runs before the model loads.
     pub fn check_shape(&self, c: &Config, what: &str) -> Result<()> {
+        if self.architecture != c.architecture.name() {
+            return Err(SiftError::InvalidInput(format!("this {what} is for a {} model; the model is a {} one", self.architecture, c.architecture.name())));
+        }
         if (self.n_layers, self.ffn_dim, self.n_heads) != (c.n_layers, c.ffn_dim, c.n_heads) {
             return Err(SiftError::InvalidInput(format!(
                 "this {what} is for a model with {} layers, {} MLP neurons and {} heads per layer; the model has {}, {} and {}",
