@@ -46,12 +46,16 @@ pub fn hf_name(gguf: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{hf}"))
 }
 
+/// A model directory's `config.json`, parsed (no tensor is read).
+pub fn read_config_json(dir: &Path) -> Result<serde_json::Value> {
+    let config_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&config_path).map_err(|e| SiftError::io(&config_path, e))?;
+    serde_json::from_str(&text).map_err(|e| SiftError::bad_file(&config_path, format!("not valid JSON: {e}")))
+}
+
 impl HfDir {
     pub fn open(dir: &Path) -> Result<HfDir> {
-        let config_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&config_path).map_err(|e| SiftError::io(&config_path, e))?;
-        let config: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| SiftError::bad_file(&config_path, format!("not valid JSON: {e}")))?;
+        let config = read_config_json(dir)?;
         let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| SiftError::io_doing("listing", dir, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))

@@ -30,11 +30,7 @@ pub struct LoadedModel {
 /// before the slow load and upload.
 pub fn read_config(path: &Path) -> Result<Config> {
     if path.is_dir() {
-        let config_path = path.join("config.json");
-        let text = std::fs::read_to_string(&config_path).map_err(|e| SiftError::io(&config_path, e))?;
-        let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| SiftError::bad_file(&config_path, format!("not valid JSON: {e}")))?;
-        Config::from_hf(&json, path)
+        Config::from_hf(&crate::loader::hf::read_config_json(path)?, path)
     } else if path.exists() {
         Config::from_gguf(&GgufFile::open(path)?)
     } else {
