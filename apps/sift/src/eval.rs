@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use sift_engine::attribution::Attributor;
 use sift_engine::eval::continuation::{self, Shape};
-use sift_engine::eval::{bleu, continuation_log_prob, decode, truthfulqa, Next, Paper, RuleScope, Scored, Sparsity};
+use sift_engine::eval::{bleu, continuation_log_prob, decode, paper, truthfulqa, Next, Paper, RuleScope, Scored, Sparsity};
 use sift_engine::model::sparse::Thresholds;
 use std::path::{Path, PathBuf};
 
@@ -185,6 +185,14 @@ impl Evaluator {
         Ok(self.generate_scored(q, tokens, s)?.iter().map(|t| t.token).collect())
     }
 
+    /// The paper protocol's dense references, each as long as its question's
+    /// best answer in tokens, and those lengths.
+    pub fn paper_references(&mut self, qs: &[truthfulqa::Question], pb: &ProgressBar) -> Result<(Vec<Vec<u32>>, Vec<usize>)> {
+        let lengths = qs.iter().map(|q| Ok(self.m.tokenizer.encode_plain(&q.best)?.len().max(1))).collect::<Result<Vec<_>>>()?;
+        let refs = qs.iter().zip(&lengths).map(|(q, &n)| self.generate(q, n, &Sparsity::Off).inspect(|_| pb.inc(1))).collect::<Result<_>>()?;
+        Ok((refs, lengths))
+    }
+
     /// The generation with each token's share of MLP neurons kept.
     pub fn generate_scored(&mut self, q: &truthfulqa::Question, tokens: usize, s: &Sparsity) -> Result<Vec<Scored>> {
         let ids = self.m.tokenizer.encode(&truthfulqa::gen_prompt(q))?;
@@ -199,7 +207,15 @@ impl Evaluator {
         let (mut b, mut sacre, mut a, mut first) = (0.0, 0.0, 0.0, 0.0);
         let (mut kept, mut generated) = (0.0, 0usize);
         for ((q, r), &tokens) in questions.iter().zip(refs).zip(lengths) {
-            let scored = self.generate_scored(q, tokens, s)?;
+            let scored = match s {
+                // The paper's masks follow the dense trajectory: the reference itself.
+                Sparsity::Paper(p) => {
+                    let ids = self.m.tokenizer.encode(&truthfulqa::gen_prompt(q))?;
+                    let stop = self.m.tokenizer.stop_ids.clone();
+                    paper::generate_along(&mut self.m.model, &mut self.attributor, &ids, r, &stop, p)?
+                }
+                _ => self.generate_scored(q, tokens, s)?,
+            };
             kept += scored.iter().map(|t| t.mlp_kept).sum::<f64>();
             generated += scored.len();
             let got: Vec<u32> = scored.iter().map(|t| t.token).collect();
@@ -340,16 +356,12 @@ pub fn run(args: Args) -> Result<()> {
             let qs = load_questions(&data, args.limit)?;
             let mut e = Evaluator::load(&args.model, 512, args.sparse.ig_steps)?;
             let pb = progress(2 * qs.len(), "TruthfulQA generation");
-            let (sparsity, lengths) = match (args.protocol, sparsity.clone()) {
+            let (sparsity, refs, lengths) = match (args.protocol, sparsity.clone()) {
                 (Protocol::Paper, Sparsity::Oracle(metric, ratios)) => {
-                    let lengths = qs.iter().map(|q| Ok(e.m.tokenizer.encode_plain(&q.best)?.len().max(1))).collect::<Result<Vec<_>>>()?;
-                    (Sparsity::Paper(Paper::new(metric, ratios, args.dense_tail)?), lengths)
+                    let (refs, lengths) = e.paper_references(&qs, &pb)?;
+                    (Sparsity::Paper(Paper::new(metric, ratios, args.dense_tail)?), refs, lengths)
                 }
-                (_, s) => (s, vec![args.tokens; qs.len()]),
-            };
-            let refs = match args.protocol {
-                Protocol::Sift => e.references(args.references.as_deref(), &qs, args.tokens, &pb)?,
-                Protocol::Paper => qs.iter().zip(&lengths).map(|(q, &n)| e.generate(q, n, &Sparsity::Off).inspect(|_| pb.inc(1))).collect::<Result<_>>()?,
+                (_, s) => (s, e.references(args.references.as_deref(), &qs, args.tokens, &pb)?, vec![args.tokens; qs.len()]),
             };
             let g = e.gen_scores(&qs, &refs, &lengths, &sparsity, &pb)?;
             pb.finish_and_clear();

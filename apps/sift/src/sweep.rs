@@ -222,11 +222,7 @@ pub fn run(args: Args) -> Result<()> {
         let pb = progress(qs.len() * (todo.len() + 1 + paper_cells as usize), "dense references");
         let refs = e.references(Some(&references), &qs, args.tokens, &pb)?;
         // The paper's answers are as long as each best answer: their own references.
-        let best_lengths = qs.iter().map(|q| Ok(e.m.tokenizer.encode_plain(&q.best)?.len().max(1))).collect::<Result<Vec<_>>>()?;
-        let paper_refs = match paper_cells {
-            true => qs.iter().zip(&best_lengths).map(|(q, &n)| e.generate(q, n, &Sparsity::Off).inspect(|_| pb.inc(1))).collect::<Result<Vec<_>>>()?,
-            false => Vec::new(),
-        };
+        let (paper_refs, best_lengths) = if paper_cells { e.paper_references(&qs, &pb)? } else { Default::default() };
         for (mode, metric, ar) in todo {
             pb.set_message(format!("{mode} {metric} AR {ar}"));
             let ratios = if units == "both" { Ratios::both(ar) } else { Ratios::mlp(ar) };

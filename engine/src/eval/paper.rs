@@ -55,6 +55,13 @@ impl Paper {
 /// neurons over all layers (the dense tail included) that computed it.
 pub fn generate(model: &mut GpuModel, attributor: &mut Attributor, prompt: &[u32], n: usize, stop: &[u32], p: &Paper) -> Result<Vec<Scored>> {
     let dense: Vec<u32> = decode(model, attributor, prompt, Next::Greedy { n, stop }, &Sparsity::Off, RuleScope::Decoding)?.iter().map(|s| s.token).collect();
+    generate_along(model, attributor, prompt, &dense, stop, p)
+}
+
+/// [`generate`] given the dense greedy trajectory `dense` after `prompt`
+/// (as an evaluation already holds it for its reference): at most as many
+/// tokens, stopping before a `stop` id.
+pub fn generate_along(model: &mut GpuModel, attributor: &mut Attributor, prompt: &[u32], dense: &[u32], stop: &[u32], p: &Paper) -> Result<Vec<Scored>> {
     attributor.forget_cached_tokens();
     let masks = (1..dense.len()).map(|k| masks_at(model, attributor, &[prompt, &dense[..k]].concat(), dense[k], p)).collect::<Result<Vec<_>>>()?;
     let result = (|| {
