@@ -163,12 +163,12 @@ impl SparsityArgs {
     pub fn check_before_load(&self, model: &ModelArgs) -> Result<()> {
         self.validate()?;
         let config = || -> Result<Config> { Ok(sift_engine::model::read_config(&model_path(model)?)?) };
-        match (self.sparsity, &self.thresholds, &self.mask) {
-            (Sparsity::Threshold, Some(path), _) => Thresholds::load(path)?.check_shape(&config()?),
-            (Sparsity::File, _, Some(path)) => MaskFile::load(path)?.model.check_shape(&config()?, "mask file"),
+        let (path, checked) = match (self.sparsity, &self.thresholds, &self.mask) {
+            (Sparsity::Threshold, Some(path), _) => (path, Thresholds::load(path)?.check_shape(&config()?)),
+            (Sparsity::File, _, Some(path)) => (path, MaskFile::load(path)?.model.check_shape(&config()?, "mask file")),
             _ => return Ok(()),
-        }
-        .with_context(|| format!("{}", self.thresholds.as_ref().or(self.mask.as_ref()).expect("a file was read").display()))
+        };
+        checked.with_context(|| path.display().to_string())
     }
 
     /// Whether the model must keep its CPU weights (to upload sparse layouts).

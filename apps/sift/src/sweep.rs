@@ -96,15 +96,16 @@ impl Row {
     }
 }
 
-/// Reads a sweep CSV; any malformed row is an error naming the file and line.
-pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
+/// Reads a sweep CSV, and whether it was written before sacreBLEU was
+/// reported; any malformed row is an error naming the file and line.
+pub fn read_rows(path: &Path) -> Result<(Vec<Row>, bool)> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut lines = text.lines().enumerate();
     let fields = match lines.next() {
         Some((_, h)) if h.trim() == HEADER => 10,
         Some((_, h)) if h.trim() == HEADER_BEFORE_SACREBLEU => 9,
         Some(_) => bail!("{}: line 1: not a sift sweep file (expected the header {HEADER})", path.display()),
-        None => return Ok(Vec::new()),
+        None => return Ok((Vec::new(), false)),
     };
     let mut rows = Vec::new();
     for (i, line) in lines {
@@ -119,7 +120,7 @@ pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
         let num = |k: usize| f[k].parse::<f64>().map_err(|_| bad(format!("field {} is not a number: {:?}", HEADER.split(',').nth(k).unwrap(), f[k])));
         rows.push(Row { mode: f[1].into(), metric: f[2].into(), ar: num(3)?, units: f[4].into(), questions: num(5)? as usize, tokens: num(6)? as usize, bleu: num(7)?, token_agreement: num(8)?, sacrebleu: if fields == 10 { num(9)? } else { f64::NAN } });
     }
-    Ok(rows)
+    Ok((rows, fields == 9))
 }
 
 fn write_outputs(dir: &Path, rows: &[Row], limit: usize) -> Result<()> {
@@ -181,8 +182,7 @@ pub fn run(args: Args) -> Result<()> {
             eprintln!("sift sweep: dropped a torn last line of {} (its cell runs again): {torn:?}", csv.display());
         }
     }
-    let mut rows = if csv.exists() { read_rows(&csv)? } else { Vec::new() };
-    let old_format = csv.exists() && std::fs::read_to_string(&csv)?.lines().next().is_some_and(|h| h.trim() == HEADER_BEFORE_SACREBLEU);
+    let (mut rows, old_format) = if csv.exists() { read_rows(&csv)? } else { Default::default() };
     if !csv.exists() || rows.is_empty() && std::fs::read_to_string(&csv)?.trim().is_empty() {
         write_atomic(&csv, format!("{HEADER}\n").as_bytes())?;
     }
