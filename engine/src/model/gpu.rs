@@ -217,6 +217,16 @@ impl Default for ModelOptions {
     }
 }
 
+/// One layer's K (or V) cache of `max_ctx` tokens, in bytes.
+fn kv_cache_bytes(c: &Config, max_ctx: usize) -> u64 {
+    (max_ctx * c.kv_dim() * 4) as u64
+}
+
+/// One token's widest activation row (logits, gate|up or queries), in bytes.
+fn widest_row_bytes(c: &Config) -> u64 {
+    c.vocab_size.max(2 * c.ffn_dim).max(c.q_dim()) as u64 * 4
+}
+
 /// Refuses, before anything is uploaded, a model or context one of whose
 /// buffers cannot be bound on this adapter, naming the buffer and the sizes:
 /// a layer's KV cache, one token's widest activation row (the logits), the
@@ -226,9 +236,9 @@ fn check_bindings(c: &Config, max_ctx: usize, interleaved: bool, max_bind: u64) 
     let widest_cols = c.dim.max(c.q_dim()).max(c.ffn_dim) as u64;
     let matrix_piece = widest_cols * 2 * if interleaved { INTERLEAVE_ROWS as u64 } else { 1 };
     let needs = [
-        (format!("a {max_ctx}-token KV cache"), (max_ctx * c.kv_dim() * 4) as u64, "; use a smaller --ctx"),
+        (format!("a {max_ctx}-token KV cache"), kv_cache_bytes(c, max_ctx), "; use a smaller --ctx"),
         (format!("a {max_ctx}-position RoPE table"), (max_ctx * c.rot_dim / 2 * 8) as u64, "; use a smaller --ctx"),
-        ("one token's widest activation row".to_string(), c.vocab_size.max(2 * c.ffn_dim).max(c.q_dim()) as u64 * 4, ""),
+        ("one token's widest activation row".to_string(), widest_row_bytes(c), ""),
         (format!("a piece of a weight matrix ({widest_cols} columns)"), matrix_piece, ""),
     ];
     match needs.into_iter().find(|(_, bytes, _)| *bytes > max_bind) {
@@ -268,15 +278,14 @@ impl GpuModel {
             )));
         }
         let max_bind = ctx.max_binding_bytes();
-        let kv_bytes = (max_ctx * c.kv_dim() * 4) as u64;
+        let kv_bytes = kv_cache_bytes(&c, max_ctx);
         let interleaved = family.is_cpu_style(&ctx);
         check_bindings(&c, max_ctx, interleaved, max_bind)?;
         // Out of memory while uploading is an error with the sizes, not a
         // panic; validation errors past check_bindings are caught the same way.
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         // Largest batch whose logits and MLP activations fit one binding.
-        let widest = c.vocab_size.max(2 * c.ffn_dim).max(c.q_dim()) as u64 * 4;
-        let max_batch = (max_bind / widest).clamp(1, 128) as usize;
+        let max_batch = (max_bind / widest_row_bytes(&c)).clamp(1, 128) as usize;
 
         let f32_bytes = |n: usize| (n * 4) as u64;
         let b = max_batch;
