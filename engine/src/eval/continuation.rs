@@ -40,8 +40,8 @@ impl Shape {
     /// `tokens` (the text, without BOS). With `bos` (a model that requires
     /// it), each window is BOS and P - 1 + C text tokens.
     pub fn cut(&self, tokens: &[u32], bos: Option<u32>) -> Result<Vec<Vec<u32>>> {
-        let len = self.prompt_tokens + self.score_tokens - bos.is_some() as usize;
-        let have = tokens.len() / len.max(1);
+        let windows = crate::perplexity::windows(tokens, self.prompt_tokens + self.score_tokens, bos, Some(self.windows));
+        let have = windows.len();
         if have < self.windows {
             return Err(SiftError::InvalidInput(format!(
                 "the text has {} tokens: {have} windows of {} + {} tokens, fewer than the {} asked for",
@@ -51,7 +51,7 @@ impl Shape {
                 self.windows
             )));
         }
-        Ok(tokens.chunks_exact(len).take(self.windows).map(|w| bos.into_iter().chain(w.iter().copied()).collect()).collect())
+        Ok(windows)
     }
 }
 
