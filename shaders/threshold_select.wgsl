@@ -1,14 +1,14 @@
 // Dynamic per-token neuron masks for one layer, in one workgroup: neuron i is
 // active when |v_i| * norm_i >= eps_layer, with
 //   CETT (Sparsing Law): v = h (the neuron outputs), norm = ||W_down[:, i]||,
-//   CATS:                v = silu(gate), norm = 1.
+//   CATS:                v = silu(gate), norm = 1,
+// or a weighted rule's per-neuron weights for norm (either v).
 // Writes the active ids in increasing order (a workgroup prefix sum over
 // per-invocation counts: deterministic, no atomics), their values compacted
 // (compact[a] = v_index[a]), the count, and the display bitmap.
 
 struct Params { n: u32, layer: u32, rule: u32, index_offset: u32 }
 
-const CETT: u32 = 0u;
 const WG: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -23,8 +23,7 @@ const WG: u32 = 256u;
 var<workgroup> sums: array<u32, WG>;
 
 fn kept(i: u32) -> bool {
-    let norm = select(1.0, norms[p.layer * p.n + i], p.rule == CETT);
-    return abs(values[i]) * norm >= thresholds[p.layer];
+    return abs(values[i]) * norms[p.layer * p.n + i] >= thresholds[p.layer];
 }
 
 @compute @workgroup_size(256)

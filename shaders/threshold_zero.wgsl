@@ -1,8 +1,9 @@
 // A threshold rule applied to every token of a batched forward (prefill,
 // perplexity, calibration), as the Sparsing Law measures it: neuron i of
 // token t is zeroed when
-//   CETT: |h_ti| * ||W_down[:, i]|| < eps_layer, or
-//   CATS: |silu(gate_ti)| < t_layer.
+//   CETT: |h_ti| * norm_i < eps_layer, or
+//   CATS: |silu(gate_ti)| * norm_i < t_layer,
+// norm the rule's per-neuron weights (CETT's ||W_down[:, i]||, CATS's 1, or a file's).
 // Decoding applies the same rule in `threshold_select.wgsl` and skips the
 // zeroed neurons' weights; here they are computed, then zeroed.
 
@@ -24,12 +25,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (i >= step.n_tokens * p.ffn) { return; }
     let t = i / p.ffn;
     let j = i % p.ffn;
-    var v = 0.0;
-    if (p.rule == CETT) {
-        v = abs(h[i]) * norms[p.layer * p.ffn + j];
-    } else {
+    var v = abs(h[i]);
+    if (p.rule != CETT) {
         let g = gate_up[t * 2u * p.ffn + j];
         v = abs(g / (1.0 + exp(-g)));
     }
-    if (v < thresholds[p.layer]) { h[i] = 0.0; }
+    if (v * norms[p.layer * p.ffn + j] < thresholds[p.layer]) { h[i] = 0.0; }
 }

@@ -18,7 +18,7 @@ pub type Profile = Vec<(&'static str, f64)>;
 
 /// Kernel roles of the MLP, dense and sparse (a compacted mask's two
 /// projections apart or fused, the gathering modes' kernels together).
-pub const MLP_KERNELS: [&str; 7] = ["gate_up", "swiglu", "down", "sparse_gate_up", "sparse_down", "sparse_mlp", "fused_mlp"];
+pub const MLP_KERNELS: [&str; 8] = ["gate_up", "swiglu", "down", "sparse_gate_up", "sparse_down", "sparse_mlp", "fused_mlp", "cats_mlp"];
 
 /// One activation ratio of a sweep: tokens/s and seconds are medians over
 /// the rounds, speedups the median of each round's ratio to its dense decode.

@@ -11,12 +11,22 @@
 //!   paper's corrected GxO (S_i + 0.5 |h_i| ||g||) with its gradients
 //!   replaced by their calibration means.
 //!
-//! Each layer's eps is the (1 - keep) quantile of |h_i| w_i over the
+//! The gate rules (CATS's family) read |silu(gate_i)| in place of |h_i|, so
+//! that decoding can compute the gate rows first and skip the up rows and
+//! W_down columns of the neurons they drop:
+//!
+//! - gate: w = 1 (CATS itself);
+//! - gate x up x down: w = E|up_i| ||W_down[:, i]||, so that
+//!   |silu(gate_i)| w_i estimates CETT's |h_i| ||W_down[:, i]||;
+//! - gate GxO estimate: w = E|up_i| E|dF/dh_i|, so that it estimates |g_i h_i|.
+//!
+//! Each layer's eps is the (1 - keep) quantile of |v_i| w_i over the
 //! calibration tokens and neurons, so every rule keeps the same share in
 //! every layer, and rules compare at equal cost.
 
 use crate::attribution::{AttributeOptions, Attributor, Positions, Target};
 use crate::error::{Result, SiftError};
+use crate::model::sparse::Rule;
 use crate::model::{GpuModel, Weights};
 
 /// Which per-neuron weight a rule multiplies |h_i| by.
@@ -27,10 +37,21 @@ pub enum RuleWeight {
     DownNorm,
     GxoEstimate,
     CorrectedGxoEstimate,
+    Gate,
+    GateUpDown,
+    GateGxoEstimate,
 }
 
 impl RuleWeight {
-    pub const ALL: [RuleWeight; 4] = [RuleWeight::Magnitude, RuleWeight::DownNorm, RuleWeight::GxoEstimate, RuleWeight::CorrectedGxoEstimate];
+    pub const ALL: [RuleWeight; 7] = [
+        RuleWeight::Magnitude,
+        RuleWeight::DownNorm,
+        RuleWeight::GxoEstimate,
+        RuleWeight::CorrectedGxoEstimate,
+        RuleWeight::Gate,
+        RuleWeight::GateUpDown,
+        RuleWeight::GateGxoEstimate,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -38,7 +59,20 @@ impl RuleWeight {
             RuleWeight::DownNorm => "down-norm",
             RuleWeight::GxoEstimate => "gxo-estimate",
             RuleWeight::CorrectedGxoEstimate => "corrected-gxo-estimate",
+            RuleWeight::Gate => "gate",
+            RuleWeight::GateUpDown => "gate-up-down",
+            RuleWeight::GateGxoEstimate => "gate-gxo-estimate",
         }
+    }
+
+    /// Whether the rule weighs |silu(gate_i)| (CATS's family), not |h_i|.
+    pub fn on_gate(self) -> bool {
+        matches!(self, RuleWeight::Gate | RuleWeight::GateUpDown | RuleWeight::GateGxoEstimate)
+    }
+
+    /// The rule of the thresholds file it makes.
+    pub fn rule(self) -> Rule {
+        if self.on_gate() { Rule::Cats } else { Rule::Weighted }
     }
 
     pub fn parse(s: &str) -> Option<RuleWeight> {
@@ -52,6 +86,10 @@ pub struct RuleStats {
     pub ffn: usize,
     /// Per layer: |h| of every calibration token, [tokens, ffn].
     abs_h: Vec<Vec<f32>>,
+    /// Per layer: |silu(gate)| of every calibration token, [tokens, ffn].
+    abs_act: Vec<Vec<f32>>,
+    /// Per layer: mean over tokens of |up_i|, [ffn].
+    mean_abs_up: Vec<Vec<f64>>,
     /// Per layer: mean over tokens of |dF/dh_i|, [ffn].
     mean_abs_grad: Vec<Vec<f64>>,
     /// Per layer: mean over tokens of ||dF/dh||.
@@ -71,6 +109,8 @@ impl RuleStats {
             return Err(SiftError::InvalidInput("calibration needs at least one window of 2 or more tokens".into()));
         }
         let mut abs_h = vec![Vec::new(); l];
+        let mut abs_act = vec![Vec::new(); l];
+        let mut up_sum = vec![vec![0.0f64; f]; l];
         let mut grad_sum = vec![vec![0.0f64; f]; l];
         let mut norm_sum = vec![0.0f64; l];
         let mut tokens = 0usize;
@@ -82,6 +122,11 @@ impl RuleStats {
             for layer in 0..l {
                 let trace = attributor.read_trace(layer)?;
                 abs_h[layer].extend(trace.neurons.iter().map(|v| v.abs()));
+                for row in attributor.read_gate_up(layer)?.chunks(2 * f) {
+                    let (gate, up) = row.split_at(f);
+                    abs_act[layer].extend(gate.iter().map(|&g| crate::kernels::swiglu::silu(g).abs()));
+                    up_sum[layer].iter_mut().zip(up).for_each(|(s, u)| *s += u.abs() as f64);
+                }
                 for row in trace.neuron_grads.chunks(f) {
                     grad_sum[layer].iter_mut().zip(row).for_each(|(s, g)| *s += g.abs() as f64);
                     norm_sum[layer] += row.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>().sqrt();
@@ -97,11 +142,14 @@ impl RuleStats {
             .iter()
             .map(|lw| (0..f).map(|i| (0..c.dim).map(|r| lw.w_down[r * f + i].powi(2)).sum::<f32>().sqrt()).collect())
             .collect();
+        let means = |sums: Vec<Vec<f64>>| sums.into_iter().map(|s| s.into_iter().map(|v| v / n).collect()).collect();
         Ok(RuleStats {
             n_layers: l,
             ffn: f,
             abs_h,
-            mean_abs_grad: grad_sum.into_iter().map(|s| s.into_iter().map(|v| v / n).collect()).collect(),
+            abs_act,
+            mean_abs_up: means(up_sum),
+            mean_abs_grad: means(grad_sum),
             mean_grad_norm: norm_sum.into_iter().map(|s| s / n).collect(),
             down_norms,
         })
@@ -116,18 +164,22 @@ impl RuleStats {
                     RuleWeight::DownNorm => self.down_norms[l][i],
                     RuleWeight::GxoEstimate => self.mean_abs_grad[l][i] as f32,
                     RuleWeight::CorrectedGxoEstimate => (self.mean_abs_grad[l][i] + 0.5 * self.mean_grad_norm[l]) as f32,
+                    RuleWeight::Gate => 1.0,
+                    RuleWeight::GateUpDown => self.mean_abs_up[l][i] as f32 * self.down_norms[l][i],
+                    RuleWeight::GateGxoEstimate => (self.mean_abs_up[l][i] * self.mean_abs_grad[l][i]) as f32,
                 })
             })
             .collect()
     }
 
-    /// Per-layer thresholds at which the rule with `weights` keeps a share
-    /// `keep` of the calibration tokens' neurons.
-    pub fn thresholds(&self, weights: &[f32], keep: f64) -> Result<Vec<f32>> {
+    /// Per-layer thresholds at which the rule `kind` with `weights` (its
+    /// [`RuleStats::weights`]) keeps a share `keep` of the calibration tokens' neurons.
+    pub fn thresholds(&self, kind: RuleWeight, weights: &[f32], keep: f64) -> Result<Vec<f32>> {
         if !(keep > 0.0 && keep <= 1.0) {
             return Err(SiftError::InvalidInput(format!("the share of neurons kept must be in (0, 1], not {keep}")));
         }
-        Ok((0..self.n_layers).map(|l| quantile_threshold(&self.abs_h[l], &weights[l * self.ffn..(l + 1) * self.ffn], keep)).collect())
+        let values = if kind.on_gate() { &self.abs_act } else { &self.abs_h };
+        Ok((0..self.n_layers).map(|l| quantile_threshold(&values[l], &weights[l * self.ffn..(l + 1) * self.ffn], keep)).collect())
     }
 }
 
@@ -167,5 +219,6 @@ mod tests {
             assert_eq!(RuleWeight::parse(w.name()), Some(w));
         }
         assert_eq!(RuleWeight::parse("cats"), None);
+        assert!(RuleWeight::Gate.on_gate() && !RuleWeight::DownNorm.on_gate());
     }
 }

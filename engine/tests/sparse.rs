@@ -230,19 +230,48 @@ fn threshold_decoding_equals_dense_with_the_rules_inactive_neurons_zeroed() {
     let c = tiny_config(RopeStyle::Neox);
     let mut w = random_weights(&c, 15, false);
     w.round_matrices_to_f16();
+    let all = [(Rule::Cett, false, 0.25f32), (Rule::Cats, false, 0.3), (Rule::Weighted, true, 0.25), (Rule::Cats, true, 0.3)];
+    threshold_decoding_matches_reference(&c, &w, &[KernelFamily::RowPerInvocation, KernelFamily::Cooperative], &all, 0);
+}
+
+/// The same on a Q4_1 model whose widths are whole 64-row blocks: where
+/// workgroups of 8 are one subgroup (lavapipe), the gate rules run in one
+/// dispatch per layer from per-neuron 4-bit weights (`kernels::cats_mlp`).
+#[test]
+fn threshold_decoding_with_4_bit_mlp_weights_equals_dense_with_the_rules_inactive_neurons_zeroed() {
+    use sift_engine::loader::quant::{dequantize, quantize, GgmlType};
+    let c = Config { ffn_dim: 128, ..tiny_config(RopeStyle::Neox) };
+    let mut w = random_weights(&c, 18, false);
+    w.round_matrices_to_f16();
+    let q4_1 = |m: &mut Vec<f32>| *m = dequantize(GgmlType::Q4_1, &quantize(GgmlType::Q4_1, m), m.len());
+    for l in &mut w.layers {
+        [&mut l.w_gate, &mut l.w_up, &mut l.w_down].into_iter().for_each(q4_1);
+    }
+    let fused = if gpu().has_subgroups_of_8() { c.n_layers } else { 0 };
+    // The gate rules in the CPU kernel family (elsewhere, and for the rules
+    // on h, the gather kernels read f16 copies of the weights, which round Q4_1's values).
+    threshold_decoding_matches_reference(&c, &w, &[KernelFamily::RowPerInvocation], &[(Rule::Cats, false, 0.3), (Rule::Cats, true, 0.3)], fused);
+}
+
+/// `rules`: (rule, with per-neuron weights, threshold); `gate_rule_fused`:
+/// the layers a gate rule (CATS) should run fused, with the row-per-invocation kernels.
+fn threshold_decoding_matches_reference(c: &Config, w: &Weights, families: &[KernelFamily], rules: &[(Rule, bool, f32)], gate_rule_fused: usize) {
+    let (c, w) = (c.clone(), w);
     let down_norms: Vec<Vec<f32>> = w.layers.iter().map(|l| (0..c.ffn_dim).map(|i| (0..c.dim).map(|d| l.w_down[d * c.ffn_dim + i].powi(2)).sum::<f32>().sqrt()).collect()).collect();
     // A weighted rule's per-neuron weights (rule_calibration makes them from gradients).
     let mut rng = rand::rngs::StdRng::seed_from_u64(17);
     let rule_weights: Vec<f32> = (0..c.n_layers * c.ffn_dim).map(|_| rand::Rng::random_range(&mut rng, 0.0f32..2.0)).collect();
-    for family in [KernelFamily::RowPerInvocation, KernelFamily::Cooperative] {
-        for (rule, t) in [(Rule::Cett, 0.25f32), (Rule::Cats, 0.3), (Rule::Weighted, 0.25)] {
+    for &family in families {
+        for &(rule, weighted, t) in rules {
             let mut model = GpuModel::with_family(gpu(), &c, &w, 64, family).unwrap();
             model.enable_sparse(&w).unwrap();
-            let thresholds = match rule {
-                Rule::Weighted => Thresholds::weighted(&model, rule_weights.clone(), vec![t; c.n_layers], serde_json::Value::Null),
-                _ => Thresholds::new(&model, rule, vec![t; c.n_layers], serde_json::Value::Null),
+            let thresholds = match weighted {
+                true => Thresholds::weighted(&model, rule, rule_weights.clone(), vec![t; c.n_layers], serde_json::Value::Null),
+                false => Thresholds::new(&model, rule, vec![t; c.n_layers], serde_json::Value::Null),
             };
             model.set_threshold_mask(&thresholds).unwrap();
+            let want_fused = if rule == Rule::Cats && family == KernelFamily::RowPerInvocation { gate_rule_fused } else { 0 };
+            assert_eq!(model.gate_rule_fused_layers(), want_fused, "{family:?} {rule:?}");
             let mut tokens: Vec<u32> = (0..6).map(|i| (i * 13 + 5) % c.vocab_size as u32).collect();
             for step in 0..3 {
                 let last = tokens.len() - 1;
@@ -342,7 +371,7 @@ fn mask_and_threshold_files_round_trip_and_bad_files_are_clear_errors() {
     std::fs::write(dir.join("negative.json"), v.to_string()).unwrap();
     assert!(Thresholds::load(&dir.join("negative.json")).unwrap_err().to_string().contains("layer 0 is -1"));
     // Weighted rules: the weights round-trip; missing, wrong-sized or negative ones are refused.
-    let weighted = Thresholds::weighted(&model, vec![0.5; c.n_layers * c.ffn_dim], vec![0.1; c.n_layers], serde_json::Value::Null);
+    let weighted = Thresholds::weighted(&model, Rule::Weighted, vec![0.5; c.n_layers * c.ffn_dim], vec![0.1; c.n_layers], serde_json::Value::Null);
     let wpath = dir.join("weighted.json");
     weighted.save(&wpath).unwrap();
     model.set_threshold_mask(&Thresholds::load(&wpath).unwrap()).unwrap();
@@ -359,6 +388,9 @@ fn mask_and_threshold_files_round_trip_and_bad_files_are_clear_errors() {
     assert!(Thresholds::load(&negative).unwrap_err().to_string().contains("weight 5 is -2"));
     let cett_with = bad_weights("cett-weights.json", &|v| v["rule"] = "cett".into());
     assert!(Thresholds::load(&cett_with).unwrap_err().to_string().contains("takes no per-neuron weights"));
+    // A gate rule (CATS) may weigh its neurons.
+    let cats_with = bad_weights("cats-weights.json", &|v| v["rule"] = "cats".into());
+    model.set_threshold_mask(&Thresholds::load(&cats_with).unwrap()).unwrap();
     let short = bad_weights("short-weights.json", &|v| {
         v["weights"].as_array_mut().unwrap().pop();
     });

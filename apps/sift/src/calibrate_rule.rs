@@ -21,10 +21,13 @@ pub struct Args {
     pub file: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Rule weights: magnitude (|h_i|), down-norm (|h_i| ||W_down[:, i]||, the
-    /// CETT rule), gxo-estimate (|h_i| E|dF/dh_i|), corrected-gxo-estimate
-    /// (|h_i| (E|dF/dh_i| + 0.5 E||dF/dh||)).
-    #[arg(long, value_delimiter = ',', default_value = "magnitude,down-norm,gxo-estimate,corrected-gxo-estimate")]
+    /// Rule weights. On h: magnitude (|h_i|), down-norm (|h_i| ||W_down[:, i]||,
+    /// the CETT rule), gxo-estimate (|h_i| E|dF/dh_i|), corrected-gxo-estimate
+    /// (|h_i| (E|dF/dh_i| + 0.5 E||dF/dh||)). On the gate, which lets decoding
+    /// skip a dropped neuron's up row and W_down column: gate (|silu(gate_i)|,
+    /// CATS), gate-up-down (|silu(gate_i)| E|up_i| ||W_down[:, i]||),
+    /// gate-gxo-estimate (|silu(gate_i)| E|up_i| E|dF/dh_i|).
+    #[arg(long, value_delimiter = ',', default_value = "magnitude,down-norm,gxo-estimate,corrected-gxo-estimate,gate,gate-up-down,gate-gxo-estimate")]
     pub weights: Vec<String>,
     /// Shares of each layer's neurons to keep (one file each), in (0, 1].
     #[arg(long, value_delimiter = ',', default_value = "0.9,0.8,0.7,0.6,0.5")]
@@ -75,10 +78,10 @@ pub fn run(args: Args) -> Result<()> {
     for kind in &weights {
         let w = stats.weights(*kind);
         for &keep in &args.keep {
-            let thresholds = stats.thresholds(&w, keep)?;
+            let thresholds = stats.thresholds(*kind, &w, keep)?;
             let info = json!({ "weight": kind.name(), "keep": keep, "file": path.display().to_string(), "windows": args.windows, "ctx": args.ctx, "from": "end of file", "target": "the windows' own next-token log-probabilities" });
             let out = args.out.join(format!("{}-keep{:02}.json", kind.name(), (keep * 100.0).round() as u32));
-            Thresholds::weighted(&m.model, w.clone(), thresholds, info).save(&out)?;
+            Thresholds::weighted(&m.model, kind.rule(), w.clone(), thresholds, info).save(&out)?;
             println!("{}", out.display());
         }
     }

@@ -15,6 +15,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 use sift_engine::eval::continuation::{self, Quality};
 use sift_engine::eval::Sparsity;
+use sift_engine::model::sparse::Rule;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -71,6 +72,7 @@ fn parse_setting(spec: &str) -> Result<Setting> {
         Sparsity::Paper(_) => bail!("{spec}: the paper's protocol is defined for generation, not for the frontier's scoring"),
         // Weighted rules are told apart by their weight (calibrate-rule records it).
         Sparsity::Threshold(t) => match t.calibration["weight"].as_str() {
+            Some(w) if t.rule == Rule::Cats => format!("threshold |silu(gate)| x {w}"),
             Some(w) => format!("threshold |h| x {w}"),
             None => format!("threshold {:?}", t.rule).to_lowercase(),
         },

@@ -525,10 +525,7 @@ impl Attributor {
     /// its Integrated Gradients steps ran that row alone (each layer's last
     /// step, at alpha = 1, leaves its dense outputs and gradients).
     pub fn read_trace(&self, layer: usize) -> Result<LayerTrace> {
-        let (Some(pass), n) = (&self.pass, self.last_rows) else {
-            return Err(SiftError::InvalidInput("no attribution has run yet".into()));
-        };
-        let lb = pass.layers.get(layer).ok_or_else(|| SiftError::InvalidInput(format!("layer {layer} does not exist")))?;
+        let (lb, n) = self.traced_layer(layer)?;
         let c = &self.config;
         let read = |b: &wgpu::Buffer, w: usize| read_buffer_f32(&self.ctx, b, 0, n * w);
         // After trace_forward there are no gradients: empty, not stale.
@@ -539,6 +536,22 @@ impl Attributor {
             neurons: read(&lb.neurons, c.ffn_dim)?,
             neuron_grads: grads(&lb.neuron_grads, c.ffn_dim)?,
         })
+    }
+
+    /// Layer `layer`'s buffers in the last attribution, and the rows it ran.
+    fn traced_layer(&self, layer: usize) -> Result<(&pass::LayerBuffers, usize)> {
+        let Some(pass) = &self.pass else {
+            return Err(SiftError::InvalidInput("no attribution has run yet".into()));
+        };
+        let lb = pass.layers.get(layer).ok_or_else(|| SiftError::InvalidInput(format!("layer {layer} does not exist")))?;
+        Ok((lb, self.last_rows))
+    }
+
+    /// Layer `layer`'s gate and up pre-activations from the last attribution,
+    /// [rows, gate (ffn) | up (ffn)], for the rows [`Attributor::read_trace`] gives.
+    pub fn read_gate_up(&self, layer: usize) -> Result<Vec<f32>> {
+        let (lb, n) = self.traced_layer(layer)?;
+        read_buffer_f32(&self.ctx, &lb.gate_up, 0, n * 2 * self.config.ffn_dim)
     }
 }
 

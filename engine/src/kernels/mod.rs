@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod backward;
+pub mod cats_mlp;
 pub mod column_groups;
 pub mod compact;
 pub mod embedding;

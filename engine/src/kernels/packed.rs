@@ -56,7 +56,7 @@ impl Format {
 /// A block's d, m and quants, if 4 bits reproduce it to within a few f32
 /// rounding steps of its range (a dequantized Q4_1 block does; other data
 /// does not).
-fn q4_block(v: &[f32]) -> Option<(f16, f16, Vec<u32>)> {
+pub(crate) fn q4_block(v: &[f32]) -> Option<(f16, f16, Vec<u32>)> {
     let lo = v.iter().copied().fold(f32::INFINITY, f32::min);
     let hi = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let (m, d) = (f16::from_f32(lo), f16::from_f32((hi - lo) / 15.0));

@@ -68,7 +68,7 @@ pub fn rows(ctx: &GpuContext, dim: usize, mode: RowsMode, active: ActiveList, x:
 pub enum ThresholdRule {
     /// |h_i| * ||W_down[:, i]|| >= eps (the Sparsing Law's CETT rule).
     Cett = 0,
-    /// |silu(gate_i)| >= t (CATS).
+    /// |silu(gate_i)| * w_i >= t (CATS, w = 1 unless a file weighs the neurons).
     Cats = 1,
 }
 
@@ -80,13 +80,13 @@ pub struct SelectOut<'a> {
     pub compact: &'a wgpu::Buffer,
 }
 
-/// Selects layer `layer`'s active neurons from `values` ([n]) by `rule`,
-/// with `norms` [layers, n] and `thresholds` [layers]; one workgroup.
-#[allow(clippy::too_many_arguments)]
-pub fn threshold_select(ctx: &GpuContext, n: usize, layer: usize, rule: ThresholdRule, values: &wgpu::Buffer, norms: &wgpu::Buffer, thresholds: &wgpu::Buffer, out: SelectOut) -> Call {
+/// Selects layer `layer`'s active neurons from `values` ([n]: h for CETT,
+/// silu(gate) for CATS), |v_i| * norms_i >= eps, with `norms` [layers, n]
+/// (the rule's weights) and `thresholds` [layers]; one workgroup.
+pub fn threshold_select(ctx: &GpuContext, n: usize, layer: usize, values: &wgpu::Buffer, norms: &wgpu::Buffer, thresholds: &wgpu::Buffer, out: SelectOut) -> Call {
     use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
     let kernel = Kernel::get(ctx, "threshold_select", include_str!("../../../shaders/threshold_select.wgsl"), &[U, R, R, R, W, W, W, W]);
-    let params = uniform_buffer(ctx, "threshold_select params", &[n as u32, layer as u32, rule as u32, (layer * n) as u32]);
+    let params = uniform_buffer(ctx, "threshold_select params", &[n as u32, layer as u32, 0, (layer * n) as u32]);
     Call {
         group: kernel.bind(ctx, &[&params, values, norms, thresholds, out.index, out.counts, out.bitmap, out.compact]),
         kernel,
@@ -258,23 +258,25 @@ pub(in crate::kernels) mod tests {
     }
 
     #[test]
-    fn threshold_selection_matches_reference_for_both_rules() {
+    fn threshold_selection_matches_reference_with_and_without_weights() {
         let ctx = crate::testing::gpu();
         // 1000 neurons: several per invocation, uneven at the end.
         let (layers, n) = (2usize, 1000usize);
         let values = random(n, 97);
         let norms: Vec<f32> = random(layers * n, 98).iter().map(|v| v.abs() + 0.1).collect();
         let thresholds = [0.5f32, 0.2];
-        let (vb, nb, tb) = (storage_buffer(&ctx, "v", &values), storage_buffer(&ctx, "norms", &norms), storage_buffer(&ctx, "t", &thresholds));
-        for rule in [ThresholdRule::Cett, ThresholdRule::Cats] {
+        let (vb, tb) = (storage_buffer(&ctx, "v", &values), storage_buffer(&ctx, "t", &thresholds));
+        // Weighted (CETT's norms or a file's weights) and unweighted (CATS's ones).
+        let ones = vec![1.0f32; layers * n];
+        for (what, weights) in [("weighted", &norms), ("ones", &ones)] {
+            let nb = storage_buffer(&ctx, "norms", weights);
             let (index, counts, bitmap, compact) = (zeroed_buffer(&ctx, "i", (layers * n * 4) as u64), zeroed_buffer(&ctx, "c", 8), zeroed_buffer(&ctx, "b", (layers * n * 4) as u64), zeroed_buffer(&ctx, "v", (n * 4) as u64));
             let out = SelectOut { index: &index, counts: &counts, bitmap: &bitmap, compact: &compact };
-            run_calls(&ctx, &[&threshold_select(&ctx, n, 1, rule, &vb, &nb, &tb, out)], 1);
-            let norm = (rule == ThresholdRule::Cett).then(|| &norms[n..]);
-            let want = threshold_reference(&values, norm, thresholds[1]);
-            assert!(want.len() > 100 && want.len() < 900, "{rule:?}: {} active", want.len());
+            run_calls(&ctx, &[&threshold_select(&ctx, n, 1, &vb, &nb, &tb, out)], 1);
+            let want = threshold_reference(&values, Some(&weights[n..]), thresholds[1]);
+            assert!(want.len() > 100 && want.len() < 900, "{what}: {} active", want.len());
             let count = read_buffer_u32(&ctx, &counts, 1, 1).unwrap()[0] as usize;
-            assert_eq!(read_buffer_u32(&ctx, &index, n, count).unwrap(), want, "{rule:?}");
+            assert_eq!(read_buffer_u32(&ctx, &index, n, count).unwrap(), want, "{what}");
             let kept: Vec<f32> = want.iter().map(|&i| values[i as usize]).collect();
             assert_eq!(read_buffer_f32(&ctx, &compact, 0, count).unwrap(), kept);
             let bits = read_buffer_u32(&ctx, &bitmap, n, n).unwrap();
@@ -298,7 +300,7 @@ pub(in crate::kernels) mod tests {
         let y = zeroed_buffer(&ctx, "y", (dim * 4) as u64);
         let partial = zeroed_buffer(&ctx, "partial", down_scratch_bytes(dim));
         let gate_call = rows(&ctx, dim, RowsMode::Gate, list, &xb, &wb, &g);
-        let select = threshold_select(&ctx, ffn, 0, ThresholdRule::Cats, &g, &ones, &tb, SelectOut { index: &index, counts: &counts, bitmap: &bitmap, compact: &h });
+        let select = threshold_select(&ctx, ffn, 0, &g, &ones, &tb, SelectOut { index: &index, counts: &counts, bitmap: &bitmap, compact: &h });
         let up_call = rows(&ctx, dim, RowsMode::Up, list, &xb, &wb, &h);
         let [down_call, reduce] = super::down(&ctx, dim, list, &h, &db, &partial, &y);
         run_calls(&ctx, &[&gate_call, &select, &up_call, &down_call, &reduce], 1);

@@ -65,7 +65,11 @@ impl ModelId {
 pub enum Rule {
     /// The Sparsing Law: drop neuron i when |h_i| * ||W_down[:, i]|| < eps_layer.
     Cett,
-    /// CATS: drop neuron i when |silu(gate_i)| < t_layer.
+    /// CATS: drop neuron i when |silu(gate_i)| * w_i < t_layer, with w = 1
+    /// (CATS itself) or per-neuron weights from the file (`rule_calibration`:
+    /// e.g. E|up_i| ||W_down[:, i]||, which estimates CETT's |h_i| ||W_down[:, i]||
+    /// from the gate alone, so that the up row and W_down column of a dropped
+    /// neuron need not be read).
     Cats,
     /// Drop neuron i when |h_i| * w_i < eps_layer, with per-neuron weights w
     /// from the file (`rule_calibration`: e.g. the expected |dF/dh_i|, which
@@ -95,7 +99,7 @@ pub struct Thresholds {
     /// How they were made (calibration settings and results), for people.
     #[serde(default)]
     pub calibration: serde_json::Value,
-    /// `Weighted` only: the per-neuron weights, [layers, ffn].
+    /// `Weighted` and `Cats` (where it has them): the per-neuron weights, [layers, ffn].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<Vec<f32>>,
 }
@@ -108,9 +112,10 @@ impl Thresholds {
         Thresholds { format: THRESHOLDS_FORMAT.into(), model: ModelId::of(model), rule, thresholds, calibration, weights: None }
     }
 
-    /// A `Weighted` rule: keep neuron i when |h_i| * weights[i] >= its layer's threshold.
-    pub fn weighted(model: &GpuModel, weights: Vec<f32>, thresholds: Vec<f32>, calibration: serde_json::Value) -> Thresholds {
-        Thresholds { weights: Some(weights), ..Thresholds::new(model, Rule::Weighted, thresholds, calibration) }
+    /// A rule with per-neuron weights: `Weighted` keeps neuron i when
+    /// |h_i| * weights[i] >= its layer's threshold, `Cats` when |silu(gate_i)| * weights[i] is.
+    pub fn weighted(model: &GpuModel, rule: Rule, weights: Vec<f32>, thresholds: Vec<f32>, calibration: serde_json::Value) -> Thresholds {
+        Thresholds { weights: Some(weights), ..Thresholds::new(model, rule, thresholds, calibration) }
     }
 
     pub fn load(path: &Path) -> Result<Thresholds> {
@@ -120,7 +125,7 @@ impl Thresholds {
         }
         match (t.rule, &t.weights) {
             (Rule::Weighted, None) => return Err(SiftError::bad_data(path, "a weighted rule needs its per-neuron weights")),
-            (Rule::Weighted, Some(w)) => {
+            (Rule::Weighted | Rule::Cats, Some(w)) => {
                 if let Some((i, v)) = w.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v >= 0.0)) {
                     return Err(SiftError::bad_data(path, format!("weight {i} is {v}; weights must be finite and not negative")));
                 }

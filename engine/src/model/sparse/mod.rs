@@ -24,6 +24,7 @@ use crate::attribution::{Metric, Scores};
 use crate::error::{Result, SiftError};
 use crate::gpu::{read_buffer_u32, storage_buffer, zeroed_buffer, GpuContext};
 use crate::kernels::attention::{self, AttentionCall, AttentionIo, AttentionShape};
+use crate::kernels::cats_mlp::{self, CatsMlpCall, CatsMlpSpec};
 use crate::kernels::compact::{compact_heads, compact_mlp, width_for, CompactHeads, CompactMlp, DownInputs, HeadSources, MlpSources};
 use crate::kernels::fused_mlp::{self, FusedMlpCall, FusedMlpSpec, OutputProjection};
 use crate::kernels::rope;
@@ -91,6 +92,8 @@ enum MlpCalls {
     Cett([Call; 3]),
     /// Gate of every neuron, select, up of the kept ones, down (two passes).
     Cats([Call; 5]),
+    /// The same in one dispatch, from per-neuron 4-bit weights (`kernels::cats_mlp`).
+    CatsFused(CatsMlpCall),
 }
 
 impl MlpCalls {
@@ -114,6 +117,12 @@ pub(crate) struct SparseDecoding {
     kv_rows: wgpu::Buffer,
     kv_rows_count: wgpu::Buffer,
     wo_t: Vec<wgpu::Buffer>,
+    /// Per layer, where gate rules run in one dispatch: the per-neuron 4-bit
+    /// up rows and W_down columns (`kernels::cats_mlp::neuron_weights`); else empty.
+    cats_neurons: Vec<wgpu::Buffer>,
+    /// That dispatch's arrival counter and per-workgroup kept counts, and its threads.
+    cats_arrivals: wgpu::Buffer,
+    threads: usize,
     /// [layers, ffn]: ||W_down[:, i]||, for the CETT rule.
     down_norms: wgpu::Buffer,
     /// [layers, ffn]: a weighted rule's per-neuron weights, read in place of
@@ -155,7 +164,7 @@ fn to_f16(v: &[f32]) -> Vec<half::f16> {
 }
 
 impl SparseDecoding {
-    fn new(ctx: &GpuContext, c: &Config, w: &Weights) -> Result<SparseDecoding> {
+    fn new(ctx: &GpuContext, c: &Config, w: &Weights, family: KernelFamily) -> Result<SparseDecoding> {
         let (d, f, l) = (c.dim, c.ffn_dim, c.n_layers);
         let bytes = (f * 2 * d * 2) as u64;
         if bytes > ctx.max_binding_bytes() {
@@ -173,6 +182,9 @@ impl SparseDecoding {
             kv_rows: storage_buffer(ctx, "kv rows", &(0..2 * c.kv_dim() as u32).collect::<Vec<_>>()),
             kv_rows_count: storage_buffer(ctx, "kv row count", &[2 * c.kv_dim() as u32]),
             wo_t: Vec::new(),
+            cats_neurons: Vec::new(),
+            cats_arrivals: zeroed_buffer(ctx, "gate rule arrivals", (4 * (1 + sparse::MAX_DOWN_SLICES)) as u64),
+            threads: fused_mlp::threads(),
             down_norms: zeroed_buffer(ctx, "down norms", 4),
             rule_weights: None,
             ones: storage_buffer(ctx, "ones", &vec![1.0f32; l * f]),
@@ -207,6 +219,11 @@ impl SparseDecoding {
             s.wo_t.push(storage_buffer(ctx, "sparse wo^T", &to_f16(&transpose(&lw.wo, d, c.q_dim(), 0))));
         }
         s.down_norms = storage_buffer(ctx, "down norms", &norms);
+        if cats_mlp::runs_on(ctx, family, d, f) {
+            // Every layer or none (a model mixing 4-bit and other MLPs keeps the gather kernels).
+            let layers: Option<Vec<Vec<u32>>> = w.layers.iter().map(|lw| cats_mlp::neuron_weights(&lw.w_up, &lw.w_down, d, f)).collect();
+            s.cats_neurons = layers.map_or_else(Vec::new, |ls| ls.iter().map(|words| storage_buffer(ctx, "per-neuron up and down", words)).collect());
+        }
         Ok(s)
     }
 
@@ -228,7 +245,7 @@ impl GpuModel {
     /// `set_*_mask*` methods.
     pub fn enable_sparse(&mut self, weights: &Weights) -> Result<()> {
         if self.sparse.is_none() {
-            self.sparse = Some(SparseDecoding::new(&self.ctx, &self.config, weights)?);
+            self.sparse = Some(SparseDecoding::new(&self.ctx, &self.config, weights, self.params.family)?);
         }
         Ok(())
     }
@@ -244,7 +261,13 @@ impl GpuModel {
         let (gate_up, step, family) = (self.act.gate_up.clone(), self.step_all.clone(), self.params.family);
         let (layer_params, rope_table) = (&self.params.layers, &self.params.rope_table);
         let s = self.sparse.as_mut().expect("checked");
-        let rule_norms = s.rule_weights.as_ref().unwrap_or(&s.down_norms);
+        // What a threshold rule multiplies its values by: the file's weights,
+        // else CETT's ||W_down[:, i]|| or CATS's 1.
+        let rule_norms = match (&s.rule_weights, &s.mlp) {
+            (Some(w), _) => w,
+            (None, MlpMask::Threshold(ThresholdRule::Cats)) => &s.ones,
+            (None, _) => &s.down_norms,
+        };
         s.zero = match s.mlp {
             MlpMask::Threshold(rule) => (0..c.n_layers).map(|l| sparse::threshold_zero(&ctx, c.ffn_dim, l, rule, &step, &neurons, &gate_up, rule_norms, &s.thresholds)).collect(),
             _ => Vec::new(),
@@ -253,9 +276,9 @@ impl GpuModel {
         s.layers = (0..c.n_layers)
             .map(|l| {
                 let neurons_list = ActiveList { index: &s.index, counts: &s.counts, index_offset: l * f, layer: l, max_count: f };
-                let select = |rule, values: &wgpu::Buffer, norms: &wgpu::Buffer| {
+                let select = |values: &wgpu::Buffer| {
                     let out = SelectOut { index: &s.index, counts: &s.counts, bitmap: &s.bitmap, compact: &s.h };
-                    sparse::threshold_select(&ctx, f, l, rule, values, norms, &s.thresholds, out)
+                    sparse::threshold_select(&ctx, f, l, values, rule_norms, &s.thresholds, out)
                 };
                 let down = || sparse::down(&ctx, d, neurons_list, &s.h, &s.down_t[l], &s.partial, &x);
                 // A fused MLP takes the compacted heads' output projection too.
@@ -289,13 +312,33 @@ impl GpuModel {
                     }
                     MlpMask::Threshold(ThresholdRule::Cett) => {
                         let [dn, reduce] = down();
-                        MlpCalls::Cett([select(ThresholdRule::Cett, &neurons, rule_norms), dn, reduce])
+                        MlpCalls::Cett([select(&neurons), dn, reduce])
+                    }
+                    MlpMask::Threshold(ThresholdRule::Cats) if !s.cats_neurons.is_empty() && layer_params[l].w_gate_up.q4().is_some() => {
+                        let spec = CatsMlpSpec {
+                            layer: l,
+                            dim: d,
+                            ffn: f,
+                            eps: c.rms_eps,
+                            threads: s.threads,
+                            x: &x,
+                            norm_weight: &layer_params[l].ffn_norm,
+                            gate_up: &layer_params[l].w_gate_up,
+                            neurons: &s.cats_neurons[l],
+                            partial: &s.partial,
+                            arrivals: &s.cats_arrivals,
+                            rule_weights: rule_norms,
+                            thresholds: &s.thresholds,
+                            bitmap: &s.bitmap,
+                            counts: &s.counts,
+                        };
+                        MlpCalls::CatsFused(cats_mlp::call(&ctx, &spec))
                     }
                     MlpMask::Threshold(ThresholdRule::Cats) => {
                         let [dn, reduce] = down();
                         let gate = sparse::rows(&ctx, d, RowsMode::Gate, neurons_list, &xn, &s.gate_up[l], &s.gate);
                         let up = sparse::rows(&ctx, d, RowsMode::Up, neurons_list, &xn, &s.gate_up[l], &s.h);
-                        MlpCalls::Cats([gate, select(ThresholdRule::Cats, &s.gate, &s.ones), up, dn, reduce])
+                        MlpCalls::Cats([gate, select(&s.gate), up, dn, reduce])
                     }
                 };
                 let o_in_mlp = mlp.adds_output_projection();
@@ -434,7 +477,13 @@ impl GpuModel {
     /// the fixed mask, or the last decoded token's under a threshold rule.
     pub fn read_mlp_mask(&self) -> Result<Option<Vec<Vec<u32>>>> {
         let Some(s) = self.sparse.as_ref().filter(|s| s.mlp != MlpMask::Dense) else { return Ok(None) };
-        read_lists(&self.ctx, &s.index, &s.counts, self.config.n_layers, self.config.ffn_dim, 1).map(Some)
+        let (l, f) = (self.config.n_layers, self.config.ffn_dim);
+        // The one-dispatch gate rule marks its neurons in the bitmap only.
+        if s.layers.iter().any(|layer| matches!(layer.mlp, MlpCalls::CatsFused(_))) {
+            let bits = read_buffer_u32(&self.ctx, &s.bitmap, 0, l * f)?;
+            return Ok(Some(bits.chunks(f).map(|b| (0..f as u32).filter(|&i| b[i as usize] == 1).collect()).collect()));
+        }
+        read_lists(&self.ctx, &s.index, &s.counts, l, f, 1).map(Some)
     }
 
     /// The active heads per layer, when heads are masked.
@@ -503,6 +552,12 @@ impl GpuModel {
     /// (`kernels::fused_mlp`).
     pub fn mlp_mask_fused_layers(&self) -> usize {
         self.compacted_layers_where(CompactMlp::fused)
+    }
+
+    /// Layers whose gate rule runs in one dispatch from per-neuron 4-bit
+    /// weights (`kernels::cats_mlp`).
+    pub fn gate_rule_fused_layers(&self) -> usize {
+        self.sparse.as_ref().map_or(0, |s| s.layers.iter().filter(|l| matches!(l.mlp, MlpCalls::CatsFused(_))).count())
     }
 
     /// Layers whose fused MLP dispatch also adds the compacted heads' output
@@ -592,6 +647,10 @@ impl SparseLayer {
             // With W_o it is not the MLP alone (bench::MLP_KERNELS).
             MlpCalls::Fused(call) => {
                 call.plan(if call.with_output_projection() { "fused_o_mlp" } else { "fused_mlp" }, out);
+                return true;
+            }
+            MlpCalls::CatsFused(call) => {
+                call.plan("cats_mlp", out);
                 return true;
             }
             MlpCalls::Fixed(c) => {
