@@ -4,11 +4,12 @@
 //!
 //! A rule on the gate (CATS, or a calibrated weighting of it) is the one
 //! per-token rule that can skip work: a rule on h needs every up row too.
-//! The two-thirds of a dropped neuron's weights it skips are read from
-//! per-neuron copies ([`neuron_weights`]): the up rows, and W_down's columns
-//! with W_down's Q4_1 scales (shared by 32 neurons of a row) beside them, so
-//! a kept neuron's weights are a few contiguous runs and the rows are the
-//! model's own, bit for bit.
+//! It skips two thirds of a dropped neuron's weights: its up row (the
+//! model's own packed [gate; up], the dropped lanes' loads masked off) and
+//! its W_down column, read from a per-neuron copy ([`neuron_weights`]) with
+//! W_down's Q4_1 scales (shared by 32 neurons of a row) beside the columns,
+//! so a kept neuron's column is one contiguous run and holds the model's
+//! own weights, bit for bit.
 //!
 //! It runs where [`fused_mlp`](super::fused_mlp) does (CPU adapters whose
 //! workgroups of 8 are one subgroup; the last workgroup to finish adds the
@@ -37,34 +38,24 @@ pub fn runs_on(ctx: &GpuContext, family: KernelFamily, dim: usize, ffn: usize) -
         && dim <= MAX_DIM
 }
 
-/// One layer's per-neuron 4-bit weights, in words: the up rows' quants
-/// [ffn][dim / 32][4] and scales [ffn][dim / 32] (d low, m high, f16), then
-/// W_down's columns [ffn][dim / 8] (word j holds rows 8j .. 8j + 7, a nibble
-/// each from the low one up) and W_down's scales [ffn / 32][dim] (the d and
-/// m of row r's block of 32 neurons). `w_up` is [ffn, dim], `w_down` [dim,
-/// ffn]. None unless every block of 32 of both is exactly 4-bit.
-pub fn neuron_weights(w_up: &[f32], w_down: &[f32], dim: usize, ffn: usize) -> Option<Vec<u32>> {
-    let k32 = dim / BLOCK;
-    if !dim.is_multiple_of(INTERLEAVE_ROWS) || !ffn.is_multiple_of(BLOCK) || w_up.len() != ffn * dim || w_down.len() != dim * ffn {
+/// One layer's W_down [dim, ffn] per neuron in 4 bits, in words: the
+/// columns [ffn][dim / 8] (word j holds rows 8j .. 8j + 7, a nibble each
+/// from the low one up), then the scales [ffn / 32][dim] (the d and m of row
+/// r's block of 32 neurons, d in the low half, f16). None unless every block
+/// of 32 is exactly 4-bit.
+pub fn neuron_weights(w_down: &[f32], dim: usize, ffn: usize) -> Option<Vec<u32>> {
+    if !dim.is_multiple_of(INTERLEAVE_ROWS) || !ffn.is_multiple_of(BLOCK) || w_down.len() != dim * ffn {
         return None;
     }
-    let scale_word = |d: half::f16, m: half::f16| d.to_bits() as u32 | (m.to_bits() as u32) << 16;
-    let (columns, down_scales) = (ffn * k32 * 5, ffn * k32 * 5 + ffn * dim / 8);
-    let mut out = vec![0u32; down_scales + ffn / BLOCK * dim];
-    for n in 0..ffn {
-        for b in 0..k32 {
-            let (d, m, q) = q4_block(&w_up[n * dim + b * BLOCK..][..BLOCK])?;
-            out[(n * k32 + b) * 4..][..4].copy_from_slice(&q);
-            out[ffn * k32 * 4 + n * k32 + b] = scale_word(d, m);
-        }
-    }
+    let scales = ffn * dim / 8;
+    let mut out = vec![0u32; scales + ffn / BLOCK * dim];
     for r in 0..dim {
         for b in 0..ffn / BLOCK {
             let (d, m, q) = q4_block(&w_down[r * ffn + b * BLOCK..][..BLOCK])?;
-            out[down_scales + b * dim + r] = scale_word(d, m);
+            out[scales + b * dim + r] = d.to_bits() as u32 | (m.to_bits() as u32) << 16;
             for e in 0..BLOCK {
                 let nibble = (q[e / 8] >> (4 * (e % 8))) & 15;
-                out[columns + (b * BLOCK + e) * (dim / 8) + r / 8] |= nibble << (4 * (r % 8));
+                out[(b * BLOCK + e) * (dim / 8) + r / 8] |= nibble << (4 * (r % 8));
             }
         }
     }
@@ -89,7 +80,7 @@ pub struct CatsMlpSpec<'a> {
     /// The residual stream, [dim]: read, and the MLP added.
     pub x: &'a wgpu::Buffer,
     pub norm_weight: &'a wgpu::Buffer,
-    /// The model's [gate; up], packed in 4 bits (its gate rows are read).
+    /// The model's [gate; up], packed in 4 bits.
     pub gate_up: &'a Matrix,
     /// This layer's [`neuron_weights`].
     pub neurons: &'a wgpu::Buffer,
@@ -107,7 +98,7 @@ pub struct CatsMlpSpec<'a> {
 /// One layer's gate-rule MLP, bound to its buffers.
 pub struct CatsMlpCall {
     call: Call,
-    /// The gate rows and the per-neuron weights (what a dense token would read), for the roofline.
+    /// [gate; up] and the per-neuron W_down (what a token keeping every neuron reads), for the roofline.
     weight_bytes: u64,
 }
 
@@ -127,14 +118,14 @@ pub fn call(ctx: &GpuContext, s: &CatsMlpSpec) -> CatsMlpCall {
     let (workgroups, per) = workgroups(s.ffn, s.threads);
     // The gate_up binding is vec4s: a unit of quants is one, and the scales follow them.
     let gate_units = units(2 * s.ffn, s.dim);
-    let params: [u32; 8] = [s.dim as u32, s.ffn as u32, workgroups as u32, s.eps.to_bits(), s.layer as u32, gate_units as u32, per as u32, (s.dim / BLOCK) as u32];
+    let params: [u32; 8] = [s.dim as u32, s.ffn as u32, workgroups as u32, s.eps.to_bits(), s.layer as u32, gate_units as u32, per as u32, 0];
     let params = uniform_buffer(ctx, "cats mlp params", &params);
     let call = Call {
         group: kernel.bind(ctx, &[&params, s.x, s.norm_weight, gate_up, s.neurons, s.partial, s.arrivals, s.rule_weights, s.thresholds, s.bitmap, s.counts]),
         kernel,
         grid: Box::new(move |_| [workgroups as u32, 1, 1]),
     };
-    CatsMlpCall { call, weight_bytes: gate_up.size() / 2 + s.neurons.size() }
+    CatsMlpCall { call, weight_bytes: gate_up.size() + s.neurons.size() }
 }
 
 #[cfg(test)]
@@ -152,27 +143,21 @@ mod tests {
         assert_eq!(workgroups(64, 1), (1, 1));
     }
 
-    /// The layout holds the weights exactly: every up row and W_down
-    /// column unpacked from it equals the matrix.
+    /// The layout holds W_down exactly: every column unpacked from it equals the matrix's.
     #[test]
-    fn neuron_weights_hold_every_row_and_column() {
+    fn neuron_weights_hold_every_column() {
         let (dim, ffn) = (128usize, 96usize);
-        let (up, down) = (q4_1_weights(ffn * dim, 160), q4_1_weights(dim * ffn, 161));
-        let words = neuron_weights(&up, &down, dim, ffn).expect("Q4_1 weights");
-        let k32 = dim / BLOCK;
+        let down = q4_1_weights(dim * ffn, 161);
+        let words = neuron_weights(&down, dim, ffn).expect("Q4_1 weights");
         let dm = |w: u32| (half::f16::from_bits(w as u16).to_f32(), half::f16::from_bits((w >> 16) as u16).to_f32());
-        let (columns, down_scales) = (ffn * k32 * 5, ffn * k32 * 5 + ffn * dim / 8);
         for n in 0..ffn {
-            for k in 0..dim {
-                let (d, m) = dm(words[ffn * k32 * 4 + n * k32 + k / BLOCK]);
-                let q = (words[(n * k32 + k / BLOCK) * 4 + (k % BLOCK) / 8] >> (4 * (k % 8))) & 15;
-                assert_eq!(d * q as f32 + m, up[n * dim + k], "up row {n}, input {k}");
-                let (d, m) = dm(words[down_scales + n / BLOCK * dim + k]);
-                let q = (words[columns + n * (dim / 8) + k / 8] >> (4 * (k % 8))) & 15;
-                assert_eq!(d * q as f32 + m, down[k * ffn + n], "W_down row {k}, neuron {n}");
+            for r in 0..dim {
+                let (d, m) = dm(words[ffn * dim / 8 + n / BLOCK * dim + r]);
+                let q = (words[n * (dim / 8) + r / 8] >> (4 * (r % 8))) & 15;
+                assert_eq!(d * q as f32 + m, down[r * ffn + n], "W_down row {r}, neuron {n}");
             }
         }
-        assert!(neuron_weights(&random(ffn * dim, 162), &down, dim, ffn).is_none(), "f32 weights are not 4-bit");
+        assert!(neuron_weights(&random(ffn * dim, 162), dim, ffn).is_none(), "f32 weights are not 4-bit");
     }
 
     /// The dispatch gives x + the MLP of the neurons the rule keeps on
@@ -191,7 +176,7 @@ mod tests {
         let (x, norm_weight) = (random(dim, 166).iter().map(|v| 3.0 * v).collect::<Vec<f32>>(), random(dim, 167));
         let rule_weights: Vec<f32> = random(layers * ffn, 168).iter().map(|v| v.abs() + 0.5).collect();
         let gate_up = Matrix::upload(&ctx, "gate_up", &[gate.as_slice(), &up].concat(), 2 * ffn, dim, true);
-        let neurons = storage_buffer(&ctx, "neurons", &neuron_weights(&up, &down, dim, ffn).unwrap());
+        let neurons = storage_buffer(&ctx, "neurons", &neuron_weights(&down, dim, ffn).unwrap());
         let (nwb, rwb) = (storage_buffer(&ctx, "norm weight", &norm_weight), storage_buffer(&ctx, "rule weights", &rule_weights));
         let (partial, arrivals) = (zeroed_buffer(&ctx, "partial", (16 * dim * 4) as u64), zeroed_buffer(&ctx, "arrivals", 17 * 4));
         let (bitmap, counts) = (zeroed_buffer(&ctx, "bitmap", (layers * ffn * 4) as u64), zeroed_buffer(&ctx, "counts", (layers * 4) as u64));

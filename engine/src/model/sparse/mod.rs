@@ -117,8 +117,8 @@ pub(crate) struct SparseDecoding {
     kv_rows: wgpu::Buffer,
     kv_rows_count: wgpu::Buffer,
     wo_t: Vec<wgpu::Buffer>,
-    /// Per layer, where gate rules run in one dispatch: the per-neuron 4-bit
-    /// up rows and W_down columns (`kernels::cats_mlp::neuron_weights`); else empty.
+    /// Per layer, where gate rules run in one dispatch: W_down's columns per
+    /// neuron in 4 bits (`kernels::cats_mlp::neuron_weights`); else empty.
     cats_neurons: Vec<wgpu::Buffer>,
     /// That dispatch's arrival counter and per-workgroup kept counts, and its threads.
     cats_arrivals: wgpu::Buffer,
@@ -221,8 +221,8 @@ impl SparseDecoding {
         s.down_norms = storage_buffer(ctx, "down norms", &norms);
         if cats_mlp::runs_on(ctx, family, d, f) {
             // Every layer or none (a model mixing 4-bit and other MLPs keeps the gather kernels).
-            let layers: Option<Vec<Vec<u32>>> = w.layers.iter().map(|lw| cats_mlp::neuron_weights(&lw.w_up, &lw.w_down, d, f)).collect();
-            s.cats_neurons = layers.map_or_else(Vec::new, |ls| ls.iter().map(|words| storage_buffer(ctx, "per-neuron up and down", words)).collect());
+            let layers: Option<Vec<Vec<u32>>> = w.layers.iter().map(|lw| cats_mlp::neuron_weights(&lw.w_down, d, f)).collect();
+            s.cats_neurons = layers.map_or_else(Vec::new, |ls| ls.iter().map(|words| storage_buffer(ctx, "per-neuron W_down", words)).collect());
         }
         Ok(s)
     }
