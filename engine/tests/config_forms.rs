@@ -107,9 +107,12 @@ fn scaled_rope_reaches_the_gpu_forward() {
     assert!(moved > 1e-2, "linear scaling moved the logits by only {moved}");
 }
 
+/// An edit of a config.json, and what the refusal it causes must say.
+type ConfigEdit = (Box<dyn FnOnce(&mut serde_json::Map<String, serde_json::Value>)>, &'static str);
+
 #[test]
 fn what_sift_does_not_compute_is_refused_by_name() {
-    let cases: Vec<(Box<dyn FnOnce(&mut serde_json::Map<String, serde_json::Value>)>, &str)> = vec![
+    let cases: Vec<ConfigEdit> = vec![
         (Box::new(|j| { j.insert("rope_scaling".into(), serde_json::json!({"rope_type": "yarn", "factor": 4.0})); }), "RoPE scaling type 'yarn' is not supported"),
         (Box::new(|j| { j.insert("rope_parameters".into(), serde_json::json!({"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0})); }), "RoPE scaling type 'dynamic' is not supported"),
         (Box::new(|j| { j.insert("rope_scaling".into(), serde_json::json!({"rope_type": "linear"})); }), "needs a positive 'factor'"),
@@ -168,7 +171,7 @@ fn a_tensor_the_model_would_not_read_is_refused() {
     let c = tiny_config(RopeStyle::Interleaved);
     let w = random_weights(&c, 4, true);
     let extra = ("blk.1.attn_q.bias".to_string(), vec![64], GgmlType::F32, vec![0u8; 64 * 4]);
-    let e = load_gguf(&gguf_bytes_plus(&c, &w, |_| GgmlType::Q8_0, vec![], vec![extra])).err().expect("refused");
+    let e = load_gguf(&gguf_bytes_plus(&c, &w, |_| GgmlType::Q8_0, vec![], vec![extra])).expect_err("refused");
     assert!(e.contains("tensor 'blk.1.attn_q.bias'") && e.contains("not used"), "{e}");
 }
 

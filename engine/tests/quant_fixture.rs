@@ -61,7 +61,7 @@ fn dequantization_equals_gguf_py_bit_for_bit() {
 #[test]
 fn q8_k_is_f32_scale_times_bytes() {
     let mut block = 0.25f32.to_le_bytes().to_vec();
-    block.extend((0..256).map(|i| (i as i32 - 128) as i8 as u8));
+    block.extend((0..256).map(|i: i32| (i - 128) as i8 as u8));
     block.extend([7u8; 32]); // bsums: not part of the values
     let v = dequantize(GgmlType::Q8K, &block, 256);
     assert_eq!((v[0], v[128], v[255]), (-32.0, 0.0, 31.75));

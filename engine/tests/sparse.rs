@@ -263,8 +263,8 @@ fn threshold_decoding_matches_reference(c: &Config, w: &Weights, families: &[Ker
     let rule_weights: Vec<f32> = (0..c.n_layers * c.ffn_dim).map(|_| rand::Rng::random_range(&mut rng, 0.0f32..2.0)).collect();
     for &family in families {
         for &(rule, weighted, t) in rules {
-            let mut model = GpuModel::with_family(gpu(), &c, &w, 64, family).unwrap();
-            model.enable_sparse(&w).unwrap();
+            let mut model = GpuModel::with_family(gpu(), &c, w, 64, family).unwrap();
+            model.enable_sparse(w).unwrap();
             let thresholds = match weighted {
                 true => Thresholds::weighted(&model, rule, rule_weights.clone(), vec![t; c.n_layers], serde_json::Value::Null),
                 false => Thresholds::new(&model, rule, vec![t; c.n_layers], serde_json::Value::Null),
@@ -290,7 +290,7 @@ fn threshold_decoding_matches_reference(c: &Config, w: &Weights, families: &[Ker
                         }
                     }
                 };
-                let r = cpu::attribute(&c, &w, &tokens, &vec![NONE; tokens.len()], &Intervention { scale_layer: None, perturb: Some(&zero) });
+                let r = cpu::attribute(&c, w, &tokens, &vec![NONE; tokens.len()], &Intervention { scale_layer: None, perturb: Some(&zero) });
                 assert!(rel(&logits, &r.logits[last * c.vocab_size..]) < 1e-4, "{family:?} {rule:?} step {step}: {}", rel(&logits, &r.logits[last * c.vocab_size..]));
                 // The rule on the reference's values; neurons within float
                 // error of the threshold may go either way.

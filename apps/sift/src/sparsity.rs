@@ -58,7 +58,9 @@ pub struct SparsityArgs {
     /// next-token log-probabilities, every prompt token's units).
     #[arg(long, default_value = "next", value_parser = clap::builder::PossibleValuesParser::new(PromptTarget::ALL.map(PromptTarget::name)))]
     pub prompt_target: String,
-    /// Thresholds file for --sparsity threshold (from `sift calibrate`).
+    /// Thresholds file for --sparsity threshold (from `sift calibrate`: CETT
+    /// on h; or `sift calibrate-rule`: rules on h, or on the gate, which skip
+    /// the dropped neurons' up rows and W_down columns).
     #[arg(long)]
     pub thresholds: Option<PathBuf>,
     /// Mask file for --sparsity file.

@@ -441,7 +441,7 @@ fn sweep_is_resumable_and_writes_csv_json_and_chart() {
     assert!(text(&o).contains("sweep.csv: line 6: 3 fields, expected 10"), "{}", text(&o));
     // A sweep written before sacreBLEU was reported: tabled with Sift's
     // earlier BLEU, marked, and not extended.
-    let old: Vec<String> = csv.lines().map(|l| l.rsplitn(2, ',').nth(1).unwrap().to_string()).collect();
+    let old: Vec<String> = csv.lines().map(|l| l.rsplit_once(',').unwrap().0.to_string()).collect();
     std::fs::write(out.join("sweep.csv"), old.join("\n") + "\n").unwrap();
     let o = sift(&args);
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("* Sift's earlier BLEU"), "{}", text(&o));
@@ -575,15 +575,15 @@ fn calibrate_rule_writes_files_that_keep_the_share_asked_for() {
     std::fs::write(&corpus, "The quick brown fox jumps over the lazy dog. ".repeat(12)).unwrap();
     let t = corpus.to_str().unwrap();
     let out = dir.join("rules");
-    let o = sift(&["calibrate-rule", t, "-m", m, "--ctx", "32", "--windows", "3", "--weights", "gxo-estimate,magnitude", "--keep", "0.5,0.9", "--out", out.to_str().unwrap()]);
+    let o = sift(&["calibrate-rule", t, "-m", m, "--ctx", "32", "--windows", "3", "--weights", "gxo-estimate,magnitude,gate-up-down", "--keep", "0.5,0.9", "--out", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
-    for name in ["gxo-estimate-keep50.json", "gxo-estimate-keep90.json", "magnitude-keep50.json", "magnitude-keep90.json"] {
+    for (name, rule) in [("gxo-estimate-keep50.json", "weighted"), ("gxo-estimate-keep90.json", "weighted"), ("magnitude-keep50.json", "weighted"), ("magnitude-keep90.json", "weighted"), ("gate-up-down-keep50.json", "cats")] {
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join(name)).unwrap()).unwrap();
-        assert_eq!((v["rule"].as_str(), v["weights"].as_array().map(Vec::len)), (Some("weighted"), Some(3 * 96)), "{name}");
+        assert_eq!((v["rule"].as_str(), v["weights"].as_array().map(Vec::len)), (Some(rule), Some(3 * 96)), "{name}");
     }
     // Scored on the calibration text's own windows, each rule keeps about the share asked for.
     let shape = ["--prompt-tokens", "24", "--score-tokens", "8", "--windows", "3", "--ctx", "64", "--json"];
-    for (name, keep) in [("gxo-estimate-keep50.json", 0.5), ("magnitude-keep90.json", 0.9)] {
+    for (name, keep) in [("gxo-estimate-keep50.json", 0.5), ("magnitude-keep90.json", 0.9), ("gate-up-down-keep50.json", 0.5)] {
         let th = out.join(name);
         let o = sift(&[&["eval", "continuation", t, "-m", m, "--sparsity", "threshold", "--thresholds", th.to_str().unwrap()][..], &shape].concat());
         assert!(o.status.success(), "{}", text(&o));
