@@ -21,7 +21,8 @@
 // Its slice of W_down h goes to `partial`; the last workgroup to arrive adds
 // the slices to x, as fused_mlp.wgsl does (see there why that is sound on
 // these adapters), writes the layer's kept count and resets the counter.
-// dot_block, dot_nibbles and NIBBLE_SCALE come from linear_nibbles.wgsl.
+// dot_block, dot_nibbles and NIBBLE_SCALE come from linear_nibbles.wgsl,
+// broadcast and slices_sum from one_dispatch_mlp.wgsl.
 
 struct Params { dim: u32, ffn: u32, workgroups: u32, eps: f32, layer: u32, gate_units: u32, wg_blocks: u32, _a: u32 }
 
@@ -51,13 +52,6 @@ var<private> x_in: array<vec4<f32>, MAX_K32>;
 var<private> x_sum: array<f32, MAX_K32>;
 // This lane's rows of W_down h: rows 8 (l + 8k) + 4e .. + 3 at 2k + e.
 var<private> acc: array<vec4<f32>, MAX_ROWS4>;
-
-// Every lane's vec4 `mine`, lane j's as element j.
-fn broadcast(mine: vec4<f32>) -> array<vec4<f32>, 8> {
-    return array<vec4<f32>, 8>(
-        subgroupBroadcast(mine, 0u), subgroupBroadcast(mine, 1u), subgroupBroadcast(mine, 2u), subgroupBroadcast(mine, 3u),
-        subgroupBroadcast(mine, 4u), subgroupBroadcast(mine, 5u), subgroupBroadcast(mine, 6u), subgroupBroadcast(mine, 7u));
-}
 
 // Rows 64 kb + 8 r + lane (r < 8) of [gate; up] on the normed input
 // (without its scale), those of r with bit r of `rows` set.
@@ -189,12 +183,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     if (subgroupBroadcast(arrived, 0u) + 1u == p.workgroups) {
         for (var i = lane; i < dim4; i += 8u) {
-            var sum = vec4<f32>(0.0);
-            for (var w = 0u; w < p.workgroups; w++) {
-                let at = w * p.dim + 4u * i;
-                sum += vec4<f32>(partial[at], partial[at + 1u], partial[at + 2u], partial[at + 3u]);
-            }
-            x[i] = x[i] + sum;
+            x[i] = x[i] + slices_sum(i, p.dim, p.workgroups);
         }
         if (lane == 0u) {
             var kept = 0u;

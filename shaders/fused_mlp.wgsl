@@ -23,7 +23,7 @@
 // increment: lavapipe's atomics are sequentially consistent, and all of a
 // workgroup's invocations run on one thread. kernels::fused_mlp uses this
 // kernel on such adapters only. dot_block, dot_groups and NIBBLE_SCALE come
-// from linear_nibbles.wgsl.
+// from linear_nibbles.wgsl, broadcast and slices_sum from one_dispatch_mlp.wgsl.
 //
 // Where the layer's heads are compacted too (o_k32 > 0), the attention's
 // output projection comes first, x += W_o a, a the active heads' outputs and
@@ -71,13 +71,6 @@ var<private> h_sums: array<vec4<f32>, MAX_CHUNKS>;
 var<workgroup> by_slot: array<vec4<f32>, MAX_CHUNKS * 8u>;
 // W_o a by row (zero without heads).
 var<workgroup> o_out: array<f32, MAX_K32 * 32u>;
-
-// Every lane's vec4 `mine`, lane j's as element j.
-fn broadcast(mine: vec4<f32>) -> array<vec4<f32>, 8> {
-    return array<vec4<f32>, 8>(
-        subgroupBroadcast(mine, 0u), subgroupBroadcast(mine, 1u), subgroupBroadcast(mine, 2u), subgroupBroadcast(mine, 3u),
-        subgroupBroadcast(mine, 4u), subgroupBroadcast(mine, 5u), subgroupBroadcast(mine, 6u), subgroupBroadcast(mine, 7u));
-}
 
 // A lane's vec4 of a block, scaled for dot_nibbles (even vec4s are x0, odd x1).
 fn for_nibbles(mine: vec4<f32>, lane: u32) -> vec4<f32> {
@@ -221,12 +214,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     if (subgroupBroadcast(arrived, 0u) + 1u == p.workgroups) {
         for (var i = lane; i < dim4; i += 8u) {
-            var sum = vec4<f32>(0.0);
-            for (var w = 0u; w < p.workgroups; w++) {
-                let at = w * p.dim + 4u * i;
-                sum += vec4<f32>(partial[at], partial[at + 1u], partial[at + 2u], partial[at + 3u]);
-            }
-            x[i] = x[i] + o_out4(i) + sum;
+            x[i] = x[i] + o_out4(i) + slices_sum(i, p.dim, p.workgroups);
         }
         if (lane == 0u) {
             atomicStore(&arrivals[0], 0u);

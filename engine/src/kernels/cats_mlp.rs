@@ -113,7 +113,7 @@ pub fn call(ctx: &GpuContext, s: &CatsMlpSpec) -> CatsMlpCall {
     use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
     let gate_up = s.gate_up.q4().expect("a 4-bit [gate; up]");
     assert!(s.gate_up.rows == 2 * s.ffn && s.gate_up.cols == s.dim && s.dim.is_multiple_of(INTERLEAVE_ROWS) && s.dim <= MAX_DIM && s.ffn.is_multiple_of(INTERLEAVE_ROWS));
-    let source = format!("{}\n{}", super::linear::LINEAR_NIBBLES, include_str!("../../../shaders/cats_mlp.wgsl"));
+    let source = super::fused_mlp::source(include_str!("../../../shaders/cats_mlp.wgsl"));
     let kernel = Kernel::get(ctx, "cats_mlp", &source, &[U, W, R, R, R, W, W, R, R, W, W]);
     let (workgroups, per) = workgroups(s.ffn, s.threads);
     // The gate_up binding is vec4s: a unit of quants is one, and the scales follow them.

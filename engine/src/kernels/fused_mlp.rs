@@ -219,13 +219,19 @@ impl FusedMlpCall {
     }
 }
 
+/// A one-dispatch MLP kernel's source: the 4-bit dot products and what
+/// these kernels share, then `body`.
+pub fn source(body: &str) -> String {
+    format!("{}\n{}\n{body}", super::linear::LINEAR_NIBBLES, include_str!("../../../shaders/one_dispatch_mlp.wgsl"))
+}
+
 pub fn call(ctx: &GpuContext, s: &FusedMlpSpec) -> FusedMlpCall {
     use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
     let (gate_up, down) = (s.gate_up.q4().expect("a 4-bit paired gate|up"), s.down.packed.as_ref().filter(|p| p.format == Format::Q4Groups).expect("a grouped down"));
     let state = s.state;
     assert_eq!(s.down.cols, BLOCK * state.chunks);
     assert!(s.dim.is_multiple_of(BLOCK) && s.dim <= MAX_DIM && s.down.rows == s.dim && s.gate_up.cols == s.dim && s.gate_up.rows.is_multiple_of(INTERLEAVE_ROWS));
-    let source = format!("{}\n{}", super::linear::LINEAR_NIBBLES, include_str!("../../../shaders/fused_mlp.wgsl"));
+    let source = source(include_str!("../../../shaders/fused_mlp.wgsl"));
     let kernel = Kernel::get(ctx, "fused_mlp", &source, &[U, W, R, R, R, W, W, R, R, R]);
     let neuron_blocks = s.gate_up.rows / INTERLEAVE_ROWS;
     // Without an output projection its bindings take any buffer: unread.

@@ -190,7 +190,7 @@ mod shader_validation {
                 continue;
             }
             let name = path.file_name().unwrap().to_string_lossy().to_string();
-            if name.starts_with("linear_") || name.starts_with("q8_scales_") || name == "attention_common.wgsl" || name == "attention_params.wgsl" {
+            if name.starts_with("linear_") || name.starts_with("q8_scales_") || ["attention_common.wgsl", "attention_params.wgsl", "one_dispatch_mlp.wgsl"].contains(&name.as_str()) {
                 continue; // preludes, validated with the kernels they open
             }
             let body = std::fs::read_to_string(&path).unwrap();
@@ -218,6 +218,8 @@ mod shader_validation {
                     }
                 }
                 sources
+            } else if body.contains("one_dispatch_mlp.wgsl") {
+                vec![super::fused_mlp::source(&body)]
             } else if body.contains("linear_nibbles.wgsl") {
                 vec![format!("{}\n{body}", super::linear::LINEAR_NIBBLES)]
             } else if ["attention.wgsl", "attention_rows.wgsl", "attention_keys.wgsl"].contains(&name.as_str()) {
