@@ -7,7 +7,7 @@
 // per-invocation counts: deterministic, no atomics), their values compacted
 // (compact[a] = v_index[a]), the count, and the display bitmap.
 
-struct Params { n: u32, layer: u32, rule: u32, index_offset: u32 }
+struct Params { n: u32, layer: u32, _a: u32, index_offset: u32 }
 
 const WG: u32 = 256u;
 

@@ -195,9 +195,13 @@ impl Evaluator {
 
     /// The generation with each token's share of MLP neurons kept.
     pub fn generate_scored(&mut self, q: &truthfulqa::Question, tokens: usize, s: &Sparsity) -> Result<Vec<Scored>> {
-        let ids = self.m.tokenizer.encode(&truthfulqa::gen_prompt(q))?;
-        let stop = self.m.tokenizer.stop_ids.clone();
+        let (ids, stop) = self.gen_prompt(q)?;
         Ok(decode(&mut self.m.model, &mut self.attributor, &ids, Next::Greedy { n: tokens, stop: &stop }, s, RuleScope::EveryToken)?)
+    }
+
+    /// A question's generation prompt in tokens, and the ids generation stops at.
+    fn gen_prompt(&self, q: &truthfulqa::Question) -> Result<(Vec<u32>, Vec<u32>)> {
+        Ok((self.m.tokenizer.encode(&truthfulqa::gen_prompt(q))?, self.m.tokenizer.stop_ids.clone()))
     }
 
     /// Mean sacreBLEU and Sift's BLEU (0-100), token agreement (0-1) and
@@ -210,8 +214,7 @@ impl Evaluator {
             let scored = match s {
                 // The paper's masks follow the dense trajectory: the reference itself.
                 Sparsity::Paper(p) => {
-                    let ids = self.m.tokenizer.encode(&truthfulqa::gen_prompt(q))?;
-                    let stop = self.m.tokenizer.stop_ids.clone();
+                    let (ids, stop) = self.gen_prompt(q)?;
                     paper::generate_along(&mut self.m.model, &mut self.attributor, &ids, r, &stop, p)?
                 }
                 _ => self.generate_scored(q, tokens, s)?,

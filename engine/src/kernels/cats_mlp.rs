@@ -116,6 +116,7 @@ pub fn call(ctx: &GpuContext, s: &CatsMlpSpec) -> CatsMlpCall {
     let source = super::fused_mlp::source(include_str!("../../../shaders/cats_mlp.wgsl"));
     let kernel = Kernel::get(ctx, "cats_mlp", &source, &[U, W, R, R, R, W, W, R, R, W, W]);
     let (workgroups, per) = workgroups(s.ffn, s.threads);
+    assert!(s.partial.size() >= (workgroups * s.dim * 4) as u64 && s.arrivals.size() >= (4 * (1 + workgroups)) as u64, "scratch for {workgroups} workgroups");
     // The gate_up binding is vec4s: a unit of quants is one, and the scales follow them.
     let gate_units = units(2 * s.ffn, s.dim);
     let params: [u32; 8] = [s.dim as u32, s.ffn as u32, workgroups as u32, s.eps.to_bits(), s.layer as u32, gate_units as u32, per as u32, 0];

@@ -120,9 +120,8 @@ pub(crate) struct SparseDecoding {
     /// Per layer, where gate rules run in one dispatch: W_down's columns per
     /// neuron in 4 bits (`kernels::cats_mlp::neuron_weights`); else empty.
     cats_neurons: Vec<wgpu::Buffer>,
-    /// That dispatch's arrival counter and per-workgroup kept counts, and its threads.
+    /// That dispatch's arrival counter and per-workgroup kept counts.
     cats_arrivals: wgpu::Buffer,
-    threads: usize,
     /// [layers, ffn]: ||W_down[:, i]||, for the CETT rule.
     down_norms: wgpu::Buffer,
     /// [layers, ffn]: a weighted rule's per-neuron weights, read in place of
@@ -184,7 +183,6 @@ impl SparseDecoding {
             wo_t: Vec::new(),
             cats_neurons: Vec::new(),
             cats_arrivals: zeroed_buffer(ctx, "gate rule arrivals", (4 * (1 + sparse::MAX_DOWN_SLICES)) as u64),
-            threads: fused_mlp::threads(),
             down_norms: zeroed_buffer(ctx, "down norms", 4),
             rule_weights: None,
             ones: storage_buffer(ctx, "ones", &vec![1.0f32; l * f]),
@@ -320,7 +318,7 @@ impl GpuModel {
                             dim: d,
                             ffn: f,
                             eps: c.rms_eps,
-                            threads: s.threads,
+                            threads: fused_mlp::threads(),
                             x: &x,
                             norm_weight: &layer_params[l].ffn_norm,
                             gate_up: &layer_params[l].w_gate_up,
@@ -479,7 +477,7 @@ impl GpuModel {
         let Some(s) = self.sparse.as_ref().filter(|s| s.mlp != MlpMask::Dense) else { return Ok(None) };
         let (l, f) = (self.config.n_layers, self.config.ffn_dim);
         // The one-dispatch gate rule marks its neurons in the bitmap only.
-        if s.layers.iter().any(|layer| matches!(layer.mlp, MlpCalls::CatsFused(_))) {
+        if self.gate_rule_fused_layers() > 0 {
             let bits = read_buffer_u32(&self.ctx, &s.bitmap, 0, l * f)?;
             return Ok(Some(bits.chunks(f).map(|b| (0..f as u32).filter(|&i| b[i as usize] == 1).collect()).collect()));
         }
