@@ -1,12 +1,13 @@
 // Prefill y[t, col0 + o] (+)= sum_k x[t, k] * W[o, k] for CPU-backed adapters:
-// each invocation computes a block of ROWS output rows x TOKS tokens in
-// registers, so every weight load serves TOKS tokens and every x load ROWS
-// rows, with no shared memory and no barriers (see matvec_rows.wgsl for why).
+// each invocation computes a block of ROWS output rows x 8 tokens in
+// registers, so every weight load serves 8 tokens and every input ROWS rows,
+// with no shared memory and no barriers (see matvec_rows.wgsl for why).
 // GPUs use the tiled matmul.wgsl instead. k must be a multiple of 8. W is in
 // the lane-interleaved layout of matvec_rows.wgsl.
-// Same parameters and layout as matvec.wgsl.
 
-// Params, Step and store_y come from linear_common.wgsl and an output header.
+// Params, Step and store_y come from linear_common.wgsl and an output header,
+// token_inputs from a tokens header (matmul_tokens.wgsl or
+// matmul_tokens_subgroup.wgsl).
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> w: array<vec4<u32>>;
 
@@ -26,9 +27,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     if (block * 64u >= p.n || t0 >= step.n_tokens) { return; }
     let k8 = p.k / 8u;
     let wbase = block * 64u * k8;
-    // Tokens past the end repeat the last one, padding rows are zeros; neither is stored.
-    var xbase: array<u32, TOKS>;
-    for (var j = 0u; j < TOKS; j++) { xbase[j] = min(t0 + j, step.n_tokens - 1u) * k8 * 2u; }
     var acc: array<array<f32, TOKS>, ROWS>;
     for (var i = 0u; i < k8; i++) {
         var wv: array<array<vec4<f32>, 2>, ROWS>;
@@ -37,19 +35,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             wv[r][0] = vec4<f32>(unpack2x16float(packed.x), unpack2x16float(packed.y));
             wv[r][1] = vec4<f32>(unpack2x16float(packed.z), unpack2x16float(packed.w));
         }
-        for (var j = 0u; j < TOKS; j++) {
-            let x0 = x[xbase[j] + 2u * i];
-            let x1 = x[xbase[j] + 2u * i + 1u];
-            for (var r = 0u; r < ROWS; r++) { acc[r][j] += dot(x0, wv[r][0]) + dot(x1, wv[r][1]); }
+        for (var h = 0u; h < 2u; h++) {
+            let xs = token_inputs(t0, lane, 2u * i + h);
+            for (var j = 0u; j < TOKS; j++) {
+                for (var r = 0u; r < ROWS; r++) { acc[r][j] += dot(xs[j], wv[r][h]); }
+            }
         }
     }
+    // store_y skips padding rows.
     for (var j = 0u; j < TOKS; j++) {
         let t = t0 + j;
         if (t >= step.n_tokens) { break; }
         for (var r = 0u; r < ROWS; r++) {
-            let row = block * 64u + (r0 + r) * 8u + lane;
-            if (row >= p.n) { continue; }
-            store_y(t, row, acc[r][j]);
+            store_y(t, block * 64u + (r0 + r) * 8u + lane, acc[r][j]);
         }
     }
 }

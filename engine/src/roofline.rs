@@ -5,6 +5,7 @@
 
 use crate::error::Result;
 use crate::gpu::{read_buffer_u32, storage_buffer, zeroed_buffer, GpuContext};
+use crate::kernels::peak_flops;
 use crate::kernels::stream_read::{self, Shape};
 use crate::kernels::{run_calls, Call};
 use rand::{Rng, SeedableRng};
@@ -35,6 +36,10 @@ pub struct Roofline {
     /// Seconds of one submission waited for and a readback of the logits:
     /// what every decode step pays once.
     pub round_trip_seconds: f64,
+    /// Floating-point operations a second of a kernel that only multiplies
+    /// and adds in registers (`kernels::peak_flops`): the bound of batched
+    /// work, which reuses each weight it reads across many tokens.
+    pub peak_flops_per_second: f64,
 }
 
 impl Roofline {
@@ -76,7 +81,24 @@ pub fn measure(ctx: &GpuContext, cpu_style: bool, readback_bytes: u64) -> Result
         ctx.queue.submit([ctx.device.create_command_encoder(&Default::default()).finish()]);
         read_buffer_u32(ctx, &data, 0, readback).map(drop)
     })?;
-    Ok(Roofline { read_bytes_per_second: read_bytes as f64 / read_seconds, read_bytes, dispatch_seconds, round_trip_seconds })
+    let peak_flops_per_second = peak_flops(ctx)?;
+    Ok(Roofline { read_bytes_per_second: read_bytes as f64 / read_seconds, read_bytes, dispatch_seconds, round_trip_seconds, peak_flops_per_second })
+}
+
+/// Workgroups of the arithmetic probe: enough to keep every core of a CPU
+/// adapter, and a small GPU, busy.
+const PEAK_GROUPS: u32 = 1024;
+
+fn peak_flops(ctx: &GpuContext) -> Result<f64> {
+    let coeffs = storage_buffer(ctx, "peak coeffs", &[1.0f32, 1.0]);
+    let out = zeroed_buffer(ctx, "peak out", (PEAK_GROUPS * peak_flops::WORKGROUP * 4) as u64);
+    // Steps per invocation for about 50 ms a run (the count stays exact in f32).
+    let probe = peak_flops::call(ctx, &coeffs, &out, PEAK_GROUPS, 256);
+    let once = fastest(1, || dispatch(ctx, &probe, 1))?;
+    let iters = ((256.0 * 0.05 / once) as u32).clamp(256, 1 << 20);
+    let run = peak_flops::call(ctx, &coeffs, &out, PEAK_GROUPS, iters);
+    let seconds = fastest(RUNS, || dispatch(ctx, &run, 1))?;
+    Ok(peak_flops::flops(PEAK_GROUPS, iters) as f64 / seconds)
 }
 
 /// `reps` dispatches of `call` recorded in one pass, submitted and waited for.
@@ -101,7 +123,7 @@ mod tests {
 
     #[test]
     fn floor_adds_reading_and_dispatching() {
-        let r = Roofline { read_bytes_per_second: 1e9, read_bytes: 1 << 20, dispatch_seconds: 20e-6, round_trip_seconds: 3e-4 };
+        let r = Roofline { read_bytes_per_second: 1e9, read_bytes: 1 << 20, dispatch_seconds: 20e-6, round_trip_seconds: 3e-4, peak_flops_per_second: 1e10 };
         let f = Footprint { weight_bytes: 50_000_000, dispatches: 100 };
         assert!((r.floor_seconds(&f) - (0.05 + 0.002 + 0.0003)).abs() < 1e-12);
     }
@@ -116,6 +138,8 @@ mod tests {
         assert!(r.read_bytes_per_second.is_finite() && r.read_bytes_per_second > 1e6, "{r:?}");
         assert!(r.dispatch_seconds.is_finite() && r.dispatch_seconds > 0.0 && r.dispatch_seconds < 0.1, "{r:?}");
         assert!(r.round_trip_seconds.is_finite() && r.round_trip_seconds > 0.0 && r.round_trip_seconds < 1.0, "{r:?}");
+        // At least a core's scalar rate, at most a large GPU's.
+        assert!(r.peak_flops_per_second > 1e9 && r.peak_flops_per_second < 1e15, "{r:?}");
         assert_eq!(r.read_bytes % Shape::for_adapter(cpu).chunk_bytes(), 0);
         assert!(r.read_bytes >= 64 << 20, "the read must outgrow the caches: {r:?}");
     }

@@ -24,6 +24,11 @@ pub const MAX_HEAD_DIM: usize = 256;
 /// and backward ([`params_buffer`] fills them).
 const ATTENTION_PARAMS: &str = include_str!("../../../shaders/attention_params.wgsl");
 
+/// How `attention_rows.wgsl` reads each key and value: every invocation
+/// all of it, or an eighth each, shared through subgroup broadcasts.
+pub(crate) const ROWS_KEYS: &str = include_str!("../../../shaders/attention_rows_keys.wgsl");
+pub(crate) const ROWS_KEYS_SUBGROUP: &str = include_str!("../../../shaders/attention_rows_keys_subgroup.wgsl");
+
 /// The bindings the three forward kernels share.
 const ATTENTION_COMMON: &str = include_str!("../../../shaders/attention_common.wgsl");
 
@@ -127,7 +132,9 @@ pub fn call_heads(ctx: &GpuContext, s: AttentionShape, kv_head: &[u32], step: &w
     let buffers = [&params, step, io.q, io.k, io.v, io.out, &kv_head];
     let cpu = kind.is_cpu_style(ctx).then(|| {
         let hd4 = [("HEAD_DIM4", (s.head_dim / 4) as f64)];
-        let prefill = Kernel::specialized(ctx, "attention_rows", &source(include_str!("../../../shaders/attention_rows.wgsl")), &layout, &hd4);
+        let (keys, keys_name) = if ctx.has_subgroups_of_8() { (ROWS_KEYS_SUBGROUP, "_subgroup") } else { (ROWS_KEYS, "") };
+        let rows_src = source(&format!("{}\n{keys}", include_str!("../../../shaders/attention_rows.wgsl")));
+        let prefill = Kernel::specialized(ctx, &format!("attention_rows{keys_name}"), &rows_src, &layout, &hd4);
         let decode = Kernel::specialized(ctx, "attention_keys", &source(include_str!("../../../shaders/attention_keys.wgsl")), &layout, &hd4);
         let prefill = Call {
             group: prefill.bind(ctx, &buffers),
@@ -189,9 +196,17 @@ mod tests {
     use crate::gpu::{read_buffer_f32, storage_buffer, zeroed_buffer};
     use crate::kernels::{test_util::*, Step};
 
+    /// Both families, and on CPU adapters both ways of reading keys and
+    /// values in prefill (subgroup broadcasts, or each invocation's own loads).
     #[test]
     fn attention_matches_reference_prefill_and_decode() {
-        let ctx = crate::testing::gpu();
+        for ctx in [crate::testing::gpu(), crate::testing::gpu_without_subgroups()] {
+            attention_matches_reference_on(&ctx);
+        }
+    }
+
+    fn attention_matches_reference_on(ctx: &std::sync::Arc<GpuContext>) {
+        let ctx = ctx.clone();
         // head_dim 80 (> 64, not a power of two) and 150 keys (several tiles, ragged).
         let odd = AttentionShape { n_heads: 6, n_kv_heads: 2, head_dim: 80 };
         let smollm = AttentionShape { n_heads: 9, n_kv_heads: 3, head_dim: 64 };

@@ -37,6 +37,10 @@ pub(crate) const Q8_SCALES_F16: &str = include_str!("../../../shaders/q8_scales_
 pub(crate) const Q8_SCALES_F32: &str = include_str!("../../../shaders/q8_scales_f32.wgsl");
 pub const LINEAR_BLOCK: &str = include_str!("../../../shaders/linear_block.wgsl");
 pub const LINEAR_BLOCK_SUBGROUP: &str = include_str!("../../../shaders/linear_block_subgroup.wgsl");
+/// How the CPU-style matmuls get their 8 tokens' inputs: each invocation
+/// all of them, or one token each, shared through subgroup broadcasts.
+pub(crate) const MATMUL_TOKENS: &str = include_str!("../../../shaders/matmul_tokens.wgsl");
+pub(crate) const MATMUL_TOKENS_SUBGROUP: &str = include_str!("../../../shaders/matmul_tokens_subgroup.wgsl");
 /// The 4-bit matvecs' nibble dot product.
 pub const LINEAR_NIBBLES: &str = include_str!("../../../shaders/linear_nibbles.wgsl");
 
@@ -317,14 +321,16 @@ fn kernels(ctx: &GpuContext, kind: KernelFamily, store: Store, input: Input, pac
         let src = format!("{LINEAR_COMMON}\n{header}\n{body}");
         (input == Input::Stored).then(|| Variant { kernel: Kernel::get(ctx, &format!("{name}{store_name}"), &src, &layout), rows, tokens })
     };
+    let (tokens_src, tokens_name) = if ctx.has_subgroups_of_8() { (MATMUL_TOKENS_SUBGROUP, "_subgroup") } else { (MATMUL_TOKENS, "") };
+    let cpu_matmul = |name: &str, body: &str| matmul(&format!("{name}{tokens_name}"), &format!("{tokens_src}\n{body}"), 16 * 4, 8);
     if kind.is_cpu_style(ctx) {
         let rows = INTERLEAVE_ROWS as u32;
-        let f16_matmul = || matmul("matmul_rows", include_str!("../../../shaders/matmul_rows.wgsl"), 16 * 4, 8);
+        let f16_matmul = || cpu_matmul("matmul_rows", include_str!("../../../shaders/matmul_rows.wgsl"));
         let nibbles = |body: &str| format!("{LINEAR_NIBBLES}\n{body}");
         match packed {
             Some(Format::Q4) => (
                 cpu_matvec("matvec_rows_q4", &nibbles(include_str!("../../../shaders/matvec_rows_q4.wgsl")), rows),
-                matmul("matmul_rows_q4", include_str!("../../../shaders/matmul_rows_q4.wgsl"), 16 * 4, 8),
+                cpu_matmul("matmul_rows_q4", include_str!("../../../shaders/matmul_rows_q4.wgsl")),
             ),
             // Compacted W_down, read in decode only.
             Some(Format::Q4Groups) => (cpu_matvec("matvec_rows_q4g", &nibbles(include_str!("../../../shaders/matvec_rows_q4g.wgsl")), rows), None),
@@ -579,16 +585,21 @@ mod tests {
         }
     }
 
+    /// Tokens and rows not multiples of the tiles (8 tokens, 64 rows), in
+    /// both families and, for the CPU-style kernels, both ways of getting the
+    /// tokens' inputs (subgroup broadcasts or each invocation's own loads).
     #[test]
     fn matmul_kernels_match_reference_with_ragged_tiles() {
-        for kind in [KernelFamily::Cooperative, KernelFamily::RowPerInvocation] {
-            for &(t, n, k) in &[(5, 37, 24), (70, 130, 72), (129, 64, 576), (13, 3, 8), (9, 8, 8192)] {
-                let (got, want) = run_kind(&crate::testing::gpu(), t, n, k, u64::MAX, LinearOptions::default(), 0, kind);
-                assert!(max_err(&got, &want) < TOL, "{kind:?} t={t} n={n} k={k}: {}", max_err(&got, &want));
+        for ctx in both_input_paths() {
+            for kind in [KernelFamily::Cooperative, KernelFamily::RowPerInvocation] {
+                for &(t, n, k) in &[(5, 37, 24), (70, 130, 72), (129, 64, 576), (13, 3, 8), (9, 8, 8192)] {
+                    let (got, want) = run_kind(&ctx, t, n, k, u64::MAX, LinearOptions::default(), 0, kind);
+                    assert!(max_err(&got, &want) < TOL, "{kind:?} t={t} n={n} k={k}: {}", max_err(&got, &want));
+                }
+                let opts = LinearOptions { accumulate: true, y_row_from_pos: true };
+                let (got, want) = run_kind(&ctx, 11, 100, 32, 13 * 32 * 2, opts, 6, kind);
+                assert!(max_err(&got, &want) < TOL, "{kind:?} split: {}", max_err(&got, &want));
             }
-            let opts = LinearOptions { accumulate: true, y_row_from_pos: true };
-            let (got, want) = run_kind(&crate::testing::gpu(), 11, 100, 32, 13 * 32 * 2, opts, 6, kind);
-            assert!(max_err(&got, &want) < TOL, "{kind:?} split: {}", max_err(&got, &want));
         }
     }
 

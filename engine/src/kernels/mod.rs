@@ -15,6 +15,7 @@ pub mod embedding;
 pub mod fused_mlp;
 pub mod linear;
 pub mod packed;
+pub mod peak_flops;
 pub mod prepared_linear;
 pub mod rmsnorm;
 pub mod rope;
@@ -190,7 +191,7 @@ mod shader_validation {
                 continue;
             }
             let name = path.file_name().unwrap().to_string_lossy().to_string();
-            if name.starts_with("linear_") || name.starts_with("q8_scales_") || ["attention_common.wgsl", "attention_params.wgsl", "one_dispatch_mlp.wgsl"].contains(&name.as_str()) {
+            if name.starts_with("linear_") || name.starts_with("q8_scales_") || name.starts_with("matmul_tokens") || name.starts_with("attention_rows_keys") || ["attention_common.wgsl", "attention_params.wgsl", "one_dispatch_mlp.wgsl"].contains(&name.as_str()) {
                 continue; // preludes, validated with the kernels they open
             }
             let body = std::fs::read_to_string(&path).unwrap();
@@ -199,16 +200,23 @@ mod shader_validation {
             // blocks of inputs with each block header (and the 4-bit ones
             // with the nibble functions), as kernels::linear composes them.
             let sources = if body.contains("store_y(") {
-                use super::linear::{Input, Store, LINEAR_BLOCK, LINEAR_BLOCK_SUBGROUP, LINEAR_COMMON, LINEAR_NIBBLES, Q8_SCALES_F16, Q8_SCALES_F32};
-                let matvec = body.contains("load_x(") || body.contains("block_inputs(");
-                let blocks = if body.contains("block_inputs(") { vec![LINEAR_BLOCK, LINEAR_BLOCK_SUBGROUP] } else { vec![""] };
+                use super::linear::{Input, Store, LINEAR_BLOCK, LINEAR_BLOCK_SUBGROUP, LINEAR_COMMON, LINEAR_NIBBLES, MATMUL_TOKENS, MATMUL_TOKENS_SUBGROUP, Q8_SCALES_F16, Q8_SCALES_F32};
+                let reads_inputs = body.contains("load_x(") || body.contains("block_inputs(");
+                // The matmuls with each tokens header, like the matvecs' block headers.
+                let blocks = if body.contains("block_inputs(") {
+                    vec![LINEAR_BLOCK, LINEAR_BLOCK_SUBGROUP]
+                } else if body.contains("token_inputs(") {
+                    vec![MATMUL_TOKENS, MATMUL_TOKENS_SUBGROUP]
+                } else {
+                    vec![""]
+                };
                 let nibbles = if body.contains("linear_nibbles.wgsl") { LINEAR_NIBBLES } else { "" };
                 // The 8-bit matvec, with each scale decoder.
                 let decoders = if body.contains("block_scales(") { vec![Q8_SCALES_F16, Q8_SCALES_F32] } else { vec![""] };
                 let mut sources = vec![];
                 for store in Store::ALL {
                     let (header, _, layout) = store.header();
-                    let inputs: Vec<String> = if matvec { Input::ALL.iter().map(|i| i.header(&mut layout.clone()).0).collect() } else { vec![String::new()] };
+                    let inputs: Vec<String> = if reads_inputs { Input::ALL.iter().map(|i| i.header(&mut layout.clone()).0).collect() } else { vec![String::new()] };
                     for input in &inputs {
                         for block in &blocks {
                             for decoder in &decoders {
@@ -222,7 +230,10 @@ mod shader_validation {
                 vec![super::fused_mlp::source(&body)]
             } else if body.contains("linear_nibbles.wgsl") {
                 vec![format!("{}\n{body}", super::linear::LINEAR_NIBBLES)]
-            } else if ["attention.wgsl", "attention_rows.wgsl", "attention_keys.wgsl"].contains(&name.as_str()) {
+            } else if name == "attention_rows.wgsl" {
+                use super::attention::{ROWS_KEYS, ROWS_KEYS_SUBGROUP};
+                [ROWS_KEYS, ROWS_KEYS_SUBGROUP].iter().map(|keys| super::attention::source(&format!("{body}\n{keys}"))).collect()
+            } else if ["attention.wgsl", "attention_keys.wgsl"].contains(&name.as_str()) {
                 vec![super::attention::source(&body)]
             } else if name.starts_with("attention_backward_") {
                 vec![super::attention::with_params(&body)]
