@@ -17,7 +17,8 @@ struct Step { n_tokens: u32, pos0: u32, _a: u32, _b: u32 }
 @group(0) @binding(3) var<storage, read_write> q: array<f32>;
 @group(0) @binding(4) var<storage, read_write> k: array<f32>;
 
-@compute @workgroup_size(64)
+// 32 pairs a workgroup: a head of 64 rotated dims is one workgroup, not half of one.
+@compute @workgroup_size(32)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let half_rot = p.rot_dim / 2u;
     let i = gid.x;

@@ -53,6 +53,20 @@ pub struct SweepRow {
     pub sparse_with_heads_kernel_seconds: Option<Profile>,
 }
 
+/// Floating-point operations of a prefill of `n` tokens from an empty cache:
+/// every layer's projections (2 per weight per token), attention's scores
+/// and weighted values (2 * 2 * head_dim per head per visible key), and the
+/// output head for the last token only (prefill keeps one row of logits).
+/// Norms, RoPE and the activation are left out: a few per element.
+pub fn prefill_flops(c: &crate::model::Config, n: usize) -> f64 {
+    let per_layer_weights = (c.q_dim() + 2 * c.kv_dim()) * c.dim + c.dim * c.q_dim() + 3 * c.ffn_dim * c.dim;
+    let projections = 2.0 * (c.n_layers * per_layer_weights * n) as f64;
+    // Token t sees t + 1 keys: n (n + 1) / 2 query-key pairs a head.
+    let pairs = (n * (n + 1) / 2) as f64;
+    let attention = 4.0 * (c.n_layers * c.n_heads * c.head_dim) as f64 * pairs;
+    projections + attention + 2.0 * (c.vocab_size * c.dim) as f64
+}
+
 /// A role's seconds in a profile (None where it does not run).
 fn seconds_of(p: &[(&str, f64)], role: &str) -> Option<f64> {
     p.iter().find(|(n, _)| *n == role).map(|(_, s)| *s)
@@ -356,6 +370,18 @@ pub const SWEEP_RATIOS: [f64; 5] = [1.0, 0.5, 0.3, 0.2, 0.1];
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// SmolLM2-135M's shapes, counted by hand: 3,538,944 weights a layer
+    /// (q/k/v 576 x 960, o 576 x 576, gate/up/down 3 x 1536 x 576), 30
+    /// layers; 9 heads of 64; a vocabulary of 49,152.
+    #[test]
+    fn prefill_flops_count_projections_attention_and_the_head() {
+        let c = crate::model::Config { n_layers: 30, dim: 576, ffn_dim: 1536, n_heads: 9, n_kv_heads: 3, head_dim: 64, vocab_size: 49152, ..crate::testing::tiny_config(crate::kernels::rope::RopeStyle::Interleaved) };
+        let want = 2.0 * 30.0 * 3_538_944.0 * 512.0 + 4.0 * 30.0 * 9.0 * 64.0 * (512.0 * 513.0 / 2.0) + 2.0 * 49152.0 * 576.0;
+        assert_eq!(prefill_flops(&c, 512), want);
+        // About 0.23 GFLOP a token at 512.
+        assert!((prefill_flops(&c, 512) / 512.0 / 1e9 - 0.23).abs() < 0.01);
+    }
 
     /// Dense roles keep their order; roles only sparse steps run follow, once.
     #[test]

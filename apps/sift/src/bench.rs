@@ -1,23 +1,25 @@
 //! `sift bench`: prefill and decode tokens/s of a model on the chosen adapter,
 //! and llama.cpp's on the same GGUF and the same token ids when
-//! `llama-cpp-python` is importable, as ratios measured in one run.
+//! `llama-cpp-python` is importable, as ratios measured in one run: each
+//! round times sift and llama.cpp back to back, and the medians count.
 
 use crate::common::{load_with, Loaded, ModelArgs};
+use crate::llama_cpp::LlamaCpp;
 use sift_engine::attribution::{AttributeOptions, Attributor, Target};
 use anyhow::{Context, Result};
 use serde_json::json;
+use sift_engine::bench::median;
 use sift_engine::model::Logits;
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Prompt length for the prefill measurement.
-    #[arg(long, default_value_t = 512)]
-    pub prefill_tokens: usize,
+    /// Prompt lengths for the prefill measurement (comma-separated); the
+    /// longest is the one `--also` models are measured at.
+    #[arg(long, value_delimiter = ',', default_values_t = [128, 512])]
+    pub prefill_tokens: Vec<usize>,
     /// Decode steps to time.
     #[arg(long, default_value_t = 64)]
     pub decode_tokens: usize,
@@ -46,7 +48,8 @@ pub struct Args {
     /// (e.g. the same model as Q4_K_M and as Q4_1).
     #[arg(long, value_name = "MODEL")]
     pub also: Vec<std::path::PathBuf>,
-    /// Rounds of decoding over all models of `--also` (medians).
+    /// Rounds of every timed measurement, sift and llama.cpp back to back
+    /// in each (medians count; shared machines drift).
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
 }
@@ -74,26 +77,42 @@ pub fn run(args: Args) -> Result<()> {
     if args.decode_context < 3 {
         anyhow::bail!("--decode-context must be at least 3 tokens (the sparse sweep attributes over them)");
     }
-    let ctx = args.prefill_tokens.max(args.decode_context + args.decode_tokens) + 1;
+    let mut lengths = args.prefill_tokens.clone();
+    lengths.sort_unstable();
+    lengths.dedup();
+    if lengths.is_empty() || lengths[0] == 0 {
+        anyhow::bail!("--prefill-tokens needs lengths of at least 1 token");
+    }
+    let longest = *lengths.last().unwrap();
+    let ctx = longest.max(args.decode_context + args.decode_tokens).max(args.attribution_tokens) + 1;
     let mut m = load_with(&args.model, ctx, !args.no_attribution)?;
     let mut tokens = m.tokenizer.encode(BENCH_TEXT)?;
-    while tokens.len() < args.prefill_tokens.max(args.decode_context) {
+    while tokens.len() < longest.max(args.decode_context).max(args.attribution_tokens) {
         tokens.extend_from_within(..);
     }
     let decode_prompt = tokens[..args.decode_context].to_vec();
-    tokens.truncate(args.prefill_tokens);
+    let attribution_prompt = tokens[..args.attribution_tokens.min(tokens.len())].to_vec();
+    tokens.truncate(longest);
 
-    // (Pipelines were compiled by the warm-up in `load`.)
-    let t = Instant::now();
-    m.model.forward(&tokens, Logits::Last)?;
-    let prefill_s = t.elapsed().as_secs_f64();
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let is_gguf = m.path.extension().is_some_and(|e| e == "gguf");
+    let mut llama = if args.no_llama_cpp || !is_gguf {
+        None
+    } else {
+        LlamaCpp::start(&m.path, threads, ctx + 8).map_err(|e| eprintln!("sift: llama.cpp comparison skipped: {e:#}")).ok()
+    };
 
-    // Decode speed, and the per-kernel GPU time of one decode step and one prefill batch.
+    // (Sift's pipelines were compiled by the warm-up in `load`.)
+    let rounds = args.rounds.max(1);
+    let prefill = prefill_rounds(&mut m, &tokens, &lengths, rounds, &mut llama)?;
+    let decode = decode_rounds(&mut m, &decode_prompt, args.decode_tokens, rounds, &mut llama)?;
+
+    // The per-kernel GPU time of one decode step and one prefill batch.
     m.model.reset();
     if decode_prompt.len() > 1 {
         m.model.forward(&decode_prompt[..decode_prompt.len() - 1], Logits::Last)?;
     }
-    let (decode_tps, decode_profile) = sift_engine::bench::timed_decode(&mut m.model, &decode_prompt, args.decode_tokens)?;
+    let (_, decode_profile) = sift_engine::bench::timed_decode(&mut m.model, &decode_prompt, args.decode_tokens)?;
     let dense_footprint = m.model.decode_footprint();
     m.model.reset();
     let batch = tokens.len().min(m.model.max_batch);
@@ -105,7 +124,7 @@ pub fn run(args: Args) -> Result<()> {
             let mut attributor = Attributor::new(&m.model, &w)?;
             m.model.enable_sparse(&w)?;
             drop(w);
-            let a = attribution_ratio(&mut m.model, &mut attributor, &tokens, args.attribution_tokens)?;
+            let a = attribution_ratio(&mut m.model, &mut attributor, &attribution_prompt, rounds.max(5), &mut llama)?;
             let s = sift_engine::bench::sparse_sweep(&mut m.model, &mut attributor, &decode_prompt, args.decode_tokens, &sift_engine::bench::SWEEP_RATIOS, |_| ())?;
             (Some(a), Some(s))
         }
@@ -114,38 +133,28 @@ pub fn run(args: Args) -> Result<()> {
 
     let cpu_style = m.model.kernel_family() == sift_engine::kernels::KernelFamily::RowPerInvocation;
     let roofline = sift_engine::roofline::measure(&m.model.ctx, cpu_style, 4 * m.model.config.vocab_size as u64)?;
-    let floors = sift_engine::bench::floor_rows(&roofline, dense_footprint, decode_tps, sparse.as_deref().unwrap_or_default());
-
-    let ours = json!({
-        "prefill_tokens_per_second": tokens.len() as f64 / prefill_s,
-        "decode_tokens_per_second": decode_tps,
+    let floors = sift_engine::bench::floor_rows(&roofline, dense_footprint, decode["sift_tokens_per_second"].as_f64().unwrap(), sparse.as_deref().unwrap_or_default());
+    let main_prefill = prefill.last().unwrap();
+    let llama_json = llama.as_ref().map(|l| {
+        json!({"prefill_tokens_per_second": main_prefill["llama_cpp_tokens_per_second"], "decode_tokens_per_second": decode["llama_cpp_tokens_per_second"], "threads": l.threads})
     });
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let is_gguf = m.path.extension().is_some_and(|e| e == "gguf");
-    let llama = if args.no_llama_cpp || !is_gguf {
-        None
-    } else {
-        match llama_cpp(&m.path, threads, &tokens, &decode_prompt, args.decode_tokens) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                eprintln!("sift: llama.cpp comparison skipped: {e:#}");
-                None
-            }
-        }
-    };
-    let ratio = |key: &str| llama.as_ref().map(|l| ours[key].as_f64().unwrap() / l[key].as_f64().unwrap());
-    let compared = if args.also.is_empty() { vec![] } else { compare(&mut m, &tokens, &decode_prompt, llama.clone(), &args, threads)? };
+    let compared = if args.also.is_empty() { vec![] } else { compare(&mut m, &tokens, &decode_prompt, llama_json.clone(), &args, threads)? };
+    drop(llama);
     let report = json!({
         "model": m.path.display().to_string(),
         "adapter": m.model.ctx.describe(),
         "software_adapter": m.model.ctx.is_software(),
+        "rounds": rounds,
         "prefill_tokens": tokens.len(),
         "decode_tokens": args.decode_tokens,
         "decode_context": args.decode_context,
-        "sift": ours,
-        "llama_cpp": llama,
-        "prefill_ratio": ratio("prefill_tokens_per_second"),
-        "decode_ratio": ratio("decode_tokens_per_second"),
+        "sift": {"prefill_tokens_per_second": main_prefill["sift_tokens_per_second"], "decode_tokens_per_second": decode["sift_tokens_per_second"]},
+        "llama_cpp": llama_json,
+        "prefill_ratio": main_prefill["ratio"],
+        "decode_ratio": decode["ratio"],
+        "prefill": prefill,
+        "decode": decode,
+        "peak_gflops": roofline.peak_flops_per_second / 1e9,
         "decode_kernel_seconds": decode_profile.as_ref().map(|p| profile_json(p)),
         "prefill_kernel_seconds": prefill_profile.as_ref().map(|p| profile_json(p)),
         "prefill_profile_tokens": batch,
@@ -161,24 +170,33 @@ pub fn run(args: Args) -> Result<()> {
     }
     let adapter = report["adapter"].as_str().unwrap().to_string();
     println!("adapter: {adapter}");
-    println!("{:<30} {:>16} {:>16} {:>10}", "", "sift tok/s", "llama.cpp tok/s", "ratio");
-    for (name, key) in [("prefill", "prefill_tokens_per_second"), ("decode", "decode_tokens_per_second")] {
-        let l = llama.as_ref().map(|l| format!("{:.1}", l[key].as_f64().unwrap())).unwrap_or("-".into());
-        let r = ratio(key).map(|r| format!("{r:.2}x")).unwrap_or("-".into());
-        let label = if name == "prefill" { format!("prefill ({} tokens)", tokens.len()) } else { format!("decode ({} steps after {})", args.decode_tokens, args.decode_context) };
-        println!("{:<30} {:>16.1} {:>16} {:>10}", label, ours[key].as_f64().unwrap(), l, r);
+    let fmt = |v: &serde_json::Value, digits: usize| v.as_f64().map(|x| format!("{x:.digits$}")).unwrap_or("-".into());
+    println!("{:<30} {:>12} {:>16} {:>8} {:>10}", "", "sift tok/s", "llama.cpp tok/s", "ratio", "sift GFLOP/s");
+    for p in &prefill {
+        let label = format!("prefill ({} tokens)", p["tokens"]);
+        let ratio = p["ratio"].as_f64().map(|r| format!("{r:.2}x")).unwrap_or("-".into());
+        println!("{:<30} {:>12} {:>16} {:>8} {:>10}", label, fmt(&p["sift_tokens_per_second"], 1), fmt(&p["llama_cpp_tokens_per_second"], 1), ratio, fmt(&p["sift_gflops"], 1));
     }
-    if let Some(l) = &llama {
-        println!("llama.cpp: {} CPU threads", l["threads"]);
-    }
+    let label = format!("decode ({} steps after {})", args.decode_tokens, args.decode_context);
+    let ratio = decode["ratio"].as_f64().map(|r| format!("{r:.2}x")).unwrap_or("-".into());
+    println!("{:<30} {:>12} {:>16} {:>8}", label, fmt(&decode["sift_tokens_per_second"], 1), fmt(&decode["llama_cpp_tokens_per_second"], 1), ratio);
+    println!(
+        "medians of {rounds} rounds, sift and llama.cpp back to back in each{}; this adapter's arithmetic peak: {:.1} GFLOP/s (multiply-adds in registers)",
+        llama_json.as_ref().map(|l| format!(" (llama.cpp: {} CPU threads)", l["threads"])).unwrap_or_default(),
+        roofline.peak_flops_per_second / 1e9
+    );
     if let Some(a) = &attribution {
         println!(
-            "attribution over {} tokens: {:.0} ms vs plain forward {:.0} ms: {:.2}x (median of {} runs each)",
+            "attribution over {} tokens: {:.0} ms vs plain forward {:.0} ms: {:.2}x (median of {} runs each){}",
             a["tokens"],
             a["attribution_seconds"].as_f64().unwrap() * 1e3,
             a["forward_seconds"].as_f64().unwrap() * 1e3,
             a["ratio"].as_f64().unwrap(),
-            a["runs"]
+            a["runs"],
+            a["llama_cpp_prefill_seconds"]
+                .as_f64()
+                .map(|l| format!("; llama.cpp prefills them in {:.0} ms: the pass runs at {:.2}x its speed", l * 1e3, a["vs_llama_cpp_prefill"].as_f64().unwrap()))
+                .unwrap_or_default()
         );
     }
     if let Some(rows) = &sparse {
@@ -193,8 +211,8 @@ pub fn run(args: Args) -> Result<()> {
         _ => println!("(no per-kernel times: this adapter has no timestamp queries)"),
     }
     sift_engine::bench::print_roofline(&roofline, &floors);
-    if let Some(l) = &llama {
-        println!("llama.cpp decodes a step in {:.2} ms on the CPU", 1e3 / l["decode_tokens_per_second"].as_f64().unwrap());
+    if let Some(l) = decode["llama_cpp_tokens_per_second"].as_f64() {
+        println!("llama.cpp decodes a step in {:.2} ms on the CPU", 1e3 / l);
     }
     if compared.len() > 1 {
         print_models(&compared, &adapter);
@@ -202,22 +220,80 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// Prefill of each length from an empty cache, `rounds` times, sift then
+/// llama.cpp in each round (after one untimed warm-up of llama.cpp's): per
+/// length the median tokens/s of each, the median of the rounds' ratios, and
+/// sift's achieved GFLOP/s (`sift_engine::bench::prefill_flops`).
+fn prefill_rounds(m: &mut Loaded, tokens: &[u32], lengths: &[usize], rounds: usize, llama: &mut Option<LlamaCpp>) -> Result<Vec<serde_json::Value>> {
+    let mut out = vec![];
+    for &n in lengths {
+        let prompt = &tokens[..n];
+        if let Some(l) = llama.as_mut() {
+            l.prefill_seconds(prompt)?;
+        }
+        let (mut ours, mut theirs, mut ratios) = (vec![], vec![], vec![]);
+        for _ in 0..rounds {
+            m.model.reset();
+            let t = Instant::now();
+            m.model.forward(prompt, Logits::Last)?;
+            ours.push(t.elapsed().as_secs_f64());
+            if let Some(l) = llama.as_mut() {
+                let s = l.prefill_seconds(prompt)?;
+                ratios.push(s / ours.last().unwrap());
+                theirs.push(s);
+            }
+        }
+        let seconds = median(ours);
+        let flops = sift_engine::bench::prefill_flops(&m.model.config, n);
+        out.push(json!({
+            "tokens": n,
+            "sift_tokens_per_second": n as f64 / seconds,
+            "sift_gflops": flops / seconds / 1e9,
+            "llama_cpp_tokens_per_second": (!theirs.is_empty()).then(|| n as f64 / median(theirs)),
+            "ratio": (!ratios.is_empty()).then(|| median(ratios)),
+        }));
+    }
+    m.model.reset();
+    Ok(out)
+}
+
+/// Greedy decode speed, `rounds` times, sift then llama.cpp in each round:
+/// medians, and the median of the rounds' ratios.
+fn decode_rounds(m: &mut Loaded, prompt: &[u32], steps: usize, rounds: usize, llama: &mut Option<LlamaCpp>) -> Result<serde_json::Value> {
+    let (mut ours, mut theirs, mut ratios) = (vec![], vec![], vec![]);
+    for _ in 0..rounds {
+        let tps = sift_engine::bench::decode_tokens_per_second(&mut m.model, prompt, steps)?;
+        ours.push(tps);
+        if let Some(l) = llama.as_mut() {
+            let theirs_tps = steps as f64 / l.decode_seconds(prompt, steps)?;
+            ratios.push(tps / theirs_tps);
+            theirs.push(theirs_tps);
+        }
+    }
+    Ok(json!({
+        "sift_tokens_per_second": median(ours),
+        "llama_cpp_tokens_per_second": (!theirs.is_empty()).then(|| median(theirs)),
+        "ratio": (!ratios.is_empty()).then(|| median(ratios)),
+    }))
+}
+
 /// The first model and every `--also` model, all loaded at once: prefill
 /// once each, then `--rounds` rounds of decoding that visit every model in
 /// turn (medians), so that the machine's drift falls on all of them alike;
 /// llama.cpp on each GGUF.
 fn compare(first: &mut Loaded, tokens: &[u32], decode_prompt: &[u32], first_llama: Option<serde_json::Value>, args: &Args, threads: usize) -> Result<Vec<Speeds>> {
-    let ctx = args.prefill_tokens.max(args.decode_context + args.decode_tokens) + 1;
+    let longest = tokens.len();
+    let ctx = longest.max(args.decode_context + args.decode_tokens).max(args.attribution_tokens) + 1;
     let mut others = vec![];
     for path in &args.also {
         let model = crate::common::ModelArgs { model: Some(path.clone()), ..args.model.clone() };
         let m = load_with(&model, ctx, false).with_context(|| format!("loading {}", path.display()))?;
         let mut t = m.tokenizer.encode(BENCH_TEXT)?;
-        while t.len() < args.prefill_tokens.max(args.decode_context) {
+        while t.len() < longest.max(args.decode_context) {
             t.extend_from_within(..);
         }
         let p = t[..args.decode_context].to_vec();
-        t.truncate(args.prefill_tokens);
+        t.truncate(longest);
         others.push((m, t, p));
     }
     let mut all: Vec<(&mut Loaded, &[u32], &[u32])> = vec![(first, tokens, decode_prompt)];
@@ -242,7 +318,7 @@ fn compare(first: &mut Loaded, tokens: &[u32], decode_prompt: &[u32], first_llam
             first_llama.clone()
         } else {
             (!args.no_llama_cpp && is_gguf)
-                .then(|| llama_cpp(&m.path, threads, t, p, args.decode_tokens))
+                .then(|| llama_speeds(&m.path, threads, t, p, args.decode_tokens))
                 .and_then(|r| r.map_err(|e| eprintln!("sift: llama.cpp comparison skipped: {e:#}")).ok())
         };
         let decode_tps = sift_engine::bench::median(decode[i].clone());
@@ -276,13 +352,12 @@ fn print_models(models: &[Speeds], adapter: &str) {
 
 /// One attribution pass (forward keeping activations + backward + scores,
 /// F = log p of the greedy next token) against the plain forward over the
-/// same prompt, both from an empty cache, alternated and timed by median.
-fn attribution_ratio(model: &mut sift_engine::model::GpuModel, attributor: &mut Attributor, tokens: &[u32], n: usize) -> Result<serde_json::Value> {
-    let n = n.min(attributor.max_tokens(model)).min(tokens.len());
-    let prompt = &tokens[..n];
+/// same prompt, both from an empty cache, and llama.cpp's prefill of it,
+/// alternated and timed by median.
+fn attribution_ratio(model: &mut sift_engine::model::GpuModel, attributor: &mut Attributor, prompt: &[u32], runs: usize, llama: &mut Option<LlamaCpp>) -> Result<serde_json::Value> {
+    let prompt = &prompt[..prompt.len().min(attributor.max_tokens(model))];
     let opts = AttributeOptions::default();
-    let runs = 5;
-    let (mut fwd, mut attr) = (Vec::new(), Vec::new());
+    let (mut fwd, mut attr, mut peer) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..=runs {
         model.reset();
         let t = Instant::now();
@@ -293,44 +368,31 @@ fn attribution_ratio(model: &mut sift_engine::model::GpuModel, attributor: &mut 
         let t = Instant::now();
         attributor.attribute(model, prompt, &Target::Next, &opts)?;
         let a = t.elapsed().as_secs_f64();
-        // The first round compiles the attribution kernels.
+        let l = llama.as_mut().map(|l| l.prefill_seconds(prompt)).transpose()?;
+        // The first round compiles the attribution kernels (and warms llama.cpp).
         if i > 0 {
             fwd.push(f);
             attr.push(a);
+            peer.extend(l);
         }
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (f, a) = (median(&mut fwd), median(&mut attr));
+    let (f, a) = (median(fwd), median(attr));
+    let l = (!peer.is_empty()).then(|| median(peer));
     model.reset();
-    Ok(json!({"tokens": n, "forward_seconds": f, "attribution_seconds": a, "ratio": a / f, "runs": runs}))
+    Ok(json!({"tokens": prompt.len(), "forward_seconds": f, "attribution_seconds": a, "ratio": a / f, "runs": runs,
+              "llama_cpp_prefill_seconds": l, "vs_llama_cpp_prefill": l.map(|l| l / a)}))
 }
 
 fn profile_json(p: &[(&str, f64)]) -> serde_json::Value {
     p.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>().into()
 }
 
-fn llama_cpp(model: &std::path::Path, threads: usize, prefill: &[u32], decode_prompt: &[u32], steps: usize) -> Result<serde_json::Value> {
-    let input = json!({
-        "model": model, "threads": threads, "prefill_tokens": prefill,
-        "decode_prompt": decode_prompt, "decode_steps": steps,
-    });
-    let mut child = Command::new("python3")
-        .args(["-c", include_str!("llama_cpp_bench.py")])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running python3")?;
-    child.stdin.take().unwrap().write_all(input.to_string().as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        // A crash (a wheel built for another CPU) leaves no message: name the exit status.
-        let last = err.lines().last().map(str::to_string).unwrap_or_else(|| format!("python3 exited with {}", out.status));
-        anyhow::bail!("llama-cpp-python not usable ({last})");
-    }
-    serde_json::from_slice(&out.stdout).context("llama.cpp bench output")
+/// llama.cpp's prefill and decode speed on another model of `--also`:
+/// one warm-up, then one timed run of each.
+fn llama_speeds(model: &std::path::Path, threads: usize, prefill: &[u32], decode_prompt: &[u32], steps: usize) -> Result<serde_json::Value> {
+    let mut l = LlamaCpp::start(model, threads, prefill.len().max(decode_prompt.len() + steps) + 8)?;
+    l.prefill_seconds(prefill)?;
+    let prefill_s = l.prefill_seconds(prefill)?;
+    let decode_s = l.decode_seconds(decode_prompt, steps)?;
+    Ok(json!({"prefill_tokens_per_second": prefill.len() as f64 / prefill_s, "decode_tokens_per_second": steps as f64 / decode_s, "threads": threads}))
 }

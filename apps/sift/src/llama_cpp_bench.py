@@ -1,31 +1,29 @@
 # Measures llama.cpp (llama-cpp-python) on the same GGUF and token ids as
-# `sift bench`, so the two speeds come from one run on one machine.
-# Input (stdin, JSON): model, threads, prefill_tokens, decode_prompt, decode_steps.
+# `sift bench`, so the two speeds come from one run on one machine: the model
+# loads once, then each request line is timed when asked, so that sift's and
+# llama.cpp's measurements can alternate (shared machines drift).
+# Input (stdin, JSON lines): first {model, threads, n_ctx}; then
+# {"prefill": [token ids]} -> {"seconds": s}, or
+# {"decode_prompt": [ids], "decode_steps": n} -> {"seconds": s} (the steps only).
 import json, sys, time
 from llama_cpp import Llama
 
-cfg = json.load(sys.stdin)
-n_ctx = max(len(cfg["prefill_tokens"]), len(cfg["decode_prompt"]) + cfg["decode_steps"]) + 8
-llm = Llama(model_path=cfg["model"], n_ctx=n_ctx, n_batch=512, n_threads=cfg["threads"], verbose=False)
+cfg = json.loads(sys.stdin.readline())
+llm = Llama(model_path=cfg["model"], n_ctx=cfg["n_ctx"], n_batch=512, n_threads=cfg["threads"], verbose=False)
+print(json.dumps({"ready": True}), flush=True)
 
-def prefill():
+for line in sys.stdin:
+    req = json.loads(line)
     llm.reset()
-    t = time.perf_counter()
-    llm.eval(cfg["prefill_tokens"])
-    return time.perf_counter() - t
-
-prefill()  # warm-up
-prefill_s = prefill()
-
-llm.reset()
-llm.eval(cfg["decode_prompt"])
-t = time.perf_counter()
-for _ in range(cfg["decode_steps"]):
-    row = llm.scores[llm.n_tokens - 1]
-    llm.eval([int(row.argmax())])
-decode_s = time.perf_counter() - t
-print(json.dumps({
-    "prefill_tokens_per_second": len(cfg["prefill_tokens"]) / prefill_s,
-    "decode_tokens_per_second": cfg["decode_steps"] / decode_s,
-    "threads": cfg["threads"],
-}))
+    if "prefill" in req:
+        t = time.perf_counter()
+        llm.eval(req["prefill"])
+        seconds = time.perf_counter() - t
+    else:
+        llm.eval(req["decode_prompt"])
+        t = time.perf_counter()
+        for _ in range(req["decode_steps"]):
+            row = llm.scores[llm.n_tokens - 1]
+            llm.eval([int(row.argmax())])
+        seconds = time.perf_counter() - t
+    print(json.dumps({"seconds": seconds}), flush=True)

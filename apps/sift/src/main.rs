@@ -11,6 +11,7 @@ mod common;
 mod eval;
 mod frontier;
 mod generate;
+mod llama_cpp;
 mod perplexity;
 mod sparsity;
 mod sweep;

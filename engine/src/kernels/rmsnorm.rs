@@ -11,7 +11,9 @@ struct Params {
     _pad: [u32; 2],
 }
 
+/// `dim`: the row width, a multiple of 4 (the kernel reads vec4s).
 pub fn call(ctx: &GpuContext, dim: usize, eps: f32, step: &wgpu::Buffer, x: &wgpu::Buffer, weight: &wgpu::Buffer, out: &wgpu::Buffer) -> Call {
+    assert!(dim.is_multiple_of(4), "rmsnorm: width {dim} is not a multiple of 4");
     let kernel = Kernel::get(
         ctx,
         "rmsnorm",

@@ -99,7 +99,7 @@ fn call_with(ctx: &GpuContext, shape: &RopeShape, q: &wgpu::Buffer, keys: &Keys,
     Call {
         group: kernel.bind(ctx, &[&params, step, table, q, keys.buffer]),
         kernel,
-        grid: Box::new(move |n| [half.div_ceil(64), heads, n]),
+        grid: Box::new(move |n| [half.div_ceil(32), heads, n]),
     }
 }
 

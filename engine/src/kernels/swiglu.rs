@@ -1,10 +1,12 @@
 //! SwiGLU activation (`shaders/swiglu.wgsl`): h = silu(gate) * up, reading
 //! gate and up from one fused projection output ([tokens, gate | up]).
 
-use super::{spread, Call};
+use super::Call;
 use crate::gpu::{uniform_buffer, Binding, GpuContext, Kernel};
 
+/// `dim` neurons a token, a multiple of 4 (the kernel reads vec4s).
 pub fn call(ctx: &GpuContext, dim: usize, step: &wgpu::Buffer, gate_up: &wgpu::Buffer, h: &wgpu::Buffer) -> Call {
+    assert!(dim.is_multiple_of(4), "swiglu: {dim} neurons is not a multiple of 4");
     let kernel = Kernel::get(
         ctx,
         "swiglu",
@@ -15,10 +17,8 @@ pub fn call(ctx: &GpuContext, dim: usize, step: &wgpu::Buffer, gate_up: &wgpu::B
     Call {
         group: kernel.bind(ctx, &[&params, step, gate_up, h]),
         kernel,
-        grid: Box::new(move |n| {
-            let [x, y] = spread((n * dim as u32).div_ceil(256));
-            [x, y, 1]
-        }),
+        // Tokens along y: at most 65535 a dispatch, far above any batch.
+        grid: Box::new(move |n| [(dim as u32 / 4).div_ceil(64), n, 1]),
     }
 }
 
@@ -38,8 +38,15 @@ mod tests {
 
     #[test]
     fn swiglu_matches_reference() {
+        // Whole workgroups of 256 neurons, and a ragged last one.
+        for dim in [1536usize, 100] {
+            swiglu_matches_reference_at(dim);
+        }
+    }
+
+    fn swiglu_matches_reference_at(dim: usize) {
         let ctx = crate::testing::gpu();
-        let (t, dim) = (5usize, 1536usize);
+        let t = 5usize;
         let g: Vec<f32> = random(t * dim, 5).iter().map(|v| v * 8.0).collect();
         let u = random(t * dim, 6);
         let step = uniform_buffer(&ctx, "step", &Step::new(t, 0));
