@@ -382,3 +382,27 @@ fn trace_forward_reads_every_row_without_gradients() {
     attr.attribute(&mut model, &second, &Target::Next, &AttributeOptions::default()).unwrap();
     assert_eq!(attr.read_trace(0).unwrap().neurons.len(), second.len() * c.ffn_dim, "nothing reused after a trace");
 }
+
+/// A timed pass (`set_profiling`) gives the same scores as an untimed one and
+/// a GPU time for the forward's and the backward's kernel roles.
+#[test]
+fn a_profiled_pass_scores_the_same_and_times_its_kernels() {
+    let (c, w) = tiny(RopeStyle::Interleaved, true);
+    let mut model = GpuModel::new(gpu(), &c, &w, 64).unwrap();
+    let mut attr = Attributor::new(&model, &w).unwrap();
+    let tokens = prompt(&c, 9);
+    let ctx = gpu();
+    let plain = attr.attribute(&mut model, &tokens, &Target::Next, &AttributeOptions::default()).unwrap().read_neurons(&ctx, Metric::Gxo).unwrap();
+    assert!(attr.last_profile().is_none());
+    attr.set_profiling(true);
+    attr.forget_cached_tokens();
+    let timed = attr.attribute(&mut model, &tokens, &Target::Next, &AttributeOptions::default()).unwrap().read_neurons(&ctx, Metric::Gxo).unwrap();
+    assert_eq!(timed, plain);
+    if ctx.features.contains(sift_engine::wgpu::Features::TIMESTAMP_QUERY) {
+        let profile = attr.last_profile().expect("a timed pass");
+        for role in ["gate_up", "down", "attention", "lm_head_backward", "down_backward", "gate_up_backward", "rmsnorm_backward"] {
+            assert!(profile.iter().any(|(r, s)| *r == role && *s >= 0.0), "no {role} in {profile:?}");
+        }
+        assert!(profile.iter().map(|(_, s)| s).sum::<f64>() > 0.0);
+    }
+}

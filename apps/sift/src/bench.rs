@@ -199,6 +199,9 @@ pub fn run(args: Args) -> Result<()> {
                 .unwrap_or_default()
         );
     }
+    if let Some(k) = attribution.as_ref().and_then(|a| a["kernel_seconds"].as_object()) {
+        print_attribution_profile(k);
+    }
     if let Some(rows) = &sparse {
         sift_engine::bench::print_sweep(rows);
         // The breakdown at AR 0.2, the ratio the speed targets name.
@@ -378,9 +381,27 @@ fn attribution_ratio(model: &mut sift_engine::model::GpuModel, attributor: &mut 
     }
     let (f, a) = (median(fwd), median(attr));
     let l = (!peer.is_empty()).then(|| median(peer));
+    // One more pass, each dispatch timed: where its time goes.
+    attributor.set_profiling(true);
+    attributor.forget_cached_tokens();
+    attributor.attribute(model, prompt, &Target::Next, &opts)?;
+    attributor.set_profiling(false);
+    let kernels = attributor.last_profile().map(profile_json);
     model.reset();
     Ok(json!({"tokens": prompt.len(), "forward_seconds": f, "attribution_seconds": a, "ratio": a / f, "runs": runs,
-              "llama_cpp_prefill_seconds": l, "vs_llama_cpp_prefill": l.map(|l| l / a)}))
+              "llama_cpp_prefill_seconds": l, "vs_llama_cpp_prefill": l.map(|l| l / a), "kernel_seconds": kernels}))
+}
+
+/// The attribution pass's GPU time per kernel role, largest first.
+fn print_attribution_profile(k: &serde_json::Map<String, serde_json::Value>) {
+    let mut rows: Vec<(&str, f64)> = k.iter().map(|(r, s)| (r.as_str(), s.as_f64().unwrap_or(0.0))).collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = rows.iter().map(|(_, s)| s).sum();
+    println!("\nGPU time per kernel of one attribution pass (forward and backward, timed dispatch by dispatch)");
+    for (role, s) in rows {
+        println!("{role:<22} {:>9.1} ms {:>6.1}%", s * 1e3, 100.0 * s / total);
+    }
+    println!("{:<22} {:>9.1} ms", "total", total * 1e3);
 }
 
 fn profile_json(p: &[(&str, f64)]) -> serde_json::Value {

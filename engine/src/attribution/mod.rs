@@ -209,6 +209,10 @@ pub struct Attributor {
     ig_memo: IgMemo,
     /// Integrated Gradients steps of [`Attributor::options_for`].
     ig_steps: usize,
+    /// Whether passes time each dispatch ([`Attributor::set_profiling`]),
+    /// and the last timed pass's GPU seconds per kernel role.
+    profiling: bool,
+    last_profile: Option<Vec<(&'static str, f64)>>,
 }
 
 /// The rows a target touches, resolved against a prompt.
@@ -225,7 +229,7 @@ impl Attributor {
         }
         let interleaved = model.params.family == crate::kernels::KernelFamily::RowPerInvocation;
         let transposed = Transposed::upload(&model.ctx, c, weights, interleaved);
-        Ok(Attributor { ctx: model.ctx.clone(), config: c.clone(), model_id: model.id, transposed, pass: None, last_rows: 0, last_backward: false, cached: Vec::new(), ig_memo: IgMemo::default(), ig_steps: DEFAULT_IG_STEPS })
+        Ok(Attributor { ctx: model.ctx.clone(), config: c.clone(), model_id: model.id, transposed, pass: None, last_rows: 0, last_backward: false, cached: Vec::new(), ig_memo: IgMemo::default(), ig_steps: DEFAULT_IG_STEPS, profiling: false, last_profile: None })
     }
 
     /// Bytes of the transposed weights on the GPU.
@@ -376,6 +380,19 @@ impl Attributor {
         Ok((f, info[2 * count - 1]))
     }
 
+    /// With `on`, each later pass's forward and backward (not Integrated
+    /// Gradients' steps) times every dispatch, for [`Attributor::last_profile`];
+    /// a pass takes longer so.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profiling = on;
+    }
+
+    /// GPU seconds per kernel role of the last timed pass (None before one,
+    /// or where the adapter has no timestamp queries).
+    pub fn last_profile(&self) -> Option<&[(&'static str, f64)]> {
+        self.last_profile.as_deref()
+    }
+
     /// Attributes F (`target`) over `tokens`: the model's KV cache then holds
     /// the prompt (dense), so decoding can continue from it.
     ///
@@ -429,7 +446,11 @@ impl Attributor {
         let mut ops = Vec::new();
         pass.plan_forward(rows as u32, pos0, 0, resolved.rows, Scaled::None, &mut ops);
         pass.plan_backward(rows as u32, 0, resolved.rows, None, &mut ops);
-        pass::submit(&self.ctx, &ops);
+        if self.profiling {
+            self.last_profile = pass::submit_timed(&self.ctx, &ops)?;
+        } else {
+            pass::submit(&self.ctx, &ops);
+        }
         let (log_prob, last_target) = self.read_target(rows, resolved.rows)?;
 
         // Rows the layer buffers hold for read_trace.

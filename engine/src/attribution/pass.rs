@@ -12,7 +12,7 @@ use crate::kernels::attention::AttentionShape;
 use crate::kernels::backward::{self, attention::AttentionBackward};
 use crate::kernels::linear::{LinearCall, LinearOptions};
 use crate::kernels::scores::{self, ScoresCall, Units};
-use crate::kernels::{embedding, rmsnorm, rope, scale_units, Call, Dispatch, Step};
+use crate::kernels::{embedding, rmsnorm, rope, scale_units, Call, Dispatch, DispatchTimer, Step};
 use crate::model::gpu::{LayerCalls, LayerIo, ModelParams};
 use crate::model::Config;
 
@@ -379,6 +379,25 @@ impl Pass {
 
 fn flush<'a>(run: &mut Vec<Dispatch<'a>>, ops: &mut Vec<Op<'a>>) {
     ops.extend(run.drain(..).map(Op::Run));
+}
+
+/// Like [`submit`], each dispatch in a timed pass of its own: GPU seconds per
+/// kernel role (None without timestamp queries).
+pub(super) fn submit_timed(ctx: &GpuContext, ops: &[Op]) -> crate::Result<Option<Vec<(&'static str, f64)>>> {
+    let runs = ops.iter().filter(|o| matches!(o, Op::Run(_))).count();
+    let Some(mut timer) = DispatchTimer::new(ctx, runs) else {
+        submit(ctx, ops);
+        return Ok(None);
+    };
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    for op in ops {
+        match op {
+            Op::Run(d) => timer.record(&mut enc, d),
+            Op::Copy { src, src_offset, dst, dst_offset, bytes } => enc.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *bytes),
+            Op::Clear(b) => enc.clear_buffer(b, 0, None),
+        }
+    }
+    timer.finish(ctx, enc).map(Some)
 }
 
 /// Records `ops` (consecutive dispatches in one compute pass) and submits.

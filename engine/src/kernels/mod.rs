@@ -112,6 +112,75 @@ impl Dispatch<'_> {
     }
 }
 
+/// Times dispatches with timestamp queries, each in a compute pass of its
+/// own, and sums the seconds by label: the per-kernel profiles of a forward
+/// (`GpuModel::profile`) and of an attribution pass.
+pub struct DispatchTimer {
+    queries: wgpu::QuerySet,
+    resolved: wgpu::Buffer,
+    labels: Vec<&'static str>,
+}
+
+impl DispatchTimer {
+    /// Room for `capacity` dispatches; None where the adapter has no
+    /// timestamp queries.
+    pub fn new(ctx: &GpuContext, capacity: usize) -> Option<DispatchTimer> {
+        if !ctx.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
+            return None;
+        }
+        let count = 2 * capacity.max(1) as u32;
+        let queries = ctx.device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("profile"), ty: wgpu::QueryType::Timestamp, count });
+        let resolved = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timestamps"),
+            size: 8 * count as u64,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        Some(DispatchTimer { queries, resolved, labels: Vec::with_capacity(capacity) })
+    }
+
+    /// Records `d` in its own timed pass.
+    pub fn record(&mut self, enc: &mut wgpu::CommandEncoder, d: &Dispatch) {
+        let i = self.labels.len() as u32;
+        assert!(2 * i + 1 < self.queries.count(), "DispatchTimer: more dispatches than its capacity");
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(d.label),
+            timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                query_set: &self.queries,
+                beginning_of_pass_write_index: Some(2 * i),
+                end_of_pass_write_index: Some(2 * i + 1),
+            }),
+        });
+        d.record(&mut pass);
+        self.labels.push(d.label);
+    }
+
+    /// Resolves the timestamps into `enc` (record this last), submits it and
+    /// returns the seconds per label, in the order labels first ran.
+    pub fn finish(self, ctx: &GpuContext, mut enc: wgpu::CommandEncoder) -> crate::Result<Vec<(&'static str, f64)>> {
+        let n = self.labels.len();
+        if n > 0 {
+            enc.resolve_query_set(&self.queries, 0..2 * n as u32, &self.resolved, 0);
+        }
+        ctx.queue.submit([enc.finish()]);
+        if n == 0 {
+            return Ok(vec![]);
+        }
+        let raw = crate::gpu::read_buffer_u32(ctx, &self.resolved, 0, 4 * n)?;
+        let period = ctx.queue.get_timestamp_period() as f64 * 1e-9;
+        let ts = |j: usize| raw[2 * j] as u64 | (raw[2 * j + 1] as u64) << 32;
+        let mut totals: Vec<(&'static str, f64)> = Vec::new();
+        for (i, label) in self.labels.iter().enumerate() {
+            let secs = ts(2 * i + 1).saturating_sub(ts(2 * i)) as f64 * period;
+            match totals.iter_mut().find(|(l, _)| l == label) {
+                Some(t) => t.1 += secs,
+                None => totals.push((label, secs)),
+            }
+        }
+        Ok(totals)
+    }
+}
+
 /// Spreads `groups` workgroups over x and y so neither exceeds the 65535 limit.
 pub fn spread(groups: u32) -> [u32; 2] {
     const MAX: u32 = 65535;

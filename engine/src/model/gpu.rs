@@ -7,7 +7,7 @@ use crate::error::{Result, SiftError};
 use crate::gpu::{format_bytes, read_buffer_f32, storage_buffer, uniform_buffer, zeroed_buffer, GpuContext};
 use crate::kernels::linear::{FusedRope, LinearCall, LinearOptions, Matrix, Output, QkvOut, INTERLEAVE_ROWS};
 use crate::kernels::prepared_linear::{NormSpec, PreparedLinear, SwiGluSpec};
-use crate::kernels::{attention, embedding, linear, rmsnorm, rope, Call, Dispatch, KernelFamily, Step};
+use crate::kernels::{attention, embedding, linear, rmsnorm, rope, Call, Dispatch, DispatchTimer, KernelFamily, Step};
 use crate::roofline::Footprint;
 use std::sync::Arc;
 
@@ -593,51 +593,12 @@ impl GpuModel {
         }
         self.write_step(tokens);
         let (main, tail) = self.plan(n, Some(Logits::Last));
-        let count = (main.len() + tail.len()) as u32;
-        let device = &self.ctx.device;
-        let queries = device.create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("profile"),
-            ty: wgpu::QueryType::Timestamp,
-            count: 2 * count,
-        });
-        let resolved = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("timestamps"),
-            size: 16 * count as u64,
-            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        let mut enc = device.create_command_encoder(&Default::default());
-        let timed = |enc: &mut wgpu::CommandEncoder, i: u32, d: &Dispatch| {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(d.label),
-                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                    query_set: &queries,
-                    beginning_of_pass_write_index: Some(2 * i),
-                    end_of_pass_write_index: Some(2 * i + 1),
-                }),
-            });
-            d.record(&mut pass);
-        };
-        for (i, d) in main.iter().enumerate() {
-            timed(&mut enc, i as u32, d);
-        }
+        let Some(mut timer) = DispatchTimer::new(&self.ctx, main.len() + tail.len()) else { return Ok(None) };
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        main.iter().for_each(|d| timer.record(&mut enc, d));
         self.copy_last_row(&mut enc, n);
-        for (i, d) in tail.iter().enumerate() {
-            timed(&mut enc, (main.len() + i) as u32, d);
-        }
-        enc.resolve_query_set(&queries, 0..2 * count, &resolved, 0);
-        self.ctx.queue.submit([enc.finish()]);
-        let raw = crate::gpu::read_buffer_u32(&self.ctx, &resolved, 0, 4 * count as usize)?;
-        let period = self.ctx.queue.get_timestamp_period() as f64 * 1e-9;
-        let mut totals: Vec<(&'static str, f64)> = Vec::new();
-        for (i, d) in main.iter().chain(tail.iter()).enumerate() {
-            let ts = |j: usize| raw[2 * j] as u64 | (raw[2 * j + 1] as u64) << 32;
-            let secs = ts(2 * i + 1).saturating_sub(ts(2 * i)) as f64 * period;
-            match totals.iter_mut().find(|(l, _)| *l == d.label) {
-                Some(t) => t.1 += secs,
-                None => totals.push((d.label, secs)),
-            }
-        }
+        tail.iter().for_each(|d| timer.record(&mut enc, d));
+        let totals = timer.finish(&self.ctx, enc)?;
         self.pos += tokens.len();
         Ok(Some(totals))
     }
