@@ -9,6 +9,8 @@
 // Params, Step, p and step come from attention_params.wgsl.
 
 override HEAD_DIM4: u32 = 16u;
+// Invocations a workgroup (8 where the keys header shares loads through subgroups).
+override WG: u32 = 64u;
 // Local arrays need a constant size; the loops stop at HEAD_DIM4.
 const MAX_HEAD_DIM4: u32 = 64u;
 
@@ -19,51 +21,63 @@ const MAX_HEAD_DIM4: u32 = 64u;
 @group(0) @binding(6) var<storage, read_write> probs: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dscores: array<f32>;
 
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x;
+// This row's query and head-output gradient, zero past head_dim; key_bound,
+// q_dot_key and da_dot_value come from a keys header
+// (attention_backward_keys.wgsl, attention_backward_keys_subgroup.wgsl).
+var<private> qi: array<vec4<f32>, MAX_HEAD_DIM4>;
+var<private> dai: array<vec4<f32>, MAX_HEAD_DIM4>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let h = gid.y;
     let n = step.n_tokens;
-    if (i >= n || h >= p.n_heads) { return; }
+    if (h >= p.n_heads) { return; }
+    // Rows past the end compute the last row's values and store nothing: the
+    // keys header may need every invocation of a subgroup in its loops.
+    let live = gid.x < n;
+    let i = min(gid.x, n - 1u);
+    let lane = li % 8u;
     let keys = step.pos0 + n;
     let last = step.pos0 + i;
     let kvh = h / (p.n_heads / p.n_kv_heads);
     let row = (h * n + i) * keys;
-    var qi: array<vec4<f32>, MAX_HEAD_DIM4>;
-    var dai: array<vec4<f32>, MAX_HEAD_DIM4>;
     let qbase = (i * p.n_heads + h) * HEAD_DIM4;
     for (var d = 0u; d < HEAD_DIM4; d++) {
         qi[d] = q[qbase + d];
         dai[d] = da[qbase + d];
     }
     let kv_stride = p.n_kv_heads * HEAD_DIM4;
+    // Keys this invocation's loops visit: its own (0 ..= last) or more.
+    let bound = key_bound(last);
     // Scores, their maximum, then the softmax in place.
     var m = -3.0e38;
-    for (var j = 0u; j <= last; j++) {
-        let kb = j * kv_stride + kvh * HEAD_DIM4;
-        var s = 0.0;
-        for (var d = 0u; d < HEAD_DIM4; d++) { s += dot(qi[d], k[kb + d]); }
-        s *= p.scale;
-        probs[row + j] = s;
-        m = max(m, s);
+    for (var j = 0u; j <= bound; j++) {
+        let s = q_dot_key(j * kv_stride + kvh * HEAD_DIM4, lane) * p.scale;
+        if (j <= last) {
+            m = max(m, s);
+            if (live) { probs[row + j] = s; }
+        }
     }
+    // Every invocation takes the same path through the loops that share
+    // loads; rows past the end read the last row's values and store nothing.
     var sum = 0.0;
     for (var j = 0u; j <= last; j++) {
         let e = exp(probs[row + j] - m);
-        probs[row + j] = e;
+        if (live) { probs[row + j] = e; }
         sum += e;
     }
     let inv = 1.0 / sum;
     var delta = 0.0;
-    for (var j = 0u; j <= last; j++) {
-        let pj = probs[row + j] * inv;
-        probs[row + j] = pj;
-        let vb = j * kv_stride + kvh * HEAD_DIM4;
-        var dp = 0.0;
-        for (var d = 0u; d < HEAD_DIM4; d++) { dp += dot(dai[d], v[vb + d]); }
-        dscores[row + j] = dp;
-        delta += pj * dp;
+    for (var j = 0u; j <= bound; j++) {
+        let dp = da_dot_value(j * kv_stride + kvh * HEAD_DIM4, lane);
+        if (j <= last && live) {
+            let pj = probs[row + j] * inv;
+            probs[row + j] = pj;
+            dscores[row + j] = dp;
+            delta += pj * dp;
+        }
     }
+    if (!live) { return; }
     for (var j = 0u; j <= last; j++) {
         dscores[row + j] = p.scale * probs[row + j] * (dscores[row + j] - delta);
     }

@@ -304,6 +304,11 @@ mod shader_validation {
                 [ROWS_KEYS, ROWS_KEYS_SUBGROUP].iter().map(|keys| super::attention::source(&format!("{body}\n{keys}"))).collect()
             } else if ["attention.wgsl", "attention_keys.wgsl"].contains(&name.as_str()) {
                 vec![super::attention::source(&body)]
+            } else if name == "attention_backward_scores.wgsl" {
+                use super::backward::attention::{SCORES_KEYS, SCORES_KEYS_SUBGROUP};
+                [SCORES_KEYS, SCORES_KEYS_SUBGROUP].iter().map(|keys| super::attention::with_params(&format!("{body}\n{keys}"))).collect()
+            } else if name.starts_with("attention_backward_keys") {
+                continue; // headers, validated with the scores kernel
             } else if name.starts_with("attention_backward_") {
                 vec![super::attention::with_params(&body)]
             } else {

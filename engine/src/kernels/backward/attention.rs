@@ -7,7 +7,7 @@
 
 use crate::gpu::{Binding, GpuContext, Kernel};
 use crate::kernels::attention::AttentionShape;
-use crate::kernels::{Call, Dispatch};
+use crate::kernels::{Call, Dispatch, Grid};
 
 /// Buffers of one layer's attention backward.
 pub struct AttentionBuffers<'a> {
@@ -34,42 +34,69 @@ pub struct AttentionBackward {
 
 impl AttentionBackward {
     pub fn plan<'a>(&'a self, n_tokens: u32, out: &mut Vec<Dispatch<'a>>) {
+        // Three roles, so a profile says which of the three steps costs.
         self.scores.plan("attention_backward", n_tokens, out);
-        self.dq.plan("attention_backward", n_tokens, out);
-        self.dkv.plan("attention_backward", n_tokens, out);
+        self.dq.plan("attention_backward_dq", n_tokens, out);
+        self.dkv.plan("attention_backward_dkv", n_tokens, out);
     }
 }
+
+/// How the scores kernel reads keys and values: every invocation all of
+/// each, or an eighth each, shared through subgroup broadcasts.
+pub(crate) const SCORES_KEYS: &str = include_str!("../../../../shaders/attention_backward_keys.wgsl");
+pub(crate) const SCORES_KEYS_SUBGROUP: &str = include_str!("../../../../shaders/attention_backward_keys_subgroup.wgsl");
 
 pub fn call(ctx: &GpuContext, s: AttentionShape, step: &wgpu::Buffer, b: &AttentionBuffers) -> AttentionBackward {
     assert!(s.head_dim.is_multiple_of(4) && s.n_heads.is_multiple_of(s.n_kv_heads));
     use crate::kernels::attention::{params_buffer, with_params};
     let params = params_buffer(ctx, s);
     use Binding::{ReadOnly as R, ReadWrite as W, Uniform as U};
+    // Workgroups of 8 rows sharing each key's loads through a subgroup
+    // where that is one (lavapipe), of 64 rows loading their own elsewhere.
+    let (keys, keys_name, wg) = if ctx.has_subgroups_of_8() { (SCORES_KEYS_SUBGROUP, "_subgroup", 8u32) } else { (SCORES_KEYS, "", 64) };
     let scores = Kernel::specialized(
         ctx,
-        "attention_backward_scores",
-        &with_params(include_str!("../../../../shaders/attention_backward_scores.wgsl")),
+        &format!("attention_backward_scores{keys_name}"),
+        &with_params(&format!("{}\n{keys}", include_str!("../../../../shaders/attention_backward_scores.wgsl"))),
         &[U, U, R, R, R, R, W, W],
-        &[("HEAD_DIM4", (s.head_dim / 4) as f64)],
+        &[("HEAD_DIM4", (s.head_dim / 4) as f64), ("WG", wg as f64)],
     );
-    let dq = Kernel::get(ctx, "attention_backward_dq", &with_params(include_str!("../../../../shaders/attention_backward_dq.wgsl")), &[U, U, R, R, W]);
-    let dkv = Kernel::get(ctx, "attention_backward_dkv", &with_params(include_str!("../../../../shaders/attention_backward_dkv.wgsl")), &[U, U, R, R, R, R, W, W]);
     let (heads, kv_heads, hd4) = (s.n_heads as u32, s.n_kv_heads as u32, (s.head_dim / 4) as u32);
+    // dQ and dK/dV: a row of the head dimension per invocation, sharing loads
+    // through subgroups, where a workgroup of 8 is one (lavapipe); elsewhere
+    // a vec4 of one row per invocation.
+    let rows = ctx.has_subgroups_of_8();
+    let hd4_constant = [("HEAD_DIM4", hd4 as f64)];
+    let (dq, dkv, dq_grid, dkv_grid): (_, _, Grid, Grid) = if rows {
+        (
+            Kernel::specialized(ctx, "attention_backward_dq_rows", &with_params(include_str!("../../../../shaders/attention_backward_dq_rows.wgsl")), &[U, U, R, R, W], &hd4_constant),
+            Kernel::specialized(ctx, "attention_backward_dkv_rows", &with_params(include_str!("../../../../shaders/attention_backward_dkv_rows.wgsl")), &[U, U, R, R, R, R, W, W], &hd4_constant),
+            Box::new(move |n| [n.div_ceil(8), heads, 1]),
+            Box::new(move |n| [n.div_ceil(8), kv_heads, 1]),
+        )
+    } else {
+        (
+            Kernel::get(ctx, "attention_backward_dq", &with_params(include_str!("../../../../shaders/attention_backward_dq.wgsl")), &[U, U, R, R, W]),
+            Kernel::get(ctx, "attention_backward_dkv", &with_params(include_str!("../../../../shaders/attention_backward_dkv.wgsl")), &[U, U, R, R, R, R, W, W]),
+            Box::new(move |n| [(heads * hd4).div_ceil(64), n, 1]),
+            Box::new(move |n| [(kv_heads * hd4).div_ceil(64), n, 1]),
+        )
+    };
     AttentionBackward {
         scores: Call {
             group: scores.bind(ctx, &[&params, step, b.q, b.k, b.v, b.da, b.probs, b.dscores]),
             kernel: scores,
-            grid: Box::new(move |n| [n.div_ceil(64), heads, 1]),
+            grid: Box::new(move |n| [n.div_ceil(wg), heads, 1]),
         },
         dq: Call {
             group: dq.bind(ctx, &[&params, step, b.dscores, b.k, b.dq]),
             kernel: dq,
-            grid: Box::new(move |n| [(heads * hd4).div_ceil(64), n, 1]),
+            grid: dq_grid,
         },
         dkv: Call {
             group: dkv.bind(ctx, &[&params, step, b.probs, b.dscores, b.q, b.da, b.dk, b.dv]),
             kernel: dkv,
-            grid: Box::new(move |n| [(kv_heads * hd4).div_ceil(64), n, 1]),
+            grid: dkv_grid,
         },
     }
 }
@@ -117,9 +144,18 @@ mod tests {
     /// Every row from position 0, and the last rows after cached ones
     /// (`pos0` > 0): their gradients equal the full backward's for those rows,
     /// since earlier rows never see later ones.
+    /// On CPU adapters both ways of reading keys (subgroup broadcasts, and
+    /// each invocation's own loads); ragged rows (13, 21, 70 and 40 are not
+    /// multiples of 8) and head_dim 80 (20 vec4s, not a multiple of 8).
     #[test]
     fn attention_backward_matches_reference() {
-        let ctx = crate::testing::gpu();
+        for ctx in [crate::testing::gpu(), crate::testing::gpu_without_subgroups()] {
+            attention_backward_matches_reference_on(&ctx);
+        }
+    }
+
+    fn attention_backward_matches_reference_on(ctx: &std::sync::Arc<GpuContext>) {
+        let ctx = ctx.clone();
         let shapes = [
             (AttentionShape { n_heads: 6, n_kv_heads: 2, head_dim: 80 }, 13usize, 0usize),
             (AttentionShape { n_heads: 9, n_kv_heads: 3, head_dim: 64 }, 70, 0),

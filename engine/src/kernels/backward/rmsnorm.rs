@@ -13,9 +13,11 @@ struct Params {
 }
 
 /// dx (+)= the gradient through RMSNorm at input `x` for output gradient `dy`;
-/// `accumulate` adds it to dx (the residual stream's gradient).
+/// `accumulate` adds it to dx (the residual stream's gradient). `dim` is a
+/// multiple of 4 (the kernel reads vec4s).
 #[allow(clippy::too_many_arguments)]
 pub fn call(ctx: &GpuContext, dim: usize, eps: f32, accumulate: bool, step: &wgpu::Buffer, x: &wgpu::Buffer, weight: &wgpu::Buffer, dy: &wgpu::Buffer, dx: &wgpu::Buffer) -> Call {
+    assert!(dim.is_multiple_of(4), "rmsnorm_backward: width {dim} is not a multiple of 4");
     let kernel = Kernel::get(
         ctx,
         "rmsnorm_backward",

@@ -2,10 +2,11 @@
 //! to the fused [gate | up] projection's output gradients.
 
 use crate::gpu::{uniform_buffer, Binding, GpuContext, Kernel};
-use crate::kernels::{spread, Call};
+use crate::kernels::Call;
 
 /// `factors[factor_offset ..]` are the per-neuron factors the forward scaled
-/// rows t >= scaling.t0 by (1 for an unscaled layer).
+/// rows t >= scaling.t0 by (1 for an unscaled layer). `dim` and
+/// `factor_offset` are multiples of 4 (the kernel reads vec4s).
 #[allow(clippy::too_many_arguments)]
 pub fn call(
     ctx: &GpuContext,
@@ -18,6 +19,7 @@ pub fn call(
     factors: &wgpu::Buffer,
     dgate_up: &wgpu::Buffer,
 ) -> Call {
+    assert!(dim.is_multiple_of(4) && factor_offset.is_multiple_of(4), "swiglu_backward reads vec4s: {dim} neurons at factor offset {factor_offset}");
     let kernel = Kernel::get(
         ctx,
         "swiglu_backward",
@@ -28,10 +30,7 @@ pub fn call(
     Call {
         group: kernel.bind(ctx, &[&params, step, scaling, gate_up, dh, factors, dgate_up]),
         kernel,
-        grid: Box::new(move |n| {
-            let [x, y] = spread((n * dim as u32).div_ceil(256));
-            [x, y, 1]
-        }),
+        grid: Box::new(move |n| [(dim as u32 / 4).div_ceil(64), n, 1]),
     }
 }
 
@@ -55,16 +54,16 @@ mod tests {
         let ctx = crate::testing::gpu();
         let (t, dim, t0) = (5usize, 300usize, 2usize);
         let g: Vec<f32> = random(t * dim, 51).iter().map(|v| v * 8.0).collect();
-        let (u, dh, f) = (random(t * dim, 52), random(t * dim, 53), random(dim + 7, 54));
+        let (u, dh, f) = (random(t * dim, 52), random(t * dim, 53), random(dim + 8, 54));
         let gate_up: Vec<f32> = (0..t).flat_map(|r| g[r * dim..(r + 1) * dim].iter().chain(&u[r * dim..(r + 1) * dim]).copied()).collect();
         let step = uniform_buffer(&ctx, "step", &Step::new(t, 0));
         let scaling = uniform_buffer(&ctx, "scaling", &[t0 as u32, 0, 0, 0]);
         let bufs = [&gate_up, &dh, &f].map(|v| storage_buffer(&ctx, "in", v));
         let out = zeroed_buffer(&ctx, "dgate_up", (2 * t * dim * 4) as u64);
-        run_calls(&ctx, &[&call(&ctx, dim, 7, &step, &scaling, &bufs[0], &bufs[1], &bufs[2], &out)], t as u32);
+        run_calls(&ctx, &[&call(&ctx, dim, 8, &step, &scaling, &bufs[0], &bufs[1], &bufs[2], &out)], t as u32);
         let got = read_buffer_f32(&ctx, &out, 0, 2 * t * dim).unwrap();
-        // Rows from t0 on carry the factor (offset 7 into the factor buffer).
-        let scaled: Vec<f32> = dh.iter().enumerate().map(|(i, &d)| if i / dim >= t0 { d * f[7 + i % dim] } else { d }).collect();
+        // Rows from t0 on carry the factor (offset 8 into the factor buffer).
+        let scaled: Vec<f32> = dh.iter().enumerate().map(|(i, &d)| if i / dim >= t0 { d * f[8 + i % dim] } else { d }).collect();
         let (dg, du) = reference(&g, &u, &scaled);
         let want: Vec<f32> = (0..t).flat_map(|r| dg[r * dim..(r + 1) * dim].iter().chain(&du[r * dim..(r + 1) * dim]).copied()).collect();
         // exp and a few products: 1e-5.
