@@ -16,7 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut m = GpuModel::with_options(gpu, &loaded.config, &loaded.weights, 64, ModelOptions { packed: true, ..Default::default() })?;
     m.warm_up()?;
     let tokens: Vec<u32> = (0..40u32).map(|i| 100 + (i * 37) % 5000).collect();
-    let mut best = vec![f64::INFINITY; 9];
+    let mut best = [f64::INFINITY; 9];
     for _ in 0..15 {
         for n in 1..=8usize {
             m.reset();
@@ -26,6 +26,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             best[n] = best[n].min(t.elapsed().as_secs_f64());
         }
     }
-    for n in 1..=8 { println!("n={n} {:.1} ms, {:.1} ms/token", best[n] * 1e3, best[n] * 1e3 / n as f64); }
+    for (n, s) in best.iter().enumerate().skip(1) {
+        println!("n={n} {:.1} ms, {:.1} ms/token", s * 1e3, s * 1e3 / n as f64);
+    }
     Ok(())
 }

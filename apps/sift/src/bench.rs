@@ -224,13 +224,16 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// Prefill of each length from an empty cache, `rounds` times, sift then
-/// llama.cpp in each round (after one untimed warm-up of llama.cpp's): per
+/// llama.cpp in each round (after one untimed run of each): per
 /// length the median tokens/s of each, the median of the rounds' ratios, and
 /// sift's achieved GFLOP/s (`sift_engine::bench::prefill_flops`).
 fn prefill_rounds(m: &mut Loaded, tokens: &[u32], lengths: &[usize], rounds: usize, llama: &mut Option<LlamaCpp>) -> Result<Vec<serde_json::Value>> {
     let mut out = vec![];
     for &n in lengths {
         let prompt = &tokens[..n];
+        // One untimed run of each first (first-touch costs of this length).
+        m.model.reset();
+        m.model.forward(prompt, Logits::Last)?;
         if let Some(l) = llama.as_mut() {
             l.prefill_seconds(prompt)?;
         }

@@ -1,10 +1,12 @@
 //! Causal grouped-query attention over the KV cache: on GPUs `attention.wgsl`
 //! (one workgroup per query head and token, online softmax over key tiles);
 //! on CPU adapters, `attention_rows.wgsl` for prefill (one invocation per head
-//! and token, no barriers) and `attention_keys.wgsl` for decode (8
-//! invocations per head and token sharing its keys).
+//! and token, no barriers; `attention_rows_group.wgsl`, every head of a KV
+//! group in one invocation, where subgroups of 8 share the loads) and
+//! `attention_keys.wgsl` for decode (8 invocations per head and token
+//! sharing its keys).
 
-use super::{Call, Dispatch};
+use super::{Call, Dispatch, Grid};
 use crate::kernels::linear::MATVEC_MAX_TOKENS;
 use crate::kernels::KernelFamily;
 use crate::gpu::{storage_buffer, uniform_buffer, Binding, GpuContext, Kernel};
@@ -62,6 +64,30 @@ pub fn rows_max_keys(head_dim: usize) -> usize {
 /// Keys `attention_keys.wgsl` can visit: each invocation walks an eighth of them.
 pub fn keys_max_keys(head_dim: usize) -> usize {
     8 * rows_max_keys(head_dim)
+}
+
+/// Each head's slice of `attention_rows_group.wgsl`'s arrays: head_dim / 4
+/// vec4s rounded up to the 8 a subgroup loads at once.
+fn group_stride4(head_dim: usize) -> usize {
+    (head_dim / 4).div_ceil(8) * 8
+}
+
+/// Keys `attention_rows_group.wgsl` can visit within the loop budget: per
+/// key, its loop and, unless the driver unrolls them, the key and value
+/// loops (an iteration per 8 vec4s, and one per head inside each) and the
+/// softmax's loop over the heads; margin for the loops outside.
+pub fn group_max_keys(head_dim: usize, group: usize) -> usize {
+    let chunks = group_stride4(head_dim) / 8;
+    (MAX_LOOP_ITERATIONS - 4 * group * head_dim) / (1 + 2 * chunks * (1 + group) + group)
+}
+
+/// The query heads per KV head, where `attention_rows_group.wgsl` runs:
+/// subgroups of 8, the heads in order with each KV head's group together
+/// (not a compacted list), and the group's arrays within 64 vec4s.
+fn grouped_heads(ctx: &GpuContext, s: AttentionShape, kv_head: &[u32]) -> Option<usize> {
+    let group = kv_head.len() / s.n_kv_heads;
+    let in_order = group > 0 && kv_head.len() == group * s.n_kv_heads && kv_head.iter().enumerate().all(|(i, &h)| h as usize == i / group);
+    (ctx.has_subgroups_of_8() && in_order && group <= 8 && group * group_stride4(s.head_dim) <= 64).then_some(group)
 }
 
 /// One CPU-adapter kernel and the most keys its loop budget allows.
@@ -127,26 +153,37 @@ pub fn call_heads(ctx: &GpuContext, s: AttentionShape, kv_head: &[u32], step: &w
     let s = AttentionShape { n_heads: kv_head.len(), ..s };
     let layout = [Binding::Uniform, Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadWrite, Binding::ReadOnly];
     let params = params_buffer(ctx, s);
+    let kv_list = kv_head;
     let kv_head = storage_buffer(ctx, "attention kv heads", kv_head);
     let heads = s.n_heads as u32;
     let buffers = [&params, step, io.q, io.k, io.v, io.out, &kv_head];
+    let group = grouped_heads(ctx, s, kv_list);
     let cpu = kind.is_cpu_style(ctx).then(|| {
         let hd4 = [("HEAD_DIM4", (s.head_dim / 4) as f64)];
-        let (keys, keys_name) = if ctx.has_subgroups_of_8() { (ROWS_KEYS_SUBGROUP, "_subgroup") } else { (ROWS_KEYS, "") };
-        let rows_src = source(&format!("{}\n{keys}", include_str!("../../../shaders/attention_rows.wgsl")));
-        let prefill = Kernel::specialized(ctx, &format!("attention_rows{keys_name}"), &rows_src, &layout, &hd4);
         let decode = Kernel::specialized(ctx, "attention_keys", &source(include_str!("../../../shaders/attention_keys.wgsl")), &layout, &hd4);
-        let prefill = Call {
-            group: prefill.bind(ctx, &buffers),
-            kernel: prefill,
-            grid: Box::new(move |n| [n.div_ceil(8), heads, 1]),
+        let (prefill, max_keys) = match group {
+            // Every head of a KV group in one invocation, sharing its keys and values.
+            Some(g) => {
+                let kv_heads = s.n_kv_heads as u32;
+                let constants = [("HEAD_DIM4", (s.head_dim / 4) as f64), ("GROUP", g as f64), ("STRIDE4", group_stride4(s.head_dim) as f64)];
+                let kernel = Kernel::specialized(ctx, "attention_rows_group", &source(include_str!("../../../shaders/attention_rows_group.wgsl")), &layout, &constants);
+                let grid: Grid = Box::new(move |n| [n.div_ceil(8), kv_heads, 1]);
+                (Call { group: kernel.bind(ctx, &buffers), kernel, grid }, group_max_keys(s.head_dim, g))
+            }
+            None => {
+                let (keys, keys_name) = if ctx.has_subgroups_of_8() { (ROWS_KEYS_SUBGROUP, "_subgroup") } else { (ROWS_KEYS, "") };
+                let rows_src = source(&format!("{}\n{keys}", include_str!("../../../shaders/attention_rows.wgsl")));
+                let kernel = Kernel::specialized(ctx, &format!("attention_rows{keys_name}"), &rows_src, &layout, &hd4);
+                let grid: Grid = Box::new(move |n| [n.div_ceil(8), heads, 1]);
+                (Call { group: kernel.bind(ctx, &buffers), kernel, grid }, rows_max_keys(s.head_dim))
+            }
         };
         let decode = Call {
             group: decode.bind(ctx, &buffers),
             kernel: decode,
             grid: Box::new(move |n| [heads, n, 1]),
         };
-        (Bounded { call: prefill, max_keys: rows_max_keys(s.head_dim) }, Bounded { call: decode, max_keys: keys_max_keys(s.head_dim) })
+        (Bounded { call: prefill, max_keys }, Bounded { call: decode, max_keys: keys_max_keys(s.head_dim) })
     });
     let kernel = Kernel::get(ctx, "attention", &source(include_str!("../../../shaders/attention.wgsl")), &layout);
     AttentionCall {
@@ -210,7 +247,13 @@ mod tests {
         // head_dim 80 (> 64, not a power of two) and 150 keys (several tiles, ragged).
         let odd = AttentionShape { n_heads: 6, n_kv_heads: 2, head_dim: 80 };
         let smollm = AttentionShape { n_heads: 9, n_kv_heads: 3, head_dim: 64 };
-        let cases = [(odd, 20usize, 0usize), (odd, 1, 149), (odd, 5, 70), (odd, 13, 3), (smollm, 128, 384), (smollm, 1, 511), (smollm, 3, 2100), (smollm, 2, 4000), (odd, 1, 2), (smollm, 4, 0), (smollm, 1, 20000)];
+        // Grouped prefill (attention_rows_group.wgsl, on subgroups of 8): head_dim 40
+        // (10 vec4s, not a multiple of 8) in groups of 2, one head per KV head, and
+        // SmolLM2's groups of 3 near their loop budget.
+        let pairs = AttentionShape { n_heads: 4, n_kv_heads: 2, head_dim: 40 };
+        let mha = AttentionShape { n_heads: 4, n_kv_heads: 4, head_dim: 64 };
+        let near = super::group_max_keys(64, 3) - 16;
+        let cases = [(odd, 20usize, 0usize), (odd, 1, 149), (odd, 5, 70), (odd, 13, 3), (smollm, 128, 384), (smollm, 1, 511), (smollm, 3, 2100), (smollm, 2, 4000), (odd, 1, 2), (smollm, 4, 0), (smollm, 1, 20000), (pairs, 37, 5), (mha, 20, 0), (smollm, 13, near)];
         for (kind, &(s, t, pos0)) in [KernelFamily::Cooperative, KernelFamily::RowPerInvocation]
             .iter()
             .flat_map(|k| cases.iter().map(move |c| (*k, c)))
@@ -224,6 +267,9 @@ mod tests {
             let att = call(&ctx, s, &step, &AttentionIo { q: &qb, k: &kb, v: &vb, out: &out }, kind);
             let mut plan = Vec::new();
             att.plan("attention", t as u32, pos0, &mut plan);
+            // The grouped kernel runs where it should (so this test covers it).
+            let grouped = kind.is_cpu_style(&ctx) && ctx.has_subgroups_of_8() && t as u32 > MATVEC_MAX_TOKENS && s.n_kv_heads * group_stride4(s.head_dim) * (s.n_heads / s.n_kv_heads) <= 64 * s.n_kv_heads && pos0 + t <= group_max_keys(s.head_dim, s.n_heads / s.n_kv_heads);
+            assert_eq!(plan[0].kernel.name == "attention_rows_group", grouped, "{kind:?} {s:?} t={t} pos0={pos0}: {}", plan[0].kernel.name);
             crate::kernels::run_plan(&ctx, &plan);
             let got = read_buffer_f32(&ctx, &out, 0, q.len()).unwrap();
             // Online vs two-pass softmax differ by rounding only: 1e-5.

@@ -302,7 +302,7 @@ mod shader_validation {
             } else if name == "attention_rows.wgsl" {
                 use super::attention::{ROWS_KEYS, ROWS_KEYS_SUBGROUP};
                 [ROWS_KEYS, ROWS_KEYS_SUBGROUP].iter().map(|keys| super::attention::source(&format!("{body}\n{keys}"))).collect()
-            } else if ["attention.wgsl", "attention_keys.wgsl"].contains(&name.as_str()) {
+            } else if ["attention.wgsl", "attention_keys.wgsl", "attention_rows_group.wgsl"].contains(&name.as_str()) {
                 vec![super::attention::source(&body)]
             } else if name == "attention_backward_scores.wgsl" {
                 use super::backward::attention::{SCORES_KEYS, SCORES_KEYS_SUBGROUP};
