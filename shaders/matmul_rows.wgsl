@@ -42,7 +42,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             }
         }
     }
-    // store_y skips padding rows.
+    // Every invocation stores every row (store_y skips padding rows), and
+    // the token bound is the same for all: a RoPE in the store exchanges
+    // values between invocations (linear_rope_fused.wgsl).
     for (var j = 0u; j < TOKS; j++) {
         let t = t0 + j;
         if (t >= step.n_tokens) { break; }

@@ -396,11 +396,12 @@ impl LinearCall {
 
     fn build(ctx: &GpuContext, w: &Matrix, step: &wgpu::Buffer, x: &wgpu::Buffer, out: Output, fused: Option<FusedInput>, kind: KernelFamily) -> LinearCall {
         assert_eq!(w.interleaved, kind.is_cpu_style(ctx), "matrix layout does not match the kernel family");
-        // RoPE rides along with a fused input (the matvec only, few tokens)
-        // on the CPU-style kernels over 8-wide subgroups, whose rows pair up
-        // across neighbouring invocations; one chunk keeps the pairs aligned.
+        // RoPE rides along in the store of the CPU-style kernels over 8-wide
+        // subgroups (matvec and matmul alike), whose rows pair up across
+        // neighbouring invocations and whose every invocation stores; one
+        // chunk keeps the pairs aligned.
         let rope = match out {
-            Output::Qkv(o) => o.rope.filter(|_| fused.is_some() && kind.is_cpu_style(ctx) && ctx.has_subgroups_of_8() && w.chunks.len() == 1),
+            Output::Qkv(o) => o.rope.filter(|_| kind.is_cpu_style(ctx) && ctx.has_subgroups_of_8() && w.chunks.len() == 1),
             Output::One(..) | Output::Slots { .. } => None,
         };
         let mut y_stride = w.rows;
@@ -728,6 +729,51 @@ mod tests {
                             assert!(max_err(&read_buffer_f32(&ctx, &kc, pos0 * kv_rows, t * kv_rows).unwrap(), &want_k) < TOL, "{what}: keys");
                             assert!(max_err(&read_buffer_f32(&ctx, &vc, pos0 * kv_rows, t * kv_rows).unwrap(), &want_v) < TOL, "{what}: values");
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// RoPE in the store of a q/k/v projection without a fused input (the
+    /// prefill matmul, 9 and 20 tokens: ragged token tiles, f16 and 4-bit
+    /// weights) equals the projection then rope.wgsl's rotation; it rotates
+    /// only on the CPU-style kernels over 8-wide subgroups.
+    #[test]
+    fn rope_in_the_matmul_store_equals_projection_then_rope() {
+        use super::super::rope::{self, RopeShape, RopeStyle};
+        let (k, head_dim, q_heads, kv_heads, pos0) = (96usize, 8usize, 3usize, 2usize, 5usize);
+        let (q_rows, kv_rows) = (q_heads * head_dim, kv_heads * head_dim);
+        let n = q_rows + 2 * kv_rows;
+        for ctx in both_input_paths() {
+            for (weights, packed) in [(crate::testing::round_f16(&random(n * k, 80)), false), (q4_1_weights(n * k, 81), true)] {
+                for kind in [KernelFamily::Cooperative, KernelFamily::RowPerInvocation] {
+                    let m = Matrix::upload(&ctx, "w", &weights, n, k, kind.is_cpu_style(&ctx));
+                    let tab = rope::table(10000.0, head_dim, 64);
+                    let table = storage_buffer(&ctx, "table", &tab);
+                    for t in [9usize, 20] {
+                        let x = random(t * k, 82);
+                        let step = uniform_buffer(&ctx, "step", &Step::new(t, pos0));
+                        let (xb, q) = (storage_buffer(&ctx, "x", &x), zeroed_buffer(&ctx, "q", (t * q_rows * 4) as u64));
+                        let (kc, vc) = (zeroed_buffer(&ctx, "k", ((pos0 + t) * kv_rows * 4) as u64), zeroed_buffer(&ctx, "v", ((pos0 + t) * kv_rows * 4) as u64));
+                        let out = QkvOut { q: &q, q_rows, k_cache: &kc, v_cache: &vc, kv_rows, rope: Some(FusedRope { table: &table, head_dim, rot_dim: head_dim }) };
+                        let call = LinearCall::build_for(&ctx, &m, &step, &xb, Output::Qkv(&out), kind);
+                        assert_eq!(call.rotates(), kind.is_cpu_style(&ctx) && ctx.has_subgroups_of_8(), "{kind:?}");
+                        run_linear(&ctx, &call, t as u32);
+                        // The matmuls read the packed weights where there are some, else f16.
+                        let w_read = if m.packed.is_some() { weights.clone() } else { crate::testing::round_f16(&weights) };
+                        let all = reference(&x, &w_read, n, k);
+                        let rows = |lo: usize, hi: usize| -> Vec<f32> { (0..t).flat_map(|ti| all[ti * n + lo..ti * n + hi].to_vec()).collect() };
+                        let (mut want_q, mut want_k, want_v) = (rows(0, q_rows), rows(q_rows, q_rows + kv_rows), rows(q_rows + kv_rows, n));
+                        if call.rotates() {
+                            let shape = RopeShape { n_heads: q_heads, head_dim, rot_dim: head_dim, style: RopeStyle::Interleaved };
+                            rope::reference(&mut want_q, &shape, pos0, &tab);
+                            rope::reference(&mut want_k, &RopeShape { n_heads: kv_heads, ..shape }, pos0, &tab);
+                        }
+                        let what = format!("{kind:?} packed={packed} t={t}");
+                        assert!(max_err(&read_buffer_f32(&ctx, &q, 0, t * q_rows).unwrap(), &want_q) < TOL, "{what}: queries");
+                        assert!(max_err(&read_buffer_f32(&ctx, &kc, pos0 * kv_rows, t * kv_rows).unwrap(), &want_k) < TOL, "{what}: keys");
+                        assert!(max_err(&read_buffer_f32(&ctx, &vc, pos0 * kv_rows, t * kv_rows).unwrap(), &want_v) < TOL, "{what}: values");
                     }
                 }
             }

@@ -72,9 +72,12 @@ impl PreparedLinear {
     }
 
     /// Whether a forward over `n` tokens leaves queries and keys rotated
-    /// (the fused call runs and took a RoPE along, `LinearCall::rotates`).
+    /// (the call that runs took a RoPE along, `LinearCall::rotates`).
     pub fn rotates(&self, n: u32) -> bool {
-        matches!(&self.fused, Some(f) if n <= MATVEC_MAX_TOKENS && f.rotates())
+        match &self.fused {
+            Some(f) if n <= MATVEC_MAX_TOKENS => f.rotates(),
+            _ => self.linear.rotates(),
+        }
     }
 
     /// The step and the layer over `n` tokens, fused when built and `n` is
