@@ -153,11 +153,10 @@ pub fn call_heads(ctx: &GpuContext, s: AttentionShape, kv_head: &[u32], step: &w
     let s = AttentionShape { n_heads: kv_head.len(), ..s };
     let layout = [Binding::Uniform, Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadWrite, Binding::ReadOnly];
     let params = params_buffer(ctx, s);
-    let kv_list = kv_head;
+    let group = grouped_heads(ctx, s, kv_head);
     let kv_head = storage_buffer(ctx, "attention kv heads", kv_head);
     let heads = s.n_heads as u32;
     let buffers = [&params, step, io.q, io.k, io.v, io.out, &kv_head];
-    let group = grouped_heads(ctx, s, kv_list);
     let cpu = kind.is_cpu_style(ctx).then(|| {
         let hd4 = [("HEAD_DIM4", (s.head_dim / 4) as f64)];
         let decode = Kernel::specialized(ctx, "attention_keys", &source(include_str!("../../../shaders/attention_keys.wgsl")), &layout, &hd4);
@@ -268,7 +267,7 @@ mod tests {
             let mut plan = Vec::new();
             att.plan("attention", t as u32, pos0, &mut plan);
             // The grouped kernel runs where it should (so this test covers it).
-            let grouped = kind.is_cpu_style(&ctx) && ctx.has_subgroups_of_8() && t as u32 > MATVEC_MAX_TOKENS && s.n_kv_heads * group_stride4(s.head_dim) * (s.n_heads / s.n_kv_heads) <= 64 * s.n_kv_heads && pos0 + t <= group_max_keys(s.head_dim, s.n_heads / s.n_kv_heads);
+            let grouped = kind.is_cpu_style(&ctx) && ctx.has_subgroups_of_8() && t as u32 > MATVEC_MAX_TOKENS && (s.n_heads / s.n_kv_heads) * group_stride4(s.head_dim) <= 64 && pos0 + t <= group_max_keys(s.head_dim, s.n_heads / s.n_kv_heads);
             assert_eq!(plan[0].kernel.name == "attention_rows_group", grouped, "{kind:?} {s:?} t={t} pos0={pos0}: {}", plan[0].kernel.name);
             crate::kernels::run_plan(&ctx, &plan);
             let got = read_buffer_f32(&ctx, &out, 0, q.len()).unwrap();
