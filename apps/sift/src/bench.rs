@@ -223,6 +223,29 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// Medians over rounds that time sift then llama.cpp back to back, in
+/// seconds, and the median of the rounds' ratios llama.cpp / sift (above 1:
+/// sift is faster). Without llama.cpp, sift's alone.
+struct Paired {
+    sift: f64,
+    llama: Option<f64>,
+    ratio: Option<f64>,
+}
+
+fn paired_rounds(rounds: usize, llama: &mut Option<LlamaCpp>, mut sift: impl FnMut() -> Result<f64>, mut peer: impl FnMut(&mut LlamaCpp) -> Result<f64>) -> Result<Paired> {
+    let (mut ours, mut theirs, mut ratios) = (vec![], vec![], vec![]);
+    for _ in 0..rounds {
+        let s = sift()?;
+        ours.push(s);
+        if let Some(l) = llama.as_mut() {
+            let t = peer(l)?;
+            ratios.push(t / s);
+            theirs.push(t);
+        }
+    }
+    Ok(Paired { sift: median(ours), llama: (!theirs.is_empty()).then(|| median(theirs)), ratio: (!ratios.is_empty()).then(|| median(ratios)) })
+}
+
 /// Prefill of each length from an empty cache, `rounds` times, sift then
 /// llama.cpp in each round (after one untimed run of each): per
 /// length the median tokens/s of each, the median of the rounds' ratios, and
@@ -237,26 +260,20 @@ fn prefill_rounds(m: &mut Loaded, tokens: &[u32], lengths: &[usize], rounds: usi
         if let Some(l) = llama.as_mut() {
             l.prefill_seconds(prompt)?;
         }
-        let (mut ours, mut theirs, mut ratios) = (vec![], vec![], vec![]);
-        for _ in 0..rounds {
+        let timed = || -> Result<f64> {
             m.model.reset();
             let t = Instant::now();
             m.model.forward(prompt, Logits::Last)?;
-            ours.push(t.elapsed().as_secs_f64());
-            if let Some(l) = llama.as_mut() {
-                let s = l.prefill_seconds(prompt)?;
-                ratios.push(s / ours.last().unwrap());
-                theirs.push(s);
-            }
-        }
-        let seconds = median(ours);
+            Ok(t.elapsed().as_secs_f64())
+        };
+        let p = paired_rounds(rounds, llama, timed, |l| l.prefill_seconds(prompt))?;
         let flops = sift_engine::bench::prefill_flops(&m.model.config, n);
         out.push(json!({
             "tokens": n,
-            "sift_tokens_per_second": n as f64 / seconds,
-            "sift_gflops": flops / seconds / 1e9,
-            "llama_cpp_tokens_per_second": (!theirs.is_empty()).then(|| n as f64 / median(theirs)),
-            "ratio": (!ratios.is_empty()).then(|| median(ratios)),
+            "sift_tokens_per_second": n as f64 / p.sift,
+            "sift_gflops": flops / p.sift / 1e9,
+            "llama_cpp_tokens_per_second": p.llama.map(|s| n as f64 / s),
+            "ratio": p.ratio,
         }));
     }
     m.model.reset();
@@ -266,20 +283,12 @@ fn prefill_rounds(m: &mut Loaded, tokens: &[u32], lengths: &[usize], rounds: usi
 /// Greedy decode speed, `rounds` times, sift then llama.cpp in each round:
 /// medians, and the median of the rounds' ratios.
 fn decode_rounds(m: &mut Loaded, prompt: &[u32], steps: usize, rounds: usize, llama: &mut Option<LlamaCpp>) -> Result<serde_json::Value> {
-    let (mut ours, mut theirs, mut ratios) = (vec![], vec![], vec![]);
-    for _ in 0..rounds {
-        let tps = sift_engine::bench::decode_tokens_per_second(&mut m.model, prompt, steps)?;
-        ours.push(tps);
-        if let Some(l) = llama.as_mut() {
-            let theirs_tps = steps as f64 / l.decode_seconds(prompt, steps)?;
-            ratios.push(tps / theirs_tps);
-            theirs.push(theirs_tps);
-        }
-    }
+    let timed = || Ok(steps as f64 / sift_engine::bench::decode_tokens_per_second(&mut m.model, prompt, steps)?);
+    let p = paired_rounds(rounds, llama, timed, |l| l.decode_seconds(prompt, steps))?;
     Ok(json!({
-        "sift_tokens_per_second": median(ours),
-        "llama_cpp_tokens_per_second": (!theirs.is_empty()).then(|| median(theirs)),
-        "ratio": (!ratios.is_empty()).then(|| median(ratios)),
+        "sift_tokens_per_second": steps as f64 / p.sift,
+        "llama_cpp_tokens_per_second": p.llama.map(|s| steps as f64 / s),
+        "ratio": p.ratio,
     }))
 }
 
