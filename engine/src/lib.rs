@@ -19,6 +19,7 @@ pub mod model;
 pub mod output;
 pub mod perplexity;
 pub mod roofline;
+pub mod input_calibration;
 pub mod rule_calibration;
 pub mod sampling;
 pub mod testing;

@@ -5,7 +5,7 @@
 use sift_engine::attribution::{Attributor, Metric};
 use sift_engine::eval::{continuation_log_prob, greedy, Sparsity};
 use sift_engine::kernels::rope::RopeStyle;
-use sift_engine::model::sparse::{PromptTarget, Ratios, Rule, Thresholds};
+use sift_engine::model::sparse::{InputThresholds, PromptTarget, Ratios, Rule, Thresholds};
 use sift_engine::model::{GpuModel, Logits};
 use sift_engine::sampling::argmax;
 use sift_engine::testing::{gpu, random_weights, tiny_config};
@@ -82,6 +82,7 @@ fn teacher_forced_scores_equal_sparse_decoding() {
         Sparsity::Oracle(Metric::Gxo, Ratios::mlp(0.4)),
         Sparsity::Threshold(cats),
         Sparsity::Threshold(cett),
+        Sparsity::Inputs(InputThresholds::new(&model, [0.5, 0.05, 0.5, 0.02].map(|t| vec![t; c.n_layers]), serde_json::Value::Null)),
     ];
     let dense = decode(&mut model, &mut attr, &prompt, Next::Greedy { n: 8, stop: &[] }, &Sparsity::Off, RuleScope::Decoding).unwrap();
     for s in &modes {
@@ -104,7 +105,7 @@ fn teacher_forced_scores_equal_sparse_decoding() {
             assert_eq!((g.token, g.top), (f.token, f.top), "{} position {i}", s.label());
             assert_eq!(g.mlp_kept, f.mlp_kept, "{} position {i}", s.label());
         }
-        if let Sparsity::Threshold(_) = s {
+        if let Sparsity::Threshold(_) | Sparsity::Inputs(_) = s {
             let kept = forced.iter().map(|t| t.mlp_kept).sum::<f64>() / forced.len() as f64;
             assert!(kept > 0.05 && kept < 0.95, "{}: the thresholds must drop some neurons and keep some ({kept})", s.label());
         }
@@ -200,6 +201,19 @@ fn paper_protocol_follows_the_dense_trajectory_by_step() {
         assert!((s.mlp_kept - 106.0 / 288.0).abs() < 1e-12, "{}", s.mlp_kept);
     }
     assert_ne!(tokens, dense, "5 of 96 neurons in two layers change the tiny model's text");
+
+    // Rankings made once along the dense trajectory (as a sweep caches them
+    // per question and metric) give each ratio's generation.
+    use sift_engine::eval::paper::{generate_along, generate_ranked, Rankings};
+    let ranked = Rankings::along(&mut model, &mut attr, &prompt, &dense, Metric::Magnitude).unwrap();
+    assert_eq!(ranked.steps(), n - 1);
+    for ar in [0.05, 0.5] {
+        let p = Paper::new(Metric::Magnitude, Ratios::both(ar), 0.25).unwrap();
+        let cached = generate_ranked(&mut model, &prompt, n, &[], &p, &ranked).unwrap();
+        assert_eq!(cached, generate_along(&mut model, &mut attr, &prompt, &dense, &[], &p).unwrap(), "AR {ar}");
+    }
+    let other = Paper::new(Metric::Gxo, Ratios::mlp(0.5), 0.25).unwrap();
+    assert!(generate_ranked(&mut model, &prompt, n, &[], &other, &ranked).is_err(), "rankings of another metric");
 
     // Bad input.
     assert!(Paper::new(Metric::Gxo, Ratios::mlp(0.5), 1.0).unwrap_err().to_string().contains("--dense-tail must be in [0, 1)"));

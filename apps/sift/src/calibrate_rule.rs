@@ -9,7 +9,8 @@ use crate::eval::{progress, read_text, shared_data};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use sift_engine::attribution::Attributor;
-use sift_engine::model::sparse::Thresholds;
+use sift_engine::input_calibration::InputStats;
+use sift_engine::model::sparse::{InputThresholds, Site, Thresholds};
 use sift_engine::rule_calibration::{RuleStats, RuleWeight};
 use std::path::PathBuf;
 
@@ -26,9 +27,16 @@ pub struct Args {
     /// (|h_i| (E|dF/dh_i| + 0.5 E||dF/dh||)). On the gate, which lets decoding
     /// skip a dropped neuron's up row and W_down column: gate (|silu(gate_i)|,
     /// CATS), gate-up-down (|silu(gate_i)| E|up_i| ||W_down[:, i]||),
-    /// gate-gxo-estimate (|silu(gate_i)| E|up_i| E|dF/dh_i|).
+    /// gate-gxo-estimate (|silu(gate_i)| E|up_i| E|dF/dh_i|). And `inputs`:
+    /// TEAL's rule, |x_j| on the input of every projection of --input-sites
+    /// (files named inputs-keepNN.json; the --keep share of each site's
+    /// inputs is kept in every layer).
     #[arg(long, value_delimiter = ',', default_value = "magnitude,down-norm,gxo-estimate,corrected-gxo-estimate,gate,gate-up-down,gate-gxo-estimate")]
     pub weights: Vec<String>,
+    /// Where `inputs` thresholds a projection's input: attn (before q/k/v),
+    /// o (before W_o), mlp (before gate|up), down (before W_down).
+    #[arg(long, value_delimiter = ',', default_value = "attn,o,mlp,down")]
+    pub input_sites: Vec<String>,
     /// Shares of each layer's neurons to keep (one file each), in (0, 1].
     #[arg(long, value_delimiter = ',', default_value = "0.9,0.8,0.7,0.6,0.5")]
     pub keep: Vec<f64>,
@@ -44,10 +52,17 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let inputs = args.weights.iter().any(|w| w == "inputs");
+    let sites: Vec<Site> = args
+        .input_sites
+        .iter()
+        .map(|s| Site::ALL.into_iter().find(|x| x.name() == s).with_context(|| format!("unknown input site {s:?}; use attn, o, mlp or down")))
+        .collect::<Result<_>>()?;
     let weights: Vec<RuleWeight> = args
         .weights
         .iter()
-        .map(|w| RuleWeight::parse(w).with_context(|| format!("unknown rule weight {w:?}; use {}", RuleWeight::ALL.map(RuleWeight::name).join(", "))))
+        .filter(|w| *w != "inputs")
+        .map(|w| RuleWeight::parse(w).with_context(|| format!("unknown rule weight {w:?}; use {} or inputs", RuleWeight::ALL.map(RuleWeight::name).join(", "))))
         .collect::<Result<_>>()?;
     if let Some(k) = args.keep.iter().find(|k| !(**k > 0.0 && **k <= 1.0)) {
         bail!("--keep takes shares in (0, 1], not {k}");
@@ -72,6 +87,21 @@ pub fn run(args: Args) -> Result<()> {
     }
     let windows = sift_engine::perplexity::windows(&tokens[tokens.len() - needed..], args.ctx, bos, None);
     let windows: Vec<&[u32]> = windows.iter().map(Vec::as_slice).collect();
+    if inputs {
+        let pb = progress(windows.len(), "forward over windows (inputs)");
+        let stats = InputStats::collect(&mut m.model, &mut attributor, &model_weights, &windows, |_| pb.inc(1))?;
+        pb.finish_and_clear();
+        let names: Vec<&str> = sites.iter().map(|s| s.name()).collect();
+        for &keep in &args.keep {
+            let info = json!({ "weight": "inputs", "sites": names, "keep": keep, "file": path.display().to_string(), "windows": args.windows, "ctx": args.ctx, "from": "end of file" });
+            let out = args.out.join(format!("inputs-keep{:02}.json", (keep * 100.0).round() as u32));
+            InputThresholds::new(&m.model, stats.thresholds(&sites, keep)?, info).save(&out)?;
+            println!("{}", out.display());
+        }
+        if weights.is_empty() {
+            return Ok(());
+        }
+    }
     let pb = progress(windows.len(), "attribution over windows");
     let stats = RuleStats::collect(&mut m.model, &mut attributor, &model_weights, &windows, |_| pb.inc(1))?;
     pb.finish_and_clear();

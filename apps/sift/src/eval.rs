@@ -10,7 +10,7 @@ use serde_json::json;
 use sift_engine::attribution::Attributor;
 use sift_engine::eval::continuation::{self, Shape};
 use sift_engine::eval::{bleu, continuation_log_prob, decode, paper, truthfulqa, Next, Paper, RuleScope, Scored, Sparsity};
-use sift_engine::model::sparse::Thresholds;
+use sift_engine::model::sparse::{InputThresholds, Thresholds};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,7 +114,13 @@ pub fn engine_sparsity(args: &SparsityArgs) -> Result<Sparsity> {
         Mode::Off => Sparsity::Off,
         Mode::Prompt => Sparsity::Prompt(args.metric()?, args.ratios()?, args.prompt_target()?),
         Mode::Oracle => Sparsity::Oracle(args.metric()?, args.ratios()?),
-        Mode::Threshold => Sparsity::Threshold(Thresholds::load(args.thresholds.as_ref().context("--sparsity threshold needs --thresholds FILE")?)?),
+        Mode::Threshold => {
+            let path = args.thresholds.as_ref().context("--sparsity threshold needs --thresholds FILE")?;
+            match InputThresholds::is_input_file(path) {
+                true => Sparsity::Inputs(InputThresholds::load(path)?),
+                false => Sparsity::Threshold(Thresholds::load(path)?),
+            }
+        }
         Mode::File => bail!("sift eval takes --sparsity off, prompt, oracle, threshold or (for continuation) auto"),
         Mode::Auto => bail!("--sparsity auto is chosen per model, after it loads: sift eval takes it for continuation only"),
     })
@@ -124,6 +130,10 @@ pub fn engine_sparsity(args: &SparsityArgs) -> Result<Sparsity> {
 pub struct Evaluator {
     pub m: Loaded,
     pub attributor: Attributor,
+    /// The paper protocol's unit rankings along each question's dense
+    /// trajectory, per metric: the same for every ratio, so a sweep's cells
+    /// of one metric share them (by question text and metric name).
+    rankings: std::collections::HashMap<(String, &'static str), paper::Rankings>,
 }
 
 impl Evaluator {
@@ -134,7 +144,7 @@ impl Evaluator {
         m.model.enable_sparse(&weights)?;
         let mut attributor = Attributor::new(&m.model, &weights)?;
         attributor.set_ig_steps(ig_steps)?;
-        Ok(Evaluator { m, attributor })
+        Ok(Evaluator { m, attributor, rankings: Default::default() })
     }
 
     /// The dense greedy references of the paper's protocol, one per question.
@@ -215,7 +225,12 @@ impl Evaluator {
                 // The paper's masks follow the dense trajectory: the reference itself.
                 Sparsity::Paper(p) => {
                     let (ids, stop) = self.gen_prompt(q)?;
-                    paper::generate_along(&mut self.m.model, &mut self.attributor, &ids, r, &stop, p)?
+                    let key = (q.question.clone(), p.metric.name());
+                    if !self.rankings.contains_key(&key) {
+                        let ranked = paper::Rankings::along(&mut self.m.model, &mut self.attributor, &ids, r, p.metric)?;
+                        self.rankings.insert(key.clone(), ranked);
+                    }
+                    paper::generate_ranked(&mut self.m.model, &ids, r.len(), &stop, p, &self.rankings[&key])?
                 }
                 _ => self.generate_scored(q, tokens, s)?,
             };
@@ -285,9 +300,11 @@ fn continuation(args: &Args) -> Result<serde_json::Value> {
     let mut e = Evaluator::load(&args.model, args.ctx, args.sparse.ig_steps)?;
     let sparse_args = crate::auto::resolve(&e.m.model, &args.sparse)?;
     let sparsity = &engine_sparsity(&sparse_args)?;
-    if let (Sparsity::Threshold(t), Some(file)) = (sparsity, &sparse_args.thresholds) {
-        // Before the dense pass, not after it.
-        t.check(&e.m.model).with_context(|| file.display().to_string())?;
+    // Before the dense pass, not after it.
+    match (sparsity, &sparse_args.thresholds) {
+        (Sparsity::Threshold(t), Some(file)) => t.check(&e.m.model).with_context(|| file.display().to_string())?,
+        (Sparsity::Inputs(t), Some(file)) => t.check(&e.m.model).with_context(|| file.display().to_string())?,
+        _ => {}
     }
     // Tokenized as the perplexity protocol does: the text without BOS, each
     // window starting with BOS where the model requires it.

@@ -76,6 +76,7 @@ fn parse_setting(spec: &str) -> Result<Setting> {
             Some(w) => format!("threshold |h| x {w}"),
             None => format!("threshold {:?}", t.rule).to_lowercase(),
         },
+        Sparsity::Inputs(t) => format!("TEAL, every projection's input{}", t.calibration["keep"].as_f64().map_or(String::new(), |k| format!(" ({:.0}% kept)", k * 100.0))),
     };
     Ok(Setting { label: spec.to_string(), rule, sparsity })
 }
@@ -119,19 +120,23 @@ pub fn run(args: Args) -> Result<()> {
     let text = read_text(&path)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     // Thresholds made for a model of another shape are refused before it loads.
-    if settings.iter().any(|s| matches!(s.sparsity, Sparsity::Threshold(_))) {
+    if settings.iter().any(|s| matches!(s.sparsity, Sparsity::Threshold(_) | Sparsity::Inputs(_))) {
         let config = sift_engine::model::read_config(&crate::common::model_path(&args.model)?)?;
         for s in &settings {
-            if let Sparsity::Threshold(t) = &s.sparsity {
-                t.check_shape(&config).with_context(|| s.label.clone())?;
+            match &s.sparsity {
+                Sparsity::Threshold(t) => t.check_shape(&config).with_context(|| s.label.clone())?,
+                Sparsity::Inputs(t) => t.check_shape(&config).with_context(|| s.label.clone())?,
+                _ => {}
             }
         }
     }
 
     let mut e = Evaluator::load(&args.model, args.ctx, sift_engine::attribution::DEFAULT_IG_STEPS)?;
     for s in &settings {
-        if let Sparsity::Threshold(t) = &s.sparsity {
-            t.check(&e.m.model).with_context(|| s.label.clone())?;
+        match &s.sparsity {
+            Sparsity::Threshold(t) => t.check(&e.m.model).with_context(|| s.label.clone())?,
+            Sparsity::Inputs(t) => t.check(&e.m.model).with_context(|| s.label.clone())?,
+            _ => {}
         }
     }
     let tokens = e.m.tokenizer.encode_plain(&text)?;

@@ -4,7 +4,7 @@
 use crate::common::{model_path, Loaded, ModelArgs};
 use anyhow::{bail, Context, Result};
 use sift_engine::attribution::{Attributor, Metric, DEFAULT_IG_STEPS};
-use sift_engine::model::sparse::{self, MaskFile, MlpMask, PromptTarget, Ratios, Thresholds};
+use sift_engine::model::sparse::{self, InputThresholds, MaskFile, MlpMask, PromptTarget, Ratios, Thresholds};
 use sift_engine::model::Config;
 use std::path::PathBuf;
 
@@ -166,6 +166,7 @@ impl SparsityArgs {
         self.validate()?;
         let config = || -> Result<Config> { Ok(sift_engine::model::read_config(&model_path(model)?)?) };
         let (path, checked) = match (self.sparsity, &self.thresholds, &self.mask) {
+            (Sparsity::Threshold, Some(path), _) if InputThresholds::is_input_file(path) => (path, InputThresholds::load(path)?.check_shape(&config()?)),
             (Sparsity::Threshold, Some(path), _) => (path, Thresholds::load(path)?.check_shape(&config()?)),
             (Sparsity::File, _, Some(path)) => (path, MaskFile::load(path)?.model.check_shape(&config()?, "mask file")),
             _ => return Ok(()),
@@ -210,6 +211,11 @@ pub fn set_mask(m: &mut Loaded, attributor: Option<&mut Attributor>, ids: &[u32]
                 MaskFile::from_model(&m.model, source)?.save(path)?;
             }
             format!("{metric}, attribution over the prompt: {:.0} ms", t.elapsed().as_secs_f64() * 1e3)
+        }
+        Sparsity::Threshold if InputThresholds::is_input_file(args.thresholds.as_ref().expect("validated")) => {
+            let path = args.thresholds.as_ref().expect("validated");
+            m.model.set_input_rule(&InputThresholds::load(path)?, false).with_context(|| format!("{}", path.display()))?;
+            format!("TEAL's thresholds on every projection's input from {}, chosen per token", path.display())
         }
         Sparsity::Threshold => {
             let path = args.thresholds.as_ref().expect("validated");

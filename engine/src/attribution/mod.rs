@@ -570,6 +570,14 @@ impl Attributor {
 
     /// Layer `layer`'s gate and up pre-activations from the last attribution,
     /// [rows, gate (ffn) | up (ffn)], for the rows [`Attributor::read_trace`] gives.
+    /// Layer `layer`'s residual stream in the last attribution, before its
+    /// attention and before its MLP: ([T, dim], [T, dim]).
+    pub fn read_residuals(&self, layer: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (lb, n) = self.traced_layer(layer)?;
+        let d = self.config.dim;
+        Ok((read_buffer_f32(&self.ctx, &lb.x_in, 0, n * d)?, read_buffer_f32(&self.ctx, &lb.x_mid, 0, n * d)?))
+    }
+
     pub fn read_gate_up(&self, layer: usize) -> Result<Vec<f32>> {
         let (lb, n) = self.traced_layer(layer)?;
         read_buffer_f32(&self.ctx, &lb.gate_up, 0, n * 2 * self.config.ffn_dim)

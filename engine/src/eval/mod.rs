@@ -9,7 +9,7 @@ pub mod truthfulqa;
 
 use crate::attribution::{Attributor, Metric};
 use crate::error::{Result, SiftError};
-use crate::model::sparse::{oracle_step, set_prompt_mask, PromptTarget, Ratios, Thresholds};
+use crate::model::sparse::{oracle_step, set_prompt_mask, InputThresholds, PromptTarget, Ratios, Thresholds};
 use crate::model::{GpuModel, Logits};
 use crate::sampling::argmax;
 pub use paper::Paper;
@@ -24,6 +24,8 @@ pub enum Sparsity {
     Oracle(Metric, Ratios),
     /// A threshold rule on every token.
     Threshold(Thresholds),
+    /// TEAL's rule: magnitude thresholds on every projection's input, every token.
+    Inputs(InputThresholds),
     /// The paper's own protocol (`paper`): masks from the dense trajectory,
     /// first token dense, a dense tail of layers. Generation only.
     Paper(Paper),
@@ -36,6 +38,7 @@ impl Sparsity {
             Sparsity::Prompt(m, r, t) => format!("prompt ({} target) {m} mlp {} heads {}", t.name(), r.mlp, r.heads),
             Sparsity::Oracle(m, r) => format!("oracle {m} mlp {} heads {}", r.mlp, r.heads),
             Sparsity::Threshold(t) => format!("threshold {:?}", t.rule),
+            Sparsity::Inputs(_) => "threshold on the projections' inputs (TEAL)".into(),
             Sparsity::Paper(p) => format!("paper protocol {} mlp {} heads {} dense tail {}", p.metric, p.ratios.mlp, p.ratios.heads, p.dense_tail),
         }
     }
@@ -76,6 +79,17 @@ pub(crate) fn start(model: &mut GpuModel, attributor: &mut Attributor, prompt: &
             }
             model.set_threshold_mask(t)?;
             model.forward(last, Logits::Last)
+        }
+        Sparsity::Inputs(t) => {
+            let every_token = scope == RuleScope::EveryToken;
+            if !every_token && !head.is_empty() {
+                model.forward(head, Logits::Last)?;
+            }
+            model.set_input_rule(t, every_token)?;
+            // Only what the scored tokens read counts.
+            let logits = if every_token { model.forward(prompt, Logits::Last) } else { model.forward(last, Logits::Last) };
+            model.input_share_read()?;
+            logits
         }
         Sparsity::Prompt(metric, ratios, target) => {
             set_prompt_mask(model, attributor, prompt, *metric, *ratios, *target)?;

@@ -13,6 +13,7 @@ pub mod column_groups;
 pub mod compact;
 pub mod embedding;
 pub mod fused_mlp;
+pub mod input_zero;
 pub mod linear;
 pub mod packed;
 pub mod peak_flops;

@@ -111,6 +111,28 @@ impl LayerCalls {
         self.down.linear.plan("down", n, out);
     }
 
+    /// The whole layer with each projection's input zeroed by TEAL's rule
+    /// first (`model::sparse::inputs`): the norms and SwiGLU write their
+    /// outputs, so nothing is fused.
+    pub fn plan_with_input_rule<'a>(&'a self, n: u32, pos0: usize, zero: &'a [Call; 4], out: &mut Vec<Dispatch<'a>>) {
+        let [attn, o, mlp, down] = zero;
+        self.qkv.prepare.plan("rmsnorm", n, out);
+        attn.plan("input_zero", n, out);
+        self.qkv.linear.plan("qkv", n, out);
+        if !self.qkv.linear.rotates() {
+            self.rope.plan("rope", n, out);
+        }
+        self.attention.plan("attention", n, pos0, out);
+        o.plan("input_zero", n, out);
+        self.o.plan("o", n, out);
+        self.gate_up.prepare.plan("rmsnorm", n, out);
+        mlp.plan("input_zero", n, out);
+        self.gate_up.linear.plan("gate_up", n, out);
+        self.down.prepare.plan("swiglu", n, out);
+        down.plan("input_zero", n, out);
+        self.down.linear.plan("down", n, out);
+    }
+
     /// The MLP norm, the gate|up projection and SwiGLU: the neuron outputs
     /// written out (the down projection after them is `down.linear`).
     pub fn plan_neurons<'a>(&'a self, n: u32, out: &mut Vec<Dispatch<'a>>) {
@@ -174,7 +196,7 @@ pub struct GpuModel {
     /// Tokens already in the KV cache.
     pos: usize,
     pub(crate) step_all: wgpu::Buffer,
-    step_one: wgpu::Buffer,
+    pub(crate) step_one: wgpu::Buffer,
     pub(crate) act: Activations,
     embed: Vec<Call>,
     layers: Vec<LayerCalls>,
@@ -189,6 +211,8 @@ pub struct GpuModel {
     pub fingerprint: String,
     /// Sparse decoding, once enabled.
     pub(crate) sparse: Option<super::sparse::SparseDecoding>,
+    /// TEAL's rule on the projections' inputs, once set.
+    pub(crate) inputs: Option<super::sparse::inputs::InputRule>,
     // Kept alive for the bind groups that reference them.
     _buffers: Vec<wgpu::Buffer>,
 }
@@ -379,6 +403,7 @@ impl GpuModel {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             fingerprint: weights.fingerprint(),
             sparse: None,
+            inputs: None,
             _buffers: buffers,
         })
     }
@@ -508,7 +533,12 @@ impl GpuModel {
         for e in &self.embed {
             e.plan("embedding", n, &mut main);
         }
+        let inputs = self.input_rule(n);
         for (i, l) in self.layers.iter().enumerate() {
+            if let Some(rule) = inputs {
+                l.plan_with_input_rule(n, self.pos, &rule.calls[i], &mut main);
+                continue;
+            }
             let Some(sparse) = self.sparse_layer(i, n) else {
                 l.plan_attention(n, self.pos, &mut main);
                 l.o.plan("o", n, &mut main);

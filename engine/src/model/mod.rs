@@ -5,12 +5,14 @@
 pub mod config;
 pub mod cpu;
 pub mod gpu;
+pub mod site;
 pub mod sparse;
 pub mod weights;
 
 pub use config::{Architecture, Config};
 pub use cpu::CpuModel;
 pub use gpu::{GpuModel, Logits, ModelOptions, UnitBytes};
+pub use site::Site;
 pub use weights::{LayerWeights, Weights};
 
 use crate::error::{Result, SiftError};

@@ -46,7 +46,7 @@ impl ModelId {
         Ok(())
     }
 
-    fn check(&self, model: &GpuModel, what: &str) -> Result<()> {
+    pub(super) fn check(&self, model: &GpuModel, what: &str) -> Result<()> {
         let mine = ModelId::of(model);
         self.check_shape(&model.config, what)?;
         if self.fingerprint != mine.fingerprint {
@@ -205,7 +205,7 @@ impl MaskFile {
     }
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path, format: &str) -> Result<T> {
+pub(super) fn read_json<T: serde::de::DeserializeOwned>(path: &Path, format: &str) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| SiftError::io(path, e))?;
     let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| SiftError::bad_data(path, format!("not valid JSON: {e}")))?;
     match value.get("format").and_then(|f| f.as_str()) {
@@ -216,7 +216,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path, format: &str) -> Resul
     serde_json::from_value(value).map_err(|e| SiftError::bad_data(path, e.to_string()))
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T, pretty: bool) -> Result<()> {
+pub(super) fn write_json<T: Serialize>(path: &Path, value: &T, pretty: bool) -> Result<()> {
     let text = if pretty { serde_json::to_string_pretty(value) } else { serde_json::to_string(value) };
     let text = text.map_err(|e| SiftError::InvalidInput(e.to_string()))?;
     crate::output::write_atomic(path, (text + "\n").as_bytes())

@@ -14,9 +14,12 @@
 //! choose masks live in `modes`, the files in `files`.
 
 pub mod files;
+pub mod inputs;
 pub mod modes;
 
 pub use files::{MaskFile, ModelId, Rule, Thresholds};
+pub use super::Site;
+pub use inputs::InputThresholds;
 pub use modes::{oracle_step, set_prompt_mask, PromptTarget, Ratios};
 
 use super::{Config, GpuModel, Weights};
@@ -501,9 +504,15 @@ impl GpuModel {
     }
 
     /// Fractions of MLP neurons and of heads active (1.0 where dense): for a
-    /// threshold rule, the last decoded token's (a small readback).
+    /// threshold rule, the last decoded token's (a small readback); for
+    /// TEAL's rule, the share of the blocks' projection weights its inputs
+    /// let the forwards since the last call read.
     pub fn active_fractions(&self) -> Result<(f64, f64)> {
         let c = &self.config;
+        // TEAL's rule: the share of the projections' weights it read.
+        if let Some(share) = self.input_share_read()? {
+            return Ok((share, 1.0));
+        }
         let Some(s) = self.sparse.as_ref() else { return Ok((1.0, 1.0)) };
         let mean = |counts: &[usize], n: usize| counts.iter().sum::<usize>() as f64 / (counts.len() * n) as f64;
         let mlp = match &s.mlp {
@@ -517,6 +526,7 @@ impl GpuModel {
 
     /// Back to dense decoding (the sparse weights stay uploaded).
     pub fn disable_sparsity(&mut self) {
+        self.inputs = None;
         if let Some(s) = &mut self.sparse {
             s.set_mlp(MlpMask::Dense);
             s.heads = None;
