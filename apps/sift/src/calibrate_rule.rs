@@ -29,7 +29,7 @@ pub struct Args {
     /// CATS), gate-up-down (|silu(gate_i)| E|up_i| ||W_down[:, i]||),
     /// gate-gxo-estimate (|silu(gate_i)| E|up_i| E|dF/dh_i|). And `inputs`:
     /// TEAL's rule, |x_j| on the input of every projection of --input-sites
-    /// (files named inputs-keepNN.json; the --keep share of each site's
+    /// (files named inputs-keepNN.json, or inputs-SITES-keepNN.json for some sites; the --keep share of each site's
     /// inputs is kept in every layer).
     #[arg(long, value_delimiter = ',', default_value = "magnitude,down-norm,gxo-estimate,corrected-gxo-estimate,gate,gate-up-down,gate-gxo-estimate")]
     pub weights: Vec<String>,
@@ -94,7 +94,9 @@ pub fn run(args: Args) -> Result<()> {
         let names: Vec<&str> = sites.iter().map(|s| s.name()).collect();
         for &keep in &args.keep {
             let info = json!({ "weight": "inputs", "sites": names, "keep": keep, "file": path.display().to_string(), "windows": args.windows, "ctx": args.ctx, "from": "end of file" });
-            let out = args.out.join(format!("inputs-keep{:02}.json", (keep * 100.0).round() as u32));
+            // inputs-keepNN.json for every site, else the sites named: inputs-o-down-keepNN.json.
+            let which = if sites.len() == Site::ALL.len() { String::new() } else { format!("-{}", names.join("-")) };
+            let out = args.out.join(format!("inputs{which}-keep{:02}.json", (keep * 100.0).round() as u32));
             InputThresholds::new(&m.model, stats.thresholds(&sites, keep)?, info).save(&out)?;
             println!("{}", out.display());
         }

@@ -76,7 +76,11 @@ fn parse_setting(spec: &str) -> Result<Setting> {
             Some(w) => format!("threshold |h| x {w}"),
             None => format!("threshold {:?}", t.rule).to_lowercase(),
         },
-        Sparsity::Inputs(t) => format!("TEAL, every projection's input{}", t.calibration["keep"].as_f64().map_or(String::new(), |k| format!(" ({:.0}% kept)", k * 100.0))),
+        Sparsity::Inputs(t) => {
+            let sites: Vec<&str> = t.calibration["sites"].as_array().map_or(Vec::new(), |s| s.iter().filter_map(|v| v.as_str()).collect());
+            let sites = if sites.is_empty() || sites.len() == 4 { "every projection".to_string() } else { sites.join(", ") };
+            format!("TEAL, inputs of {sites}{}", t.calibration["keep"].as_f64().map_or(String::new(), |k| format!(" ({:.0}% kept)", k * 100.0)))
+        }
     };
     Ok(Setting { label: spec.to_string(), rule, sparsity })
 }
