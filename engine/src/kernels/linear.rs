@@ -332,6 +332,7 @@ fn kernels(ctx: &GpuContext, kind: KernelFamily, store: Store, input: Input, pac
                 cpu_matvec("matvec_rows_q4", &nibbles(include_str!("../../../shaders/matvec_rows_q4.wgsl")), rows),
                 cpu_matmul("matmul_rows_q4", include_str!("../../../shaders/matmul_rows_q4.wgsl")),
             ),
+            Some(Format::Q5) => (cpu_matvec("matvec_rows_q5", &nibbles(include_str!("../../../shaders/matvec_rows_q5.wgsl")), rows), f16_matmul()),
             // Compacted W_down, read in decode only.
             Some(Format::Q4Groups) => (cpu_matvec("matvec_rows_q4g", &nibbles(include_str!("../../../shaders/matvec_rows_q4g.wgsl")), rows), None),
             Some(Format::Q8) => (cpu_matvec("matvec_rows_q8", &format!("{Q8_SCALES_F16}\n{MATVEC_ROWS_Q8}"), rows), f16_matmul()),
@@ -833,6 +834,10 @@ mod tests {
             use crate::loader::quant::{dequantize, quantize, GgmlType};
             dequantize(GgmlType::Q5_1, &quantize(GgmlType::Q5_1, &random(n * k, 66)), n * k)
         };
+        let q5_0 = {
+            use crate::loader::quant::{dequantize, quantize, GgmlType};
+            dequantize(GgmlType::Q5_0, &quantize(GgmlType::Q5_0, &random(n * k, 69)), n * k)
+        };
         // K-quant blocks run along the flat array; rows of 96 are whole sub-blocks.
         let kquant = |ty, seed| {
             use crate::loader::quant::{dequantize, quantize};
@@ -843,7 +848,8 @@ mod tests {
         let cases = [
             (Format::Q4, q4_1_weights(n * k, 61)),
             (Format::Q8, q8_0_weights(n * k, 65)),
-            (Format::Q8, q5_1),
+            (Format::Q5, q5_1),
+            (Format::Q5, q5_0),
             (Format::Q8Halves, kquant(Q4K, 67)),
             (Format::Q8Halves, kquant(Q6K, 68)),
         ];
@@ -851,7 +857,7 @@ mod tests {
             let m = Matrix::upload(ctx, "w", &weights, n, k, true);
             assert_eq!(m.packed.as_ref().map(|p| p.format), Some(format));
             for t in [1usize, 3, 9, 20] {
-                // The 8-bit forms have no matmul: many tokens read the f16 weights.
+                // The 5- and 8-bit forms have no matmul: many tokens read the f16 weights.
                 let w = if format != Format::Q4 && t as u32 > MATVEC_MAX_TOKENS { crate::testing::round_f16(&weights) } else { weights.clone() };
                 let step = uniform_buffer(ctx, "step", &Step::new(t, 0));
                 let x: Vec<f32> = random(t * 2 * k, 63).iter().map(|v| 3.0 * v).collect();

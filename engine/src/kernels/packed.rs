@@ -1,9 +1,12 @@
 //! Packed weights for the CPU-adapter kernels, in blocks of 32 along a row:
 //! - Q4 (`matvec_rows_q4.wgsl`, `matmul_rows_q4.wgsl`): w = d * q + m, q in
 //!   0..15, d and m f16: the form of GGUF's Q4_1.
+//! - Q5 (`matvec_rows_q5.wgsl`): w = d * q + m, q in 0..31, d and m f16: the
+//!   low 4 bits of q as Q4 stores them, plus one word of high bits per
+//!   block: GGUF's Q5_0 (m = -16 d), Q5_1 and Q4_0, 24 bytes per 32 weights
+//!   where the 8-bit form takes 36.
 //! - Q8 (`matvec_rows_q8.wgsl` with `q8_scales_f16.wgsl`): w = d * q + m, q
-//!   in -127..127, d and m f16: GGUF's Q8_0 (m = 0), and Q5_0, Q4_0 and
-//!   Q5_1, whose quants fit.
+//!   in -127..127, d and m f16: GGUF's Q8_0 (m = 0).
 //! - Q8Halves (the same kernel with `q8_scales_f32.wgsl`): 8-bit quants, an
 //!   f32 d and m for each half block of 16: the K-quants (Q4_K, Q6_K, ...),
 //!   whose sub-block scales are an f16 times a small integer, not f16
@@ -12,7 +15,7 @@
 //! A block's d (and m) are recovered from its weights, so a matrix is packed
 //! only when that reproduces every weight (one loaded from those tensor
 //! types); anything else keeps f16. Packed this way a matrix is exactly the
-//! model's, and one vec4 load brings 32 (Q4) or 16 (Q8) weights where f16
+//! model's, and one vec4 load brings 32 (Q4, Q5 with a word of high bits) or 16 (Q8) weights where f16
 //! brings 8: on lavapipe, where weight loads are gathers, their count is what
 //! bounds a decode step.
 
@@ -26,6 +29,7 @@ pub const BLOCK: usize = 32;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Q4,
+    Q5,
     Q8,
     /// Q4 whose columns come in groups of 8, each with its own d and m per
     /// row (`matvec_rows_q4g.wgsl`): made only by compacting a Q4 matrix's
@@ -38,16 +42,18 @@ impl Format {
     /// Words of quants per block.
     pub fn quant_words(self) -> usize {
         match self {
-            Format::Q4 | Format::Q4Groups => 4,
+            Format::Q4 | Format::Q5 | Format::Q4Groups => 4,
             Format::Q8 | Format::Q8Halves => 8,
         }
     }
 
     /// Words per block of 32 weights of a row: its quants, and its scales
-    /// (one word of d and m; a grouped block has one per group of 8).
+    /// (one word of d and m; a grouped block has one per group of 8), and
+    /// Q5's word of high bits.
     pub fn unit_words(self) -> usize {
         match self {
             Format::Q4 | Format::Q8 => self.quant_words() + 1,
+            Format::Q5 => self.quant_words() + 2,
             Format::Q4Groups | Format::Q8Halves => self.quant_words() + 4,
         }
     }
@@ -138,6 +144,49 @@ fn affine_half(v: &[f32]) -> Option<(f32, f32, [u8; 16])> {
     })
 }
 
+/// A block's d, m, low nibbles (as Q4 stores them) and high bits, if 5 bits
+/// reproduce it: a dequantized Q5_0 or Q4_0 block (w = d (q - 16): m = -16 d,
+/// exact in f16), or Q5_1 (w = d q + m, m its smallest weight). The high bit
+/// of weight e = 8j + p is bit 4p + j of its word, so that (word >> j) &
+/// 0x11111111 lays group j's bits out as nibbles (`matvec_rows_q5.wgsl`).
+fn q5_block(v: &[f32]) -> Option<(f16, f16, Vec<u32>)> {
+    let lo = v.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !lo.is_finite() || !hi.is_finite() {
+        return None;
+    }
+    let amax = lo.abs().max(hi.abs());
+    // Q5_0 and Q4_0 (d of either sign: the extreme weight is -16 d), then Q5_1.
+    let symmetric = [16.0f32, -16.0, 8.0, -8.0].map(|largest| {
+        let d = f16::from_f32(amax / largest);
+        (d, f16::from_f32(-16.0 * d.to_f32()))
+    });
+    let with_min = (f16::from_f32((hi - lo) / 31.0), f16::from_f32(lo));
+    symmetric.into_iter().chain([with_min]).find_map(|(d, m)| q5_words(v, d, m).map(|q| (d, m, q)))
+}
+
+/// Q5's words for `v` under d and m: 4 of low nibbles, then the high bits
+/// (see [`q5_block`]), if w = d * q + m with q in 0..31 reproduces every
+/// weight to within f32 rounding of its terms.
+fn q5_words(v: &[f32], d: f16, m: f16) -> Option<Vec<u32>> {
+    let (df, mf) = (d.to_f32(), m.to_f32());
+    if !df.is_finite() || !mf.is_finite() {
+        return None;
+    }
+    let mut words = vec![0u32; 5];
+    for (e, &x) in v.iter().enumerate() {
+        let q = if df != 0.0 { ((x - mf) / df).round() } else { 0.0 };
+        let tol = (mf.abs() + (q * df).abs()) * f32::EPSILON;
+        if !(0.0..=31.0).contains(&q) || (q * df + mf - x).abs() > tol {
+            return None;
+        }
+        let q = q as u32;
+        words[e / 8] |= (q & 15) << (4 * (e % 8));
+        words[4] |= (q >> 4) << (4 * (e % 8) + e / 8);
+    }
+    Some(words)
+}
+
 /// The quants of `v` under d and m, if w = d * q + m reproduces every weight
 /// to within f32 rounding of its terms.
 fn q8_words(v: &[f32], d: f16, m: f16) -> Option<(f16, f16, Vec<u32>)> {
@@ -154,19 +203,19 @@ fn q8_words(v: &[f32], d: f16, m: f16) -> Option<(f16, f16, Vec<u32>)> {
     Some((d, m, words))
 }
 
-/// The first format that reproduces a [rows, cols] matrix exactly (Q4,
+/// The first format that reproduces a [rows, cols] matrix exactly (Q4, Q5,
 /// then Q8), and its packed layout (see `matvec_rows_q4.wgsl`): the quants,
-/// [block of 64 rows][k / 32][r][lane] ([`unit_index`]), 4 (Q4) or 8 (Q8)
-/// words each, then
-/// the scales, one word (d low, m high) per unit, in the order of
-/// [`scale_index`]. Rows are
+/// [block of 64 rows][k / 32][r][lane] ([`unit_index`]), 4 (Q4, Q5) or 8
+/// (Q8) words each, then the scales, one word (d low, m high) per unit, in
+/// the order of [`scale_index`], then Q5's high bits, one word per unit in
+/// the same order. Rows are
 /// padded with zeros. None when `cols` is not a multiple of 32 or neither
 /// format is exact.
 pub fn pack(data: &[f32], rows: usize, cols: usize) -> Option<(Format, Vec<u32>)> {
     if !cols.is_multiple_of(BLOCK) || data.len() != rows * cols || rows == 0 {
         return None;
     }
-    [Format::Q4, Format::Q8, Format::Q8Halves].into_iter().find_map(|f| pack_as(f, data, rows, cols).map(|p| (f, p)))
+    [Format::Q4, Format::Q5, Format::Q8, Format::Q8Halves].into_iter().find_map(|f| pack_as(f, data, rows, cols).map(|p| (f, p)))
 }
 
 /// Where a unit's scale word lies among the scales: [block][k / 32][lane][r],
@@ -217,11 +266,16 @@ fn pack_as(format: Format, data: &[f32], rows: usize, cols: usize) -> Option<Vec
             }
             let (d, m, q) = match format {
                 Format::Q4 => q4_block(v)?,
+                Format::Q5 => q5_block(v)?,
                 Format::Q8 => q8_block(v)?,
                 Format::Q4Groups | Format::Q8Halves => return None,
             };
-            quants[unit * words..(unit + 1) * words].copy_from_slice(&q);
+            quants[unit * words..(unit + 1) * words].copy_from_slice(&q[..words]);
             scales[scale_index(unit, k32)] = d.to_bits() as u32 | (m.to_bits() as u32) << 16;
+            // Q5's high bits follow the scales, in the same order.
+            if let Some(&high) = q.get(words) {
+                scales[units + scale_index(unit, k32)] = high;
+            }
         }
     }
     Some(out)
@@ -242,6 +296,10 @@ mod tests {
                 let e = k % BLOCK;
                 let q = match format {
                     Format::Q4 => ((packed[unit * words + e / 8] >> (4 * (e % 8))) & 15) as f32,
+                    Format::Q5 => {
+                        let high = (packed[units * words + units + scale_index(unit, k32)] >> (4 * (e % 8) + e / 8)) & 1;
+                        (((packed[unit * words + e / 8] >> (4 * (e % 8))) & 15) + 16 * high) as f32
+                    }
                     Format::Q8 | Format::Q8Halves => ((packed[unit * words + e / 4] >> (8 * (e % 4))) as u8 as i8) as f32,
                     Format::Q4Groups => unreachable!("not a packed layout"),
                 };
@@ -265,9 +323,9 @@ mod tests {
         let cases = [
             (Format::Q4, q4_1_weights(rows * cols, 3)),
             (Format::Q8, q8_0_weights(rows * cols, 8)),
-            (Format::Q8, other(GgmlType::Q5_0, 10)),
-            (Format::Q8, other(GgmlType::Q4_0, 11)),
-            (Format::Q8, other(GgmlType::Q5_1, 12)),
+            (Format::Q5, other(GgmlType::Q5_0, 10)),
+            (Format::Q5, other(GgmlType::Q4_0, 11)),
+            (Format::Q5, other(GgmlType::Q5_1, 12)),
         ];
         for (want_format, w) in cases {
             let (format, packed) = pack(&w, rows, cols).expect("Q4_1, Q8_0, Q5_0, Q4_0 and Q5_1 data pack");
