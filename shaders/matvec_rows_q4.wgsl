@@ -13,6 +13,11 @@
 // the scales, [block][k / 32][lane][r] u32 (d in the low half, m in the high
 // half), so that an invocation's 8 rows of a block are two whole vec4s
 // (kernels::packed::scale_index). k must be a multiple of 32.
+//
+// The 5-bit form (Q5_0, Q5_1) is this layout plus a word of high bits per
+// unit after the scales: `high_words` and `high_dot` come from a decoder
+// composed before this file, q4_high_none.wgsl (Q4: nothing to add) or
+// q5_high_bits.wgsl.
 
 // Params, Step, store_y, load_x, input and output_scale come from
 // linear_common.wgsl and the output and input headers, block_inputs and
@@ -35,6 +40,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let k32 = p.k / 32u;
     let wbase = block * 64u * k32;
     let scales = ((p.n + 63u) / 64u) * 64u * k32;
+    // Words of scales, then as many of high bits (Q5): a quarter as many vec4s.
+    let highs = scales + scales / 4u;
     // Padding rows of the last block are zeros; their results are not stored.
     var acc: array<f32, ROWS>;
     for (var i = 0u; i < k32; i++) {
@@ -49,10 +56,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         // This invocation's 8 rows' scales of the block, two whole vec4s.
         let at = scales + ((block * k32 + i) * 8u + lane) * 2u;
         let dms = array<vec4<u32>, 2>(w[at], w[at + 1u]);
+        let his = high_words(highs + ((block * k32 + i) * 8u + lane) * 2u);
         for (var r = 0u; r < ROWS; r++) {
             let q = w[wbase + (i * 8u + r) * 8u + lane];
             let dm = unpack2x16float(dms[r / 4u][r % 4u]);
-            acc[r] += dm.x * dot_block(q, xs) + dm.y * x_sum;
+            acc[r] += dm.x * (dot_block(q, xs) + high_dot(his[r / 4u][r % 4u], xs)) + dm.y * x_sum;
         }
     }
     let scale = output_scale(input_sum_sq());

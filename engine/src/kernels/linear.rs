@@ -29,12 +29,17 @@ const LINEAR_ROPE_FUSED: &str = include_str!("../../../shaders/linear_rope_fused
 const LINEAR_INPUT: &str = include_str!("../../../shaders/linear_input.wgsl");
 const LINEAR_INPUT_NORM: &str = include_str!("../../../shaders/linear_input_norm.wgsl");
 const LINEAR_INPUT_SWIGLU: &str = include_str!("../../../shaders/linear_input_swiglu.wgsl");
-/// How the CPU-style matvec kernels load a block of inputs: each invocation
-/// all of it, or one eighth each, shared through subgroup broadcasts.
+/// The 4- and 5-bit matvec, and its high-bit decoders: none (Q4), or a word
+/// of high bits per block (Q5).
+const MATVEC_ROWS_Q4: &str = include_str!("../../../shaders/matvec_rows_q4.wgsl");
+const Q4_HIGH_NONE: &str = include_str!("../../../shaders/q4_high_none.wgsl");
+const Q5_HIGH_BITS: &str = include_str!("../../../shaders/q5_high_bits.wgsl");
 const MATVEC_ROWS_Q8: &str = include_str!("../../../shaders/matvec_rows_q8.wgsl");
 /// The 8-bit matvec's scale decoders: f16 d and m per block, or f32 per half block.
 pub(crate) const Q8_SCALES_F16: &str = include_str!("../../../shaders/q8_scales_f16.wgsl");
 pub(crate) const Q8_SCALES_F32: &str = include_str!("../../../shaders/q8_scales_f32.wgsl");
+/// How the CPU-style matvec kernels load a block of inputs: each invocation
+/// all of it, or one eighth each, shared through subgroup broadcasts.
 pub const LINEAR_BLOCK: &str = include_str!("../../../shaders/linear_block.wgsl");
 pub const LINEAR_BLOCK_SUBGROUP: &str = include_str!("../../../shaders/linear_block_subgroup.wgsl");
 /// How the CPU-style matmuls get their 8 tokens' inputs: each invocation
@@ -329,10 +334,10 @@ fn kernels(ctx: &GpuContext, kind: KernelFamily, store: Store, input: Input, pac
         let nibbles = |body: &str| format!("{LINEAR_NIBBLES}\n{body}");
         match packed {
             Some(Format::Q4) => (
-                cpu_matvec("matvec_rows_q4", &nibbles(include_str!("../../../shaders/matvec_rows_q4.wgsl")), rows),
+                cpu_matvec("matvec_rows_q4", &nibbles(&format!("{Q4_HIGH_NONE}\n{MATVEC_ROWS_Q4}")), rows),
                 cpu_matmul("matmul_rows_q4", include_str!("../../../shaders/matmul_rows_q4.wgsl")),
             ),
-            Some(Format::Q5) => (cpu_matvec("matvec_rows_q5", &nibbles(include_str!("../../../shaders/matvec_rows_q5.wgsl")), rows), f16_matmul()),
+            Some(Format::Q5) => (cpu_matvec("matvec_rows_q5", &nibbles(&format!("{Q5_HIGH_BITS}\n{MATVEC_ROWS_Q4}")), rows), f16_matmul()),
             // Compacted W_down, read in decode only.
             Some(Format::Q4Groups) => (cpu_matvec("matvec_rows_q4g", &nibbles(include_str!("../../../shaders/matvec_rows_q4g.wgsl")), rows), None),
             Some(Format::Q8) => (cpu_matvec("matvec_rows_q8", &format!("{Q8_SCALES_F16}\n{MATVEC_ROWS_Q8}"), rows), f16_matmul()),

@@ -1,7 +1,7 @@
 //! Packed weights for the CPU-adapter kernels, in blocks of 32 along a row:
 //! - Q4 (`matvec_rows_q4.wgsl`, `matmul_rows_q4.wgsl`): w = d * q + m, q in
 //!   0..15, d and m f16: the form of GGUF's Q4_1.
-//! - Q5 (`matvec_rows_q5.wgsl`): w = d * q + m, q in 0..31, d and m f16: the
+//! - Q5 (`matvec_rows_q4.wgsl` with `q5_high_bits.wgsl`): w = d * q + m, q in 0..31, d and m f16: the
 //!   low 4 bits of q as Q4 stores them, plus one word of high bits per
 //!   block: GGUF's Q5_0 (m = -16 d), Q5_1 and Q4_0, 24 bytes per 32 weights
 //!   where the 8-bit form takes 36.
@@ -148,7 +148,7 @@ fn affine_half(v: &[f32]) -> Option<(f32, f32, [u8; 16])> {
 /// reproduce it: a dequantized Q5_0 or Q4_0 block (w = d (q - 16): m = -16 d,
 /// exact in f16), or Q5_1 (w = d q + m, m its smallest weight). The high bit
 /// of weight e = 8j + p is bit 4p + j of its word, so that (word >> j) &
-/// 0x11111111 lays group j's bits out as nibbles (`matvec_rows_q5.wgsl`).
+/// 0x11111111 lays group j's bits out as nibbles (`q5_high_bits.wgsl`).
 fn q5_block(v: &[f32]) -> Option<(f16, f16, Vec<u32>)> {
     let lo = v.iter().copied().fold(f32::INFINITY, f32::min);
     let hi = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
