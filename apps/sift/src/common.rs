@@ -36,7 +36,7 @@ pub struct ModelArgs {
     pub model: Option<PathBuf>,
     /// Keep every weight matrix in f16. By default, on CPU adapters (lavapipe),
     /// matrices loaded from Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 or K-quant tensors are
-    /// also kept packed in 4 or 8 bits, reproducing the stored weights exactly,
+    /// also kept packed in 4, 5 or 8 bits, reproducing the stored weights exactly,
     /// and read that way (decoding about 1.4x faster).
     #[arg(long, global = true)]
     pub f16_weights: bool,
@@ -89,7 +89,7 @@ pub fn load_with(args: &ModelArgs, ctx: usize, keep_weights: bool) -> Result<Loa
     pb.finish_and_clear();
     let (packed, matrices) = model.packed_matrices();
     eprintln!(
-        "sift: {} on {} ({} layers, {:.0} MiB of f16 weights, {packed} of {matrices} matrices also packed in 4/8 bits, context {ctx})",
+        "sift: {} on {} ({} layers, {:.0} MiB of f16 weights, {packed} of {matrices} matrices also packed in 4, 5 or 8 bits, context {ctx})",
         path.file_name().unwrap_or_default().to_string_lossy(),
         model.ctx.describe(),
         loaded.config.n_layers,

@@ -276,7 +276,7 @@ fn check_bindings(c: &Config, max_ctx: usize, interleaved: bool, max_bind: u64) 
 }
 
 impl GpuModel {
-    /// Uploads weights (matrices as f16, and packed in 4 or 8 bits where that
+    /// Uploads weights (matrices as f16, and packed in 4, 5 or 8 bits where that
     /// is exact and the adapter is a CPU) and builds every kernel call.
     /// `max_ctx` bounds the KV cache; prompts beyond it are refused.
     pub fn new(ctx: Arc<GpuContext>, config: &Config, weights: &Weights, max_ctx: usize) -> Result<GpuModel> {
