@@ -32,8 +32,8 @@ const LINEAR_INPUT_SWIGLU: &str = include_str!("../../../shaders/linear_input_sw
 /// The 4- and 5-bit matvec, and its high-bit decoders: none (Q4), or a word
 /// of high bits per block (Q5).
 const MATVEC_ROWS_Q4: &str = include_str!("../../../shaders/matvec_rows_q4.wgsl");
-const Q4_HIGH_NONE: &str = include_str!("../../../shaders/q4_high_none.wgsl");
-const Q5_HIGH_BITS: &str = include_str!("../../../shaders/q5_high_bits.wgsl");
+pub(crate) const Q4_HIGH_NONE: &str = include_str!("../../../shaders/q4_high_none.wgsl");
+pub(crate) const Q5_HIGH_BITS: &str = include_str!("../../../shaders/q5_high_bits.wgsl");
 const MATVEC_ROWS_Q8: &str = include_str!("../../../shaders/matvec_rows_q8.wgsl");
 /// The 8-bit matvec's scale decoders: f16 d and m per block, or f32 per half block.
 pub(crate) const Q8_SCALES_F16: &str = include_str!("../../../shaders/q8_scales_f16.wgsl");

@@ -261,7 +261,7 @@ mod shader_validation {
                 continue;
             }
             let name = path.file_name().unwrap().to_string_lossy().to_string();
-            if name.starts_with("linear_") || name.starts_with("q8_scales_") || name.starts_with("matmul_tokens") || name.starts_with("attention_rows_keys") || ["attention_common.wgsl", "attention_params.wgsl", "one_dispatch_mlp.wgsl"].contains(&name.as_str()) {
+            if name.starts_with("linear_") || name.starts_with("q8_scales_") || name.starts_with("q4_high_") || name.starts_with("q5_high_") || name.starts_with("matmul_tokens") || name.starts_with("attention_rows_keys") || ["attention_common.wgsl", "attention_params.wgsl", "one_dispatch_mlp.wgsl"].contains(&name.as_str()) {
                 continue; // preludes, validated with the kernels they open
             }
             let body = std::fs::read_to_string(&path).unwrap();
@@ -270,7 +270,7 @@ mod shader_validation {
             // blocks of inputs with each block header (and the 4-bit ones
             // with the nibble functions), as kernels::linear composes them.
             let sources = if body.contains("store_y(") {
-                use super::linear::{Input, Store, LINEAR_BLOCK, LINEAR_BLOCK_SUBGROUP, LINEAR_COMMON, LINEAR_NIBBLES, MATMUL_TOKENS, MATMUL_TOKENS_SUBGROUP, Q8_SCALES_F16, Q8_SCALES_F32};
+                use super::linear::{Input, Store, LINEAR_BLOCK, LINEAR_BLOCK_SUBGROUP, LINEAR_COMMON, LINEAR_NIBBLES, MATMUL_TOKENS, MATMUL_TOKENS_SUBGROUP, Q4_HIGH_NONE, Q5_HIGH_BITS, Q8_SCALES_F16, Q8_SCALES_F32};
                 let reads_inputs = body.contains("load_x(") || body.contains("block_inputs(");
                 // The matmuls with each tokens header, like the matvecs' block headers.
                 let blocks = if body.contains("block_inputs(") {
@@ -281,8 +281,14 @@ mod shader_validation {
                     vec![""]
                 };
                 let nibbles = if body.contains("linear_nibbles.wgsl") { LINEAR_NIBBLES } else { "" };
-                // The 8-bit matvec, with each scale decoder.
-                let decoders = if body.contains("block_scales(") { vec![Q8_SCALES_F16, Q8_SCALES_F32] } else { vec![""] };
+                // The 8-bit matvec with each scale decoder, the 4-bit one with each high-bits decoder.
+                let decoders = if body.contains("block_scales(") {
+                    vec![Q8_SCALES_F16, Q8_SCALES_F32]
+                } else if body.contains("high_dot(") {
+                    vec![Q4_HIGH_NONE, Q5_HIGH_BITS]
+                } else {
+                    vec![""]
+                };
                 let mut sources = vec![];
                 for store in Store::ALL {
                     let (header, _, layout) = store.header();
