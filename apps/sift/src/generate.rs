@@ -85,7 +85,9 @@ pub fn run(args: Args) -> Result<()> {
         stats.decode_tokens_per_second(),
         stats.finish_reason
     );
-    if args.sparse.sparsity == Sparsity::Threshold {
+    if args.sparse.sparsity == Sparsity::Threshold && m.model.has_input_rule() {
+        eprintln!("threshold mode (TEAL): the tokens since the prompt read {:.1}% of the blocks' projection weights", m.model.active_fractions()?.0 * 100.0);
+    } else if args.sparse.sparsity == Sparsity::Threshold {
         eprintln!("threshold mode: the last token kept {:.1}% of MLP neurons", m.model.active_fractions()?.0 * 100.0);
     }
     Ok(())

@@ -235,6 +235,9 @@ pub fn set_mask(m: &mut Loaded, attributor: Option<&mut Attributor>, ids: &[u32]
 /// "461 of 1536 MLP neurons per layer, 2 of 9 heads" for the masks now set.
 pub fn describe_masks(m: &Loaded) -> Result<String> {
     let c = &m.model.config;
+    if m.model.has_input_rule() {
+        return Ok("the blocks' projection inputs chosen per token".into());
+    }
     let (mlp, heads) = m.model.active_fractions()?;
     let mut s = match m.model.mlp_mask() {
         MlpMask::Fixed(k) if k.iter().all(|&n| n == k[0]) => format!("{} of {} MLP neurons per layer", k[0], c.ffn_dim),

@@ -149,6 +149,11 @@ impl GpuModel {
         Ok(())
     }
 
+    /// Whether TEAL's rule is set.
+    pub fn has_input_rule(&self) -> bool {
+        self.inputs.is_some()
+    }
+
     /// The rule's calls for a forward over `n` tokens, if it runs.
     pub(crate) fn input_rule(&self, n: u32) -> Option<&InputRule> {
         self.inputs.as_ref().filter(|r| r.applies(n))
