@@ -29,10 +29,9 @@ impl InputStats {
         for (i, w) in windows.iter().enumerate() {
             attributor.forget_cached_tokens();
             attributor.trace_forward(model, w)?;
-            for l in 0..c.n_layers {
+            for (l, lw) in weights.layers.iter().enumerate() {
                 let (x_in, x_mid) = attributor.read_residuals(l)?;
                 let trace = attributor.read_trace(l)?;
-                let lw = &weights.layers[l];
                 let abs = |v: Vec<f32>| v.into_iter().map(f32::abs);
                 values[0][l].extend(abs(rmsnorm::reference(&x_in, &lw.attn_norm, c.rms_eps)));
                 values[1][l].extend(abs(trace.heads));
@@ -57,5 +56,4 @@ impl InputStats {
             self.values[i].iter().map(|v| if on { quantile_threshold(v, &[1.0], keep) } else { 0.0 }).collect()
         }))
     }
-
 }

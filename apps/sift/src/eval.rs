@@ -301,10 +301,8 @@ fn continuation(args: &Args) -> Result<serde_json::Value> {
     let sparse_args = crate::auto::resolve(&e.m.model, &args.sparse)?;
     let sparsity = &engine_sparsity(&sparse_args)?;
     // Before the dense pass, not after it.
-    match (sparsity, &sparse_args.thresholds) {
-        (Sparsity::Threshold(t), Some(file)) => t.check(&e.m.model).with_context(|| file.display().to_string())?,
-        (Sparsity::Inputs(t), Some(file)) => t.check(&e.m.model).with_context(|| file.display().to_string())?,
-        _ => {}
+    if let Some(file) = &sparse_args.thresholds {
+        sparsity.check(&e.m.model).with_context(|| file.display().to_string())?;
     }
     // Tokenized as the perplexity protocol does: the text without BOS, each
     // window starting with BOS where the model requires it.

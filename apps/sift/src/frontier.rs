@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 use sift_engine::eval::continuation::{self, Quality};
 use sift_engine::eval::Sparsity;
-use sift_engine::model::sparse::Rule;
+use sift_engine::model::sparse::{Rule, Site};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -78,7 +78,7 @@ fn parse_setting(spec: &str) -> Result<Setting> {
         },
         Sparsity::Inputs(t) => {
             let sites: Vec<&str> = t.calibration["sites"].as_array().map_or(Vec::new(), |s| s.iter().filter_map(|v| v.as_str()).collect());
-            let sites = if sites.is_empty() || sites.len() == 4 { "every projection".to_string() } else { sites.join(", ") };
+            let sites = if sites.is_empty() || sites.len() == Site::ALL.len() { "every projection".to_string() } else { sites.join(", ") };
             format!("TEAL, inputs of {sites}{}", t.calibration["keep"].as_f64().map_or(String::new(), |k| format!(" ({:.0}% kept)", k * 100.0)))
         }
     };
@@ -127,21 +127,13 @@ pub fn run(args: Args) -> Result<()> {
     if settings.iter().any(|s| matches!(s.sparsity, Sparsity::Threshold(_) | Sparsity::Inputs(_))) {
         let config = sift_engine::model::read_config(&crate::common::model_path(&args.model)?)?;
         for s in &settings {
-            match &s.sparsity {
-                Sparsity::Threshold(t) => t.check_shape(&config).with_context(|| s.label.clone())?,
-                Sparsity::Inputs(t) => t.check_shape(&config).with_context(|| s.label.clone())?,
-                _ => {}
-            }
+            s.sparsity.check_shape(&config).with_context(|| s.label.clone())?;
         }
     }
 
     let mut e = Evaluator::load(&args.model, args.ctx, sift_engine::attribution::DEFAULT_IG_STEPS)?;
     for s in &settings {
-        match &s.sparsity {
-            Sparsity::Threshold(t) => t.check(&e.m.model).with_context(|| s.label.clone())?,
-            Sparsity::Inputs(t) => t.check(&e.m.model).with_context(|| s.label.clone())?,
-            _ => {}
-        }
+        s.sparsity.check(&e.m.model).with_context(|| s.label.clone())?;
     }
     let tokens = e.m.tokenizer.encode_plain(&text)?;
     let windows = shape.cut(&tokens, e.m.tokenizer.required_bos()).with_context(|| path.display().to_string())?;

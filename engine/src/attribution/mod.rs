@@ -568,8 +568,6 @@ impl Attributor {
         Ok((lb, self.last_rows))
     }
 
-    /// Layer `layer`'s gate and up pre-activations from the last attribution,
-    /// [rows, gate (ffn) | up (ffn)], for the rows [`Attributor::read_trace`] gives.
     /// Layer `layer`'s residual stream in the last attribution, before its
     /// attention and before its MLP: ([T, dim], [T, dim]).
     pub fn read_residuals(&self, layer: usize) -> Result<(Vec<f32>, Vec<f32>)> {
@@ -578,6 +576,8 @@ impl Attributor {
         Ok((read_buffer_f32(&self.ctx, &lb.x_in, 0, n * d)?, read_buffer_f32(&self.ctx, &lb.x_mid, 0, n * d)?))
     }
 
+    /// Layer `layer`'s gate and up pre-activations from the last attribution,
+    /// [rows, gate (ffn) | up (ffn)], for the rows [`Attributor::read_trace`] gives.
     pub fn read_gate_up(&self, layer: usize) -> Result<Vec<f32>> {
         let (lb, n) = self.traced_layer(layer)?;
         read_buffer_f32(&self.ctx, &lb.gate_up, 0, n * 2 * self.config.ffn_dim)

@@ -32,6 +32,25 @@ pub enum Sparsity {
 }
 
 impl Sparsity {
+    /// Refuses a thresholds file (neuron or input rule) made for another
+    /// model; other modes carry no file.
+    pub fn check(&self, model: &GpuModel) -> Result<()> {
+        match self {
+            Sparsity::Threshold(t) => t.check(model),
+            Sparsity::Inputs(t) => t.check(model),
+            _ => Ok(()),
+        }
+    }
+
+    /// What [`Sparsity::check`] can tell from the model's metadata alone, before it loads.
+    pub fn check_shape(&self, c: &crate::model::Config) -> Result<()> {
+        match self {
+            Sparsity::Threshold(t) => t.check_shape(c),
+            Sparsity::Inputs(t) => t.check_shape(c),
+            _ => Ok(()),
+        }
+    }
+
     pub fn label(&self) -> String {
         match self {
             Sparsity::Off => "off".into(),

@@ -119,7 +119,8 @@ impl InputRule {
                         Site::O => heads,
                         Site::Down => neurons,
                     };
-                    let index = Site::ALL.iter().position(|&x| x == s).unwrap() * c.n_layers + l;
+                    // [site][layer], sites in their declared order (Site::ALL).
+                    let index = s as usize * c.n_layers + l;
                     input_zero::call(ctx, s.width(c), index, step, v, &thresholds, &kept)
                 })
             })
